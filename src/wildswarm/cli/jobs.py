@@ -1,0 +1,1 @@
+"""``wildswarm worker|producer|submit|status``: the job system's commands."""

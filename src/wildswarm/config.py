@@ -1,0 +1,129 @@
+"""Settings: the one place that reads the environment.
+
+Every other module receives a :class:`Settings`. Each field ``x`` is read from
+``WILDSWARM_X``; secrets may instead be given as a file path in
+``WILDSWARM_X_FILE`` (Docker secrets), which wins when both are set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+from wildswarm.errors import ConfigError
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+#: Where the two real camera-trap videos live beside a checkout (and in CI).
+DEFAULT_SEED_VIDEOS = _PROJECT_ROOT.parent / "shared" / "data" / "seed-examples"
+
+SECRET_FIELDS = ("broker_password", "web_secret_key", "web_token", "web_password")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- shared filesystem -------------------------------------------------
+    data: Path = Path("data")
+    models_dir: Path | None = None  # default: <data>/models
+    node: str = field(default_factory=socket.gethostname)
+
+    # --- pipeline ----------------------------------------------------------
+    detector: str = "MDV6-yolov9-c"
+    classifier: str = "none"
+    pose: str = "superanimal_quadruped"
+    device: str = "auto"
+    fps: float = 5.0
+    batch_size: int = 4
+    detector_image_size: int = 640
+    detection_threshold: float = 0.2
+    max_animals: int = 5
+    pose_threshold: float = 0.1
+    untrained: bool = False
+    seed_videos: Path = DEFAULT_SEED_VIDEOS
+
+    # --- broker ------------------------------------------------------------
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 5672
+    broker_vhost: str = "/"
+    broker_user: str = "wildswarm"
+    broker_password: str = ""
+    broker_heartbeat: int = 60
+    queue: str = "wildswarm.jobs"
+    delivery_limit: int = 3
+
+    # --- producer ----------------------------------------------------------
+    extensions: tuple[str, ...] = (".mp4",)
+    max_video_bytes: int = 4 * 1024**3
+    settle_seconds: float = 5.0
+    poll_seconds: float = 2.0
+
+    # --- worker ------------------------------------------------------------
+    stop_grace_seconds: float = 30.0
+
+    # --- metrics -----------------------------------------------------------
+    worker_metrics_port: int = 9101
+    producer_metrics_port: int = 9102
+
+    # --- web ---------------------------------------------------------------
+    web_secret_key: str = ""
+    web_token: str = ""
+    web_user: str = "wildswarm"
+    web_password: str = ""
+    web_auth: bool = True
+
+    @property
+    def models(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.data / "models"
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def broker_url_redacted(self) -> str:
+        return f"amqp://{self.broker_user}:***@{self.broker_host}:{self.broker_port}/{self.broker_vhost}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from ``WILDSWARM_*`` variables, then apply ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            key = "WILDSWARM_" + f.name.upper()
+            raw = env.get(key)
+            if f.name in SECRET_FIELDS and env.get(key + "_FILE"):
+                path = Path(env[key + "_FILE"])
+                try:
+                    raw = path.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"{key}_FILE={path}: cannot read secret: {exc.strerror}") from exc
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, key, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, key: str, raw: str, annotation) -> object:
+    kind = str(annotation)
+    try:
+        if "Path" in kind:
+            return Path(raw)
+        if "bool" in kind:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if "tuple" in kind:
+            return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,45 @@
+"""The named errors of wildswarm, in one place.
+
+Commands turn a :class:`WildswarmError` into a one-line message and a non-zero
+exit status; anything else is a bug and keeps its traceback.
+"""
+
+
+class WildswarmError(Exception):
+    """Base of every error wildswarm raises on purpose."""
+
+
+class ConfigError(WildswarmError):
+    """A setting is missing or malformed."""
+
+
+class VideoError(WildswarmError):
+    """An input is missing, not a video, corrupt, truncated or empty."""
+
+
+class ModelError(WildswarmError):
+    """A model is unknown, or its weights are missing or do not verify."""
+
+
+class MissingWeightsError(ModelError):
+    """A weight file is not in the models directory."""
+
+
+class PipelineError(WildswarmError):
+    """Analysis failed for a reason other than the input or the weights."""
+
+
+class MessageError(WildswarmError):
+    """A queue message cannot be decoded (malformed, wrong schema version)."""
+
+
+class BrokerError(WildswarmError):
+    """The broker cannot be reached, or refused an operation."""
+
+
+class JobError(WildswarmError):
+    """A job record is missing or cannot be read."""
+
+
+class UnsafePathError(WildswarmError):
+    """A path built from user input would leave the data root."""
