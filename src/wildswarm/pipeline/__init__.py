@@ -1,0 +1,1 @@
+"""The per-video analysis pipeline: video IO, models, detection, pose, rendering, outputs."""

@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import supervision as sv
+
+from wildswarm.pipeline import outputs
+from wildswarm.pipeline.pose import KeyPoints
+
+
+def test_output_folder_is_all_or_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with outputs.OutputFolder(tmp_path, "v") as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+    with outputs.OutputFolder(tmp_path, "v") as tmp:
+        (tmp / "a.txt").write_text("1")
+    with outputs.OutputFolder(tmp_path, "v") as tmp:  # a re-run replaces the whole folder
+        (tmp / "b.txt").write_text("2")
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]
+    assert [p.name for p in (tmp_path / "v").iterdir()] == ["b.txt"]
+
+
+def test_megadetector_json(tmp_path):
+    det = sv.Detections(xyxy=np.array([[10, 20, 110, 70], [0, 0, 5, 5]], np.float32),
+                        confidence=np.array([0.9, 0.3], np.float32), class_id=np.array([0, 1]))
+    det.data["species"] = np.array(["zebra", ""], dtype=object)
+    det.data["species_confidence"] = np.array([0.7, 0.0], np.float32)
+    path = tmp_path / "d.json"
+    outputs.write_detections(path, "v.mp4", [(0, 0.0), (5, 0.2)], [det, sv.Detections.empty()], (200, 100),
+                             detector="MDV6-yolov9-c", classifier={0: "lion", 1: "zebra"}, frame_rate=5.0,
+                             untrained=False)
+    doc = json.loads(path.read_text())
+    assert doc["info"]["format_version"] == "1.4"
+    assert doc["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    first = doc["images"][0]
+    assert first["file"] == "v.mp4/frame000000.jpg" and first["max_detection_conf"] == pytest.approx(0.9)
+    assert first["detections"][0] == {"category": "1", "conf": 0.9, "bbox": [0.05, 0.2, 0.5, 0.5],
+                                      "classifications": [["1", 0.7]]}
+    assert "classifications" not in first["detections"][1]
+    assert doc["images"][1]["detections"] == [] and doc["images"][1]["frame_number"] == 5
+
+
+def test_keypoint_table_is_deeplabcut_shaped(tmp_path):
+    parts = ["nose", "tail_base"]
+    poses = [KeyPoints(np.array([[[1, 2], [3, 4]]], np.float32), np.array([[0.9, 0.1]], np.float32)),
+             KeyPoints.empty(2),
+             KeyPoints(np.ones((2, 2, 2), np.float32), np.ones((2, 2), np.float32))]
+    table = outputs.keypoint_table([(0, 0), (4, .4), (8, .8)], poses, parts, "scorer")
+    assert table.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
+    assert table.shape == (3, 2 * 2 * 3)
+    assert table.loc[0, ("scorer", "animal0", "nose", "likelihood")] == pytest.approx(0.9)
+    assert np.isnan(table.loc[4]).all() and np.isnan(table.loc[0, ("scorer", "animal1")]).all()
+    outputs.write_keypoints(tmp_path, table)
+    back = pd.read_hdf(tmp_path / outputs.KEYPOINTS_H5, "df_with_missing")
+    pd.testing.assert_frame_equal(back, table)
+    csv = pd.read_csv(tmp_path / outputs.KEYPOINTS_CSV, header=[0, 1, 2, 3], index_col=0)
+    assert csv.shape == table.shape
+
+
+def test_clean_stale_removes_leftovers(tmp_path):
+    (tmp_path / ".tmp-v-abc").mkdir()
+    (tmp_path / "v").mkdir()
+    outputs.clean_stale(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]

@@ -1,0 +1,133 @@
+"""The real pipeline (PytorchWildlife + DeepLabCut code paths) on untrained weights."""
+import json
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from wildswarm.config import Settings
+from wildswarm.errors import ModelError, VideoError
+from wildswarm.pipeline import outputs
+from wildswarm.pipeline.run import Pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def settings(untrained_models_dir, tmp_path_factory) -> Settings:
+    return Settings(data=tmp_path_factory.mktemp("data"), models_dir=untrained_models_dir, untrained=True,
+                    device="cpu", detection_threshold=0.001, max_animals=2, fps=5, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def pipeline(settings) -> Pipeline:
+    return Pipeline(settings)
+
+
+def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: int):
+    assert sorted(p.name for p in folder.iterdir()) == sorted(outputs.ALL_FILES)
+    summary = json.loads((folder / outputs.SUMMARY).read_text())
+    assert summary["untrained_weights"] is True and "UNTRAINED" in summary["warning"]
+    assert summary["frames"]["analysed"] == expected_analysed
+    assert summary["frames"]["read"] <= video_frames
+    for stage in ("decode", "detect", "pose", "render", "write", "total"):
+        assert stage in summary["timings_s"]
+    for kind in ("detector", "pose"):
+        assert len(summary["models"][kind]["sha256"]) == 64
+    # the labeled video: H.264, yuv420p, one frame per analysed frame
+    with av.open(str(folder / outputs.LABELED_VIDEO)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.name, s.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert sum(1 for _ in c.decode(s)) == expected_analysed
+    dets = json.loads((folder / outputs.DETECTIONS).read_text())
+    assert len(dets["images"]) == expected_analysed
+    assert dets["info"]["untrained_weights"] is True
+    for img in dets["images"]:
+        for d in img["detections"]:
+            assert d["category"] in dets["detection_categories"]
+            assert all(0 <= v <= 1.0001 for v in d["bbox"])
+    table = pd.read_hdf(folder / outputs.KEYPOINTS_H5)
+    assert len(table) == expected_analysed
+    assert table.columns.get_level_values("bodyparts").nunique() == bodyparts
+    assert set(table.columns.get_level_values("coords")) == {"x", "y", "likelihood"}
+    csv = pd.read_csv(folder / outputs.KEYPOINTS_CSV, header=[0, 1, 2, 3], index_col=0)
+    assert csv.shape == table.shape
+    with Image.open(folder / outputs.TRAJECTORY) as im:
+        assert im.format == "PNG" and im.size[0] > 300
+    return summary, table
+
+
+def test_seed_videos_end_to_end(pipeline, seed_videos, tmp_path):
+    for video in seed_videos:
+        seen = []
+        result = pipeline.analyze(video, tmp_path, progress=lambda d, t: seen.append((d, t)))
+        with av.open(str(video)) as c:
+            total = c.streams.video[0].frames
+        expected = len(range(0, total, 1)) and int(np.ceil(total / (24 / 5)))
+        summary, table = check_outputs(result.output_dir, total, expected, 39)
+        assert result.frames_analysed == expected and result.untrained
+        assert seen[0][0] == 0 and seen[-1] == (expected, expected)
+        assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+        # pose ran on the boxes the detector found: keypoints present for up to max_animals animals
+        assert summary["animals"]["poses"] > 0
+        assert not table.xs("x", level="coords", axis=1).isna().all().all()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_no_animals_gives_an_empty_but_valid_result(settings, make_video, tmp_path):
+    strict = Pipeline(settings.replace(detection_threshold=0.99, pose="superanimal_topviewmouse"))
+    result = strict.analyze(make_video(frames=10, fps=10), tmp_path)
+    summary, table = check_outputs(result.output_dir, 10, 5, 27)
+    assert summary["animals"]["detections"] == 0 and summary["animals"]["poses"] == 0
+    assert table.isna().all().all()
+
+
+def test_classifier_labels_each_animal(settings, make_video, tmp_path):
+    p = Pipeline(settings.replace(classifier="AI4GSnapshotSerengeti", detector_image_size=320))
+    result = p.analyze(make_video(frames=5, fps=5), tmp_path, name="classified")
+    dets = json.loads((result.output_dir / outputs.DETECTIONS).read_text())
+    assert len(dets["classification_categories"]) == 10
+    animal_dets = [d for img in dets["images"] for d in img["detections"] if d["category"] == "1"]
+    per_frame = [[d for d in img["detections"] if d["category"] == "1"] for img in dets["images"]]
+    # the first max_animals (2) animal boxes of each frame carry a species, the rest do not
+    for boxes in per_frame:
+        assert [("classifications" in d) for d in boxes] == [True] * min(2, len(boxes)) + [False] * (len(boxes) - 2)
+    assert animal_dets
+    assert result.summary["models"]["classifier"]["name"] == "AI4GSnapshotSerengeti"
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "no such file"),
+    (b"", "empty"),
+    (b"GIF89a not a video at all" * 100, "not a readable video"),
+])
+def test_bad_input_raises_video_error_and_writes_nothing(pipeline, tmp_path, content, match):
+    video = tmp_path / "in" / "bad.mp4"
+    video.parent.mkdir()
+    if content is not None:
+        video.write_bytes(content)
+    out = tmp_path / "out"
+    with pytest.raises(VideoError, match=match):
+        pipeline.analyze(video, out)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_truncated_video_leaves_no_partial_folder(pipeline, make_video, tmp_path):
+    data = make_video(frames=30, size=(320, 192)).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "out"
+    try:
+        result = pipeline.analyze(cut, out)
+    except VideoError:
+        assert not out.exists() or list(out.iterdir()) == []
+    else:  # FFmpeg decoded what was there: the result is complete for those frames
+        assert sorted(p.name for p in result.output_dir.iterdir()) == sorted(outputs.ALL_FILES)
+        assert [p.name for p in out.iterdir()] == ["cut"]
+
+
+def test_untrained_weights_are_refused_unless_asked_for(settings):
+    with pytest.raises(ModelError, match="untrained"):
+        Pipeline(settings.replace(untrained=False))

@@ -1,0 +1,99 @@
+import av
+import numpy as np
+import pytest
+
+from wildswarm.errors import VideoError
+from wildswarm.pipeline.video import VideoWriter, probe, read_frames, sample_step
+
+
+def test_probe_reads_the_header(make_video):
+    info = probe(make_video(frames=12, size=(160, 96), fps=10))
+    assert (info.width, info.height, info.frames) == (160, 96, 12)
+    assert info.fps == pytest.approx(10)
+    assert info.codec == "h264"
+
+
+@pytest.mark.parametrize("source,fps,step", [(24, 5, 4.8), (10, 0, 1.0), (10, 30, 1.0), (30, 10, 3.0)])
+def test_sample_step(source, fps, step):
+    assert sample_step(source, fps) == pytest.approx(step)
+
+
+def test_sampling_decodes_once_on_the_time_grid(make_video):
+    video = make_video(frames=20, fps=10)
+    frames = list(read_frames(video, fps=2.5))
+    assert [f.index for f in frames] == [0, 4, 8, 12, 16]
+    assert probe(video).sampled(2.5) == len(frames)
+    assert frames[0].image.shape == (96, 160, 3) and frames[0].image.dtype == np.uint8
+
+
+def test_fps_zero_keeps_every_frame(make_video):
+    assert len(list(read_frames(make_video(frames=7), fps=0))) == 7
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoError, match="no such file"):
+        probe(tmp_path / "nope.mp4")
+
+
+def test_directory_is_not_a_video(tmp_path):
+    with pytest.raises(VideoError, match="not a regular file"):
+        probe(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        probe(tmp_path / "e.mp4")
+
+
+def test_text_file_named_mp4(tmp_path):
+    (tmp_path / "t.mp4").write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoError, match="not a readable video"):
+        probe(tmp_path / "t.mp4")
+
+
+def test_random_bytes(tmp_path):
+    (tmp_path / "r.mp4").write_bytes(np.random.default_rng(1).bytes(50_000))
+    with pytest.raises(VideoError):
+        probe(tmp_path / "r.mp4")
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "a.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with pytest.raises(VideoError, match="no video stream"):
+        probe(path)
+
+
+def test_truncated_video_is_an_error_not_a_crash(make_video, tmp_path):
+    data = make_video(frames=40, size=(320, 192)).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # header intact (faststart), frames cut off
+    try:
+        frames = list(read_frames(cut, fps=0))
+    except VideoError as exc:
+        assert "cut.mp4" in str(exc)
+    else:  # FFmpeg may just stop early: then fewer frames than the header promised
+        assert len(frames) < 40
+
+
+def test_writer_makes_browser_playable_h264(tmp_path):
+    out = tmp_path / "o.mp4"
+    with VideoWriter(out, 5, 161, 97) as w:  # odd sizes are trimmed to even for yuv420p
+        for i in range(6):
+            w.write(np.full((97, 161, 3), i * 40, np.uint8))
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264"
+        assert s.codec_context.pix_fmt == "yuv420p"
+        assert (s.codec_context.width, s.codec_context.height) == (160, 96)
+        assert sum(1 for _ in c.decode(s)) == 6
+    head = out.read_bytes()[:4096]
+    assert head.find(b"moov") != -1 and head.find(b"moov") < max(head.find(b"mdat"), 4096)
