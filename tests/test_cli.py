@@ -1,0 +1,72 @@
+"""The `wildswarm` command: analyze and models, as users type them."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from wildswarm.cli import main
+from wildswarm.pipeline import outputs
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def env(untrained_models_dir, tmp_path):
+    return {"WILDSWARM_DATA": str(tmp_path / "data"), "WILDSWARM_MODELS_DIR": str(untrained_models_dir)}
+
+
+def test_models_list_and_path(env, untrained_models_dir):
+    code, out = run("models", "list", env=env)
+    assert code == 0
+    assert "MDV6-yolov9-c" in out and "untrained" in out and "missing" in out
+    code, out = run("models", "path", "superanimal_quadruped", env=env)
+    assert out.strip() == str(untrained_models_dir / "superanimal_quadruped_hrnet_w32.pt")
+
+
+def test_models_verify_reports_untrained_and_missing(env):
+    code, out = run("models", "verify", "MDV6-yolov9-c", "MDV5a", env=env)
+    assert code == 1
+    assert "UNTRAINED" in out and "md_v5a.0.0.pt is not in" in out
+
+
+def test_models_untrained_never_overwrites_real_weights(tmp_path):
+    models = tmp_path / "m"
+    models.mkdir()
+    real = models / "AI4GSnapshotSerengeti.ckpt"
+    real.write_bytes(b"real weights placed by hand")
+    env = {"WILDSWARM_MODELS_DIR": str(models)}
+    code, out = run("models", "untrained", "AI4GSnapshotSerengeti", env=env)
+    assert code == 0 and "left alone" in out
+    assert real.read_bytes() == b"real weights placed by hand"
+
+
+def test_unknown_model_is_a_clean_error(env):
+    code, out = run("models", "path", "MDv99", env=env)
+    assert code == 2 and "unknown model" in out and "Traceback" not in out
+
+
+def test_analyze_without_weights_names_the_remedies(tmp_path):
+    code, out = run("analyze", str(tmp_path / "x.mp4"), env={"WILDSWARM_DATA": str(tmp_path)})
+    assert code == 2
+    assert "wildswarm models fetch" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_analyze_good_and_bad_videos(env, make_video, tmp_path):
+    good = make_video("good clip.mp4", frames=10, fps=10)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    out_dir = tmp_path / "results"
+    code, out = run("analyze", str(good), str(bad), str(tmp_path / "missing.mp4"), "--out", str(out_dir),
+                    "--untrained", "--fps", "5", "--device", "cpu", env={**env, "WILDSWARM_DETECTION_THRESHOLD": "0.001"})
+    assert code == 1  # some videos failed
+    assert "untrained" in out.lower()
+    assert "bad.mp4: failed" in out and "not a readable video" in out
+    assert "missing.mp4: failed" in out and "no such file" in out
+    assert "Traceback" not in out
+    assert [p.name for p in out_dir.iterdir()] == ["good_clip"]
+    summary = json.loads((out_dir / "good_clip" / outputs.SUMMARY).read_text())
+    assert summary["frames"]["analysed"] == 5 and summary["untrained_weights"] is True
