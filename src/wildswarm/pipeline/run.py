@@ -100,6 +100,7 @@ class Pipeline:
         out_fps = info.fps / sample_step(info.fps, s.fps) if info.fps else s.fps or 5.0
         timings: dict[str, float] = defaultdict(float)
         frames_meta: list[tuple[int, float]] = []
+        decode_stats = {"decoded": 0}
         dets, poses = [], []
         started = time.perf_counter()
 
@@ -135,7 +136,7 @@ class Pipeline:
                         progress(len(frames_meta), max(total, len(frames_meta)))
 
                 batch: list[Frame] = []
-                frames = read_frames(video, s.fps)
+                frames = read_frames(video, s.fps, decode_stats)
                 while True:
                     with timed("decode"):
                         frame = next(frames, None)
@@ -162,16 +163,17 @@ class Pipeline:
                                 height=info.height, pose_threshold=s.pose_threshold,
                                 title=f"{video.name}: keypoints over time", untrained=self.untrained)
             timings["total"] = time.perf_counter() - started
-            summary = self._summary(video, info, frames_meta, dets, poses, out_fps, timings)
+            summary = self._summary(video, info, decode_stats["decoded"], frames_meta, dets, poses, out_fps,
+                                    timings)
             outputs.write_summary(tmp / outputs.SUMMARY, summary)
         if progress:
             progress(len(frames_meta), len(frames_meta))
         return Result(name=name, output_dir=Path(out_root) / name, files=outputs.ALL_FILES,
-                      frames_read=frames_meta[-1][0] + 1, frames_analysed=len(frames_meta),
+                      frames_read=decode_stats["decoded"], frames_analysed=len(frames_meta),
                       animals=summary["animals"]["max_per_frame"], untrained=self.untrained,
                       timings=dict(timings), summary=summary)
 
-    def _summary(self, video, info, frames_meta, dets, poses, out_fps, timings) -> dict:
+    def _summary(self, video, info, decoded, frames_meta, dets, poses, out_fps, timings) -> dict:
         from wildswarm.pipeline.detect import ANIMAL
         s = self.settings
         per_frame = [int((d.class_id == ANIMAL).sum()) if len(d) else 0 for d in dets]
@@ -192,7 +194,7 @@ class Pipeline:
                          "max_animals": s.max_animals, "batch_size": s.batch_size, "device": self.device},
             "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames,
                       "duration_s": round(info.duration, 3), "codec": info.codec},
-            "frames": {"read": frames_meta[-1][0] + 1, "analysed": len(frames_meta),
+            "frames": {"read": decoded, "analysed": len(frames_meta),
                        "output_fps": round(out_fps, 3)},
             "animals": {"frames_with_animals": sum(1 for n in per_frame if n),
                         "max_per_frame": max(per_frame, default=0), "detections": sum(per_frame),

@@ -94,11 +94,12 @@ def probe(path: Path) -> VideoInfo:
         container.close()
 
 
-def read_frames(path: Path, fps: float = 0.0) -> Iterator[Frame]:
+def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None) -> Iterator[Frame]:
     """Decode ``path`` once, yielding the frames on a grid of ``fps`` per second.
 
     ``fps`` of 0 (or at least the source rate) keeps every frame. A stream that
     breaks off mid-way raises :class:`VideoError` naming the last good frame.
+    ``stats["decoded"]`` (if given) counts every frame decoded, kept or not.
     """
     container = _open(path)
     try:
@@ -111,6 +112,8 @@ def read_frames(path: Path, fps: float = 0.0) -> Iterator[Frame]:
         try:
             for frame in container.decode(stream):
                 index += 1
+                if stats is not None:
+                    stats["decoded"] = index + 1
                 if index + 1e-6 < next_pick:
                     continue
                 next_pick += step
