@@ -62,6 +62,9 @@ class Settings:
 
     # --- worker ------------------------------------------------------------
     stop_grace_seconds: float = 30.0
+    # Test/benchmark aid only: "module:Class" of a stand-in for the real
+    # Pipeline (e.g. wildswarm.testing:SleepAnalyzer). Empty: the real Pipeline.
+    analyzer: str = ""
 
     # --- metrics -----------------------------------------------------------
     worker_metrics_port: int = 9101

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import click
 
@@ -29,7 +30,7 @@ def friendly_errors(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wildswarm")
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Shared-filesystem root (WILDSWARM_DATA, default ./data).")
 @click.pass_context
 def main(ctx: click.Context, data: str | None) -> None:
