@@ -15,8 +15,11 @@ Every path built from user input goes through :func:`safe_name` and
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
+import shutil
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -148,3 +151,38 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def move_into(src: Path, dest_dir: Path, tag: str) -> Path | None:
+    """Move ``src`` into ``dest_dir`` without overwriting; None if ``src`` is already gone.
+
+    A name taken there gets ``-<tag>`` (then ``-<tag>-1``, ...) before its extension.
+    """
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    stem, ext = src.stem, src.suffix
+    candidates = [src.name, f"{stem}-{tag}{ext}"] + [f"{stem}-{tag}-{n}{ext}" for n in range(1, 100)]
+    for candidate in candidates:
+        dest = dest_dir / candidate
+        try:
+            os.link(src, dest)          # fails if dest exists: never overwrites
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(src, dest):     # another process is moving it too
+                    src.unlink(missing_ok=True)
+                    return dest
+            continue
+        except FileNotFoundError:
+            return None
+        except OSError as exc:          # no hard links here: rename if the name is free
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+                raise
+            if dest.exists():
+                continue
+            try:
+                shutil.move(str(src), str(dest))
+            except FileNotFoundError:
+                return None
+            return dest
+        src.unlink(missing_ok=True)
+        return dest
+    raise OSError(f"no free name for {src.name} in {dest_dir}")

@@ -1,0 +1,57 @@
+"""Every Prometheus metric of wildswarm, defined once.
+
+Names follow ``wildswarm_<noun>_<unit|total>``; labels take a few fixed values
+(an outcome, a stage, a component), never a video or job name. Each process
+serves the default registry on its own port with :func:`serve`.
+"""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+#: Seconds, from a trivial job to a multi-hour video.
+JOB_BUCKETS = (0.05, 0.25, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+STAGE_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600)
+
+# --- worker ------------------------------------------------------------------
+#: outcome: done | failed | retried | duplicate | skipped | rejected | interrupted
+JOBS = Counter("wildswarm_jobs_total", "Jobs a worker finished handling, by outcome", ["outcome"])
+JOB_DURATION = Histogram("wildswarm_job_duration_seconds", "Wall time of handling one job, by outcome",
+                         ["outcome"], buckets=JOB_BUCKETS)
+STAGE_DURATION = Histogram("wildswarm_stage_duration_seconds", "Time spent per pipeline stage of a job",
+                           ["stage"], buckets=STAGE_BUCKETS)
+FRAMES_ANALYSED = Counter("wildswarm_frames_analysed_total", "Video frames analysed by this worker")
+JOBS_IN_PROGRESS = Gauge("wildswarm_inprogress_jobs", "Jobs this worker is analysing now (0 or 1)")
+MODEL_LOAD = Gauge("wildswarm_model_load_seconds", "Time the worker took to load its models at start")
+
+# --- producer ----------------------------------------------------------------
+#: result: queued | known | duplicate | refused
+FILES_SEEN = Counter("wildswarm_files_seen_total", "Settled files the producer looked at, by result", ["result"])
+JOBS_PUBLISHED = Counter("wildswarm_jobs_published_total", "Jobs published to the queue and confirmed",
+                         ["component"])
+PUBLISH_FAILURES = Counter("wildswarm_publish_failures_total", "Publishes the broker did not confirm",
+                           ["component"])
+
+# --- both --------------------------------------------------------------------
+BROKER_RECONNECTS = Counter("wildswarm_broker_reconnects_total", "Times a connection to the broker was lost",
+                            ["component"])
+
+#: Stage names the pipeline reports; any other is counted as "other" to bound the label.
+KNOWN_STAGES = frozenset({"load", "decode", "detect", "classify", "pose", "render", "write", "total"})
+
+
+def stage_label(name: str) -> str:
+    return name if name in KNOWN_STAGES else "other"
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> int:
+    """Serve ``/metrics`` on ``port`` (0: any free port); return the port, or -1 if disabled (< 0)."""
+    if port < 0:
+        return -1
+    server, _thread = start_http_server(port, addr=addr)
+    actual = server.server_address[1]
+    log.info("metrics on http://%s:%d/metrics", addr, actual)
+    return actual
