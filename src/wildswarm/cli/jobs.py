@@ -1,1 +1,146 @@
-"""``wildswarm worker|producer|submit|status``: the job system's commands."""
+"""``wildswarm worker|producer|submit|status``: the job system's commands (wiring only)."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from wildswarm.cli import friendly_errors, main
+from wildswarm.config import Settings
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--metrics-port", type=int, default=None,
+              help="Port of /metrics (WILDSWARM_WORKER_METRICS_PORT; 0: any free port, -1: none).")
+@click.pass_obj
+@friendly_errors
+def worker(settings: Settings, metrics_port: int | None) -> None:
+    """Consume jobs from the queue and analyse them, one at a time, until SIGTERM."""
+    from wildswarm import metrics
+    from wildswarm.worker import Worker, load_analyzer
+
+    _logging()
+    analyzer, seconds = load_analyzer(settings)
+    metrics.MODEL_LOAD.set(seconds)
+    metrics.serve(settings.worker_metrics_port if metrics_port is None else metrics_port)
+    w = Worker(settings, analyzer)
+    w.install_signal_handlers()
+    sys.exit(w.run())
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Queue what is in input/ now, then exit.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Port of /metrics (WILDSWARM_PRODUCER_METRICS_PORT; 0: any free port, -1: none).")
+@click.pass_obj
+@friendly_errors
+def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
+    """Watch input/ and queue each new video once it has stopped growing."""
+    from wildswarm import metrics
+    from wildswarm.producer import Producer
+
+    _logging()
+    p = Producer(settings)
+    if not once:
+        metrics.serve(settings.producer_metrics_port if metrics_port is None else metrics_port)
+        signal.signal(signal.SIGTERM, p.stop)
+        signal.signal(signal.SIGINT, p.stop)
+    queued = p.run(once=once)
+    if once:
+        click.echo(f"queued {queued} job(s)")
+
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Show each job's progress until it is done or failed.")
+@click.pass_obj
+@friendly_errors
+def submit(settings: Settings, videos: tuple[Path, ...], wait: bool) -> None:
+    """Copy VIDEOS into input/ and queue a job for each (once per content)."""
+    from wildswarm.broker import Broker
+    from wildswarm.errors import VideoError
+    from wildswarm.producer import submit_file
+
+    jobs, refused = [], 0
+    with Broker(settings) as broker:
+        for video in videos:
+            try:
+                job, created = submit_file(settings, broker, video)
+            except VideoError as exc:
+                click.secho(f"refused: {exc}", fg="red", err=True)
+                refused += 1
+                continue
+            state = "queued" if created else f"already known ({job.status.value})"
+            click.echo(f"{job.id}  {job.input_name}  {state}")
+            if job.id not in jobs:
+                jobs.append(job.id)
+    failed = _wait_for(settings, jobs) if wait and jobs else 0
+    sys.exit(2 if refused else 1 if failed else 0)
+
+
+def _wait_for(settings: Settings, job_ids: list[str]) -> int:
+    """Progress bars until every job is finished; returns how many failed."""
+    from tqdm import tqdm
+
+    from wildswarm.jobs import JobStore
+    from wildswarm.layout import Layout
+
+    store = JobStore(Layout(settings.data))
+    bars = {i: tqdm(total=1, desc=f"{i[:8]} {store.get(i).input_name[:24]}", position=n, unit="frame")
+            for n, i in enumerate(job_ids)}
+    open_ids, failed = set(job_ids), 0
+    while open_ids:
+        for job_id in sorted(open_ids):
+            job, bar = store.get(job_id), bars[job_id]
+            bar.total = max(job.frames_total, 1)
+            bar.n = bar.total if job.status.value == "done" else min(job.frames_done, bar.total)
+            bar.set_postfix_str(f"{job.status.value} {job.node or ''}".strip(), refresh=False)
+            bar.refresh()
+            if job.status.finished:
+                open_ids.discard(job_id)
+                failed += job.status.value == "failed"
+                bar.close()
+                if job.error:
+                    tqdm.write(f"{job_id}: {job.status.value}: {job.error}")
+        if open_ids:
+            time.sleep(0.5)
+    return failed
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+@friendly_errors
+def status(settings: Settings, job_id: str | None, as_json: bool) -> None:
+    """List every job, or show job JOB_ID in detail."""
+    from wildswarm.jobs import JobStore
+    from wildswarm.layout import Layout
+
+    store = JobStore(Layout(settings.data))
+    if job_id:
+        click.echo(json.dumps(store.get(job_id).to_dict(), indent=2, sort_keys=True))
+        return
+    jobs = store.all()
+    if as_json:
+        click.echo(json.dumps([j.to_dict() for j in jobs], indent=2, sort_keys=True))
+        return
+    rows = [("ID", "STATUS", "PROGRESS", "TRIES", "NODE", "CREATED", "INPUT")]
+    rows += [(j.id, j.status.value, f"{100 * j.progress:.0f}%", str(j.attempts), j.node or "-",
+              j.created_at.replace("T", " ")[:19], j.input_name) for j in jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    if not jobs:
+        click.echo(f"no jobs in {store.layout.jobs}")
