@@ -124,8 +124,8 @@ class Broker:
     def connected(self) -> bool:
         return bool(self._connection and self._connection.is_open and self._channel and self._channel.is_open)
 
-    def connect(self) -> "Broker":
-        """Open the connection and channel (if not open) and declare the topology."""
+    def connect(self, declare: bool = True) -> "Broker":
+        """Open the connection and channel (if not open) and declare the topology (unless told not to)."""
         if self.connected:
             return self
         self.close()
@@ -142,7 +142,8 @@ class Broker:
             self._channel = self._connection.channel()
             self._channel.confirm_delivery()
         self.generation += 1
-        self.declare()
+        if declare:
+            self.declare()
         return self
 
     def connect_retrying(self, should_stop: Callable[[], bool] = lambda: False,
