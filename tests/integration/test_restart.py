@@ -1,0 +1,46 @@
+"""A broker restart loses nothing: queued jobs, a running job, the producer's next file."""
+from __future__ import annotations
+
+import shutil
+
+from brokerkit import all_finished, jobs_of, log_lines, wait_consuming, wait_for
+from wildswarm.jobs import JobStatus
+from wildswarm.layout import Layout
+from wildswarm.producer import submit_file
+from wildswarm.testing import write_clip
+
+
+def test_jobs_queued_before_a_restart_are_all_done(broker_settings, spawn, broker, restart_broker, tmp_path):
+    s = broker_settings
+    ids = [submit_file(s, broker, write_clip(tmp_path / f"q{i}.mp4", seconds=0.1, frames=2))[0].id
+           for i in range(4)]
+    broker.close()
+    restart_broker()
+    worker = spawn(s, "worker", node="w0")
+    jobs = wait_for(lambda: all_finished(s, 4), 60, "the queued jobs", procs=(worker,))
+    assert sorted(jobs) == sorted(ids)
+    assert {j.status for j in jobs.values()} == {JobStatus.DONE}
+    assert sorted(p.name for p in Layout(s.data).output.iterdir()) == [f"q{i}" for i in range(4)]
+
+
+def test_restart_while_a_job_runs_and_the_producer_watches(broker_settings, spawn, restart_broker, tmp_path):
+    s = broker_settings
+    lay = Layout(s.data)
+    worker = spawn(s, "worker", node="w0")
+    producer = spawn(s, "producer", node="p0")
+    procs = (worker, producer)
+    wait_consuming(s, 1, procs)
+    shutil.copy(write_clip(tmp_path / "first.mp4", seconds=6, frames=60), lay.input / "first.mp4")
+    wait_for(lambda: any(j.frames_done > 0 for j in jobs_of(s).values()), 20, "the first job to run", procs=procs)
+    restart_broker()
+    shutil.copy(write_clip(tmp_path / "second.mp4", seconds=0.2, frames=2), lay.input / "second.mp4")
+    jobs = wait_for(lambda: all_finished(s, 2), 60, "both jobs", procs=procs)
+    assert sorted(j.input_name for j in jobs.values()) == ["first.mp4", "second.mp4"]
+    assert {j.status for j in jobs.values()} == {JobStatus.DONE}
+    for job in jobs.values():   # each analysed once; the redelivery of the finished one did no work
+        assert len([line for line in log_lines(s) if f"job {job.id}" in line and "started" in line]) == 1
+    assert sorted(p.name for p in lay.output.iterdir()) == ["first", "second"]
+    assert sorted(p.name for p in lay.input_done.iterdir()) == ["first.mp4", "second.mp4"]
+    assert worker.alive() and producer.alive()
+    assert "connection lost" in worker.output()
+    wait_consuming(s, 1, procs)        # the worker is back on the queue
