@@ -236,6 +236,11 @@ class Broker:
             raise BrokerError("not connected")
         with translated("connection to the broker lost"):
             self._connection.process_data_events(time_limit=seconds)
+        if self._channel is None or not self._channel.is_open:
+            # e.g. an unacknowledged delivery outlived consumer_timeout: the connection
+            # stays up, but this channel (and its consumer) is gone.
+            reason = getattr(self._channel, "_closing_reason", None)
+            raise BrokerError(f"channel closed by the broker: {reason or 'no reason given'}")
 
     def sleep(self, seconds: float) -> None:
         """Wait while keeping the connection alive (heartbeats)."""

@@ -18,8 +18,9 @@ Publish first, record second: a crash in between means the file is published
 again on the next run, and the worker acknowledges the second message of a
 finished job without work. Nothing is lost either way.
 
-:func:`submit_file` is the same for a video handed over directly (``wildswarm
-submit``, the web upload): copied in under a hidden name, then renamed.
+:func:`submit_file` (``wildswarm submit``) and :func:`enqueue_staged` (a web
+upload already written to :func:`staging_path`) do the same at once for a video
+handed over directly: written in under a hidden name, then renamed into place.
 """
 from __future__ import annotations
 
@@ -87,7 +88,6 @@ def _link_unique(layout: Layout, src: Path, name: str) -> Path:
 def submit_file(settings: Settings, broker: Broker, video: Path) -> tuple[Job, bool]:
     """Copy ``video`` into input/ and queue it; (its job, False) if the content is already known."""
     layout = Layout(settings.data).ensure()
-    store = JobStore(layout)
     video = Path(video)
     if not video.is_file():
         raise VideoError(f"{video}: no such file")
@@ -95,21 +95,46 @@ def submit_file(settings: Settings, broker: Broker, video: Path) -> tuple[Job, b
     reason = refusal(settings, name, video.stat().st_size)
     if reason:
         raise VideoError(f"{video.name}: {reason}")
-    tmp = layout.input / f".submit-{uuid.uuid4().hex[:12]}-{name}"
+    staged = staging_path(layout, name)
     try:
-        shutil.copyfile(video, tmp)
-        job_id = job_id_for(tmp)
+        shutil.copyfile(video, staged)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return enqueue_staged(settings, broker, staged, name, source=video.name)
+
+
+def staging_path(layout: Layout, name: str) -> Path:
+    """A hidden path in input/ to write an incoming video to (the producer ignores hidden files)."""
+    return layout.input / f".incoming-{uuid.uuid4().hex[:12]}-{safe_name(name)}"
+
+
+def enqueue_staged(settings: Settings, broker: Broker, staged: Path, name: str,
+                   source: str | None = None) -> tuple[Job, bool]:
+    """Queue a complete video written to ``staged`` (from :func:`staging_path`), e.g. a web upload.
+
+    The content decides the job: if it is known, ``staged`` is removed and the
+    existing job returned with False. Otherwise it is renamed to a free name
+    for ``name`` in input/, published, and recorded: (the new job, True).
+    """
+    layout, store = Layout(settings.data), JobStore(Layout(settings.data))
+    try:
+        job_id = job_id_for(staged)
         if store.exists(job_id):
             return store.get(job_id), False
-        final = _link_unique(layout, tmp, name)
+        reason = refusal(settings, safe_name(name), staged.stat().st_size)
+        if reason:
+            raise VideoError(f"{name}: {reason}")
+        final = _link_unique(layout, staged, name)
     finally:
-        tmp.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
     try:
         publish_job(broker, JobMessage(job_id, final.name), component="submit")
     except BrokerError as exc:
         raise BrokerError(f"{exc}; {final.name} stays in input/ and the producer queues it") from exc
     job, created = store.create(Job(id=job_id, input_name=final.name, size_bytes=final.stat().st_size))
-    layout.log(settings.node, f"job {job_id} {final.name}: submitted from {video.name}, queued")
+    origin = f" from {source}" if source and source != final.name else ""
+    layout.log(settings.node, f"job {job_id} {final.name}: submitted{origin}, queued")
     return job, created
 
 
@@ -144,6 +169,7 @@ class Producer:
         """Names in input/ that have stopped growing and are not dealt with yet."""
         now, wall, settle = self.clock(), time.time(), self.settings.settle_seconds
         present, ready = set(), []
+        self.layout.input.mkdir(parents=True, exist_ok=True)
         with os.scandir(self.layout.input) as entries:
             for entry in entries:
                 if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
