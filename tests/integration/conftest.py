@@ -89,8 +89,9 @@ def spawn(tmp_path):
         node = node or f"{args[0]}-{len(procs)}"
         log = tmp_path / f"{node}.out"
         env = settings_env(settings.replace(node=node), **env_extra)
-        popen = subprocess.Popen([sys.executable, "-m", "wildswarm", *args], env=env, cwd=tmp_path,
-                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        with open(log, "wb") as out:
+            popen = subprocess.Popen([sys.executable, "-m", "wildswarm", *args], env=env, cwd=tmp_path,
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         proc = Proc(popen, log, node)
         procs.append(proc)
         return proc

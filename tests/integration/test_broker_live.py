@@ -1,0 +1,57 @@
+"""broker.py against a real RabbitMQ: topology, confirms, delivery counts, errors."""
+from __future__ import annotations
+
+import pytest
+
+from brokerkit import wait_for
+from wildswarm.broker import Broker, dead_letter_queue
+from wildswarm.errors import BrokerError
+
+
+def test_declaring_is_idempotent_and_mismatches_are_broker_errors(broker_settings, broker):
+    Broker(broker_settings).connect().close()            # a second component declares the same
+    with pytest.raises(BrokerError, match="other arguments"):
+        Broker(broker_settings.replace(delivery_limit=7)).connect()
+
+
+def test_confirmed_persistent_publish_and_delivery_count(broker_settings, broker):
+    broker.publish(b"hello", message_id="m1")
+    assert broker.counts() == (1, 0)
+    got = []
+    broker.consume(got.append)
+    wait_for(lambda: broker.process(0.1) or got, 10, "a delivery")
+    first = got.pop()
+    assert first.body == b"hello" and first.attempt == 1 and first.message_id == "m1"
+    broker.requeue(first)
+    wait_for(lambda: broker.process(0.1) or got, 10, "the redelivery")
+    again = got.pop()
+    assert again.attempt == 2 and again.redelivered
+    broker.ack(again)
+    broker.process(0.2)
+    assert broker.counts() == (0, 1)
+
+
+def test_unroutable_publish_is_not_confirmed(broker_settings, broker):
+    with pytest.raises(BrokerError, match="not confirmed"):
+        broker.publish(b"x", routing_key=broker_settings.queue + ".nowhere")
+
+
+def test_a_channel_closed_by_the_broker_is_noticed(broker_settings, broker):
+    """E.g. consumer_timeout: the connection stays, the channel goes; process() must say so."""
+    broker.consume(lambda d: None)
+    broker._channel.basic_ack(424242)                    # unknown tag: the broker closes the channel
+    with pytest.raises(BrokerError, match="channel closed"):
+        for _ in range(50):
+            broker.process(0.1)
+
+
+def test_stale_deliveries_cannot_be_acked(broker_settings, broker):
+    broker.publish(b"x")
+    got = []
+    broker.consume(got.append)
+    wait_for(lambda: broker.process(0.1) or got, 10, "a delivery")
+    broker.close()
+    broker.connect()
+    with pytest.raises(BrokerError, match="delivers it again"):
+        broker.ack(got[0])
+    assert broker.counts(dead_letter_queue(broker_settings.queue)) == (0, 0)
