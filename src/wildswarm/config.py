@@ -76,6 +76,14 @@ class Settings:
     web_user: str = "wildswarm"
     web_password: str = ""
     web_auth: bool = True
+    web_bind: str = "0.0.0.0:8000"         # gunicorn's --bind
+    web_workers: int = 2                   # gunicorn worker processes (each holds one broker connection)
+    web_threads: int = 4                   # threads per worker (gthread): concurrent uploads per process
+    web_timeout: int = 120                 # gunicorn worker timeout, seconds
+    web_max_upload_bytes: int = 4 * 1024**3  # one uploaded video at most (max_video_bytes applies too)
+    web_log_lines: int = 200               # lines shown per node on the node-logs page
+    web_cookie_secure: bool = False        # session cookie only over HTTPS (set behind a TLS proxy)
+    web_republish_seconds: float = 10.0    # retry period for uploads saved while the broker was down
 
     @property
     def models(self) -> Path:
