@@ -44,3 +44,4 @@ def main(ctx: click.Context, data: str | None) -> None:
 # Each group of commands lives in its own module and registers itself on ``main``.
 from wildswarm.cli import pipeline as _pipeline  # noqa: E402,F401
 from wildswarm.cli import jobs as _jobs  # noqa: E402,F401
+from wildswarm.cli import web as _web  # noqa: E402,F401

@@ -1,0 +1,144 @@
+"""The web front of wildswarm: a Flask application factory, run by gunicorn (``wildswarm web``).
+
+Blueprints: ``ui`` (pages: upload, jobs, job, node logs), ``api`` (JSON API and
+its OpenAPI document), ``files`` (downloads, old ``/output`` and ``/plot``
+links), ``auth`` (login), ``ops`` (``/healthz``, ``/metrics``). Configuration
+comes only from the :class:`~wildswarm.config.Settings` handed in.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+
+from flask import Flask, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from wildswarm import __version__
+from wildswarm.config import Settings
+from wildswarm.errors import JobError, UnsafePathError
+from wildswarm.layout import Layout
+from wildswarm.web import metrics
+from wildswarm.web.publisher import Publisher
+from wildswarm.web.security import check_settings, csrf_token, guard, wants_json
+from wildswarm.web.uploads import FORM_SLACK, UploadRequest, remove_temps, upload_limit
+
+UPLOAD_ENDPOINTS = frozenset({"ui.upload", "api.submit"})
+
+
+def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
+    """Build the web app. ``settings`` default to the environment's; ConfigError if access control is
+    on without credentials or a session key. ``publisher`` is for tests (default: the real broker)."""
+    settings = settings if settings is not None else Settings.from_env()
+    check_settings(settings)
+    layout = Layout(settings.data).ensure()
+
+    app = Flask(__name__)
+    app.request_class = UploadRequest
+    app.config.update(
+        # Without access control a session only carries CSRF tokens and messages; then an
+        # unset key is made up here (``wildswarm web`` makes one for all its workers).
+        SECRET_KEY=settings.web_secret_key or secrets.token_hex(32),
+        MAX_CONTENT_LENGTH=upload_limit(settings) + FORM_SLACK,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        MAX_FORM_PARTS=200,
+        SESSION_COOKIE_NAME="wildswarm_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.web_cookie_secure,
+        PERMANENT_SESSION_LIFETIME=12 * 3600,
+        JSON_SORT_KEYS=False,
+        WILDSWARM_SETTINGS=settings,
+        WILDSWARM_LAYOUT=layout,
+        WILDSWARM_PUBLISHER=publisher if publisher is not None else Publisher(settings),
+    )
+
+    from wildswarm.web import api, files, ops, security, ui
+    for bp in (ui.bp, api.bp, files.bp, security.bp, ops.bp):
+        app.register_blueprint(bp)
+
+    app.before_request(_start)
+    app.before_request(guard)
+    app.after_request(_finish)
+    app.teardown_request(lambda _exc: remove_temps(request.environ))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(JobError, lambda exc: _http_error(_NotFound(str(exc))))
+    app.register_error_handler(UnsafePathError, lambda exc: _http_error(_NotFound(str(exc))))
+    app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__, auth=settings.web_auth)
+    app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["bytes"] = human_bytes
+    return app
+
+
+class _NotFound(HTTPException):
+    code = 404
+
+
+def _start() -> None:
+    g.started = time.perf_counter()
+    from flask import current_app
+    current_app.config["WILDSWARM_PUBLISHER"].scan()
+
+
+def _finish(response):
+    endpoint = metrics.endpoint_label(request.endpoint)
+    metrics.REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    if "started" in g:
+        metrics.REQUEST_DURATION.labels(endpoint).observe(time.perf_counter() - g.started)
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Content-Security-Policy",
+                       "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+                       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+                       "base-uri 'none'; object-src 'none'")
+    if request.endpoint and request.endpoint.startswith(("ui.", "auth.")):
+        headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _http_error(exc: HTTPException):
+    code = exc.code or 500
+    description = exc.description or ""
+    if isinstance(exc, RequestEntityTooLarge):
+        from flask import current_app
+        limit = upload_limit(current_app.config["WILDSWARM_SETTINGS"])
+        description = f"The upload is larger than the limit of {human_bytes(limit)} ({limit} bytes)."
+        if request.endpoint in UPLOAD_ENDPOINTS:
+            metrics.UPLOADS_REFUSED.labels("too_large").inc()
+    if wants_json():
+        body = {"error": description or exc.name, "reason": exc.name.lower().replace(" ", "_")}
+        if isinstance(exc, RequestEntityTooLarge):
+            body["reason"] = "too_large"
+        response = jsonify(body)
+        response.status_code = code
+    else:
+        response = render_template("error.html", code=code, title=exc.name, message=description), code
+    if code == 413:     # the rest of the body is not read: tell the client to stop sending
+        response = _close(response)
+    return response
+
+
+def _close(response):
+    from flask import make_response
+    response = make_response(response)
+    response.headers["Connection"] = "close"
+    return response
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "–"
+    n = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _when(stamp: str | None) -> str:
+    """An ISO time as ``2026-11-25 14:29:14 UTC``."""
+    if not stamp:
+        return "–"
+    return stamp.replace("T", " ")[:19] + (" UTC" if stamp.endswith(("+00:00", "Z")) else "")

@@ -1,0 +1,192 @@
+"""The OpenAPI 3.1 description of the JSON API, served at ``/api/openapi.json``.
+
+The tests validate this document and every API response against it.
+"""
+from __future__ import annotations
+
+from wildswarm import __version__
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _error(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "Job id (hex, from the video's content)",
+           "schema": {"type": "string"}}
+
+JOB = {
+    "type": "object",
+    "required": ["id", "input_name", "status", "progress", "frames_done", "frames_total", "created_at", "links"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{8,64}$"},
+        "input_name": {"type": "string", "description": "File name in input/ (then input_done/ or input_failed/)"},
+        "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "frames_done": {"type": "integer", "minimum": 0},
+        "frames_total": {"type": "integer", "minimum": 0},
+        "node": _NULLABLE_STR,
+        "attempts": {"type": "integer", "minimum": 0},
+        "created_at": {"type": "string"},
+        "started_at": _NULLABLE_STR,
+        "finished_at": _NULLABLE_STR,
+        "output": {"type": ["string", "null"], "description": "Result folder name under output/"},
+        "outputs": {"type": "array", "items": {"type": "string"}},
+        "error": {"type": ["string", "null"], "description": "Why it failed (or why it is not queued yet)"},
+        "untrained": {"type": "boolean", "description": "Made with untrained (random) weights: meaningless"},
+        "size_bytes": {"type": ["integer", "null"]},
+        "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+        "pending_publish": {"type": "boolean",
+                            "description": "Saved while the broker was unreachable; published when it answers"},
+        "links": {"type": "object", "required": ["self", "page"],
+                  "properties": {"self": {"type": "string"}, "page": {"type": "string"}, "zip": {"type": "string"}}},
+    },
+}
+
+JOB_DETAIL = {
+    "allOf": [{"$ref": "#/components/schemas/Job"}, {
+        "type": "object",
+        "required": ["files", "warning"],
+        "properties": {
+            "files": {"type": "array", "items": {"$ref": "#/components/schemas/File"}},
+            "warning": {"type": ["string", "null"], "description": "Set when untrained weights were used"},
+        },
+    }],
+}
+
+SCHEMAS = {
+    "Job": JOB,
+    "JobDetail": JOB_DETAIL,
+    "File": {"type": "object", "required": ["name", "size", "label", "url"],
+             "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
+                            "label": {"type": "string"}, "url": {"type": "string"}}},
+    "JobList": {"type": "object", "required": ["jobs", "count", "total"],
+                "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                               "count": {"type": "integer", "minimum": 0},
+                               "total": {"type": "integer", "minimum": 0}}},
+    "Submitted": {"type": "object", "required": ["job", "result", "message"],
+                  "properties": {"job": {"$ref": "#/components/schemas/Job"},
+                                 "result": {"type": "string", "enum": ["queued", "pending", "duplicate"]},
+                                 "message": {"type": "string"}}},
+    "Retried": {"type": "object", "required": ["job", "published", "message"],
+                "properties": {"job": {"$ref": "#/components/schemas/Job"}, "published": {"type": "boolean"},
+                               "message": {"type": "string"}}},
+    "Error": {"type": "object", "required": ["error", "reason"],
+              "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}},
+    "Health": {"type": "object", "required": ["status", "data", "broker"],
+               "properties": {
+                   "status": {"type": "string", "enum": ["ok", "error"]},
+                   "version": {"type": "string"},
+                   "data": {"type": "object", "required": ["writable"],
+                            "properties": {"root": {"type": "string"}, "writable": {"type": "boolean"},
+                                           "error": _NULLABLE_STR}},
+                   "broker": {"type": "object", "required": ["reachable"],
+                              "properties": {"reachable": {"type": "boolean"}, "connected": {"type": "boolean"},
+                                             "pending_jobs": {"type": "integer", "minimum": 0}}}}},
+}
+
+_UNAUTHORIZED = _error("No valid login session or bearer token")
+_NOT_FOUND = _error("No such job, or no such file")
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+PATHS = {
+    "/api/jobs": {
+        "get": {
+            "operationId": "listJobs", "summary": "Every job, newest first",
+            "parameters": [
+                {"name": "status", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["queued", "running", "done", "failed"]}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}},
+            ],
+            "responses": {"200": _json("#/components/schemas/JobList", "The jobs"),
+                          "400": _error("A parameter is malformed"), "401": _UNAUTHORIZED},
+        },
+        "post": {
+            "operationId": "submitVideo", "summary": "Upload one MP4 video and queue its job",
+            "description": "The job id comes from the video's content: a video uploaded before gives its "
+                           "existing job (200). Refused: no file (400), a hostile name (400), not .mp4 (415), "
+                           "not an MP4 video (415), empty (400), over the size limit (413).",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+            "responses": {"201": _json("#/components/schemas/Submitted", "Saved and queued (or pending)"),
+                          "200": _json("#/components/schemas/Submitted", "This video is already a job"),
+                          "400": _error("No file, or a hostile or unusable file name"), "401": _UNAUTHORIZED,
+                          "413": _error("Over the upload size limit"),
+                          "415": _error("Not an .mp4 file, or not a readable MP4 video")},
+        },
+    },
+    "/api/jobs/{job_id}": {
+        "get": {"operationId": "getJob", "summary": "One job, with its result files",
+                "parameters": [_JOB_ID],
+                "responses": {"200": _json("#/components/schemas/JobDetail", "The job"), "401": _UNAUTHORIZED,
+                              "404": _NOT_FOUND}},
+    },
+    "/api/jobs/{job_id}/retry": {
+        "post": {"operationId": "retryJob", "summary": "Queue a failed job again",
+                 "parameters": [_JOB_ID],
+                 "responses": {"202": _json("#/components/schemas/Retried", "Reset and queued"),
+                               "401": _UNAUTHORIZED, "404": _NOT_FOUND,
+                               "409": _error("The job is not failed, or its input is gone")}},
+    },
+    "/api/jobs/{job_id}/files/{filename}": {
+        "get": {"operationId": "downloadFile", "summary": "One result file (supports Range requests)",
+                "parameters": [_JOB_ID, {"name": "filename", "in": "path", "required": True,
+                                         "schema": {"type": "string"}},
+                               {"name": "download", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["1"]}}],
+                "responses": {"200": {"description": "The file",
+                                      "content": {"application/octet-stream": {"schema": {
+                                          "type": "string", "format": "binary"}}}},
+                              "206": {"description": "The requested byte range"},
+                              "304": {"description": "Not modified"}, "401": _UNAUTHORIZED, "404": _NOT_FOUND,
+                              "416": {"description": "Range not satisfiable"}}},
+    },
+    "/api/jobs/{job_id}/outputs.zip": {
+        "get": {"operationId": "downloadZip", "summary": "Every result file as one zip (streamed)",
+                "parameters": [_JOB_ID],
+                "responses": {"200": {"description": "The zip", "content": {"application/zip": {"schema": {
+                    "type": "string", "format": "binary"}}}}, "401": _UNAUTHORIZED, "404": _NOT_FOUND}},
+    },
+    "/api/openapi.json": {
+        "get": {"operationId": "openapi", "summary": "This document", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}}},
+    },
+    "/healthz": {
+        "get": {"operationId": "health", "summary": "Health: the data root is writable (broker reported only)",
+                "security": [],
+                "responses": {"200": _json("#/components/schemas/Health", "Healthy"),
+                              "503": _json("#/components/schemas/Health", "The data root is not writable")}},
+    },
+    "/metrics": {
+        "get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [],
+                "responses": {"200": {"description": "Prometheus text format",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+    },
+}
+
+
+def document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "wildswarm", "version": __version__,
+                 "description": "Upload wildlife videos, follow their analysis, download the results. "
+                                "Authenticate with 'Authorization: Bearer <WILDSWARM_WEB_TOKEN>' (or a login "
+                                "session plus the X-CSRF-Token header), unless access control is off."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}, {"sessionCookie": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"},
+                                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "wildswarm_session"}},
+        },
+    }

@@ -1,0 +1,153 @@
+"""Access control: a login (session) or a bearer token, and CSRF protection of forms.
+
+With ``web_auth`` on (the default) every page, download and API call needs
+either a session made by the login form (user ``web_user``, password
+``web_password``; the token is accepted as the password too) or the header
+``Authorization: Bearer <web_token>``. Only the login page, ``/healthz``,
+``/metrics``, the OpenAPI document and static files are open. The operator
+turns access control off explicitly with ``WILDSWARM_WEB_AUTH=0``.
+
+CSRF: every state-changing request made with a session (a browser) must carry
+the session's token, in the form field ``csrf_token`` or the header
+``X-CSRF-Token``. Requests authenticated by the bearer token carry no cookies
+and need none; with access control off the JSON API needs none either (anyone
+may call it then), but the HTML forms still do.
+"""
+from __future__ import annotations
+
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, session,
+                   url_for)
+
+from wildswarm.config import Settings
+from wildswarm.errors import ConfigError
+
+SESSION_USER = "user"
+SESSION_CSRF = "csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "ops.healthz", "ops.metrics", "api.openapi", "static"})
+MIN_SECRET_KEY = 16
+
+bp = Blueprint("auth", __name__)
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse to start with access control on but nothing to check it against."""
+    if not settings.web_auth:
+        return
+    if not (settings.web_password or settings.web_token):
+        raise ConfigError("web access control is on but no credential is set: set WILDSWARM_WEB_PASSWORD(_FILE) "
+                          "for the login form and/or WILDSWARM_WEB_TOKEN(_FILE) for scripts, or turn access "
+                          "control off explicitly with WILDSWARM_WEB_AUTH=0")
+    if len(settings.web_secret_key) < MIN_SECRET_KEY:
+        raise ConfigError(f"web access control is on, so WILDSWARM_WEB_SECRET_KEY(_FILE) must be set "
+                          f"(a random string of at least {MIN_SECRET_KEY} characters) to sign sessions")
+
+
+def _settings() -> Settings:
+    return current_app.config["WILDSWARM_SETTINGS"]
+
+
+def _equal(given: str, expected: str) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+def token_ok(settings: Settings) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and _equal(value.strip(), settings.web_token)
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (made on first use); templates call it."""
+    token = session.get(SESSION_CSRF)
+    if not isinstance(token, str) or len(token) < 32:
+        token = session[SESSION_CSRF] = secrets.token_urlsafe(32)
+    return token
+
+
+def _csrf_ok() -> bool:
+    expected = session.get(SESSION_CSRF)
+    if not isinstance(expected, str) or not expected:
+        return False
+    given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")
+    return _equal(given, expected)
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api/") or "Authorization" in request.headers:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def logged_in() -> bool:
+    return not _settings().web_auth or bool(session.get(SESSION_USER)) or bool(g.get("via_token"))
+
+
+def guard():
+    """before_request: log in first, then CSRF for state-changing browser requests."""
+    settings = _settings()
+    endpoint = request.endpoint
+    g.via_token = token_ok(settings)
+    if endpoint is None:            # 404/405: let routing answer
+        return None
+    if settings.web_auth and endpoint not in PUBLIC_ENDPOINTS and not logged_in():
+        if wants_json():
+            response = jsonify(error="login required: send 'Authorization: Bearer <token>' or log in",
+                               reason="unauthorized")
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Bearer realm="wildswarm"'
+            return response
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    if request.method in UNSAFE_METHODS and not g.via_token and endpoint != "auth.login":
+        if not settings.web_auth and endpoint.startswith("api."):
+            return None
+        if not _csrf_ok():
+            abort(400, description="This form has expired or did not come from this site (CSRF check failed). "
+                                   "Reload the page and try again.")
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never another host (open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("ui.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in target):
+        return url_for("ui.index")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    settings = _settings()
+    next_url = _safe_next(request.values.get("next"))
+    if not settings.web_auth:
+        return redirect(next_url)
+    error, status = None, 200
+    if request.method == "POST":
+        if not _csrf_ok():
+            error, status = "The login form expired. Please try again.", 400
+        else:
+            user = request.form.get("user", "")
+            password = request.form.get("password", "")
+            by_password = _equal(user, settings.web_user) & _equal(password, settings.web_password)
+            if by_password or _equal(password, settings.web_token):
+                session.clear()
+                session[SESSION_USER] = user or settings.web_user
+                session.permanent = True
+                csrf_token()
+                return redirect(next_url)
+            error, status = "Wrong user name or password.", 401
+    return render_template("login.html", error=error, next=next_url, user=settings.web_user), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    session.clear()
+    return redirect(url_for("auth.login"))

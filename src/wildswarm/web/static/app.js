@@ -1,0 +1,227 @@
+// wildswarm: small vanilla JS. Uploads with progress; live job status by polling the JSON API.
+"use strict";
+
+(function () {
+  const POLL_MS = 2000;
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const when = (s) => (s ? s.replace("T", " ").slice(0, 19) + (/(\+00:00|Z)$/.test(s) ? " UTC" : "") : "–");
+  const pct = (p) => Math.round(100 * (p || 0)) + "%";
+  const statusText = (j) => (j.pending_publish ? "waiting for broker" : j.status);
+  const humanBytes = (n) => {
+    const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return i ? n.toFixed(1) + " " + units[i] : n + " bytes";
+  };
+
+  // --- upload page -------------------------------------------------------------------------
+  function uploadPage() {
+    const form = document.getElementById("upload-form");
+    if (!form) return;
+    const input = document.getElementById("files");
+    const drop = document.getElementById("drop");
+    const list = document.getElementById("queue");
+    const button = document.getElementById("upload-button");
+    const status = document.getElementById("upload-status");
+    const maxBytes = Number(form.dataset.maxBytes || 0);
+    const exts = (form.dataset.extensions || ".mp4").split(",").map((s) => s.trim().toLowerCase());
+    let files = [];
+
+    function show() {
+      list.replaceChildren();
+      files.forEach((item) => {
+        const li = el("li");
+        li.append(el("span", "fname", item.file.name), el("span", "muted", humanBytes(item.file.size)));
+        item.bar = el("progress", "bar");
+        item.bar.max = 1;
+        item.bar.value = 0;
+        item.msg = el("span", "msg " + (item.error ? "error" : ""), item.error || "ready");
+        li.append(item.bar, item.msg);
+        list.append(li);
+      });
+      status.textContent = files.length ? files.length + " file(s) chosen" : "";
+    }
+
+    function choose(fileList) {
+      files = Array.from(fileList || []).map((file) => {
+        const dot = file.name.lastIndexOf(".");
+        const ext = dot >= 0 ? file.name.slice(dot).toLowerCase() : "";
+        let error = "";
+        if (!exts.includes(ext)) error = "Not an MP4 file (" + (ext || "no extension") + "): it will not be sent.";
+        else if (maxBytes && file.size > maxBytes) error = "Larger than the limit of " + humanBytes(maxBytes) + ": it will not be sent.";
+        else if (file.size === 0) error = "The file is empty: it will not be sent.";
+        return { file, error };
+      });
+      show();
+    }
+
+    function send(item) {
+      return new Promise((resolve) => {
+        const xhr = new XMLHttpRequest();
+        const data = new FormData();
+        data.append("file", item.file, item.file.name);
+        xhr.open("POST", form.dataset.api);
+        xhr.setRequestHeader("X-CSRF-Token", csrf());
+        xhr.setRequestHeader("Accept", "application/json");
+        xhr.responseType = "json";
+        xhr.upload.onprogress = (e) => {
+          if (e.lengthComputable) {
+            item.bar.value = e.loaded / e.total;
+            item.msg.textContent = "uploading " + pct(e.loaded / e.total);
+          }
+        };
+        xhr.onload = () => {
+          const body = xhr.response || {};
+          if (xhr.status === 200 || xhr.status === 201) {
+            item.bar.value = 1;
+            item.msg.className = "msg " + (body.result === "pending" ? "warn" : "ok");
+            item.msg.textContent = body.message || "uploaded";
+            resolve({ ok: true, job: body.job });
+          } else {
+            item.msg.className = "msg error";
+            item.msg.textContent = xhr.status === 401 ? "Your login has expired: reload the page and log in again."
+              : (body.error || "refused (HTTP " + xhr.status + ")");
+            resolve({ ok: false });
+          }
+        };
+        xhr.onerror = () => {
+          item.msg.className = "msg error";
+          item.msg.textContent = "The upload was cut off" + (maxBytes && item.file.size > maxBytes
+            ? ": the file is over the limit." : ". Check the connection and try again.");
+          resolve({ ok: false });
+        };
+        item.msg.className = "msg";
+        item.msg.textContent = "uploading";
+        xhr.send(data);
+      });
+    }
+
+    input.addEventListener("change", () => choose(input.files));
+    ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => {
+      e.preventDefault();
+      drop.classList.add("over");
+    }));
+    ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
+    drop.addEventListener("drop", (e) => {
+      e.preventDefault();
+      if (e.dataTransfer && e.dataTransfer.files.length) choose(e.dataTransfer.files);
+    });
+
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!files.length) choose(input.files);
+      const todo = files.filter((f) => !f.error);
+      if (!todo.length) {
+        status.textContent = files.length ? "Nothing to upload: every file was refused." : "Choose one or more MP4 videos first.";
+        return;
+      }
+      button.disabled = true;
+      const jobs = [];
+      let failed = files.length - todo.length;
+      for (const item of todo) {
+        status.textContent = "Uploading " + (jobs.length + failed + 1) + " of " + files.length + " …";
+        const r = await send(item);
+        if (r.ok) jobs.push(r.job); else failed++;
+      }
+      button.disabled = false;
+      if (jobs.length && !failed) {
+        window.location.assign(jobs.length === 1 ? jobs[0].links.page
+          : form.dataset.jobs + "?new=" + jobs.map((j) => j.id).join(","));
+        return;
+      }
+      status.replaceChildren(document.createTextNode(jobs.length + " uploaded, " + failed + " refused. "));
+      if (jobs.length) {
+        const a = el("a", "", "See the jobs");
+        a.href = form.dataset.jobs + "?new=" + jobs.map((j) => j.id).join(",");
+        status.append(a);
+      }
+    });
+  }
+
+  // --- polling -----------------------------------------------------------------------------
+  function poll(url, onData) {
+    let timer = null;
+    async function tick() {
+      timer = null;
+      if (!document.hidden) {
+        try {
+          const r = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+          if (r.ok && onData(await r.json()) === false) return;
+        } catch (err) { /* the server is restarting: try again on the next tick */ }
+      }
+      timer = setTimeout(tick, POLL_MS);
+    }
+    timer = setTimeout(tick, POLL_MS);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden && timer) { clearTimeout(timer); tick(); } });
+  }
+
+  function jobsPage() {
+    const table = document.getElementById("jobs");
+    if (!table) return;
+    const tbody = table.tBodies[0];
+    const empty = document.getElementById("no-jobs");
+    const stamp = document.getElementById("refreshed");
+    const fresh = new Set((table.dataset.new || "").split(",").filter(Boolean));
+    const cell = (label, ...children) => {
+      const td = el("td");
+      td.dataset.label = label;
+      td.append(...children);
+      return td;
+    };
+    poll(table.dataset.api, (data) => {
+      const rows = data.jobs.map((j) => {
+        const tr = el("tr", fresh.has(j.id) ? "new" : "");
+        tr.dataset.id = j.id;
+        const link = el("a", "", j.input_name);
+        link.href = j.links.page;
+        const name = cell("Video", link);
+        if (j.untrained) name.append(el("span", "tag warn", "untrained"));
+        const bar = el("progress", "bar");
+        bar.max = 1;
+        bar.value = j.progress;
+        const frames = j.frames_total ? " · " + j.frames_done + "/" + j.frames_total : "";
+        tr.append(name, cell("Status", el("span", "status " + j.status, statusText(j))),
+          cell("Progress", bar, el("small", "", pct(j.progress) + frames)),
+          cell("Node", document.createTextNode(j.node || "–")),
+          cell("Created", document.createTextNode(when(j.created_at))),
+          cell("Finished", document.createTextNode(when(j.finished_at))));
+        return tr;
+      });
+      tbody.replaceChildren(...rows);
+      empty.hidden = rows.length > 0;
+      stamp.textContent = "Updated " + new Date().toLocaleTimeString() + " · every 2 seconds.";
+    });
+  }
+
+  function jobPage() {
+    const box = document.getElementById("job");
+    if (!box) return;
+    const initial = box.dataset.status;
+    if (initial === "done" || initial === "failed") return;
+    const set = (id, text) => { const e = document.getElementById(id); if (e) e.textContent = text; };
+    poll(box.dataset.api, (j) => {
+      const badge = document.getElementById("job-status");
+      badge.className = "status " + j.status;
+      badge.textContent = statusText(j);
+      document.getElementById("job-bar").value = j.progress;
+      set("job-progress", pct(j.progress) + (j.frames_total ? " · " + j.frames_done + " of " + j.frames_total + " frames" : ""));
+      set("job-node", j.node || "–");
+      set("job-started", when(j.started_at));
+      set("job-finished", when(j.finished_at));
+      set("job-attempts", String(j.attempts));
+      if (j.status === "done" || j.status === "failed") {
+        window.location.reload();   // the results (or the retry button) are rendered by the server
+        return false;
+      }
+      return true;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { uploadPage(); jobsPage(); jobPage(); });
+})();
