@@ -15,7 +15,7 @@ from flask import url_for
 
 from wildswarm.config import Settings
 from wildswarm.errors import WildswarmError
-from wildswarm.jobs import Job, JobStatus, JobStore
+from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.layout import Layout
 from wildswarm.messages import JobMessage
 from wildswarm.web import metrics, results
@@ -47,11 +47,8 @@ def job_json(layout: Layout, job: Job, detail: bool = False) -> dict:
 
 
 def _failed_input(layout: Layout, job: Job) -> Path | None:
-    """Where the input of a failed job is: input/, or input_failed/ (perhaps renamed with its id)."""
+    """Where the input of a failed job is: input_failed/ (perhaps renamed with its id), or still input/."""
     name = job.input_name
-    here = layout.input / name
-    if here.is_file():
-        return here
     stem, ext = Path(name).stem, Path(name).suffix
     tag = job.id[:8]
     candidates = [layout.input_failed / name, layout.input_failed / f"{stem}-{tag}{ext}"]
@@ -59,6 +56,9 @@ def _failed_input(layout: Layout, job: Job) -> Path | None:
     for path in candidates:
         if path.is_file() and not path.is_symlink():
             return path
+    here = layout.input / name           # never moved (e.g. the worker stopped first): if it is this video
+    if here.is_file() and not here.is_symlink() and job_id_for(here) == job.id:
+        return here
     return None
 
 

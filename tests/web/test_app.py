@@ -1,0 +1,141 @@
+"""The application factory, settings, /healthz, /metrics, headers, static files and error pages."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from webkit import PASSWORD, SECRET, TOKEN
+from wildswarm.config import Settings
+from wildswarm.errors import ConfigError
+from wildswarm.web import create_app
+
+
+def test_factory_reads_settings_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WILDSWARM_DATA", str(tmp_path / "d"))
+    monkeypatch.setenv("WILDSWARM_WEB_AUTH", "0")
+    monkeypatch.setenv("WILDSWARM_WEB_MAX_UPLOAD_BYTES", "1234")
+    app = create_app()
+    assert app.config["WILDSWARM_SETTINGS"].data == tmp_path / "d"
+    assert (tmp_path / "d" / "input").is_dir() and (tmp_path / "d" / "jobs").is_dir()
+    assert app.config["MAX_CONTENT_LENGTH"] == 1234 + (1 << 20)
+    assert app.test_client().get("/").status_code == 200      # no login needed: access control off
+
+
+def test_auth_on_without_credentials_refuses_to_start(tmp_path):
+    with pytest.raises(ConfigError, match="WILDSWARM_WEB_PASSWORD.*WILDSWARM_WEB_AUTH=0"):
+        create_app(Settings(data=tmp_path, web_secret_key=SECRET))
+
+
+def test_auth_on_without_secret_key_refuses_to_start(tmp_path):
+    with pytest.raises(ConfigError, match="WILDSWARM_WEB_SECRET_KEY"):
+        create_app(Settings(data=tmp_path, web_password=PASSWORD))
+    with pytest.raises(ConfigError, match="at least 16"):
+        create_app(Settings(data=tmp_path, web_token=TOKEN, web_secret_key="short"))
+
+
+def test_secrets_come_from_files(tmp_path):
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    (tmp_path / "key").write_text(SECRET + "\n")
+    s = Settings.from_env({"WILDSWARM_DATA": str(tmp_path / "d"), "WILDSWARM_WEB_PASSWORD_FILE": str(tmp_path / "pw"),
+                           "WILDSWARM_WEB_SECRET_KEY_FILE": str(tmp_path / "key")})
+    app = create_app(s)
+    assert app.secret_key == SECRET and s.web_password == PASSWORD
+
+
+def test_no_secret_in_the_code():
+    import wildswarm.web as web
+    root = os.path.dirname(web.__file__)
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith((".py", ".html", ".js")):
+                text = open(os.path.join(dirpath, name), encoding="utf-8").read()
+                assert PASSWORD not in text and TOKEN not in text and SECRET not in text
+
+
+def test_healthz_reports_a_writable_root_and_the_broker(anon, openapi):
+    r = anon.get("/healthz")
+    assert r.status_code == 200
+    openapi.check("GET", "/healthz", r)
+    body = r.get_json()
+    assert body["status"] == "ok" and body["data"]["writable"] is True
+    assert isinstance(body["broker"]["reachable"], bool)
+
+
+def test_healthz_fails_when_the_root_is_not_writable(anon, settings, openapi, monkeypatch):
+    import wildswarm.web.ops as ops
+    monkeypatch.setattr(ops, "_writable", lambda root: f"{root}: Read-only file system")
+    r = anon.get("/healthz")
+    assert r.status_code == 503
+    openapi.check("GET", "/healthz", r)
+    assert r.get_json()["data"]["error"].endswith("Read-only file system")
+
+
+def test_healthz_really_writes(tmp_path):
+    import wildswarm.web.ops as ops
+    assert ops._writable(tmp_path) is None
+    assert ops._writable(tmp_path / "absent") is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_are_prometheus_text_with_web_names(client, anon, video_bytes):
+    from webkit import upload
+    upload(client, "m.mp4", video_bytes, csrf=client.csrf)
+    upload(client, "m.txt", b"hello", csrf=client.csrf)
+    r = anon.get("/metrics")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+    text = r.get_data(as_text=True)
+    assert 'wildswarm_web_requests_total{code="200",endpoint="ui.index",method="GET"}' in text
+    assert 'wildswarm_web_uploads_refused_total{reason="bad_type"}' in text
+    assert 'wildswarm_web_uploads_total{result="queued"}' in text
+    assert "wildswarm_web_upload_bytes_total" in text
+    assert "wildswarm_web_request_duration_seconds_bucket" in text
+    assert "/jobs/" not in text and "m.mp4" not in text      # no URL or file name ever becomes a label
+
+
+def test_unknown_urls_are_404_pages_and_json_for_the_api(client):
+    r = client.get("/no/such/page")
+    assert r.status_code == 404 and b"404" in r.data and r.mimetype == "text/html"
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and r.get_json()["reason"] == "not_found"
+
+
+def test_security_headers_and_no_external_resources(client):
+    r = client.get("/")
+    csp = r.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+    page = r.get_data(as_text=True)
+    assert "http://" not in page.replace(r.request.host_url, "") and "https://" not in page
+
+
+@pytest.mark.parametrize("path", ["/static/style.css", "/static/app.js", "/static/favicon.svg"])
+def test_static_files(anon, path):
+    r = anon.get(path)
+    assert r.status_code == 200 and len(r.data) > 100
+    loads = r.data.replace(b'xmlns="http://www.w3.org/2000/svg"', b"")     # a namespace name, not a load
+    assert b"http://" not in loads and b"https://" not in loads
+
+
+def test_every_link_on_every_page_answers(client, settings, video_bytes):
+    """No broken links: follow each href/src of each page (same site) and expect a 2xx/3xx."""
+    import re
+
+    from webkit import make_done_job, make_failed_job
+    done = make_done_job(settings, video_bytes)
+    failed = make_failed_job(settings, video_bytes)
+    settings_layout = settings.data / "logs"
+    (settings_layout / "worker-1.log").write_text("2026-01-01 10:00:00 worker-1 job 00c0ffee00c0ffee: started\n")
+    pages = ["/", "/jobs", f"/jobs/{done.id}", f"/jobs/{failed.id}", "/logs", "/logs/worker-1", "/output/fox?list=1"]
+    seen = set()
+    for page in pages:
+        r = client.get(page)
+        assert r.status_code == 200, page
+        for link in re.findall(r'(?:href|src)="([^"#]+)"', r.get_data(as_text=True)):
+            link = link.replace("&amp;", "&")
+            if link in seen or not link.startswith("/"):
+                continue
+            seen.add(link)
+            answer = client.get(link)
+            assert answer.status_code in (200, 206, 301, 302, 303), f"{page} links to {link}: {answer.status_code}"
+    assert {"/static/style.css", "/api/openapi.json", "/healthz", f"/jobs/{done.id}/outputs.zip"} <= seen

@@ -1,0 +1,124 @@
+"""Access control: login form, bearer token, CSRF, redirects, and access control turned off."""
+from __future__ import annotations
+
+import pytest
+
+from webkit import PASSWORD, TOKEN, csrf_of, upload
+from wildswarm.web import create_app
+
+PROTECTED = ["/", "/jobs", "/logs", "/jobs/00c0ffee00c0ffee", "/output/fox", "/plot/fox", "/logs/w1"]
+OPEN = ["/login", "/healthz", "/metrics", "/api/openapi.json", "/static/style.css"]
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_pages_redirect_to_login(anon, path):
+    r = anon.get(path)
+    assert r.status_code == 302
+    assert r.headers["Location"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("path", ["/api/jobs", "/api/jobs/00c0ffee00c0ffee", "/api/jobs/00c0ffee00c0ffee/outputs.zip"])
+def test_api_needs_a_token(anon, path, openapi):
+    r = anon.get(path)
+    assert r.status_code == 401 and r.get_json()["reason"] == "unauthorized"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_upload_without_login_is_refused_and_nothing_is_written(anon, settings, video_bytes):
+    r = upload(anon, "a.mp4", video_bytes)
+    assert r.status_code == 401
+    r = upload(anon, "a.mp4", video_bytes, field="files", url="/upload")
+    assert r.status_code == 302
+    assert list((settings.data / "input").iterdir()) == []
+
+
+@pytest.mark.parametrize("path", OPEN)
+def test_open_paths(anon, path):
+    assert anon.get(path).status_code == 200
+
+
+def test_login_logout_round_trip(anon):
+    token = csrf_of(anon)
+    r = anon.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": token,
+                                  "next": "/jobs"})
+    assert r.status_code == 302 and r.headers["Location"] == "/jobs"
+    assert anon.get("/jobs").status_code == 200
+    r = anon.post("/logout", data={"csrf_token": csrf_of(anon)})
+    assert r.status_code == 302
+    assert anon.get("/jobs").status_code == 302
+
+
+@pytest.mark.parametrize("user,password", [("wildswarm", "wrong"), ("someone", PASSWORD), ("", ""),
+                                           ("wildswarm", PASSWORD + "x")])
+def test_wrong_credentials(anon, user, password):
+    r = anon.post("/login", data={"user": user, "password": password, "csrf_token": csrf_of(anon)})
+    assert r.status_code == 401 and b"Wrong user name or password" in r.data
+    assert anon.get("/jobs").status_code == 302
+
+
+def test_the_token_works_as_a_password(anon):
+    r = anon.post("/login", data={"user": "anyone", "password": TOKEN, "csrf_token": csrf_of(anon)})
+    assert r.status_code == 302
+
+
+def test_login_form_needs_its_csrf_token(anon):
+    anon.get("/login")
+    r = anon.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": "forged"})
+    assert r.status_code == 400 and b"expired" in r.data
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x"])
+def test_login_never_redirects_off_site(anon, target):
+    r = anon.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": csrf_of(anon),
+                                  "next": target})
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+def test_bearer_token(anon, bearer, openapi):
+    r = anon.get("/api/jobs", headers=bearer)
+    assert r.status_code == 200
+    openapi.check("GET", "/api/jobs", r)
+    assert anon.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert anon.get("/api/jobs", headers={"Authorization": TOKEN}).status_code == 401
+
+
+def test_token_requests_need_no_csrf(anon, bearer, video_bytes):
+    assert upload(anon, "t.mp4", video_bytes, headers=bearer).status_code == 201
+
+
+def test_session_posts_need_the_csrf_token(client, settings, video_bytes):
+    r = upload(client, "c.mp4", video_bytes)                       # no token
+    assert r.status_code == 400 and "CSRF" in r.get_json()["error"]
+    r = upload(client, "c.mp4", video_bytes, csrf="forged")
+    assert r.status_code == 400
+    r = upload(client, "c.mp4", video_bytes, field="files", url="/upload")      # the HTML form, no token
+    assert r.status_code == 400 and b"CSRF" in r.data
+    assert [p.name for p in (settings.data / "input").iterdir()] == []
+    r = client.post("/logout")
+    assert r.status_code == 400
+    assert upload(client, "c.mp4", video_bytes, csrf=client.csrf).status_code == 201
+
+
+def test_csrf_tokens_are_per_session(app, client, video_bytes):
+    other = app.test_client()
+    other.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": csrf_of(other)})
+    assert upload(other, "c.mp4", video_bytes, csrf=client.csrf).status_code == 400
+
+
+def test_session_cookie_is_httponly_and_samesite(anon):
+    anon.get("/login")
+    cookie = anon.get_cookie("wildswarm_session")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_access_control_off(settings, broker, video_bytes):
+    from wildswarm.web.publisher import Publisher
+    s = settings.replace(web_auth=False, web_password="", web_token="", web_secret_key="")
+    app = create_app(s, publisher=Publisher(s, broker=broker))
+    c = app.test_client()
+    assert c.get("/jobs").status_code == 200
+    assert c.get("/login").status_code == 302
+    assert upload(c, "open.mp4", video_bytes).status_code == 201         # scripts: no token, no CSRF
+    r = upload(c, "form.mp4", video_bytes, field="files", url="/upload")  # the form still needs its token
+    assert r.status_code == 400
+    assert "Log out" not in c.get("/").get_data(as_text=True)

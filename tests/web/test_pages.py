@@ -1,0 +1,147 @@
+"""Pages: jobs list, job page in every state, retry, node logs."""
+from __future__ import annotations
+
+import pytest
+
+from webkit import make_done_job, make_failed_job
+from wildswarm.jobs import Job, JobStatus, JobStore
+from wildswarm.layout import Layout
+
+
+def store(settings) -> JobStore:
+    return JobStore(Layout(settings.data))
+
+
+def test_jobs_page_lists_every_job(client, settings, video_bytes):
+    make_done_job(settings, video_bytes)
+    make_failed_job(settings, video_bytes)
+    store(settings).save(Job(id="abcdef0123456789", input_name="running.mp4", status=JobStatus.RUNNING,
+                             frames_done=3, frames_total=12, node="worker-7"))
+    page = client.get("/jobs").get_data(as_text=True)
+    for words in ("fox.mp4", "owl.mp4", "running.mp4", "worker-7", "25%", "3/12", "status done", "status failed",
+                  "status running", 'data-api="/api/jobs"', "untrained"):
+        assert words in page, words
+    assert 'src="/static/app.js"' in page
+
+
+def test_jobs_page_when_empty(client):
+    page = client.get("/jobs").get_data(as_text=True)
+    assert "No jobs yet" in page and '<p id="no-jobs" class="empty" >' in page        # not hidden
+
+
+def test_done_job_page_plays_the_video_and_offers_everything(client, settings, video_bytes):
+    job = make_done_job(settings, video_bytes, untrained=True)
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert f'<video id="labeled" controls preload="metadata" playsinline src="/jobs/{job.id}/files/labeled.mp4">' in page
+    assert f'src="/jobs/{job.id}/files/trajectory.png"' in page
+    assert 'id="untrained-warning"' in page and "UNTRAINED (random) weights" in page
+    assert f'href="/jobs/{job.id}/outputs.zip"' in page
+    for name in ("labeled.mp4", "detections.json", "keypoints.h5", "keypoints.csv", "trajectory.png", "summary.json"):
+        assert f"/jobs/{job.id}/files/{name}?download=1" in page, name
+    assert "worker-1" in page and "2026-01-01 10:00:09 UTC" in page
+    assert "frames" in page and "read: 12" in page               # the summary, readable
+
+
+def test_trained_job_shows_no_warning(client, settings, video_bytes):
+    job = make_done_job(settings, video_bytes, untrained=False)
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "untrained-warning" not in page
+
+
+def test_queued_and_running_pages_poll(client, settings):
+    store(settings).save(Job(id="abcdef0123456789", input_name="r.mp4", status=JobStatus.RUNNING,
+                             frames_done=5, frames_total=10, node="w"))
+    page = client.get("/jobs/abcdef0123456789").get_data(as_text=True)
+    assert 'data-api="/api/jobs/abcdef0123456789"' in page and 'data-status="running"' in page
+    assert "50%" in page and "<video" not in page and "Retry" not in page
+
+
+def test_failed_job_shows_its_reason_and_a_retry_button(client, settings, video_bytes):
+    job = make_failed_job(settings, video_bytes)
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "PipelineError: out of memory" in page and 'id="retry"' in page
+    assert f'action="/jobs/{job.id}/retry"' in page
+
+
+@pytest.mark.parametrize("job_id", ["nope", "0123456789abcdef", "../../etc/passwd", "ABCDEF0123456789"])
+def test_unknown_job_is_404(client, job_id):
+    assert client.get(f"/jobs/{job_id}").status_code == 404
+
+
+@pytest.mark.parametrize("where,stored_as", [("input_failed", None), ("input_failed", "owl-{tag}.mp4"),
+                                             ("input", None)])
+def test_retry_moves_the_input_back_resets_and_republishes(client, settings, broker, video_bytes, where, stored_as):
+    job = make_failed_job(settings, video_bytes, where=where, stored_as=stored_as)
+    r = client.post(f"/jobs/{job.id}/retry", data={"csrf_token": client.csrf})
+    assert r.status_code == 303 and r.headers["Location"] == f"/jobs/{job.id}"
+    record = store(settings).get(job.id)
+    assert record.status is JobStatus.QUEUED and record.error is None and record.attempts == 0
+    assert record.frames_done == 0 and record.node is None and record.finished_at is None
+    assert (settings.data / "input" / "owl.mp4").read_bytes() == video_bytes
+    assert list((settings.data / "input_failed").iterdir()) == []
+    assert [(m["job_id"], m["input_name"]) for m in broker.published] == [(job.id, "owl.mp4")]
+    assert "queued again" in client.get(r.headers["Location"]).get_data(as_text=True)
+
+
+def test_retry_when_the_name_is_taken_again(client, settings, broker, video_bytes):
+    job = make_failed_job(settings, video_bytes)
+    (settings.data / "input" / "owl.mp4").write_bytes(b"someone else's video")
+    client.post(f"/jobs/{job.id}/retry", data={"csrf_token": client.csrf})
+    record = store(settings).get(job.id)
+    assert record.input_name == "owl-1.mp4" and (settings.data / "input" / "owl-1.mp4").read_bytes() == video_bytes
+    assert broker.published[0]["input_name"] == "owl-1.mp4"
+
+
+def test_retry_refusals(client, settings, broker, video_bytes):
+    done = make_done_job(settings, video_bytes)
+    r = client.post(f"/jobs/{done.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)
+    assert b"only a failed job can be retried" in r.data
+    gone = make_failed_job(settings, video_bytes, job_id="00000000deadbeef", name="gone")
+    (settings.data / "input_failed" / "gone.mp4").unlink()
+    r = client.post(f"/jobs/{gone.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)
+    assert b"no longer in input/ or input_failed/" in r.data
+    refused = store(settings).save(Job(id="00000000f00dcafe", input_name="x.avi", status=JobStatus.FAILED,
+                                       error="refused: extension '.avi' is not accepted"))
+    r = client.post(f"/jobs/{refused.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)
+    assert b"upload a valid video instead" in r.data
+    assert broker.published == []
+    assert client.post(f"/jobs/{gone.id}/retry").status_code == 400          # no CSRF token
+
+
+def test_node_logs_page_shows_the_tail_of_each_node(client, settings):
+    logs = settings.data / "logs"
+    (logs / "worker-1.log").write_text("".join(f"line {i} of worker-1\n" for i in range(500)))
+    (logs / "producer.log").write_text("producer up\n")
+    (logs / "notes.txt").write_text("not a log")
+    page = client.get("/logs").get_data(as_text=True)
+    assert "worker-1" in page and "producer up" in page and "line 499 of worker-1" in page
+    assert "line 400 of worker-1" not in page and "not a log" not in page
+    assert 'href="/logs/worker-1"' in page and 'href="/logs/worker-1/raw"' in page
+    one = client.get("/logs/worker-1").get_data(as_text=True)
+    assert "line 300 of worker-1" in one and "line 299 of worker-1" not in one     # web_log_lines = 200
+    raw = client.get("/logs/worker-1/raw")
+    assert raw.status_code == 200 and raw.data.count(b"\n") == 500 and raw.mimetype == "text/plain"
+
+
+def test_node_logs_page_when_empty(client):
+    assert b"No node has written a log yet" in client.get("/logs").data
+
+
+@pytest.mark.parametrize("node", ["nobody", "..", ".hidden", "worker-1.log", "%2e%2e%2fjobs"])
+def test_unknown_or_hostile_node_is_404(client, settings, node):
+    (settings.data / "logs" / "worker-1.log").write_text("x\n")
+    assert client.get(f"/logs/{node}").status_code == 404
+    assert client.get(f"/logs/{node}/raw").status_code == 404
+
+
+def test_log_links_outside_the_root_are_not_followed(client, settings, tmp_path):
+    secret = tmp_path / "secret.log"
+    secret.write_text("TOP SECRET\n")
+    (settings.data / "logs" / "evil.log").symlink_to(secret)
+    assert b"TOP SECRET" not in client.get("/logs").data
+    assert client.get("/logs/evil/raw").status_code == 404
+
+
+def test_old_log_route_redirects(client):
+    r = client.get("/Log")
+    assert r.status_code == 301 and r.headers["Location"] == "/logs"
