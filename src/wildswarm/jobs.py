@@ -3,11 +3,19 @@
 A job record is ``jobs/<id>.json`` on the shared filesystem, written
 atomically (temporary file, then rename), so readers never see half a record.
 The id is derived from the video's content: the same video is one job.
+
+While a worker runs a job it touches the record every few seconds
+(:class:`KeepAlive`); a record that stops changing belongs to a worker that is
+gone. Record mtimes are compared only with each other, never with a clock, so
+clock skew between nodes does not matter.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -125,3 +133,48 @@ class JobStore:
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self.all())
+
+
+class KeepAlive:
+    """``with KeepAlive(store, job_id):`` touch the job's record every ``interval`` seconds."""
+
+    def __init__(self, store: JobStore, job_id: str, interval: float = 2.0):
+        self.path, self.interval = store.path(job_id), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"keepalive-{job_id}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "KeepAlive":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 1)
+
+
+def wait_while_alive(store: JobStore, job: Job, stale: float, cancel: threading.Event) -> Job | None:
+    """Wait while another worker visibly runs ``job``.
+
+    Returns the record once it is no longer RUNNING there (finished, or given
+    back), or None when it has not changed for ``stale`` seconds (that worker
+    is gone) or ``cancel`` is set.
+    """
+    path, node = store.path(job.id), job.node
+    last, changed = path.stat().st_mtime_ns, time.monotonic()
+    while time.monotonic() - changed < stale:
+        if cancel.wait(min(1.0, stale / 4)):
+            return None
+        current = store.get(job.id)
+        if current.status is not JobStatus.RUNNING or current.node != node:
+            return current
+        mtime = path.stat().st_mtime_ns
+        if mtime != last:
+            last, changed = mtime, time.monotonic()
+    return None

@@ -258,8 +258,9 @@ class Producer:
         for name in self.scan():
             try:
                 results[name] = self.handle(name)
-            except (VideoError, UnsafePathError, FileNotFoundError) as exc:
-                self.note(f"{name}: skipped: {exc}")
+            except (VideoError, UnsafePathError, OSError) as exc:   # gone, unreadable: tried again next poll
+                self.pending.pop(name, None)
+                log.warning("%s: skipped for now: %s", name, exc)
         return results
 
     def run(self, once: bool = False) -> int:

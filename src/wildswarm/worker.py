@@ -16,8 +16,9 @@ Two parts:
 Failures: a :class:`VideoError` is permanent (failed at once). Any other error
 requeues the job until its attempt number reaches ``delivery_limit``, then it
 fails for good. A malformed message goes to the dead-letter queue with its
-reason. Redeliveries of finished jobs are acknowledged without work, so each
-job is done once even when the broker delivers it twice.
+reason. Redeliveries of finished jobs are acknowledged without work; one of a
+job whose record another worker keeps alive (it lost only its connection) waits
+for that worker; so each job is done once even when the broker delivers it twice.
 
 SIGTERM/SIGINT: stop taking jobs; finish the current one within
 ``stop_grace_seconds`` or leave it unacknowledged to be delivered again.
@@ -43,13 +44,15 @@ from wildswarm import metrics
 from wildswarm.broker import Backoff, Broker, Delivery
 from wildswarm.config import Settings
 from wildswarm.errors import BrokerError, ConfigError, JobError, MessageError, VideoError
-from wildswarm.jobs import Job, JobStatus, JobStore
+from wildswarm.jobs import Job, JobStatus, JobStore, KeepAlive, wait_while_alive
 from wildswarm.layout import Layout, move_into, stem_of
 from wildswarm.messages import JobMessage, utcnow
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0   # seconds between progress writes to a job record
+LEASE_TOUCH = 2.0         # a running job's record is touched this often ...
+LEASE_STALE = 10.0        # ... so one unchanged this long belongs to a worker that is gone
 
 
 class Analyzer(Protocol):
@@ -129,13 +132,20 @@ class JobRunner:
         cancel = cancel or threading.Event()
         limit = max(1, int(self.settings.delivery_limit))
         job, _ = self.store.create(Job(id=msg.job_id, input_name=msg.input_name))
+        if job.status is JobStatus.RUNNING and job.node != self.node:
+            if attempt == 1 and not redelivered:
+                self.note(job, f"another message for a job running on {job.node}; dropped")
+                return Outcome.SKIPPED
+            # Delivered again while its record says it runs elsewhere: that worker died, or only lost
+            # its broker connection and is still at it. Wait for it while its record stays alive.
+            self.note(job, f"delivered again while {job.node} has it; waiting while its record is alive")
+            job = wait_while_alive(self.store, job, LEASE_STALE, cancel) or self.store.get(job.id)
+            if cancel.is_set():
+                return Outcome.INTERRUPTED
         if job.status.finished:
             self._tidy(job)
             self.note(job, f"delivered again after it {job.status.value}; acknowledged without work")
             return Outcome.DUPLICATE
-        if job.status is JobStatus.RUNNING and job.node != self.node and attempt == 1 and not redelivered:
-            self.note(job, f"another message for a job running on {job.node}; dropped")
-            return Outcome.SKIPPED
         src = self.layout.inside(self.layout.input / msg.input_name)
         if not src.is_file():
             return self._fail(job, f"input file {msg.input_name} is not in input/")
@@ -149,8 +159,9 @@ class JobRunner:
         if attempt > 1:
             clean_partial_outputs(self.layout.output, name)
         try:
-            result = self.analyzer.analyze(src, self.layout.output, name=name,
-                                           progress=self._progress(job, cancel))
+            with KeepAlive(self.store, job.id, LEASE_TOUCH):
+                result = self.analyzer.analyze(src, self.layout.output, name=name,
+                                               progress=self._progress(job, cancel))
         except _Interrupted:
             return Outcome.INTERRUPTED
         except VideoError as exc:
@@ -194,7 +205,10 @@ class JobRunner:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL or (done == 0 and last[1] < 0):
                 last[0] = now
-                self.store.update(job.id, frames_done=done, frames_total=total)
+                try:      # best effort: a missed progress write must not fail the job
+                    self.store.update(job.id, frames_done=done, frames_total=total)
+                except (JobError, OSError) as exc:
+                    log.warning("job %s: progress not recorded: %s", job.id, exc)
             quarter = 4 * done // total if total else 0
             if 0 < quarter < 4 and quarter > last[1]:
                 last[1] = quarter

@@ -26,21 +26,25 @@ def test_jobs_queued_before_a_restart_are_all_done(broker_settings, spawn, broke
 def test_restart_while_a_job_runs_and_the_producer_watches(broker_settings, spawn, restart_broker, tmp_path):
     s = broker_settings
     lay = Layout(s.data)
-    worker = spawn(s, "worker", node="w0")
+    workers = [spawn(s, "worker", node=f"w{i}") for i in range(2)]
     producer = spawn(s, "producer", node="p0")
-    procs = (worker, producer)
-    wait_consuming(s, 1, procs)
-    shutil.copy(write_clip(tmp_path / "first.mp4", seconds=6, frames=60), lay.input / "first.mp4")
+    procs = (*workers, producer)
+    wait_consuming(s, 2, procs)
+    shutil.copy(write_clip(tmp_path / "first.mp4", seconds=12, frames=120), lay.input / "first.mp4")
     wait_for(lambda: any(j.frames_done > 0 for j in jobs_of(s).values()), 20, "the first job to run", procs=procs)
     restart_broker()
     shutil.copy(write_clip(tmp_path / "second.mp4", seconds=0.2, frames=2), lay.input / "second.mp4")
     jobs = wait_for(lambda: all_finished(s, 2), 60, "both jobs", procs=procs)
     assert sorted(j.input_name for j in jobs.values()) == ["first.mp4", "second.mp4"]
     assert {j.status for j in jobs.values()} == {JobStatus.DONE}
-    for job in jobs.values():   # each analysed once; the redelivery of the finished one did no work
+    # Each analysed once: the running job's redelivery (to either worker) waited for the worker
+    # that still had it -- alive, only its connection was gone -- and was then acknowledged.
+    for job in jobs.values():
         assert len([line for line in log_lines(s) if f"job {job.id}" in line and "started" in line]) == 1
+    first = [j for j in jobs.values() if j.input_name == "first.mp4"][0]
+    assert [line for line in log_lines(s) if f"job {first.id}" in line and "acknowledged without work" in line]
     assert sorted(p.name for p in lay.output.iterdir()) == ["first", "second"]
     assert sorted(p.name for p in lay.input_done.iterdir()) == ["first.mp4", "second.mp4"]
-    assert worker.alive() and producer.alive()
-    assert "connection lost" in worker.output()
-    wait_consuming(s, 1, procs)        # the worker is back on the queue
+    assert all(p.alive() for p in procs)
+    assert all("connection lost" in w.output() for w in workers)
+    wait_consuming(s, 2, procs)        # both workers are back on the queue

@@ -1,9 +1,11 @@
 import json
+import threading
+import time
 
 import pytest
 
 from wildswarm.errors import JobError, UnsafePathError
-from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
+from wildswarm.jobs import Job, JobStatus, JobStore, KeepAlive, job_id_for, wait_while_alive
 from wildswarm.layout import Layout
 
 
@@ -66,3 +68,25 @@ def test_all_skips_foreign_files_newest_first(store):
     (store.layout.jobs / "notes.json").write_text("{}")
     (store.layout.jobs / "cccccccccccccccc.json").write_text("garbage")
     assert [j.id for j in store.all()] == ["bbbbbbbbbbbbbbbb", "aaaaaaaaaaaaaaaa"]
+
+
+def test_keepalive_touches_the_record(store):
+    job, _ = store.create(Job(id="0123456789abcdef", input_name="a.mp4"))
+    before = store.path(job.id).stat().st_mtime_ns
+    with KeepAlive(store, job.id, interval=0.05):
+        time.sleep(0.3)
+    assert store.path(job.id).stat().st_mtime_ns > before
+
+
+def test_wait_while_alive(store):
+    job = store.save(Job(id="0123456789abcdef", input_name="a.mp4", status=JobStatus.RUNNING, node="n2"))
+    t0 = time.monotonic()
+    assert wait_while_alive(store, job, stale=0.3, cancel=threading.Event()) is None     # nobody touches it
+    assert time.monotonic() - t0 >= 0.3
+    with KeepAlive(store, job.id, interval=0.05):
+        threading.Timer(0.6, lambda: store.update(job.id, status=JobStatus.DONE)).start()
+        done = wait_while_alive(store, job, stale=0.3, cancel=threading.Event())
+    assert done.status is JobStatus.DONE
+    cancel = threading.Event()
+    cancel.set()
+    assert wait_while_alive(store, store.update(job.id, status=JobStatus.RUNNING), 5, cancel) is None

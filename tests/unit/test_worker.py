@@ -1,4 +1,5 @@
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from wildswarm.errors import ConfigError, PipelineError
 from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.messages import JobMessage
 from wildswarm.testing import SleepAnalyzer, write_clip
+from wildswarm import worker as worker_module
 from wildswarm.worker import JobRunner, Outcome, Worker, clean_partial_outputs, load_analyzer
 
 
@@ -88,13 +90,36 @@ def test_finished_job_whose_input_was_left_behind_is_tidied(settings):
     assert (runner.layout.input_done / "clip.mp4").exists()
 
 
-def test_second_message_for_a_job_running_elsewhere_is_dropped(settings):
+def test_second_message_for_a_job_running_elsewhere_is_dropped(settings, monkeypatch):
+    monkeypatch.setattr(worker_module, "LEASE_STALE", 0.4)
     msg = queue_clip(settings)
     runner = JobRunner(settings, SleepAnalyzer())
     runner.store.create(Job(id=msg.job_id, input_name=msg.input_name, status=JobStatus.RUNNING, node="n2"))
     assert runner.run(msg, attempt=1) is Outcome.SKIPPED
-    # ... but a redelivery (n2 died) is taken
+    # ... but a redelivery is taken once n2's record has stopped changing (n2 died)
+    t0 = time.monotonic()
     assert runner.run(msg, attempt=2, redelivered=True) is Outcome.DONE
+    assert time.monotonic() - t0 >= 0.4
+
+
+def test_redelivery_waits_for_a_live_worker_that_lost_its_connection(settings, monkeypatch):
+    monkeypatch.setattr(worker_module, "LEASE_STALE", 1.0)
+    msg = queue_clip(settings)
+    other = JobRunner(settings.replace(node="n2"), SleepAnalyzer())
+    other.store.create(Job(id=msg.job_id, input_name=msg.input_name, status=JobStatus.RUNNING, node="n2"))
+
+    def n2_keeps_working_then_finishes():
+        for _ in range(6):                       # 1.8 s of progress: longer than LEASE_STALE
+            time.sleep(0.3)
+            other.store.update(msg.job_id, frames_done=1)
+        other.store.update(msg.job_id, status=JobStatus.DONE)
+
+    t = threading.Thread(target=n2_keeps_working_then_finishes)
+    t.start()
+    runner = JobRunner(settings, SleepAnalyzer())
+    assert runner.run(msg, attempt=2, redelivered=True) is Outcome.DUPLICATE
+    t.join()
+    assert not (runner.layout.output / "clip").exists()       # no second analysis
 
 
 def test_missing_input_fails(settings):
