@@ -14,7 +14,7 @@ from wildswarm.layout import Layout
 from wildswarm.web import create_app
 from wildswarm.web.publisher import Publisher
 
-EXAMPLES = 60
+EXAMPLES = 100
 FUZZ = hsettings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -40,15 +40,21 @@ def gunicorn_options(settings: Settings) -> dict:
 def web(settings: Settings, bind: str | None, workers: int | None) -> None:
     """Serve the web app (upload, jobs, results, node logs, JSON API) with gunicorn."""
     settings = settings.replace(**{k: v for k, v in (("web_bind", bind), ("web_workers", workers)) if v})
-    from wildswarm.web.security import check_settings
-    check_settings(settings)                 # refuse to start before any worker is forked
-    if not settings.web_secret_key:          # access control off: one made-up key shared by all workers
-        settings = settings.replace(web_secret_key=secrets.token_hex(32))
     metrics_dir = None
     if settings.web_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # prometheus-client's multiprocess mode, so /metrics counts every worker, not the one asked
+        # prometheus-client's multiprocess mode, so /metrics counts every worker, not the one asked.
+        # It must be set before prometheus_client is first imported (by wildswarm.web below).
         metrics_dir = tempfile.mkdtemp(prefix="wildswarm-web-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from wildswarm.web.security import check_settings
+    try:
+        check_settings(settings)             # refuse to start before any worker is forked
+    except BaseException:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
+    if not settings.web_secret_key:          # access control off: one made-up key shared by all workers
+        settings = settings.replace(web_secret_key=secrets.token_hex(32))
     try:
         _Server(settings).run()
     finally:

@@ -1,0 +1,112 @@
+"""``wildswarm web``: gunicorn with the app factory, configured by settings only (no broker needed)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from webkit import PASSWORD, SECRET, TOKEN, root_conftest
+from wildswarm.cli.web import gunicorn_options
+from wildswarm.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(tmp_path: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WILDSWARM_", "PROMETHEUS_"))}
+    env.update({"WILDSWARM_DATA": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", "WILDSWARM_NODE": "web-cli"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def test_gunicorn_options_come_from_settings():
+    opts = gunicorn_options(Settings(web_bind="127.0.0.1:9000", web_workers=3, web_threads=2, web_timeout=60))
+    assert opts["bind"] == ["127.0.0.1:9000"] and opts["workers"] == 3 and opts["threads"] == 2
+    assert opts["worker_class"] == "gthread" and opts["timeout"] == 60
+
+
+def test_refuses_to_start_without_credentials(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "wildswarm", "web", "--bind", "127.0.0.1:1"], env=env_for(tmp_path),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no credential is set" in r.stderr and "WILDSWARM_WEB_AUTH=0" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _get(url: str, headers: dict | None = None, data: bytes | None = None):
+    req = urllib.request.Request(url, headers=headers or {}, data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def _multipart(name: str, content: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_serves_under_gunicorn_and_keeps_uploads_while_the_broker_is_down(tmp_path):
+    port, dead_port = free_port(), free_port()
+    (tmp_path / "token").write_text(TOKEN)
+    env = env_for(tmp_path, WILDSWARM_WEB_TOKEN_FILE=tmp_path / "token", WILDSWARM_WEB_PASSWORD=PASSWORD,
+                  WILDSWARM_WEB_SECRET_KEY=SECRET, WILDSWARM_WEB_WORKERS=2, WILDSWARM_BROKER_PORT=dead_port,
+                  WILDSWARM_BROKER_HOST="127.0.0.1", WILDSWARM_WEB_REPUBLISH_SECONDS=3600)
+    log = open(tmp_path / "web.out", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "wildswarm", "web", "--bind", f"127.0.0.1:{port}"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body, _ = _get(base + "/healthz")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.out").read_text()
+                time.sleep(0.2)
+        health = json.loads(body)
+        assert status == 200 and health["data"]["writable"] and health["broker"]["reachable"] is False
+        status, page, _ = _get(base + "/jobs")             # redirected to the login page
+        assert status == 200 and b"Log in" in page
+        video = root_conftest().write_video(tmp_path / "v.mp4").read_bytes()
+        body, ctype = _multipart("gunicorn.mp4", video)
+        status, answer, _ = _get(base + "/api/jobs", {"Authorization": f"Bearer {TOKEN}", "Content-Type": ctype},
+                                 body)
+        answer = json.loads(answer)
+        assert status == 201 and answer["result"] == "pending", answer
+        assert (tmp_path / "data" / "input" / "gunicorn.mp4").read_bytes() == video
+        job = json.loads((tmp_path / "data" / "jobs" / f"{answer['job']['id']}.json").read_text())
+        assert job["status"] == "queued" and "broker was unreachable" in job["error"]
+        status, metrics, _ = _get(base + "/metrics")
+        text = metrics.decode()
+        assert status == 200 and 'wildswarm_web_uploads_total{result="pending"} 1.0' in text
+        assert "wildswarm_web_requests_total" in text
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+    out = (tmp_path / "web.out").read_text()
+    assert "Booting worker" in out and "Traceback" not in out
+    assert PASSWORD not in out and TOKEN not in out and SECRET not in out
