@@ -88,10 +88,11 @@ def _finish(response):
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Content-Security-Policy",
-                       "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
-                       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
-                       "base-uri 'none'; object-src 'none'")
+    if response.mimetype == "text/html":       # pages only: a browser's own viewer of a PNG or video styles it
+        headers.setdefault("Content-Security-Policy",
+                           "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+                           "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+                           "base-uri 'none'; object-src 'none'")
     if request.endpoint and request.endpoint.startswith(("ui.", "auth.")):
         headers.setdefault("Cache-Control", "no-store")
     return response

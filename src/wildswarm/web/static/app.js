@@ -84,6 +84,7 @@
             item.msg.textContent = body.message || "uploaded";
             resolve({ ok: true, job: body.job });
           } else {
+            item.bar.classList.add("failed");
             item.msg.className = "msg error";
             item.msg.textContent = xhr.status === 401 ? "Your login has expired: reload the page and log in again."
               : (body.error || "refused (HTTP " + xhr.status + ")");
@@ -91,6 +92,7 @@
           }
         };
         xhr.onerror = () => {
+          item.bar.classList.add("failed");
           item.msg.className = "msg error";
           item.msg.textContent = "The upload was cut off" + (maxBytes && item.file.size > maxBytes
             ? ": the file is over the limit." : ". Check the connection and try again.");
@@ -180,8 +182,10 @@
         tr.dataset.id = j.id;
         const link = el("a", "", j.input_name);
         link.href = j.links.page;
-        const name = cell("Video", link);
-        if (j.untrained) name.append(el("span", "tag warn", "untrained"));
+        const label = el("span");
+        label.append(link);
+        if (j.untrained) label.append(" ", el("span", "tag warn", "untrained"));
+        const name = cell("Video", label);
         const bar = el("progress", "bar");
         bar.max = 1;
         bar.value = j.progress;

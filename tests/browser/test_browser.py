@@ -1,0 +1,214 @@
+"""The user-facing path in a real browser: log in, upload a real video, watch its job progress to
+done (a real worker running the real pipeline on untrained weights), play the annotated video,
+see the plot and the untrained-weights warning, download the outputs. Screenshots of every page
+go to test-artifacts/screenshots/."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from brokerkit import wait_for
+from wildswarm.jobs import JobStore
+from wildswarm.layout import Layout
+
+PASSWORD = "browser test password"
+SECRET = "browser-test-secret-key-0123456789"
+TOKEN = "browser-test-token-0123456789"
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_web(settings, spawn):
+    port = free_port()
+    web_settings = settings.replace(web_password=PASSWORD, web_secret_key=SECRET, web_token=TOKEN, web_auth=True,
+                                    web_workers=2, web_threads=4, web_republish_seconds=2,
+                                    web_bind=f"127.0.0.1:{port}", web_max_upload_bytes=50 * 1024 * 1024)
+    web = spawn(web_settings, "web", node="web")
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _healthy(base), 30, "the web server to answer /healthz", 0.2, (web,))
+    return web_settings, web, base
+
+
+@pytest.fixture
+def stack(broker_settings, spawn, untrained_models_dir):
+    """Web server, and a worker with the real pipeline on untrained weights (small and fast)."""
+    worker_settings = broker_settings.replace(
+        analyzer="", untrained=True, models_dir=untrained_models_dir, device="cpu", detection_threshold=0.001,
+        max_animals=2, detector_image_size=320, fps=5, batch_size=4)
+    worker = spawn(worker_settings, "worker", node="worker-1")        # loads its models meanwhile
+    web_settings, web, base = start_web(broker_settings, spawn)
+    return SimpleNamespace(base=base, settings=web_settings, web=web, worker=worker)
+
+
+def shot(driver, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def login(driver, base: str, path: str = "/") -> None:
+    from selenium.webdriver.common.by import By
+    driver.get(base + path)
+    assert "/login" in driver.current_url
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(driver, lambda d: "/login" not in d.current_url, 10)
+
+
+def wait(driver, predicate, timeout: float, what: str = "the page"):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(predicate, f"timed out waiting for {what}")
+
+
+def no_console_errors(driver, allow: tuple[str, ...] = ()) -> None:
+    """No script errors, CSP violations or failed loads in the browser's console (but those in ``allow``)."""
+    errors = [e for e in driver.get_log("browser")
+              if e["level"] == "SEVERE" and not any(a in e["message"] for a in allow)]
+    assert not errors, errors
+
+
+def test_upload_watch_play_download(browser, stack, make_video, tmp_path):
+    from selenium.webdriver.common.by import By
+    driver, base = browser, stack.base
+    video = make_video("Red fox, night.mp4", frames=12)
+
+    login(driver, base)
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Upload videos"
+    driver.find_element(By.ID, "files").send_keys(str(video))
+    wait(driver, lambda d: "Red fox, night.mp4" in d.find_element(By.ID, "queue").text, 5, "the chosen file")
+    shot(driver, "upload")
+    driver.find_element(By.ID, "upload-button").click()
+
+    # lands on the job page; the status goes live to done (the page polls the API every 2 s)
+    wait(driver, lambda d: "/jobs/" in d.current_url, 30, "the job page")
+    job_id = driver.current_url.rstrip("/").rsplit("/", 1)[1]
+    assert driver.find_element(By.CSS_SELECTOR, "h1.name").text == "Red_fox_night.mp4"
+    shot(driver, "job-queued")
+    seen = set()
+
+    def finished(d):
+        text = d.find_element(By.ID, "job-status").text
+        seen.add(text)
+        return text in ("done", "failed")
+    wait(driver, finished, 240, "the job to finish")
+    status = driver.find_element(By.ID, "job-status").text
+    job = JobStore(Layout(stack.settings.data)).get(job_id)
+    assert status == "done", f"{job.error}\n{stack.worker.output()[-3000:]}"
+    assert seen & {"queued", "running"}, seen              # it changed without a reload by us
+    assert job.node == "worker-1" and job.untrained
+
+    # the annotated video plays: no media error, data loaded, time advances
+    wait(driver, lambda d: d.execute_script("return document.getElementById('labeled').readyState") >= 2, 20,
+         "the video's data")
+    state = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const v = document.getElementById('labeled');
+        v.muted = true;
+        v.play().then(() => setTimeout(() => done({t: v.currentTime, err: v.error && v.error.code,
+                                                   d: v.duration, w: v.videoWidth}), 600))
+                .catch(e => done({err: String(e)}));
+    """)
+    assert not state.get("err") and state["t"] > 0 and state["d"] > 0 and state["w"] > 0, state
+    assert driver.execute_script("return document.getElementById('trajectory').naturalWidth") > 0
+    warning = driver.find_element(By.ID, "untrained-warning")
+    assert warning.is_displayed() and "UNTRAINED" in warning.text
+    shot(driver, "job")
+
+    # downloads: one file, then everything as a zip
+    driver.find_element(By.CSS_SELECTOR, "a[href$='/files/summary.json?download=1']").click()
+    driver.find_element(By.ID, "zip").click()
+    downloads = driver.downloads
+
+    def complete():
+        names = {p.name for p in downloads.iterdir()}
+        return {"summary.json", "Red_fox_night.zip"} <= names and not any(n.endswith(".crdownload") for n in names)
+    wait(driver, lambda d: complete(), 30, "the downloads")
+    summary = json.loads((downloads / "summary.json").read_text())
+    assert summary["untrained_weights"] is True
+    archive = zipfile.ZipFile(downloads / "Red_fox_night.zip")
+    assert archive.testzip() is None
+    names = {n.split("/", 1)[1] for n in archive.namelist()}
+    assert {"labeled.mp4", "detections.json", "keypoints.h5", "keypoints.csv", "trajectory.png",
+            "summary.json"} <= names
+
+    # the jobs page and the node logs
+    driver.find_element(By.LINK_TEXT, "Jobs").click()
+    row = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"tr[data-id='{job_id}']"), 10, "the job row")
+    assert "done" in row.text and "worker-1" in row.text and "100%" in row.text
+    shot(driver, "jobs")
+    driver.find_element(By.LINK_TEXT, "Node logs").click()
+    wait(driver, lambda d: "worker-1" in d.find_element(By.TAG_NAME, "main").text, 10, "the node logs")
+    assert "results in output/Red_fox_night/" in driver.find_element(By.TAG_NAME, "main").text
+    shot(driver, "logs")
+
+    # the old links still answer
+    driver.get(f"{base}/plot/Red_fox_night")
+    assert driver.execute_script("return document.images.length && document.images[0].naturalWidth") > 0
+    no_console_errors(driver)
+
+    # on a phone
+    driver.set_window_size(390, 844)
+    driver.get(f"{base}/jobs")
+    wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"tr[data-id='{job_id}']"), 10, "the job row")
+    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    shot(driver, "jobs-phone")
+    driver.get(f"{base}/jobs/{job_id}")
+    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    shot(driver, "job-phone")
+
+
+def test_refusals_show_in_the_page_and_jobs_update_live(browser, broker_settings, spawn, make_video, tmp_path):
+    """No worker here: refused files get their reason next to them; a queued job appears without reload."""
+    from selenium.webdriver.common.by import By
+    settings, web, base = start_web(broker_settings, spawn)
+    driver = browser
+    fake = tmp_path / "notes.mp4"
+    fake.write_bytes(b"this is a text file, not a video\n" * 20)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    login(driver, base)
+    driver.find_element(By.ID, "files").send_keys(f"{fake}\n{text}")
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#queue li")) == 2, 5, "both files listed")
+    driver.find_element(By.ID, "upload-button").click()
+    wait(driver, lambda d: "not an MP4 video" in d.find_element(By.ID, "queue").text, 15, "the refusal")
+    assert "Not an MP4 file (.txt)" in driver.find_element(By.ID, "queue").text
+    assert "/" == driver.current_url[len(base):] or driver.current_url.endswith("/")
+    shot(driver, "upload-refused")
+    assert [p.name for p in (settings.data / "input").iterdir()] == []
+
+    # a job submitted by a script shows up on the open jobs page by itself
+    driver.get(base + "/jobs")
+    assert "No jobs yet" in driver.find_element(By.ID, "no-jobs").text
+    video = make_video("script.mp4")
+    boundary = "xYzBoundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"script.mp4\"\r\n\r\n"
+            ).encode() + video.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(base + "/api/jobs", data=body, headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 201
+    wait(driver, lambda d: "script.mp4" in d.find_element(By.ID, "jobs").text, 10, "the new job, live")
+    assert not driver.find_element(By.ID, "no-jobs").is_displayed()
+    no_console_errors(driver, allow=("/api/jobs - Failed to load resource: the server responded with a status of 415",))
