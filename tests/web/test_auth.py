@@ -7,7 +7,7 @@ from webkit import PASSWORD, TOKEN, csrf_of, upload
 from wildswarm.web import create_app
 
 PROTECTED = ["/", "/jobs", "/logs", "/jobs/00c0ffee00c0ffee", "/output/fox", "/plot/fox", "/logs/w1"]
-OPEN = ["/login", "/healthz", "/metrics", "/api/openapi.json", "/static/style.css"]
+OPEN = ["/login", "/healthz", "/metrics", "/api/openapi.json", "/static/style.css", "/favicon.ico"]
 
 
 @pytest.mark.parametrize("path", PROTECTED)

@@ -58,3 +58,9 @@ def healthz():
 def metrics_view():
     data, content_type = metrics.exposition()
     return Response(data, content_type=content_type)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for it on every page that does not name one (a bare image or video)."""
+    return current_app.send_static_file("favicon.svg")

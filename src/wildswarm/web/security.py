@@ -30,7 +30,7 @@ SESSION_CSRF = "csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "ops.healthz", "ops.metrics", "api.openapi", "static"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "ops.healthz", "ops.metrics", "ops.favicon", "api.openapi", "static"})
 MIN_SECRET_KEY = 16
 
 bp = Blueprint("auth", __name__)
