@@ -49,7 +49,8 @@ def test_n_videos_two_workers_each_done_exactly_once(broker_settings, spawn, tmp
     assert all((lay.output / f"clip{i}" / "summary.json").exists() for i in range(8))
     assert sorted(p.name for p in lay.input_done.iterdir()) == sorted(c.name for c in clips)
     assert list(lay.input.iterdir()) == []
-    assert sum(metric(p, 'wildswarm_jobs_total{outcome="done"}') for p in ports) == 8
+    wait_for(lambda: sum(metric(p, 'wildswarm_jobs_total{outcome="done"}') for p in ports) == 8, 10,
+             "8 done jobs counted in the workers' metrics")      # counted just after the record is written
     assert sum(metric(p, "wildswarm_frames_analysed_total") for p in ports) == 8 * 6
     assert all(w.alive() for w in workers)
 

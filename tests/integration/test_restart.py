@@ -42,7 +42,8 @@ def test_restart_while_a_job_runs_and_the_producer_watches(broker_settings, spaw
     for job in jobs.values():
         assert len([line for line in log_lines(s) if f"job {job.id}" in line and "started" in line]) == 1
     first = [j for j in jobs.values() if j.input_name == "first.mp4"][0]
-    assert [line for line in log_lines(s) if f"job {first.id}" in line and "acknowledged without work" in line]
+    wait_for(lambda: [line for line in log_lines(s) if f"job {first.id}" in line and "without work" in line],
+             20, "the redelivered running job to be acknowledged without work", procs=procs)
     assert sorted(p.name for p in lay.output.iterdir()) == ["first", "second"]
     assert sorted(p.name for p in lay.input_done.iterdir()) == ["first.mp4", "second.mp4"]
     assert all(p.alive() for p in procs)
