@@ -222,11 +222,18 @@ def test_reconnects_once_after_a_lost_connection(settings, video_bytes):
     c = create_app(settings, publisher=publisher).test_client()
     headers = {"Authorization": "Bearer " + settings.web_token}
     assert upload(c, "a.mp4", video_bytes, headers=headers).get_json()["result"] == "queued"
-    broker.connected = False                            # the broker closed our idle connection
+    broker.drop_next = True                             # the broker closed our idle connection
     from webkit import root_conftest
     other = root_conftest().write_video(settings.data.parent / "o.mp4", frames=6).read_bytes()
     assert upload(c, "b.mp4", other, headers=headers).get_json()["result"] == "queued"
     assert len(broker.published) == 2
+
+
+def test_an_unreachable_broker_is_asked_once_per_upload(settings, video_bytes):
+    broker = FakeBroker(fail=True)
+    c = create_app(settings, publisher=Publisher(settings, broker=broker)).test_client()
+    r = upload(c, "a.mp4", video_bytes, headers={"Authorization": "Bearer " + settings.web_token})
+    assert r.get_json()["result"] == "pending" and broker.connects == 1
 
 
 def test_html_form_with_many_files(client, settings, video_bytes):

@@ -36,8 +36,11 @@ class FakeBroker:
         self.fail = fail
         self.published: list[dict] = []
         self.connected = False
+        self.connects = 0
+        self.drop_next = False          # the next publish finds the connection closed by the broker
 
     def connect(self, declare: bool = True):
+        self.connects += 1
         if self.fail:
             raise BrokerError("cannot connect to amqp://wildswarm:***@127.0.0.1:5672//: refused")
         self.connected = True
@@ -47,6 +50,9 @@ class FakeBroker:
         self.connected = False
 
     def publish(self, body, **kw):
+        if self.drop_next:
+            self.drop_next = False
+            raise BrokerError("publish to 'wildswarm.jobs' not confirmed: StreamLostError: Transport closed")
         if self.fail or not self.connected:
             raise BrokerError("publish not confirmed")
         self.published.append(json.loads(body))

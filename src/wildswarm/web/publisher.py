@@ -68,15 +68,23 @@ class Publisher:
         with self._lock:
             broker = self._fresh()
             for attempt in (1, 2):
+                was_open = broker.connected
                 try:
                     broker.connect()
+                except BrokerError as exc:          # unreachable now: no point in asking again at once
+                    self.last_error = str(exc)
+                    broker.close()
+                    log.warning("publishing job %s: %s", msg.job_id, exc)
+                    return False
+                try:
                     publish_job(broker, msg, component=COMPONENT)
                     self.last_error = None
                     return True
-                except BrokerError as exc:
+                except BrokerError as exc:          # e.g. the broker closed our idle connection: once more
                     self.last_error = str(exc)
                     broker.close()
-                    log.warning("publishing job %s failed (attempt %d): %s", msg.job_id, attempt, exc)
+                    log.warning("publishing job %s failed (attempt %d%s): %s", msg.job_id, attempt,
+                                ", on a connection opened earlier" if was_open else "", exc)
         return False
 
     def close(self) -> None:

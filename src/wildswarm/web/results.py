@@ -133,10 +133,13 @@ class _Sink:
 def zip_stream(folder: Path, files: list[OutputFile], prefix: str) -> Iterator[bytes]:
     """The files as one zip archive, produced chunk by chunk (never whole in memory)."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w") as archive:
+    # Deflate everything (fast level for videos and images): a streamed entry carries its sizes in a
+    # trailing data descriptor, which some readers accept only for deflated entries.
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for f in files:
             info = zipfile.ZipInfo.from_file(folder / f.name, arcname=f"{prefix}/{f.name}")
-            info.compress_type = zipfile.ZIP_DEFLATED if f.name.endswith(COMPRESSIBLE) else zipfile.ZIP_STORED
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info._compresslevel = 6 if f.name.endswith(COMPRESSIBLE) else 1
             with open(folder / f.name, "rb") as src, archive.open(info, "w", force_zip64=True) as dest:
                 while block := src.read(CHUNK):
                     dest.write(block)
