@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# The wildswarm stack on Docker Swarm: what `make up|down|scale-workers|ps|logs` run.
+#
+#   scripts/stack.sh up            Docker + one-node Swarm where missing (scripts/docker-local.sh),
+#                                  secrets, images, model check, deploy, wait until healthy, URLs
+#   scripts/stack.sh deploy        secrets, deploy and wait only (a cluster: after swarm/ bootstrap
+#                                  and with images in the site's registry)
+#   scripts/stack.sh down          remove the stack; keeps secrets, volumes and the data
+#                                  (PURGE=1: also its secrets, volumes and .secrets/ copies)
+#   scripts/stack.sh scale N       N worker tasks
+#   scripts/stack.sh ps | logs S | urls | wait | secrets
+#
+# Settings (environment; the Makefile passes its variables through):
+#   STACK (wildswarm)  WILDSWARM_DATA (./data)  WILDSWARM_UNTRAINED (0)  WILDSWARM_ENV_FILE
+#   SECRET_PREFIX (=STACK)  SECRETS_DIR (./.secrets)  WORKERS (1)  WORKERS_PER_NODE (1)
+#   WEB_PORT (8080)  RABBITMQ_CONSOLE_PORT (15672)  PROMETHEUS_PORT (9090)  GPU (0)
+#   SKIP_BUILD (0)  WAIT_TIMEOUT (900 s)  RESOLVE_IMAGE (never)  *_IMAGE (see images/build.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+export STACK=${STACK:-wildswarm}
+export SECRET_PREFIX=${SECRET_PREFIX:-$STACK}
+export WILDSWARM_DATA=${WILDSWARM_DATA:-$ROOT/data}
+export WILDSWARM_UNTRAINED=${WILDSWARM_UNTRAINED:-0}
+export WILDSWARM_ENV_FILE=${WILDSWARM_ENV_FILE:-$ROOT/config/wildswarm.env}
+export WEB_PORT=${WEB_PORT:-8080} RABBITMQ_CONSOLE_PORT=${RABBITMQ_CONSOLE_PORT:-15672}
+export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+SECRETS_DIR=${SECRETS_DIR:-$ROOT/.secrets}
+WAIT_TIMEOUT=${WAIT_TIMEOUT:-900}
+SECRETS=(broker_password web_secret_key web_password web_token)
+
+log() { printf 'stack: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- the shared filesystem ------------------------------------------------------------
+prepare_data() {
+  mkdir -p "$WILDSWARM_DATA"
+  WILDSWARM_DATA=$(cd "$WILDSWARM_DATA" && pwd)
+  export WILDSWARM_DATA
+  local d
+  for d in input input_done input_failed output jobs models logs; do mkdir -p "$WILDSWARM_DATA/$d"; done
+  # The containers run as an ordinary user: the invoking user, or 10001 when that is root.
+  if [ -z "${WILDSWARM_UID:-}" ]; then
+    if [ "$(id -u)" = 0 ]; then WILDSWARM_UID=10001 WILDSWARM_GID=10001; else WILDSWARM_UID=$(id -u) WILDSWARM_GID=$(id -g); fi
+  fi
+  export WILDSWARM_UID WILDSWARM_GID=${WILDSWARM_GID:-$WILDSWARM_UID}
+  if [ "$(id -u)" = 0 ]; then
+    find "$WILDSWARM_DATA" \( ! -uid "$WILDSWARM_UID" -o ! -gid "$WILDSWARM_GID" \) \
+      -exec chown "$WILDSWARM_UID:$WILDSWARM_GID" {} + 2>/dev/null || true
+  fi
+}
+
+# --- secrets ---------------------------------------------------------------------------
+secret_exists() { docker secret inspect "$1" >/dev/null 2>&1; }
+
+random_value() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
+
+definitions() {  # the broker password in $1's file -> RabbitMQ definitions (JSON) on stdout
+  python3 - "$1" <<'EOF'
+import json, sys
+password = open(sys.argv[1]).read().strip()
+print(json.dumps({
+    "users": [{"name": "wildswarm", "password": password, "tags": "administrator"}],
+    "vhosts": [{"name": "/"}],
+    "permissions": [{"user": "wildswarm", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+}))
+EOF
+}
+
+ensure_secrets() {
+  (umask 077; mkdir -p "$SECRETS_DIR")
+  local name file full
+  for name in "${SECRETS[@]}"; do
+    full=${SECRET_PREFIX}_$name file=$SECRETS_DIR/$SECRET_PREFIX-$name
+    if secret_exists "$full"; then continue; fi
+    if [ ! -s "$file" ]; then (umask 077; random_value >"$file"); fi
+    docker secret create --label "org.wildswarm.stack=$STACK" "$full" "$file" >/dev/null
+    log "created secret $full (a copy for you: $file)"
+    [ "$name" = broker_password ] && docker secret rm "${SECRET_PREFIX}_rabbitmq_definitions" >/dev/null 2>&1 || true
+  done
+  full=${SECRET_PREFIX}_rabbitmq_definitions
+  if ! secret_exists "$full"; then
+    file=$SECRETS_DIR/$SECRET_PREFIX-broker_password
+    [ -s "$file" ] || die "secret $full is missing and the broker password is not in $file: remove secret ${SECRET_PREFIX}_broker_password to make a new one"
+    definitions "$file" | docker secret create --label "org.wildswarm.stack=$STACK" "$full" - >/dev/null
+    log "created secret $full (RabbitMQ's user, from the broker password)"
+  fi
+}
+
+remove_secrets() {
+  local name
+  for name in "${SECRETS[@]}" rabbitmq_definitions; do
+    docker secret rm "${SECRET_PREFIX}_$name" >/dev/null 2>&1 && log "removed secret ${SECRET_PREFIX}_$name" || true
+    rm -f "$SECRETS_DIR/$SECRET_PREFIX-$name"
+  done
+  rmdir "$SECRETS_DIR" 2>/dev/null || true
+}
+
+# --- model weights ---------------------------------------------------------------------
+check_weights() {
+  local worker=${WORKER_IMAGE:-wildswarm/worker:latest}
+  local run=(docker run --rm --network none -u "$WILDSWARM_UID:$WILDSWARM_GID" -v "$WILDSWARM_DATA:/data"
+             --env-file "$WILDSWARM_ENV_FILE" "$worker")
+  if [ "$WILDSWARM_UNTRAINED" = 1 ]; then
+    log "WILDSWARM_UNTRAINED=1: workers build untrained stand-ins where weights are missing; results are meaningless and say so"
+    return 0
+  fi
+  if "${run[@]}" models verify >/dev/null 2>&1; then log "model weights present in $WILDSWARM_DATA/models"; return 0; fi
+  log "model weights missing in $WILDSWARM_DATA/models: fetching them"
+  if docker run --rm -u "$WILDSWARM_UID:$WILDSWARM_GID" -v "$WILDSWARM_DATA:/data" --env-file "$WILDSWARM_ENV_FILE" \
+       "$worker" models fetch >&2 && "${run[@]}" models verify >/dev/null 2>&1; then
+    return 0
+  fi
+  "${run[@]}" models verify >&2 || true
+  cat >&2 <<EOF
+
+stack: the real model weights could not be fetched (no route to GitHub/Zenodo/Hugging Face?).
+stack: Either copy the files named above into $WILDSWARM_DATA/models/ and run make up again,
+stack: or run with untrained stand-ins, for trying the system out only (results are meaningless
+stack: and marked so):   WILDSWARM_UNTRAINED=1 make up
+EOF
+  exit 3
+}
+
+# --- deploy, wait, urls ----------------------------------------------------------------
+hash_of() { cat "$@" | sha256sum | cut -c1-10; }
+
+deploy() {
+  # Swarm configs cannot change: a changed file gets a new name (and restarts only its users).
+  export RABBITMQ_CONFIG_VERSION=$(hash_of config/rabbitmq.conf config/enabled_plugins)
+  export PROMETHEUS_CONFIG_VERSION=$(hash_of monitoring/prometheus.yml monitoring/alerts.yml)
+  local files=(-c stack.yml)
+  [ "${GPU:-0}" = 1 ] && files+=(-c stack.gpu.yml)
+  log "deploying stack $STACK (data: $WILDSWARM_DATA, workers: ${WORKERS:-1}, at most ${WORKERS_PER_NODE:-1} per node)"
+  docker stack deploy "${files[@]}" --prune --resolve-image "${RESOLVE_IMAGE:-never}" \
+    ${WITH_REGISTRY_AUTH:+--with-registry-auth} "$STACK" >/dev/null
+  prune_configs
+}
+
+prune_configs() {  # configs of earlier versions of this stack that no service uses any more
+  local c
+  for c in $(docker config ls -q --filter "label=com.docker.stack.namespace=$STACK"); do
+    docker config inspect "$c" --format '{{.Spec.Name}}' \
+      | grep -qE "_(${RABBITMQ_CONFIG_VERSION}|${PROMETHEUS_CONFIG_VERSION})\$" && continue
+    docker config rm "$c" >/dev/null 2>&1 || true   # refused while a task still uses it
+  done
+}
+
+services_state() {  # one line per service: name running desired
+  docker service ls --filter "label=com.docker.stack.namespace=$STACK" --format '{{.Name}} {{.Replicas}}' \
+    | sed -E 's#([0-9]+)/([0-9]+).*#\1 \2#'
+}
+
+wait_healthy() {  # every service has all its tasks running (Swarm counts a task running once healthy)
+  local deadline=$((SECONDS + WAIT_TIMEOUT)) pending last=
+  log "waiting until every service is up and healthy (at most ${WAIT_TIMEOUT} s)"
+  while :; do
+    pending=$(services_state | awk '$2 != $3 || $3 == 0 {printf "%s(%s/%s) ", $1, $2, $3}')
+    if [ -z "$pending" ] && [ -n "$(services_state)" ]; then log "all services healthy"; return 0; fi
+    [ "$pending" != "$last" ] && log "waiting for: $pending" && last=$pending
+    if [ $SECONDS -ge $deadline ]; then
+      docker stack ps --no-trunc "$STACK" --format '{{.Name}} {{.CurrentState}} {{.Error}}' | head -n 30 >&2
+      die "not healthy after ${WAIT_TIMEOUT} s: $pending(make ps, make logs S=<service>)"
+    fi
+    sleep 5
+  done
+}
+
+urls() {
+  local pw=$SECRETS_DIR/$SECRET_PREFIX
+  cat <<EOF
+
+  web app            http://127.0.0.1:$WEB_PORT/        (user wildswarm, password in $pw-web_password;
+                     scripts: Authorization: Bearer <token in $pw-web_token>)
+  RabbitMQ console   http://127.0.0.1:$RABBITMQ_CONSOLE_PORT/      (user wildswarm, password in $pw-broker_password)
+  Prometheus         http://127.0.0.1:$PROMETHEUS_PORT/targets
+  shared folder      $WILDSWARM_DATA   (drop videos into input/, results appear in output/)
+
+EOF
+}
+
+down() {
+  if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$STACK"; then
+    docker stack rm "$STACK" >/dev/null
+    log "removing stack $STACK"
+  fi
+  # stack rm returns at once: wait until its tasks and network are really gone.
+  local deadline=$((SECONDS + 180))
+  while [ -n "$(docker ps -aq --filter "label=com.docker.stack.namespace=$STACK")" ] \
+        || [ -n "$(docker network ls -q --filter "label=com.docker.stack.namespace=$STACK")" ]; do
+    [ $SECONDS -lt $deadline ] || die "containers or networks of $STACK still there after 180 s"
+    sleep 2
+  done
+  if [ "${PURGE:-0}" = 1 ]; then
+    local v
+    for v in $(docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK"); do
+      docker volume rm "$v" >/dev/null && log "removed volume $v"
+    done
+    remove_secrets
+  else
+    log "kept: secrets ${SECRET_PREFIX}_*, volumes ${STACK}_*, $WILDSWARM_DATA (PURGE=1 removes the first two)"
+  fi
+}
+
+scale() {
+  local n=${1:?number of workers} svc=${STACK}_worker
+  [[ $n =~ ^[0-9]+$ ]] || die "N must be a number: make scale-workers N=4"
+  docker service scale --detach "$svc=$n" >/dev/null
+  log "scaling $svc to $n (a later make up resets it to WORKERS=${WORKERS:-1})"
+  local deadline=$((SECONDS + WAIT_TIMEOUT)) running
+  while :; do
+    running=$(docker service ls --filter "name=$svc" --format '{{.Replicas}}' | cut -d/ -f1)
+    [ "$running" = "$n" ] && { log "$svc: $n running"; return 0; }
+    if docker service ps "$svc" --filter desired-state=running --format '{{.Error}} {{.CurrentState}}' \
+         | grep -q 'max replicas per node'; then
+      die "$svc: only $running of $n can run: at most WORKERS_PER_NODE=${WORKERS_PER_NODE:-1} per node on the nodes labelled wildswarm.worker=true (label more nodes, or deploy with a higher WORKERS_PER_NODE)"
+    fi
+    [ $SECONDS -lt $deadline ] || die "$svc: $running of $n running after ${WAIT_TIMEOUT} s (make ps)"
+    sleep 3
+  done
+}
+
+case "${1:-}" in
+  up)
+    bash scripts/docker-local.sh
+    prepare_data
+    ensure_secrets
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then bash images/build.sh "${IMAGES_MODE:-auto}"; fi
+    check_weights
+    deploy
+    wait_healthy
+    urls ;;
+  deploy)
+    prepare_data; ensure_secrets; deploy; wait_healthy; urls ;;
+  down) down ;;
+  scale) scale "${2:-}" ;;
+  ps) docker stack services "$STACK"; echo; docker stack ps "$STACK" --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' ;;
+  logs)
+    [ -n "${2:-}" ] || die "which service? make logs S=worker (rabbitmq, producer, web, worker, prometheus, node-exporter)"
+    docker service logs --timestamps --tail "${TAIL:-200}" $([ -t 1 ] && echo --follow) "${STACK}_$2" ;;
+  urls) prepare_data >/dev/null 2>&1 || true; urls ;;
+  wait) wait_healthy ;;
+  secrets) ensure_secrets ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
+esac
