@@ -74,6 +74,11 @@ def test_login_never_redirects_off_site(anon, target):
     assert r.status_code == 302 and r.headers["Location"] == "/"
 
 
+def test_a_proxys_basic_auth_header_does_not_turn_pages_into_json(anon):
+    r = anon.get("/jobs", headers={"Authorization": "Basic d2lsZDpzd2FybQ==", "Accept": "text/html"})
+    assert r.status_code == 302 and r.headers["Location"].startswith("/login")
+
+
 def test_bearer_token(anon, bearer, openapi):
     r = anon.get("/api/jobs", headers=bearer)
     assert r.status_code == 200

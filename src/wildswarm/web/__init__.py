@@ -46,7 +46,6 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.web_cookie_secure,
         PERMANENT_SESSION_LIFETIME=12 * 3600,
-        JSON_SORT_KEYS=False,
         WILDSWARM_SETTINGS=settings,
         WILDSWARM_LAYOUT=layout,
         WILDSWARM_PUBLISHER=publisher if publisher is not None else Publisher(settings),

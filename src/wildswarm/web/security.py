@@ -79,7 +79,8 @@ def _csrf_ok() -> bool:
 
 
 def wants_json() -> bool:
-    if request.path.startswith("/api/") or "Authorization" in request.headers:
+    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+    if request.path.startswith("/api/") or bearer:   # (not Basic: a proxy in front may add that)
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"
