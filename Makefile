@@ -8,10 +8,16 @@ BIN := $(VENV)/bin
 DATA ?= $(CURDIR)/data
 SEED ?= $(abspath $(CURDIR)/../shared/data/seed-examples)
 PYTEST_ARGS ?=
+# The Swarm stack (scripts/stack.sh reads these; see stack.yml for the rest).
+STACK ?= wildswarm
+N ?=
+S ?=
 
 export WILDSWARM_DATA := $(DATA)
+export STACK
 
-.PHONY: help venv test test-fast up analyze-samples bench bench-pipeline bench-dispatch broker clean
+.PHONY: help venv test test-fast up down scale-workers ps logs e2e docker images images-offline \
+        analyze-samples bench bench-pipeline bench-dispatch broker clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,13 +33,38 @@ venv: $(BIN)/.installed ## create the virtual environment with the ML stack (abo
 broker: ## start a local RabbitMQ on 127.0.0.1 for the tests (installs it if missing)
 	bash scripts/rabbitmq-local.sh
 
-test: venv broker ## install everything the tests need, then run the whole suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: venv broker docker images ## install everything the tests need (Docker, Swarm, images too), then run the whole suite
+	WILDSWARM_REQUIRE_DOCKER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv ## only the tests that need no broker, Docker, browser or models
 	$(BIN)/python -m pytest -m "not broker and not docker and not browser and not slow" $(PYTEST_ARGS)
 
-up: analyze-samples ## bring wildswarm up on this machine (until the Swarm stack lands: analyse the sample videos)
+docker: ## Docker Engine and a one-node Swarm on this machine, labelled for workers (installs and starts them if missing)
+	bash scripts/docker-local.sh
+
+images: docker ## build every image the stack uses (from Debian packages and PyPI where no registry answers)
+	bash images/build.sh auto
+
+images-offline: docker ## build every image from Debian packages and PyPI alone, RabbitMQ/Prometheus/node_exporter included
+	bash images/build.sh offline
+
+up: ## deploy the stack on this machine: Swarm, secrets, images, deploy, wait until healthy, print URLs
+	bash scripts/stack.sh up
+
+down: ## remove the stack (keeps ./data, secrets and volumes; PURGE=1 removes secrets and volumes too)
+	bash scripts/stack.sh down
+
+scale-workers: ## run N worker tasks: make scale-workers N=4
+	bash scripts/stack.sh scale $(N)
+
+ps: ## the stack's services and tasks
+	@bash scripts/stack.sh ps
+
+logs: ## a service's logs: make logs S=worker (rabbitmq, producer, web, worker, prometheus, node-exporter)
+	@bash scripts/stack.sh logs $(S)
+
+e2e: venv docker images ## end-to-end tests on a real one-node Swarm (deploys and removes a stack of its own)
+	WILDSWARM_REQUIRE_DOCKER=1 $(BIN)/python -m pytest -m docker tests/e2e $(PYTEST_ARGS)
 
 analyze-samples: venv ## analyse the seed videos into $(DATA)/output (WILDSWARM_UNTRAINED=1 without real weights)
 	$(BIN)/wildswarm analyze $(SEED)/*.mp4 --out $(DATA)/output
