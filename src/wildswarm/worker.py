@@ -29,8 +29,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import re
-import shutil
 import signal
 import threading
 import time
@@ -97,19 +95,6 @@ def load_analyzer(settings: Settings) -> tuple[Analyzer, float]:
     return analyzer, time.perf_counter() - started
 
 
-def clean_partial_outputs(out_root: Path, name: str) -> None:
-    """Remove temporary folders of ``name`` left by an attempt that died mid-write.
-
-    The pipeline writes ``.tmp-<name>-XXXXXXXX`` and renames it into place,
-    moving an older result to ``.old-<name>-<pid>`` for a moment.
-    """
-    pattern = re.compile(rf"\.(tmp-{re.escape(name)}-[a-z0-9_]{{8}}|old-{re.escape(name)}-\d+)")
-    if out_root.is_dir():
-        for p in out_root.iterdir():
-            if pattern.fullmatch(p.name):
-                shutil.rmtree(p, ignore_errors=True)
-
-
 @dataclass
 class JobRunner:
     """Does one job on the shared filesystem; knows nothing of the broker."""
@@ -157,7 +142,8 @@ class JobRunner:
                                 started_at=utcnow(), finished_at=None, error=None, frames_done=0)
         self.note(job, f"started (attempt {attempt} of {limit})")
         if attempt > 1:
-            clean_partial_outputs(self.layout.output, name)
+            from wildswarm.pipeline.outputs import clean_partial  # what a dead attempt left
+            clean_partial(self.layout.output, name)
         try:
             with KeepAlive(self.store, job.id, LEASE_TOUCH):
                 result = self.analyzer.analyze(src, self.layout.output, name=name,

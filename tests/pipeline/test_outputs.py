@@ -60,8 +60,16 @@ def test_keypoint_table_is_deeplabcut_shaped(tmp_path):
     assert csv.shape == table.shape
 
 
-def test_clean_stale_removes_leftovers(tmp_path):
-    (tmp_path / ".tmp-v-abc").mkdir()
-    (tmp_path / "v").mkdir()
-    outputs.clean_stale(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["v"]
+def test_clean_partial_only_touches_that_name(tmp_path):
+    for name in (".tmp-a-abcd1234", ".old-a-77", ".tmp-a-b-abcd1234", "a", ".tmp-ab-abcd1234"):
+        (tmp_path / name).mkdir()
+    outputs.clean_partial(tmp_path, "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-a-b-abcd1234", ".tmp-ab-abcd1234", "a"]
+
+
+def test_clean_partial_matches_what_output_folder_leaves(tmp_path, monkeypatch):
+    folder = outputs.OutputFolder(tmp_path, "v")
+    tmp = folder.__enter__()  # a writer that dies before __exit__
+    (tmp / "half").write_text("x")
+    outputs.clean_partial(tmp_path, "v")
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.messages import JobMessage
 from wildswarm.testing import SleepAnalyzer, write_clip
 from wildswarm import worker as worker_module
-from wildswarm.worker import JobRunner, Outcome, Worker, clean_partial_outputs, load_analyzer
+from wildswarm.worker import JobRunner, Outcome, Worker, load_analyzer
 
 
 @pytest.fixture
@@ -155,13 +155,6 @@ def test_cancel_interrupts_and_leaves_no_partial_output(settings):
     assert job.status is JobStatus.QUEUED and "interrupted" in job.error
     assert not any(runner.layout.output.iterdir())
     assert (runner.layout.input / "clip.mp4").exists()
-
-
-def test_clean_partial_outputs_only_touches_that_name(tmp_path):
-    for name in (".tmp-a-abcd1234", ".old-a-77", ".tmp-a-b-abcd1234", "a", ".tmp-ab-abcd1234"):
-        (tmp_path / name).mkdir()
-    clean_partial_outputs(tmp_path, "a")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-a-b-abcd1234", ".tmp-ab-abcd1234", "a"]
 
 
 class Boom:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -56,12 +57,17 @@ class OutputFolder:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def clean_stale(root: Path) -> None:
-    """Remove temporary folders left by a process that died mid-write."""
-    for p in Path(root).glob(".tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
-    for p in Path(root).glob(".old-*"):
-        shutil.rmtree(p, ignore_errors=True)
+def clean_partial(root: Path, name: str) -> None:
+    """Remove what an attempt at ``name`` left when it died mid-write.
+
+    Only ``name``'s own ``.tmp-<name>-XXXXXXXX`` and ``.old-<name>-<pid>``
+    folders: other workers may be writing other results beside them.
+    """
+    pattern = re.compile(rf"\.(tmp-{re.escape(name)}-[a-z0-9_]{{8}}|old-{re.escape(name)}-\d+)")
+    if Path(root).is_dir():
+        for p in Path(root).iterdir():
+            if pattern.fullmatch(p.name):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def write_detections(path: Path, video_name: str, frames: list[tuple[int, float]], dets: list[sv.Detections],
