@@ -4,10 +4,8 @@ see the plot and the untrained-weights warning, download the outputs. Screenshot
 go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
-import io
 import json
 import socket
-import time
 import urllib.request
 import zipfile
 from pathlib import Path

@@ -13,8 +13,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import pytest
-
 from webkit import PASSWORD, SECRET, TOKEN, root_conftest
 from wildswarm.cli.web import gunicorn_options
 from wildswarm.config import Settings

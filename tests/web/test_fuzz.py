@@ -90,7 +90,8 @@ def test_fuzz_list(world, status, limit):
 @FUZZ
 @given(job_id=st.one_of(segment, st.just("00c0ffee00c0ffee"), st.from_regex(r"[0-9a-f]{8,64}", fullmatch=True)),
        filename=st.one_of(segment, st.sampled_from(["labeled.mp4", "summary.json", "..", "../jobs"])),
-       rng=st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=30), st.from_regex(r"bytes=[0-9]{0,6}-[0-9]{0,6}", fullmatch=True)))
+       rng=st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=30),
+                     st.from_regex(r"bytes=[0-9]{0,6}-[0-9]{0,6}", fullmatch=True)))
 def test_fuzz_job_paths(world, job_id, filename, rng):
     c, openapi = world["client"], world["openapi"]
     jid, fname = quote(job_id, safe=""), quote(filename, safe="")

@@ -32,7 +32,8 @@ def test_jobs_page_when_empty(client):
 def test_done_job_page_plays_the_video_and_offers_everything(client, settings, video_bytes):
     job = make_done_job(settings, video_bytes, untrained=True)
     page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
-    assert f'<video id="labeled" controls preload="metadata" playsinline src="/jobs/{job.id}/files/labeled.mp4">' in page
+    video = f'<video id="labeled" controls preload="metadata" playsinline src="/jobs/{job.id}/files/labeled.mp4">'
+    assert video in page
     assert f'src="/jobs/{job.id}/files/trajectory.png"' in page
     assert 'id="untrained-warning"' in page and "UNTRAINED (random) weights" in page
     assert f'href="/jobs/{job.id}/outputs.zip"' in page

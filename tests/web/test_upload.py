@@ -288,3 +288,24 @@ def test_producer_ignores_the_temporary_file_and_sees_the_final_one(settings, vi
     (layout.input / ".upload-abc.part").write_bytes(video_bytes)
     producer = Producer(settings.replace(settle_seconds=0), broker=FakeBroker())
     assert producer.scan() == []
+
+
+def test_uploading_a_failed_video_whose_input_is_gone_retries_it(client, settings, broker, video_bytes):
+    from webkit import make_failed_job
+    job = make_failed_job(settings, video_bytes)
+    (settings.data / "input_failed" / "owl.mp4").unlink()
+    r = upload(client, "owl again.mp4", video_bytes, csrf=client.csrf)
+    assert r.status_code == 201 and r.get_json()["result"] == "queued" and r.get_json()["job"]["id"] == job.id
+    assert "had failed" in r.get_json()["message"]
+    record = JobStore(Layout(settings.data)).get(job.id)
+    assert record.status is JobStatus.QUEUED and record.error is None
+    assert inputs(settings) == ["owl.mp4"] and broker.published[0]["input_name"] == "owl.mp4"
+
+
+def test_uploading_a_failed_video_whose_input_is_kept_points_to_its_job(client, settings, broker, video_bytes):
+    from webkit import make_failed_job
+    job = make_failed_job(settings, video_bytes)
+    r = upload(client, "owl again.mp4", video_bytes, csrf=client.csrf)
+    assert r.get_json()["job"]["id"] == job.id
+    assert r.status_code == 200 and r.get_json()["result"] == "duplicate" and r.get_json()["job"]["status"] == "failed"
+    assert inputs(settings) == [] and broker.published == []

@@ -33,7 +33,8 @@ def gunicorn_options(settings: Settings) -> dict:
 
 
 @main.command()
-@click.option("--bind", default=None, help="Address to listen on, host:port (WILDSWARM_WEB_BIND, default 0.0.0.0:8000).")
+@click.option("--bind", default=None,
+              help="Address to listen on, host:port (WILDSWARM_WEB_BIND, default 0.0.0.0:8000).")
 @click.option("--workers", type=int, default=None, help="gunicorn worker processes (WILDSWARM_WEB_WORKERS).")
 @click.pass_obj
 @friendly_errors

@@ -80,8 +80,11 @@ def _move_back(layout: Layout, src: Path, name: str) -> Path:
     raise OSError(f"no free name for {name} in input/")
 
 
-def retry(settings: Settings, publisher: Publisher, job_id: str) -> tuple[Job, bool]:
-    """Queue a failed job again (or publish a pending one now); returns (the job, published)."""
+def retry(settings: Settings, publisher: Publisher, job_id: str, upload: Path | None = None) -> tuple[Job, bool]:
+    """Queue a failed job again (or publish a pending one now); returns (the job, published).
+
+    ``upload``: a new copy of the job's video (in input/), used when its own input is gone.
+    """
     layout = Layout(settings.data)
     store = JobStore(layout)
     job = store.get(job_id)
@@ -94,13 +97,13 @@ def retry(settings: Settings, publisher: Publisher, job_id: str) -> tuple[Job, b
         raise Conflict(f"job {job.id} is {job.status.value}; only a failed job can be retried")
     if (job.error or "").startswith("refused:"):
         raise Conflict(f"job {job.id} was refused ({job.error[8:].strip()}); upload a valid video instead")
-    src = _failed_input(layout, job)
+    src = _failed_input(layout, job) or upload
     if src is None:
         raise Conflict(f"the input of job {job.id} ({job.input_name}) is no longer in input/ or input_failed/; "
                        "upload the video again")
     job = store.update(job.id, status=JobStatus.QUEUED, frames_done=0, frames_total=0, node=None, attempts=0,
                        started_at=None, finished_at=None, error=None)
-    if src.parent != layout.input:
+    if src.parent != layout.input or src == upload:
         dest = _move_back(layout, src, job.input_name)
         os.utime(dest)
         if dest.name != job.input_name:

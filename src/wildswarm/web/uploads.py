@@ -22,7 +22,7 @@ from werkzeug.datastructures import FileStorage
 
 from wildswarm.config import Settings
 from wildswarm.errors import UnsafePathError, VideoError, WildswarmError
-from wildswarm.jobs import Job, JobStore, job_id_for
+from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.layout import Layout, safe_name
 from wildswarm.messages import JobMessage
 from wildswarm.producer import refusal
@@ -132,6 +132,12 @@ def _claim(layout: Layout, tmp: Path, name: str) -> Path:
     raise UnsafePathError(f"no free name for {name} in input/")
 
 
+def _lost_failed_input(layout: Layout, job: Job) -> bool:
+    from wildswarm.web.service import _failed_input
+    return job.status is JobStatus.FAILED and not (job.error or "").startswith("refused:") \
+        and _failed_input(layout, job) is None
+
+
 def accept(settings: Settings, publisher: Publisher, upload: FileStorage) -> Accepted:
     """Check one uploaded file (already streamed to its temporary file) and queue it."""
     layout = Layout(settings.data)
@@ -156,8 +162,15 @@ def accept(settings: Settings, publisher: Publisher, upload: FileStorage) -> Acc
     job_id = job_id_for(tmp)
     metrics.UPLOAD_BYTES.inc(size)
     if store.exists(job_id):
-        tmp.unlink(missing_ok=True)
         job = store.get(job_id)
+        if _lost_failed_input(layout, job):     # failed, and its input is gone: this copy retries it
+            from wildswarm.web import service
+            job, queued = service.retry(settings, publisher, job.id, upload=tmp)
+            then = "queues it again" if queued else "is kept; it is queued when the broker answers"
+            return Accepted(job, "queued" if queued else "pending",
+                            f"{upload.filename} is job {job.id}, which had failed and whose input was gone: "
+                            f"this upload {then}.")
+        tmp.unlink(missing_ok=True)
         return Accepted(job, "duplicate", f"{upload.filename} was uploaded before: it is job {job.id} "
                                           f"({job.input_name}, {job.status.value}).")
     os.utime(tmp)        # a fresh mtime: the producer leaves it alone until it has settled
