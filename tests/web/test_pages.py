@@ -19,7 +19,7 @@ def test_jobs_page_lists_every_job(client, settings, video_bytes):
                              frames_done=3, frames_total=12, node="worker-7"))
     page = client.get("/jobs").get_data(as_text=True)
     for words in ("fox.mp4", "owl.mp4", "running.mp4", "worker-7", "25%", "3/12", "status done", "status failed",
-                  "status running", 'data-api="/api/jobs"', "untrained"):
+                  "status running", 'data-api="/api/jobs?limit=200"', "untrained"):
         assert words in page, words
     assert 'src="/static/app.js"' in page
 
@@ -146,3 +146,12 @@ def test_log_links_outside_the_root_are_not_followed(client, settings, tmp_path)
 def test_old_log_route_redirects(client):
     r = client.get("/Log")
     assert r.status_code == 301 and r.headers["Location"] == "/logs"
+
+
+def test_jobs_page_shows_the_newest_jobs_only(client, settings, monkeypatch):
+    import wildswarm.web.ui as ui
+    monkeypatch.setattr(ui, "JOBS_SHOWN", 2)
+    for n in range(3):
+        store(settings).save(Job(id=f"{n:016x}", input_name=f"v{n}.mp4", created_at=f"2026-01-0{n + 1}T00:00:00+00:00"))
+    page = client.get("/jobs").get_data(as_text=True)
+    assert "The newest 2 of 3 jobs" in page and "v2.mp4" in page and "v0.mp4" not in page

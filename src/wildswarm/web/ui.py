@@ -10,6 +10,8 @@ from wildswarm.web.uploads import UploadRefused, accept_counted, upload_limit
 
 bp = Blueprint("ui", __name__)
 
+JOBS_SHOWN = 200      # newest jobs on the jobs page (and in each of its updates)
+
 
 def _ctx():
     cfg = current_app.config
@@ -58,7 +60,9 @@ def upload():
 def jobs():
     _, layout, _ = _ctx()
     new = set(request.args.get("new", "").split(","))
-    return render_template("jobs.html", jobs=JobStore(layout).all(), new=new, is_pending=is_pending)
+    found = JobStore(layout).all()
+    return render_template("jobs.html", jobs=found[:JOBS_SHOWN], total=len(found), shown=JOBS_SHOWN, new=new,
+                           is_pending=is_pending)
 
 
 @bp.get("/jobs/<job_id>")

@@ -200,6 +200,8 @@
       tbody.replaceChildren(...rows);
       empty.hidden = rows.length > 0;
       stamp.textContent = "Updated " + new Date().toLocaleTimeString() + " · every 2 seconds.";
+      const shown = document.getElementById("shown");
+      if (shown) shown.textContent = data.total > data.count ? "The newest " + data.count + " of " + data.total + " jobs. " : "";
     });
   }
 
