@@ -16,7 +16,7 @@ S ?=
 export WILDSWARM_DATA := $(DATA)
 export STACK
 
-.PHONY: help venv test test-fast up down scale-workers ps logs e2e docker images images-offline \
+.PHONY: help venv browser test test-fast up down scale-workers ps logs e2e docker images images-offline \
         analyze-samples bench bench-pipeline bench-dispatch broker clean
 
 help: ## this list
@@ -30,10 +30,13 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 venv: $(BIN)/.installed ## create the virtual environment with the ML stack (about 7 GB)
 
+browser: ## install headless Chromium + chromedriver for the browser tests (Debian packages, if missing)
+	bash scripts/browser-local.sh
+
 broker: ## start a local RabbitMQ on 127.0.0.1 for the tests (installs it if missing)
 	bash scripts/rabbitmq-local.sh
 
-test: venv broker docker images ## install everything the tests need (Docker, Swarm, images too), then run the whole suite
+test: venv broker browser docker images ## install everything the tests need (Docker, Swarm, images too), then run the whole suite
 	WILDSWARM_REQUIRE_DOCKER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv ## only the tests that need no broker, Docker, browser or models

@@ -49,7 +49,7 @@ class Settings:
     broker_port: int = 5672
     broker_vhost: str = "/"
     broker_user: str = "wildswarm"
-    broker_password: str = ""
+    broker_password: str = field(default="", repr=False)  # secret
     broker_heartbeat: int = 60
     queue: str = "wildswarm.jobs"
     delivery_limit: int = 3
@@ -71,10 +71,10 @@ class Settings:
     producer_metrics_port: int = 9102
 
     # --- web ---------------------------------------------------------------
-    web_secret_key: str = ""
-    web_token: str = ""
+    web_secret_key: str = field(default="", repr=False)  # secret
+    web_token: str = field(default="", repr=False)  # secret
     web_user: str = "wildswarm"
-    web_password: str = ""
+    web_password: str = field(default="", repr=False)  # secret
     web_auth: bool = True
     web_bind: str = "0.0.0.0:8000"         # gunicorn's --bind
     web_workers: int = 2                   # gunicorn worker processes (each holds one broker connection)

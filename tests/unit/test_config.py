@@ -42,3 +42,9 @@ def test_unreadable_secret_file_is_a_config_error(tmp_path):
 def test_malformed_values_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=key):
         Settings.from_env({key: value})
+
+
+def test_secrets_stay_out_of_reprs():
+    s = Settings(broker_password="pw1", web_token="tok2", web_password="pw3", web_secret_key="key4")
+    text = repr(s)
+    assert not any(secret in text for secret in ("pw1", "tok2", "pw3", "key4"))
