@@ -124,6 +124,19 @@ EOF
 }
 
 # --- deploy, wait, urls ----------------------------------------------------------------
+stack_running() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$STACK"; }
+
+check_ports() {  # published ports must be free on this node (unless this stack holds them)
+  stack_running && return 0
+  local var port
+  for var in WEB_PORT RABBITMQ_CONSOLE_PORT PROMETHEUS_PORT; do
+    port=${!var}
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+      die "port $port is taken on this machine (by: $(ss -Hltnp "sport = :$port" | grep -o 'users:(("[^"]*' | head -1 | cut -d'"' -f2)); choose another: $var=<port> make up"
+    fi
+  done
+}
+
 hash_of() { cat "$@" | sha256sum | cut -c1-10; }
 
 deploy() {
@@ -181,7 +194,7 @@ EOF
 }
 
 down() {
-  if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$STACK"; then
+  if stack_running; then
     docker stack rm "$STACK" >/dev/null
     log "removing stack $STACK"
   fi
@@ -225,14 +238,15 @@ case "${1:-}" in
   up)
     bash scripts/docker-local.sh
     prepare_data
-    ensure_secrets
+    check_ports
     if [ "${SKIP_BUILD:-0}" != 1 ]; then bash images/build.sh "${IMAGES_MODE:-auto}"; fi
     check_weights
+    ensure_secrets
     deploy
     wait_healthy
     urls ;;
   deploy)
-    prepare_data; ensure_secrets; deploy; wait_healthy; urls ;;
+    prepare_data; check_ports; ensure_secrets; deploy; wait_healthy; urls ;;
   down) down ;;
   scale) scale "${2:-}" ;;
   ps) docker stack services "$STACK"; echo; docker stack ps "$STACK" --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' ;;
