@@ -1,0 +1,65 @@
+"""Fixtures of the e2e tests: a real wildswarm stack on this machine's one-node Swarm.
+
+``make test`` and ``make e2e`` first install and start Docker Engine where it is missing,
+initialise the Swarm and build the images (``make docker images``), and set
+WILDSWARM_REQUIRE_DOCKER=1: then a missing Docker fails these tests instead of skipping
+them. The stack is deployed once per session with ``scripts/stack.sh up`` (what ``make
+up`` runs) and removed at the end with its secrets and volumes, even when tests fail.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stackkit import NAME, Stack, docker_problem, fast_settings, free_port, sh, stack_env
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items):
+    """Every test in this folder needs Docker and a Swarm: mark them all ``docker``."""
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    problem = docker_problem()
+    if problem:
+        if os.environ.get("WILDSWARM_REQUIRE_DOCKER") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def stack(docker_ready, tmp_path_factory) -> Stack:
+    """The test stack, deployed and healthy; removed (with secrets and volumes) afterwards."""
+    base = tmp_path_factory.mktemp("e2e")
+    data, secrets = base / "data", base / "secrets"
+    data.mkdir()
+    secrets.mkdir(mode=0o700)
+    env_file = base / "wildswarm.env"
+    env_file.write_text(fast_settings())
+    ports = {"web": free_port(), "rabbitmq": free_port(), "prometheus": free_port()}
+    s = Stack(data=data, secrets=secrets, env=stack_env(data, secrets, env_file, ports), ports=ports)
+    s.env["PURGE"] = "1"
+    s.script("down", timeout=300)          # what a crashed earlier run may have left
+    try:
+        s.script("up", timeout=3600)
+    except BaseException:
+        _dump(s)
+        s.script("down", timeout=300, check=False)
+        raise
+    yield s
+    s.script("down", timeout=300, check=False)
+
+
+def _dump(s: Stack) -> None:
+    """What went wrong, into the test output."""
+    print(sh("docker", "stack", "ps", "--no-trunc", NAME, check=False))
+    for service in ("rabbitmq", "producer", "web", "worker", "prometheus", "node-exporter"):
+        print(f"--- {service}")
+        print(sh("docker", "service", "logs", "--tail", "40", f"{NAME}_{service}", check=False))
