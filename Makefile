@@ -82,3 +82,27 @@ bench-dispatch: venv broker ## broker round-trip overhead per job, 1/2/4 workers
 
 clean: ## remove caches (keeps the venv and ./data)
 	rm -rf .pytest_cache build *.egg-info src/*.egg-info
+
+# --- Cluster bootstrap: Ansible in beegfs/ and swarm/ (docs/cluster.md) ------------------
+# make cluster INVENTORY=inventory/mysite/hosts.yml   (copy inventory/example first)
+INVENTORY ?=
+ANSIBLE_ARGS ?=
+ANSIBLE_ENV := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg PATH="$(abspath $(BIN)):$$PATH"
+CLUSTER_PLAYBOOKS := beegfs/site.yml beegfs/disks.yml beegfs/check.yml swarm/site.yml swarm/deploy.yml
+
+.PHONY: cluster cluster-check lint-ansible ansible-venv
+
+ansible-venv:
+	@bash scripts/ansible-local.sh
+
+cluster: ansible-venv ## servers in INVENTORY= -> cluster: disks, BeeGFS, Docker, Swarm, labels, stack
+	@test -n "$(INVENTORY)" || { echo "usage: make cluster INVENTORY=inventory/<site>/hosts.yml (see docs/cluster.md)"; exit 2; }
+	$(ANSIBLE_ENV) $(BIN)/ansible-playbook -i $(INVENTORY) $(ANSIBLE_ARGS) beegfs/site.yml swarm/site.yml
+
+cluster-check: ansible-venv ## is /beegfs mounted on every node of INVENTORY=, and shared?
+	@test -n "$(INVENTORY)" || { echo "usage: make cluster-check INVENTORY=inventory/<site>/hosts.yml"; exit 2; }
+	$(ANSIBLE_ENV) $(BIN)/ansible-playbook -i $(INVENTORY) $(ANSIBLE_ARGS) beegfs/check.yml
+
+lint-ansible: ansible-venv ## ansible-lint (production profile) and --syntax-check of the cluster playbooks
+	$(ANSIBLE_ENV) $(BIN)/ansible-playbook --syntax-check -i inventory/example/hosts.yml $(CLUSTER_PLAYBOOKS)
+	$(ANSIBLE_ENV) $(BIN)/ansible-lint --nocolor beegfs swarm inventory
