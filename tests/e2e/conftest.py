@@ -3,8 +3,9 @@
 ``make test`` and ``make e2e`` first install and start Docker Engine where it is missing,
 initialise the Swarm and build the images (``make docker images``), and set
 WILDSWARM_REQUIRE_DOCKER=1: then a missing Docker fails these tests instead of skipping
-them. The stack is deployed once per session with ``scripts/stack.sh up`` (what ``make
-up`` runs) and removed at the end with its secrets and volumes, even when tests fail.
+them. The stack is deployed once with ``scripts/stack.sh up`` (what ``make
+up`` runs) for the module that uses it and removed after it with its secrets and volumes,
+even when tests fail.
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ def docker_ready() -> None:
         pytest.skip(problem)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(docker_ready, tmp_path_factory) -> Stack:
-    """The test stack, deployed and healthy; removed (with secrets and volumes) afterwards."""
+    """The test stack, deployed and healthy; removed (with secrets and volumes) after the module,
+    so it does not sit on the machine's two cores while the rest of the suite runs."""
     base = tmp_path_factory.mktemp("e2e")
     data, secrets = base / "data", base / "secrets"
     data.mkdir()
