@@ -254,6 +254,28 @@ def test_disk_holding_another_filesystem_is_never_formatted(cluster, runs):
     assert w1.exec("debugfs", "-R", "cat /keep-me", device) == "not to be formatted\n"
 
 
+def test_major_version_change_refused(cluster, runs):
+    """A node with BeeGFS 7.3 installed and beegfs_version 8.3: preflight stops, nothing changes."""
+    ok(runs.get("again"), "second run")
+    w2 = cluster.nodes["worker2"]
+    w2.exec("sh", "-c", "mkdir -p /tmp/fake/DEBIAN && printf '%s\\n' 'Package: beegfs-client' 'Version: 7.3.2'"
+            " 'Architecture: all' 'Maintainer: test <test@example.org>' 'Description: stand-in'"
+            " > /tmp/fake/DEBIAN/control && dpkg-deb --build /tmp/fake /tmp/fake.deb >/dev/null"
+            " && dpkg -i /tmp/fake.deb >/dev/null")
+    try:
+        run = ansible_playbook(cluster.inventory, "beegfs/site.yml", extra=[
+            "-e", f"@{cluster.extra}", "-e", "beegfs_use_packages=true", "-e", "beegfs_version=8.3",
+            "--limit", "worker2"])
+    finally:
+        w2.exec("dpkg", "--purge", "beegfs-client")
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    assert "worker2 has BeeGFS 7.3.2 installed and beegfs_version is 8.3" in text
+    assert "first to 7.4.6" in text
+    assert run.recap["worker2"]["changed"] == 0
+    assert w2.rc("test", "-e", "/etc/apt/sources.list.d/beegfs.list") == 1   # no repository added
+
+
 @pytest.mark.skipif(tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2]) < (6, 12),
                     reason="needs a kernel 6.12 or later, as this machine's is not")
 def test_old_client_refused_on_new_kernel(cluster, runs):
