@@ -65,6 +65,7 @@ build_base() {
   if fresh "$BASE_IMAGE_OFFLINE" "$hash"; then log "$BASE_IMAGE_OFFLINE: up to date"; return; fi
   local t=$SECONDS
   bash images/offline/base.sh "$BASE_IMAGE_OFFLINE" "$hash"
+  docker image prune -f --filter "label=org.wildswarm.image=base" >/dev/null 2>&1 || true
   log "$BASE_IMAGE_OFFLINE: built in $((SECONDS - t)) s"
 }
 
@@ -75,8 +76,6 @@ build() {  # name image dockerfile base-image inputs...
   hash=$( { echo "$base_id"; hash_files "$dockerfile" "$@"; } | sha256sum | cut -c1-16)
   if fresh "$image" "$hash"; then log "$image: up to date"; return; fi
   log "$image: building from $base"
-  local old
-  old=$(docker image inspect "$image" --format '{{.Id}}' 2>/dev/null || true)
   mkdir -p build/images
   if ! docker build -f "$dockerfile" --build-arg "BASE_IMAGE=$base" \
       --label "org.wildswarm.inputs=$hash" --label "org.wildswarm.image=$name" -t "$image" . \
@@ -84,10 +83,9 @@ build() {  # name image dockerfile base-image inputs...
     tail -n 40 "build/images/$name.log" >&2
     die "$name: docker build failed (log: build/images/$name.log)"
   fi
-  # The image this one replaced is now dangling: ours to remove (nothing else is touched).
-  if [ -n "$old" ] && [ "$old" != "$(docker image inspect "$image" --format '{{.Id}}')" ]; then
-    docker image rm "$old" >/dev/null 2>&1 || true
-  fi
+  # Images this one replaced are now dangling: ours to remove (nothing else is touched;
+  # one still used by a container stays until a later build finds it free).
+  docker image prune -f --filter "label=org.wildswarm.image=$name" >/dev/null 2>&1 || true
   log "$image: built in $((SECONDS - t)) s ($(docker image inspect "$image" --format '{{.Size}}' | numfmt --to=iec))"
 }
 
