@@ -7,7 +7,8 @@ worker2  Swarm worker with a GPU label; a data disk that already holds a filesys
 
 First run: beegfs/site.yml, then swarm/site.yml (which deploys the real stack.yml
 through scripts/stack.sh, with stand-in images loaded from an archive). Second run:
-both again, and nothing may change. What needs BeeGFS's repository, its kernel
+both again, and nothing may change; then both with --check, which must run through
+and find nothing to change either. What needs BeeGFS's repository, its kernel
 module or systemd is switched off (conftest.write_extra_vars); the rest is real.
 """
 from __future__ import annotations
@@ -82,6 +83,8 @@ def runs(cluster) -> dict[str, Run]:
         out["swarm"] = ansible_playbook(cluster.inventory, "swarm/site.yml", extra=extra)
         if out["swarm"].rc == 0:
             out["again"] = ansible_playbook(cluster.inventory, "beegfs/site.yml", "swarm/site.yml", extra=extra)
+            out["dry"] = ansible_playbook(cluster.inventory, "beegfs/site.yml", "swarm/site.yml",
+                                          extra=[*extra, "--check", "--diff"])
     out["seconds"] = time.monotonic() - started
     print("playbook runs:", {k: round(v.seconds) for k, v in out.items() if isinstance(v, Run)})
     return out
@@ -103,6 +106,12 @@ def test_second_run_changes_nothing(runs):
     again = ok(runs.get("again"), "second run")
     assert set(again.recap) >= {"mgmt", "head", "worker1", "worker2"}
     assert again.changed() == {}, f"second run changed {again.changed()}:\n{again.tail(150)}"
+
+
+def test_dry_run_on_the_built_cluster_changes_nothing(runs):
+    dry = ok(runs.get("dry"), "--check run")
+    assert set(dry.recap) >= {"mgmt", "head", "worker1", "worker2"}
+    assert dry.changed() == {}, f"--check run would change {dry.changed()}:\n{dry.tail(150)}"
 
 
 def test_auth_file_made_once_and_root_only(cluster, runs):
