@@ -61,7 +61,7 @@ def test_worker_killed_mid_job_the_job_is_delivered_again(broker_settings, spawn
     workers = {n: spawn(s, "worker", node=n) for n in ("w0", "w1")}
     wait_consuming(s, 2, tuple(workers.values()))
     job, _ = submit_file(s, broker, write_clip(tmp_path / "long.mp4", seconds=4, frames=40))
-    running = wait_for(lambda: (j := jobs_of(s)[job.id]).frames_done > 0 and j, 20, "the job to make progress",
+    running = wait_for(lambda: (j := jobs_of(s)[job.id]).frames_done > 0 and j, 60, "the job to make progress",
                        procs=tuple(workers.values()))
     victim = workers[running.node]
     victim.signal(signal.SIGKILL)
@@ -94,7 +94,7 @@ def test_sigterm_finishes_the_current_job_within_grace(broker_settings, spawn, b
     worker = spawn(s, "worker", node="w0")
     wait_consuming(s, 1, (worker,))
     job, _ = submit_file(s, broker, write_clip(tmp_path / "a.mp4", seconds=2, frames=20))
-    wait_for(lambda: jobs_of(s)[job.id].status is JobStatus.RUNNING, 20, "the job to start", procs=(worker,))
+    wait_for(lambda: jobs_of(s)[job.id].status is JobStatus.RUNNING, 60, "the job to start", procs=(worker,))
     worker.signal(signal.SIGTERM)
     assert worker.popen.wait(15) == 0
     done = jobs_of(s)[job.id]
@@ -108,7 +108,7 @@ def test_sigterm_past_grace_leaves_the_job_to_another_worker(broker_settings, sp
     first = spawn(s, "worker", node="w0")
     wait_consuming(s, 1, (first,))
     job, _ = submit_file(s, broker, write_clip(tmp_path / "a.mp4", seconds=5, frames=50))
-    wait_for(lambda: jobs_of(s)[job.id].frames_done > 0, 20, "the job to make progress", procs=(first,))
+    wait_for(lambda: jobs_of(s)[job.id].frames_done > 0, 60, "the job to make progress", procs=(first,))
     t0 = time.monotonic()
     first.signal(signal.SIGTERM)
     assert first.popen.wait(15) == 0 and time.monotonic() - t0 < 10

@@ -31,7 +31,7 @@ def test_restart_while_a_job_runs_and_the_producer_watches(broker_settings, spaw
     procs = (*workers, producer)
     wait_consuming(s, 2, procs)
     shutil.copy(write_clip(tmp_path / "first.mp4", seconds=12, frames=120), lay.input / "first.mp4")
-    wait_for(lambda: any(j.frames_done > 0 for j in jobs_of(s).values()), 20, "the first job to run", procs=procs)
+    wait_for(lambda: any(j.frames_done > 0 for j in jobs_of(s).values()), 60, "the first job to run", procs=procs)
     restart_broker()
     shutil.copy(write_clip(tmp_path / "second.mp4", seconds=0.2, frames=2), lay.input / "second.mp4")
     jobs = wait_for(lambda: all_finished(s, 2), 60, "both jobs", procs=procs)
