@@ -39,7 +39,9 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
         # unset key is made up here (``wildswarm web`` makes one for all its workers).
         SECRET_KEY=settings.web_secret_key or secrets.token_hex(32),
         MAX_CONTENT_LENGTH=upload_limit(settings) + FORM_SLACK,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        # Werkzeug checks this against its parse buffer on every 64 KiB chunk, file parts
+        # included: at 64 KiB a file whose chunk ends in CR/LF was refused as too large.
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
         MAX_FORM_PARTS=200,
         SESSION_COOKIE_NAME="wildswarm_session",
         SESSION_COOKIE_HTTPONLY=True,
