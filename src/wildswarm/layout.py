@@ -132,6 +132,29 @@ class Layout:
                 return self.input / candidate
         raise UnsafePathError(f"no free name for {clean}")
 
+    def claim_input(self, src: Path, name: str, *, exact_first: bool = False) -> Path:
+        """Move ``src`` into input/ under a free name for ``name``; never overwrites.
+
+        A hard link then an unlink, so a name is claimed atomically even when
+        several processes race for it; a rename where the filesystem has no
+        hard links. With ``exact_first``, ``name`` itself is tried before
+        :meth:`unique_input`'s variants.
+        """
+        for n in range(100):
+            dest = self.input / name if exact_first and n == 0 else self.unique_input(name)
+            try:
+                os.link(src, dest)
+            except FileExistsError:
+                continue
+            except OSError:                       # no hard links on this filesystem
+                if dest.exists():
+                    continue
+                os.rename(src, dest)
+                return dest
+            src.unlink()
+            return dest
+        raise UnsafePathError(f"no free name for {name} in input/")
+
     def log(self, node: str, line: str) -> None:
         """Append one human-readable line to ``logs/<node>.log``."""
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -67,24 +67,6 @@ def publish_job(broker: Broker, msg: JobMessage, component: str = "producer") ->
     metrics.JOBS_PUBLISHED.labels(component).inc()
 
 
-def _link_unique(layout: Layout, src: Path, name: str) -> Path:
-    """Hard-link (or rename) ``src`` to a free name in input/ for ``name``; never overwrites."""
-    for _ in range(100):
-        dest = layout.unique_input(name)
-        try:
-            os.link(src, dest)
-        except FileExistsError:
-            continue
-        except OSError:
-            if dest.exists():
-                continue
-            os.rename(src, dest)
-            return dest
-        src.unlink()
-        return dest
-    raise UnsafePathError(f"no free name for {name}")
-
-
 def submit_file(settings: Settings, broker: Broker, video: Path) -> tuple[Job, bool]:
     """Copy ``video`` into input/ and queue it; (its job, False) if the content is already known."""
     layout = Layout(settings.data).ensure()
@@ -125,7 +107,7 @@ def enqueue_staged(settings: Settings, broker: Broker, staged: Path, name: str,
         reason = refusal(settings, safe_name(name), staged.stat().st_size)
         if reason:
             raise VideoError(f"{name}: {reason}")
-        final = _link_unique(layout, staged, name)
+        final = layout.claim_input(staged, name)
     finally:
         staged.unlink(missing_ok=True)
     try:
@@ -206,7 +188,7 @@ class Producer:
         if self.store.exists(job_id):
             return self._known(path, self.store.get(job_id))
         if safe_name(name) != name or self._taken(name):
-            path = _link_unique(self.layout, path, name)
+            path = self.layout.claim_input(path, name)
             self.note(f"{name}: renamed to {path.name} (unsafe or already taken)")
         publish_job(self.broker, JobMessage(job_id, path.name))
         self.store.create(Job(id=job_id, input_name=path.name, size_bytes=seen.size))

@@ -83,3 +83,17 @@ def test_move_into_never_overwrites(tmp_path):
     assert (dest / "a.mp4").read_bytes() == b"first"
     assert move_into(src_dir / "a.mp4", dest, "tag") is None   # already gone
     assert not any(src_dir.iterdir())
+
+
+def test_claim_input_never_overwrites(tmp_path):
+    layout = Layout(tmp_path).ensure()
+    (layout.input / "v.mp4").write_bytes(b"first")
+    src = tmp_path / "staged"
+    src.write_bytes(b"second")
+    dest = layout.claim_input(src, "v.mp4")
+    assert dest.name == "v-1.mp4" and dest.read_bytes() == b"second" and not src.exists()
+    assert (layout.input / "v.mp4").read_bytes() == b"first"
+    again = tmp_path / "again"
+    again.write_bytes(b"third")
+    (layout.input / "v.mp4").unlink()
+    assert layout.claim_input(again, "v.mp4", exact_first=True).name == "v.mp4"

@@ -62,24 +62,6 @@ def _failed_input(layout: Layout, job: Job) -> Path | None:
     return None
 
 
-def _move_back(layout: Layout, src: Path, name: str) -> Path:
-    """Move ``src`` into input/ as ``name`` (or a free variant of it), never overwriting."""
-    for n in range(100):
-        dest = layout.input / name if n == 0 else layout.unique_input(name)
-        try:
-            os.link(src, dest)
-        except FileExistsError:
-            continue
-        except OSError:
-            if dest.exists():
-                continue
-            os.rename(src, dest)
-            return dest
-        src.unlink()
-        return dest
-    raise OSError(f"no free name for {name} in input/")
-
-
 def retry(settings: Settings, publisher: Publisher, job_id: str, upload: Path | None = None) -> tuple[Job, bool]:
     """Queue a failed job again (or publish a pending one now); returns (the job, published).
 
@@ -104,7 +86,7 @@ def retry(settings: Settings, publisher: Publisher, job_id: str, upload: Path | 
     job = store.update(job.id, status=JobStatus.QUEUED, frames_done=0, frames_total=0, node=None, attempts=0,
                        started_at=None, finished_at=None, error=None)
     if src.parent != layout.input or src == upload:
-        dest = _move_back(layout, src, job.input_name)
+        dest = layout.claim_input(src, job.input_name, exact_first=True)
         os.utime(dest)
         if dest.name != job.input_name:
             job = store.update(job.id, input_name=dest.name)

@@ -114,24 +114,6 @@ def check_video(path: Path, name: str) -> None:
         raise UploadRefused("not_video", 415, f"{name} is not a readable video: {detail}") from None
 
 
-def _claim(layout: Layout, tmp: Path, name: str) -> Path:
-    """Hard-link ``tmp`` to a free name in input/ for ``name`` (never overwriting), then drop ``tmp``."""
-    for _ in range(100):
-        dest = layout.unique_input(name)
-        try:
-            os.link(tmp, dest)
-        except FileExistsError:
-            continue
-        except OSError:                       # no hard links on this filesystem
-            if dest.exists():
-                continue
-            os.rename(tmp, dest)
-            return dest
-        tmp.unlink()
-        return dest
-    raise UnsafePathError(f"no free name for {name} in input/")
-
-
 def _lost_failed_input(layout: Layout, job: Job) -> bool:
     from wildswarm.web.service import _failed_input
     return job.status is JobStatus.FAILED and not (job.error or "").startswith("refused:") \
@@ -174,7 +156,7 @@ def accept(settings: Settings, publisher: Publisher, upload: FileStorage) -> Acc
         return Accepted(job, "duplicate", f"{upload.filename} was uploaded before: it is job {job.id} "
                                           f"({job.input_name}, {job.status.value}).")
     os.utime(tmp)        # a fresh mtime: the producer leaves it alone until it has settled
-    final = _claim(layout, tmp, clean)
+    final = layout.claim_input(tmp, clean)
     queued = publisher.publish(JobMessage(job_id, final.name))
     note = None if queued else f"{PENDING_NOTE} ({publisher.last_error}); it is queued as soon as it answers"
     job, created = store.create(Job(id=job_id, input_name=final.name, size_bytes=size, error=note))
