@@ -57,15 +57,20 @@ class Detector:
     # --- loading -------------------------------------------------------------------------------
     def _load_ultralytics(self) -> None:
         from PytorchWildlife.models.detection import MegaDetectorV6
+        threads = torch.get_num_threads()  # ultralytics' select_device lowers it to cores - 1
         md = MegaDetectorV6(weights=str(self.weights.path), device=self.device, pretrained=False,
                             version=self.weights.spec.options["version"])
         predictor = md.predictor
         predictor.args.imgsz = self.image_size
         predictor.args.conf = self.threshold
         predictor.args.verbose = False
+        # Letterbox to the smallest stride-aligned rectangle (640x384 for 16:9), as ultralytics'
+        # own predict does, instead of PytorchWildlife's square padding: about 40% less compute.
+        predictor.args.rect = True
         if str(predictor.device) != str(torch.device(self.device)):
             predictor.args.device = self.device  # PytorchWildlife leaves the choice to ultralytics
             predictor.setup_model(str(self.weights.path))
+        torch.set_num_threads(threads)
         self._md = md
         self._run = self._run_ultralytics
 
