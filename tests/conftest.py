@@ -10,6 +10,17 @@ import pytest
 from wildswarm.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+
+# Every test in these folders needs the real services its markers name.
+FOLDER_MARKERS = {"integration": ("broker",), "browser": ("browser", "broker"), "e2e": ("docker",)}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(TESTS).parts
+        for marker in FOLDER_MARKERS.get(parts[0], ()) if len(parts) > 1 else ():
+            item.add_marker(getattr(pytest.mark, marker))
 
 
 def write_video(path: Path, frames: int = 12, size: tuple[int, int] = (160, 96), fps: int = 10,

@@ -34,16 +34,6 @@ broker_base = _integration.broker_base
 broker_settings = _integration.broker_settings
 spawn = _integration.spawn
 
-HERE = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items):
-    """Every test here needs Chromium and the broker."""
-    for item in items:
-        if HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.browser)
-            item.add_marker(pytest.mark.broker)
-
 
 @pytest.fixture(scope="session")
 def chromium() -> tuple[Path, Path]:

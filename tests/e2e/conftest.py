@@ -10,20 +10,10 @@ even when tests fail.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from stackkit import NAME, Stack, docker_problem, fast_settings, free_port, sh, stack_env
-
-HERE = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items):
-    """Every test in this folder needs Docker and a Swarm: mark them all ``docker``."""
-    for item in items:
-        if HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.docker)
 
 
 @pytest.fixture(scope="session")

@@ -28,15 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "rabbitmq-local.sh"
 TEST_AID = "wildswarm.testing:SleepAnalyzer"
 
-HERE = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items):
-    """Every test in this folder needs the broker: mark them all ``broker``."""
-    for item in items:
-        if HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.broker)
-
 
 @pytest.fixture(scope="session")
 def broker_base() -> Settings:
