@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,10 +154,6 @@ def is_untrained(path: Path, digest: str | None = None) -> bool:
     return recorded == (digest or sha256_of(path))
 
 
-def _commit(tmp: Path, dest: Path) -> None:
-    os.replace(tmp, dest)
-
-
 def fetch(models_dir: Path, s: ModelSpec) -> Path:
     """Download the real weights of ``s`` with the library's own downloader, atomically."""
     models_dir = Path(models_dir)
@@ -180,7 +175,7 @@ def fetch(models_dir: Path, s: ModelSpec) -> Path:
             raise ModelError(f"download of {s.name} produced no {s.filename}")
         if s.sha256 and sha256_of(tmp) != s.sha256:
             raise ModelError(f"downloaded {s.name} does not match its published checksum; nothing written")
-        _commit(tmp, dest)
+        os.replace(tmp, dest)
     _sidecar(dest).unlink(missing_ok=True)
     return dest
 
@@ -201,7 +196,7 @@ def build_untrained(models_dir: Path, s: ModelSpec, seed: int = 0) -> Path:
     try:
         torch.save(_untrained_checkpoint(s), tmp)
         digest = sha256_of(tmp)
-        _commit(tmp, dest)
+        os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     side = _sidecar(dest)
@@ -233,11 +228,3 @@ def _untrained_checkpoint(s: ModelSpec) -> dict:
         model = PoseModel.build(superanimal_config(s, max_individuals=1, device="cpu")["model"])
         return {"model": model.state_dict(), "untrained": True}
     raise ModelError(f"{s.name}: no untrained builder for family {s.family}")
-
-
-def clean_partial(models_dir: Path) -> None:
-    """Remove leftovers of interrupted downloads or builds."""
-    for p in Path(models_dir).glob(".*.tmp"):
-        p.unlink(missing_ok=True)
-    for p in Path(models_dir).glob(".fetch-*"):
-        shutil.rmtree(p, ignore_errors=True)
