@@ -8,6 +8,7 @@
 #   scripts/stack.sh down          remove the stack; keeps secrets, volumes and the data
 #                                  (PURGE=1: also its secrets, volumes and .secrets/ copies)
 #   scripts/stack.sh scale N       N worker tasks
+#   scripts/stack.sh prepare-data  only make (and, as root, hand over) the data root's folders
 #   scripts/stack.sh ps | logs S | urls | wait | secrets
 #
 # Settings (environment; the Makefile passes its variables through):
@@ -256,5 +257,6 @@ case "${1:-}" in
   urls) prepare_data >/dev/null 2>&1 || true; urls ;;
   wait) wait_healthy ;;
   secrets) ensure_secrets ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  prepare-data) prepare_data ;;
+  *) sed -n '2,/^set /{/^#/p}' "$0"; exit 2 ;;
 esac
