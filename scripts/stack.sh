@@ -8,6 +8,7 @@
 #   scripts/stack.sh down          remove the stack; keeps secrets, volumes and the data
 #                                  (PURGE=1: also its secrets, volumes and .secrets/ copies)
 #   scripts/stack.sh scale N       N worker tasks
+#   scripts/stack.sh prepare-data  only make (and, as root, hand over) the data root's folders
 #   scripts/stack.sh ps | logs S | urls | wait | secrets
 #
 # Settings (environment; the Makefile passes its variables through):
@@ -15,6 +16,9 @@
 #   SECRET_PREFIX (=STACK)  SECRETS_DIR (./.secrets)  WORKERS (1)  WORKERS_PER_NODE (1)
 #   WEB_PORT (8080)  RABBITMQ_CONSOLE_PORT (15672)  PROMETHEUS_PORT (9090)  GPU (0)
 #   SKIP_BUILD (0)  WAIT_TIMEOUT (900 s)  RESOLVE_IMAGE (never)  *_IMAGE (see images/build.sh)
+#   DATA_ROOT_OWNER (service: as root, give WILDSWARM_DATA itself, not what is in it, to
+#     WILDSWARM_UID, as the web app's health check writes there; keep: leave it as it is,
+#     as on a cluster, where beegfs/roles/wildswarm_layout makes it root's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,21 +38,116 @@ log() { printf 'stack: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # --- the shared filesystem ------------------------------------------------------------
-prepare_data() {
-  mkdir -p "$WILDSWARM_DATA"
-  WILDSWARM_DATA=$(cd "$WILDSWARM_DATA" && pwd)
+# The folders the stack owns under the data root, each with the mode it is made with:
+# input/ is the drop zone people share (setgid + sticky: each may remove only their own
+# files; the service owns it and may move anything out of it); only the service writes
+# the others. jobs/ holds legacy job records (read once, for import). On a cluster
+# beegfs/roles/wildswarm_layout makes the same folders; docs/cluster.md says who may
+# write where, and why.
+DATA_LAYOUT=(input=3775 uploads=2755 input_done=2755 input_failed=2755 output=2755 jobs=2755 models=2755 logs=2755)
+
+data_root() {  # WILDSWARM_DATA as an absolute path; changes nothing
+  case $WILDSWARM_DATA in /*) ;; *) WILDSWARM_DATA=$ROOT/$WILDSWARM_DATA ;; esac
   export WILDSWARM_DATA
-  local d
-  for d in input input_done input_failed output jobs models logs; do mkdir -p "$WILDSWARM_DATA/$d"; done
+}
+
+prepare_data() {
+  data_root
   # The containers run as an ordinary user: the invoking user, or 10001 when that is root.
   if [ -z "${WILDSWARM_UID:-}" ]; then
     if [ "$(id -u)" = 0 ]; then WILDSWARM_UID=10001 WILDSWARM_GID=10001; else WILDSWARM_UID=$(id -u) WILDSWARM_GID=$(id -g); fi
   fi
   export WILDSWARM_UID WILDSWARM_GID=${WILDSWARM_GID:-$WILDSWARM_UID}
-  if [ "$(id -u)" = 0 ]; then
-    find "$WILDSWARM_DATA" \( ! -uid "$WILDSWARM_UID" -o ! -gid "$WILDSWARM_GID" \) \
-      -exec chown "$WILDSWARM_UID:$WILDSWARM_GID" {} + 2>/dev/null || true
-  fi
+  local owner=
+  if [ "$(id -u)" = 0 ]; then owner=$WILDSWARM_UID:$WILDSWARM_GID; fi
+  case ${DATA_ROOT_OWNER:=service} in service|keep) ;; *) die "DATA_ROOT_OWNER must be service or keep";; esac
+  layout_folders "$WILDSWARM_DATA" "$owner" "$DATA_ROOT_OWNER" "${DATA_LAYOUT[@]}" \
+    || die "the data folder $WILDSWARM_DATA is not ready (see above)"
+}
+
+# layout_folders ROOT [UID:GID] service|keep NAME=MODE...: make the layout folders under
+# ROOT and, as root, give them to UID:GID. It never follows a link it did not make: a
+# layout folder that is a link (or no folder) is refused before anything changes, and
+# owners and modes are set through a descriptor opened with O_NOFOLLOW, so a folder
+# swapped for a link meanwhile is refused too. It never recurses: what people put into the
+# folders keeps its owner. Modes are set only on folders it makes. ROOT itself (which may
+# be a link the admin made: ./data -> a bigger disk) goes to UID:GID when made here or
+# with `service`; with `keep` an existing ROOT keeps its owner.
+layout_folders() {
+  python3 - "$@" <<'EOF'
+import os, stat, sys
+
+root, owner, root_owner, *layout = sys.argv[1:]
+root = os.path.normpath(root)
+uid, gid = (int(x) for x in owner.split(":")) if owner else (-1, -1)
+layout = [(name, int(mode, 8)) for name, mode in (item.split("=") for item in layout)]
+
+
+def say(message):
+    print(f"stack: {message}", file=sys.stderr)
+
+
+def settle(fd, path, mode):
+    """Owner (when asked for) and mode (when given) of the folder open as fd."""
+    st = os.fstat(fd)
+    if uid >= 0 and (st.st_uid, st.st_gid) != (uid, gid):
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError as e:
+            say(f"warning: cannot give {path} to {uid}:{gid} ({e.strerror}): the services may not write there")
+    if mode is not None:
+        os.fchmod(fd, mode)
+
+
+os.makedirs(os.path.dirname(root), exist_ok=True)
+try:
+    os.mkdir(root, 0o700)
+    made_root = True
+except FileExistsError:
+    made_root = False
+try:
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | (os.O_NOFOLLOW if made_root else 0))
+except OSError as e:
+    say(f"error: {root} is not a folder ({e.strerror})")
+    sys.exit(1)
+if made_root or root_owner == "service":
+    settle(rfd, root, 0o2755 if made_root else None)
+
+problems = []
+for name, _ in layout:
+    try:
+        st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
+    except FileNotFoundError:
+        continue
+    if stat.S_ISLNK(st.st_mode):
+        problems.append(f"{root}/{name} is a symbolic link (to {os.readlink(name, dir_fd=rfd)}), not a folder")
+    elif not stat.S_ISDIR(st.st_mode):
+        problems.append(f"{root}/{name} is not a folder")
+if problems:
+    for problem in problems:
+        say(f"error: {problem}")
+    say("error: it stands where one of the stack's folders belongs, so someone who may write in "
+        f"{root} put it there. Nothing was changed. Look at it, remove it (rm, never rm -r) "
+        "and run again: the folder is made anew.")
+    sys.exit(1)
+
+for name, mode in layout:
+    path = f"{root}/{name}"
+    try:
+        os.mkdir(name, 0o700, dir_fd=rfd)
+        made = True
+    except FileExistsError:
+        made = False
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=rfd)
+    except OSError as e:    # swapped for a link or a file since the check
+        say(f"error: {path} is no folder any more ({e.strerror}); stopped there")
+        sys.exit(1)
+    try:
+        settle(fd, path, mode if made else None)
+    finally:
+        os.close(fd)
+EOF
 }
 
 # --- secrets ---------------------------------------------------------------------------
@@ -253,8 +352,9 @@ case "${1:-}" in
   logs)
     [ -n "${2:-}" ] || die "which service? make logs S=worker (rabbitmq, producer, web, worker, prometheus, node-exporter)"
     docker service logs --timestamps --tail "${TAIL:-200}" $([ -t 1 ] && echo --follow) "${STACK}_$2" ;;
-  urls) prepare_data >/dev/null 2>&1 || true; urls ;;
+  urls) data_root; urls ;;
   wait) wait_healthy ;;
   secrets) ensure_secrets ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  prepare-data) prepare_data ;;
+  *) sed -n '2,/^set /{/^#/p}' "$0"; exit 2 ;;
 esac

@@ -25,7 +25,7 @@ from clusterkit import STACK_IMAGES, Run, ansible_playbook, sh, write_extra_vars
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-DATA_DIRS = ["input", "input_done", "input_failed", "output", "jobs", "models", "logs"]
+DATA_DIRS = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs"]
 BEEGFS = ("beegfs_storage", "beegfs_clients")
 
 
@@ -183,10 +183,13 @@ def test_existing_data_kept(cluster, runs):
 def test_wildswarm_layout(cluster, runs):
     ok(runs["beegfs"], "beegfs/site.yml")
     root = cluster.shared / "wildswarm"
-    for name in DATA_DIRS:
-        st = (root / name).stat()
+    st = root.lstat()         # root's, readable by the group: nobody else may replace a folder
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 10001, 0o2755)
+    for name in DATA_DIRS:    # the service's; only input/ is shared (sticky), the rest service-only
+        st = (root / name).lstat()
+        assert stat.S_ISDIR(st.st_mode), name
         assert (st.st_uid, st.st_gid) == (10001, 10001), name
-        assert stat.S_IMODE(st.st_mode) == 0o2775, name
+        assert stat.S_IMODE(st.st_mode) == (0o3775 if name == "input" else 0o2755), name
     for node in cluster.nodes.values():   # one folder seen alike from every node
         assert node.exec("ls", "/beegfs/wildswarm").split() == sorted(DATA_DIRS)
         assert node.exec("getent", "group", "wildswarm").startswith("wildswarm:x:10001:")

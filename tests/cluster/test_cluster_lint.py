@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from clusterkit import BIN, REPO, ansible_env, need_ansible
 
@@ -45,6 +46,44 @@ def test_no_address_is_written_into_a_playbook():
                 if ipv4.search(code):
                     found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert found == []
+
+
+def _tasks(node):
+    """Every task, handler and play in a parsed YAML file (blocks included)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _tasks(item)
+    elif isinstance(node, dict):
+        if "name" in node or any("." in str(key) for key in node):
+            yield node
+        for value in node.values():
+            yield from _tasks(value)
+
+
+def _restarts(task: dict) -> bool:
+    for key, value in task.items():
+        if isinstance(value, dict) and value.get("state") == "restarted":
+            return True
+        if str(key).split(".")[-1] in {"command", "shell", "raw"} and "restart" in json.dumps(value):
+            return True
+    return False
+
+
+def test_daemon_restarts_roll_one_node_at_a_time():
+    """A handler that restarts dockerd or a BeeGFS service on every node at once stops the
+    Swarm's managers together (quorum lost) and BeeGFS everywhere: each must be throttled
+    to one node at a time."""
+    found, unthrottled = [], []
+    for path in sorted((REPO / "beegfs").rglob("*.yml")) + sorted((REPO / "swarm").rglob("*.yml")):
+        for task in _tasks(yaml.safe_load(path.read_text())):
+            if _restarts(task) and re.search(r"docker|beegfs|containerd", yaml.safe_dump(task)):
+                where = f"{path.relative_to(REPO)}: {task.get('name')}"
+                found.append(task.get("name"))
+                if task.get("throttle") != 1:
+                    unthrottled.append(where)
+    assert {"Restart docker", "Restart beegfs-mgmtd", "Restart beegfs-meta", "Restart beegfs-storage",
+            "Restart beegfs-client"} <= set(found), found
+    assert unthrottled == [], "restart without `throttle: 1`:\n" + "\n".join(unthrottled)
 
 
 def test_example_inventory_has_the_old_systems_shape():
