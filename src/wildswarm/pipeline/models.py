@@ -214,8 +214,9 @@ def _untrained_checkpoint(s: ModelSpec) -> dict:
         import sys
         import site
         sys.path.insert(0, os.path.join(site.getsitepackages()[0], "yolov5"))  # as PytorchWildlife does
+        import yolov5
         from yolov5.models.yolo import Model
-        model = Model(s.arch, nc=3)
+        model = Model(str(Path(yolov5.__file__).parent / "models" / "hub" / s.arch), nc=3)  # not relative to cwd
         model.names = ["animal", "person", "vehicle"]
         return {"model": model.half(), "epoch": -1, "untrained": True}
     if s.family == "resnet":
