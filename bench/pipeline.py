@@ -290,17 +290,28 @@ def prepare_models(args) -> dict:
     for name in names:
         s = cat.spec(name)
         path = cat.weights_path(args.models, s)
-        if not path.exists():
-            _log(f"building untrained {name} -> {path}")
-            cat.build_untrained(args.models, s)
+        done = cat.ensure_untrained(args.models, s)  # builds missing ones; real files are left alone
+        if done in ("built", "rebuilt"):
+            _log(f"{done} untrained {name} -> {path}")
         w = cat.require(args.models, s, allow_untrained=True)
         info[name] = {"file": str(path), "untrained": w.untrained}
     path = args.models / DLC_DETECTOR_FILE
     if not path.exists():
         _log(f"building untrained DeepLabCut {DLC_DETECTOR} -> {path}")
         build_untrained_dlc_detector(path)
-    info[DLC_DETECTOR] = {"file": str(path), "untrained": cat.is_untrained(path)}
+    info[DLC_DETECTOR] = {"file": str(path), "untrained": dlc_detector_untrained(path)}
     return {"models": info}
+
+
+def dlc_detector_untrained(path: Path) -> bool:
+    """Whether the sidecar build_untrained_dlc_detector wrote still names this file (the detector is
+    not in wildswarm's catalogue, so not in its weights.lock.json; (b) loads it through DeepLabCut)."""
+    from wildswarm.pipeline import models as cat
+    try:
+        side = json.loads(path.with_name(path.name + ".untrained.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return side.get("sha256") == cat.sha256_of(path)
 
 
 def build_untrained_dlc_detector(path: Path, seed: int = 0) -> None:
@@ -319,7 +330,7 @@ def build_untrained_dlc_detector(path: Path, seed: int = 0) -> None:
     torch.save({"model": model.state_dict()}, tmp)
     digest = cat.sha256_of(tmp)
     os.replace(tmp, path)
-    # the same sidecar wildswarm writes for its untrained files
+    # a sidecar of its own (wildswarm's catalogue models are recorded in weights.lock.json instead)
     path.with_name(path.name + ".untrained.json").write_text(
         json.dumps({"untrained": True, "model": f"{POSE}_{DLC_DETECTOR}", "seed": seed, "sha256": digest}, indent=2))
 
@@ -470,8 +481,9 @@ def run_old_system(args, out: dict) -> None:
     cls_spec = cat.spec(args.classifier) if args.classifier != "none" else None
     pose_path = cat.weights_path(args.models, cat.spec(POSE))
     dlc_det_path = args.models / DLC_DETECTOR_FILE
-    paths = [det_path, pose_path, dlc_det_path] + ([cat.weights_path(args.models, cls_spec)] if cls_spec else [])
-    out["untrained"] = any(cat.is_untrained(p) for p in paths)
+    specs = [cat.spec(DETECTOR), cat.spec(POSE)] + ([cls_spec] if cls_spec else [])
+    out["untrained"] = (any(cat.require(args.models, s, allow_untrained=True).untrained for s in specs)
+                        or dlc_detector_untrained(dlc_det_path))
 
     def one_video(video: Path, dest: Path) -> dict:
         dest.mkdir(parents=True, exist_ok=True)

@@ -205,8 +205,8 @@ check_weights() {
     log "WILDSWARM_UNTRAINED=1: workers build untrained stand-ins where weights are missing; results are meaningless and say so"
     return 0
   fi
-  if "${run[@]}" models verify >/dev/null 2>&1; then log "model weights present in $WILDSWARM_DATA/models"; return 0; fi
-  log "model weights missing in $WILDSWARM_DATA/models: fetching them"
+  if "${run[@]}" models verify >/dev/null 2>&1; then log "model weights present and verified in $WILDSWARM_DATA/models"; return 0; fi
+  log "model weights missing or unverified in $WILDSWARM_DATA/models: fetching them"
   if docker run --rm -u "$WILDSWARM_UID:$WILDSWARM_GID" -v "$WILDSWARM_DATA:/data" --env-file "$WILDSWARM_ENV_FILE" \
        "$worker" models fetch >&2 && "${run[@]}" models verify >/dev/null 2>&1; then
     return 0
@@ -215,9 +215,11 @@ check_weights() {
   cat >&2 <<EOF
 
 stack: the real model weights could not be fetched (no route to GitHub/Zenodo/Hugging Face?).
-stack: Either copy the files named above into $WILDSWARM_DATA/models/ and run make up again,
-stack: or run with untrained stand-ins, for trying the system out only (results are meaningless
-stack: and marked so):   WILDSWARM_UNTRAINED=1 make up
+stack: Either copy the files named above into $WILDSWARM_DATA/models/, record them (workers load
+stack: only recorded files; they run code from them, so copy only files from the named sources):
+stack:   ${run[*]} models trust --all
+stack: and run make up again (docs/models.md), or run with untrained stand-ins, for trying the
+stack: system out only (results are meaningless and marked so):   WILDSWARM_UNTRAINED=1 make up
 EOF
   exit 3
 }

@@ -72,19 +72,23 @@ def analyze(settings: Settings, videos: tuple[Path, ...], out: Path, **options) 
 
 @main.group()
 def models() -> None:
-    """List, fetch, verify and locate model weights (in WILDSWARM_MODELS_DIR, default <data>/models)."""
+    """List, fetch, trust, verify and locate model weights (in WILDSWARM_MODELS_DIR, default <data>/models).
+
+    Workers load only weight files whose SHA-256 is recorded in weights.lock.json (by fetch, trust or
+    untrained) or that match a checksum upstream publishes: see docs/models.md.
+    """
 
 
 @models.command("list")
 @click.pass_obj
+@friendly_errors
 def models_list(settings: Settings) -> None:
-    """Every catalogued model and whether its weights are present."""
+    """Every catalogued model and how its weights were recorded (`verify` checks them)."""
     from wildswarm.pipeline import models as cat
     for s in cat.CATALOGUE.values():
-        path = cat.weights_path(settings.models, s)
-        state = ("untrained" if cat.is_untrained(path) else "present") if path.is_file() else "missing"
+        state = cat.state(settings.models, s)
         default = " (default)" if s.name in (settings.detector, settings.classifier, settings.pose) else ""
-        click.echo(f"{s.kind:<10} {s.name:<24} {state:<9} {s.filename:<38} {s.description}{default}")
+        click.echo(f"{s.kind:<10} {s.name:<24} {state:<15} {s.filename:<38} {s.description}{default}")
 
 
 def _names(settings: Settings, names: tuple[str, ...], all_: bool) -> list[str]:
@@ -102,11 +106,65 @@ def _names(settings: Settings, names: tuple[str, ...], all_: bool) -> list[str]:
 @click.pass_obj
 @friendly_errors
 def models_fetch(settings: Settings, names: tuple[str, ...], all_: bool) -> None:
-    """Download NAMES (default: the configured models) with the libraries' own downloaders."""
+    """Download NAMES (default: the configured models) and record their SHA-256 in weights.lock.json."""
     from wildswarm.pipeline import models as cat
+    from wildswarm.pipeline import weights_lock
     for name in _names(settings, names, all_):
         path = cat.fetch(settings.models, cat.spec(name))
-        click.echo(f"{name}: {path}")
+        click.echo(f"{name}: {path} (recorded in {weights_lock.LOCK_NAME})")
+
+
+TRUST_MEANS = ("Trusting a file records its SHA-256 in {lock}; workers then load it, and loading a checkpoint "
+               "runs code from it (checkpoints are Python pickles, see docs/models.md). Trust only files you got "
+               "from the source named for each model; where upstream publishes a checksum, the file must match it.")
+
+
+def _is_stand_in(settings: Settings, s) -> bool:
+    from wildswarm.pipeline import models as cat
+    try:
+        return cat.check(settings.models, s).untrained
+    except WildswarmError:
+        return False
+
+
+@models.command("trust")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every catalogued model whose file is in the models folder.")
+@click.pass_obj
+@friendly_errors
+def models_trust(settings: Settings, names: tuple[str, ...], all_: bool) -> None:
+    """Record weight files that were copied into the models folder by hand, so workers load them.
+
+    For sites without internet access: copy the real files in (`wildswarm models path NAME` says
+    where), then trust them. A changed file must be trusted again.
+    """
+    from wildswarm.pipeline import models as cat
+    from wildswarm.pipeline import weights_lock
+    if not names and not all_:
+        raise click.UsageError("name the models whose files you copied in, or --all")
+    click.echo(TRUST_MEANS.format(lock=weights_lock.lock_path(settings.models)))
+    before = weights_lock.read(settings.models)
+    bad = 0
+    for name in _names(settings, names, all_):
+        try:
+            s = cat.spec(name)
+            if all_ and not cat.weights_path(settings.models, s).is_file():
+                continue
+            if all_ and _is_stand_in(settings, s):
+                click.echo(f"{name}: skipped (untrained stand-in)")
+                continue
+            w = cat.trust(settings.models, s)
+        except WildswarmError as exc:
+            click.secho(f"{name}: {exc}", fg="red")
+            bad += 1
+            continue
+        old = before.get(s.filename)
+        check = (f"published {s.published.algorithm} matches" if s.published else
+                 f"no published checksum to check it against: you vouch that it is the file from {s.source}")
+        click.echo(f"{name}: trusted {w.path} sha256={w.sha256} ({check})"
+                   + (f"; replaces the entry of {old.when} ({old.how}, sha256 {old.sha256})"
+                      if old and old.sha256 != w.sha256 else ""))
+    sys.exit(1 if bad else 0)
 
 
 @models.command("verify")
@@ -114,19 +172,29 @@ def models_fetch(settings: Settings, names: tuple[str, ...], all_: bool) -> None
 @click.option("--all", "all_", is_flag=True)
 @click.pass_obj
 def models_verify(settings: Settings, names: tuple[str, ...], all_: bool) -> None:
-    """Check that the weights of NAMES are present and match their published checksums."""
+    """Check NAMES (default: the configured models) as workers do: exit 1 if any would be refused.
+
+    A file passes if it matches the checksum upstream publishes or its entry in weights.lock.json.
+    """
     from wildswarm.pipeline import models as cat
     bad = 0
+    checked = []
     for name in _names(settings, names, all_):
         try:
-            w = cat.require(settings.models, cat.spec(name), allow_untrained=True)
+            s = cat.spec(name)
+            checked.append(s)
+            w = cat.check(settings.models, s)
         except WildswarmError as exc:
             click.secho(f"{name}: {exc}", fg="red")
             bad += 1
             continue
-        check = "checksum ok" if w.spec.sha256 else "no published checksum"
-        kind = "UNTRAINED stand-in" if w.untrained else check
-        click.echo(f"{name}: {w.path} sha256={w.sha256} ({kind})")
+        kind = f"UNTRAINED stand-in, {w.basis}" if w.untrained else w.basis
+        click.echo(f"{name}: ok {w.path} sha256={w.sha256} ({kind})")
+    try:
+        for warning in cat.permission_warnings(settings.models, checked):
+            click.secho(f"warning: {warning}", fg="yellow")
+    except OSError:
+        pass
     sys.exit(1 if bad else 0)
 
 
@@ -143,11 +211,11 @@ def models_path(settings: Settings, name: str | None) -> None:
 @models.command("untrained")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every catalogued model that can be built.")
-@click.option("--force", is_flag=True, help="Overwrite an existing untrained stand-in.")
+@click.option("--force", is_flag=True, help="Rebuild an existing untrained stand-in.")
 @click.pass_obj
 @friendly_errors
 def models_untrained(settings: Settings, names: tuple[str, ...], all_: bool, force: bool) -> None:
-    """Write NAMES with random weights in the real format, for tests (never over real weights)."""
+    """Write NAMES with random weights in the real format, for tests (never over other weights)."""
     from wildswarm.pipeline import models as cat
     for name in _names(settings, names, all_):
         s = cat.spec(name)
@@ -155,10 +223,10 @@ def models_untrained(settings: Settings, names: tuple[str, ...], all_: bool, for
             click.echo(f"{name}: skipped (no published architecture to build)")
             continue
         path = cat.weights_path(settings.models, s)
-        if path.exists() and not cat.is_untrained(path):
-            click.secho(f"{name}: {path} holds real weights; left alone", fg="yellow")
-            continue
-        if path.exists() and not force:
+        done = cat.ensure_untrained(settings.models, s, force=force)
+        if done == "left alone":
+            click.secho(f"{name}: {path} holds weights that are not an untrained stand-in; left alone", fg="yellow")
+        elif done == "kept":
             click.echo(f"{name}: {path} (untrained, already there)")
-            continue
-        click.echo(f"{name}: {cat.build_untrained(settings.models, s)} (UNTRAINED: random weights)")
+        else:
+            click.echo(f"{name}: {path} ({done}; UNTRAINED: random weights)")

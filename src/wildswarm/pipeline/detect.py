@@ -8,14 +8,13 @@ Detections per frame are sorted by confidence; class ids are MegaDetector's
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import supervision as sv
 import torch
 
 from wildswarm.pipeline.models import Weights
+from wildswarm.pipeline.safeload import check_weights_only, ultralytics_weights_only, verified_copy
 
 Detections = sv.Detections
 CLASS_NAMES = {0: "animal", 1: "person", 2: "vehicle"}
@@ -56,38 +55,43 @@ class Detector:
 
     # --- loading -------------------------------------------------------------------------------
     def _load_ultralytics(self) -> None:
+        # Weights-only: ultralytics' restricted loader (an allow-list of its own and torch's nn.Module
+        # classes) unpickles a private copy of the checked file.
         from PytorchWildlife.models.detection import MegaDetectorV6
         threads = torch.get_num_threads()  # ultralytics' select_device lowers it to cores - 1
-        md = MegaDetectorV6(weights=str(self.weights.path), device=self.device, pretrained=False,
-                            version=self.weights.spec.options["version"])
-        predictor = md.predictor
-        predictor.args.imgsz = self.image_size
-        predictor.args.conf = self.threshold
-        predictor.args.verbose = False
-        # Letterbox to the smallest stride-aligned rectangle (640x384 for 16:9), as ultralytics'
-        # own predict does, instead of PytorchWildlife's square padding: about 40% less compute.
-        predictor.args.rect = True
-        if str(predictor.device) != str(torch.device(self.device)):
-            predictor.args.device = self.device  # PytorchWildlife leaves the choice to ultralytics
-            predictor.setup_model(str(self.weights.path))
+        with verified_copy(self.weights) as path, ultralytics_weights_only():
+            md = MegaDetectorV6(weights=str(path), device=self.device, pretrained=False,
+                                version=self.weights.spec.options["version"])
+            predictor = md.predictor
+            predictor.args.imgsz = self.image_size
+            predictor.args.conf = self.threshold
+            predictor.args.verbose = False
+            # Letterbox to the smallest stride-aligned rectangle (640x384 for 16:9), as ultralytics'
+            # own predict does, instead of PytorchWildlife's square padding: about 40% less compute.
+            predictor.args.rect = True
+            if str(predictor.device) != str(torch.device(self.device)):
+                predictor.args.device = self.device  # PytorchWildlife leaves the choice to ultralytics
+                predictor.setup_model(str(path))
         torch.set_num_threads(threads)
         self._md = md
         self._run = self._run_ultralytics
 
     def _load_yolov5(self) -> None:
-        # MegaDetectorV5(weights=...) uses torch.load's weights-only default (torch>=2.6) and
-        # fails; its pretrained route loads from torch hub's cache. Point a private hub
-        # folder at the models folder so the file is read where it is, never downloaded.
+        # MegaDetectorV5(weights=...) uses torch.load's weights-only default (torch>=2.6) and fails;
+        # its pretrained route loads from torch hub's cache, so a private hub folder holds the file.
+        # NOT weights-only, and it cannot be: yolov5 checkpoints pickle whole nn.Module objects
+        # (models.yolo.Model & co), yolov5 has no restricted loader, and PytorchWildlife loads them
+        # with torch.hub.load_state_dict_from_url(weights_only=False). What protects the worker is
+        # require() matching the file to MegaDetector's published MD5 or to its lock entry before
+        # this line, and the unpickled bytes being that checked file (verified_copy).
         from PytorchWildlife.models.detection import MegaDetectorV5
-        hub = Path(tempfile.mkdtemp(prefix="wildswarm-hub-"))
-        (hub / "checkpoints").mkdir()
-        (hub / "checkpoints" / self.weights.path.name).symlink_to(self.weights.path.resolve())
         previous = torch.hub.get_dir()
-        torch.hub.set_dir(str(hub))
-        try:
-            md = MegaDetectorV5(device=self.device, pretrained=True, version=self.weights.spec.options["version"])
-        finally:
-            torch.hub.set_dir(previous)
+        with verified_copy(self.weights, subdir="checkpoints") as path:
+            torch.hub.set_dir(str(path.parent.parent))
+            try:
+                md = MegaDetectorV5(device=self.device, pretrained=True, version=self.weights.spec.options["version"])
+            finally:
+                torch.hub.set_dir(previous)
         from PytorchWildlife.data import transforms as pw_trans
         md.transform = pw_trans.MegaDetector_v5_Transform(target_size=self.image_size, stride=md.STRIDE)
         self._md = md
@@ -134,7 +138,9 @@ class Classifier:
         import PytorchWildlife.models.classification as pw_cls
         cls = getattr(pw_cls, weights.spec.options["module"])
         self.weights = weights
-        self.model = cls(weights=str(weights.path), device=device, pretrained=False)
+        with verified_copy(weights) as path:
+            check_weights_only(path)  # PytorchWildlife leaves weights_only to torch's default
+            self.model = cls(weights=str(path), device=device, pretrained=False)
         self.device = device
         self.names = dict(self.model.CLASS_NAMES)
 

@@ -1,27 +1,58 @@
-"""The model catalogue: which weights exist, where they live, how to get and check them.
+"""The model catalogue: which weights exist, where they live, how to get them, whether to trust them.
 
-All weights sit in one folder (``Settings.models``; ``models/`` on the shared
-filesystem) under the file names the libraries themselves use, so real files
-can be pre-placed by hand where no download is possible.
+All weights sit in one folder (``Settings.models``; ``models/`` on the shared filesystem) under the
+file names the libraries themselves use, so real files can be pre-placed by hand where no download
+is possible.
 
-``build_untrained`` writes an architecture with random weights through the
-libraries' own classes, in the real file format, so the real loading and
-inference code runs where real weights cannot be had. Each such file gets a
-``<file>.untrained.json`` sidecar holding its checksum; outputs made with it
-say so, and a pipeline refuses it unless untrained weights were asked for.
+Weights are code: checkpoints are Python pickles, which can run anything when loaded, in a worker
+that holds the broker secret. So ``require()``, the pipeline's only way to a weight file, refuses
+any file whose bytes match neither the checksum upstream publishes for it (pinned below, with its
+source) nor its entry in ``weights.lock.json`` (``weights_lock``), which ``fetch``, ``trust`` and
+``build_untrained`` write. Loaders then unpickle a re-hashed private copy, weights-only where the
+format allows (``safeload``; docs/models.md).
+
+``build_untrained`` writes an architecture with random weights through the libraries' own classes,
+in the real file format, so the real loading and inference code runs where real weights cannot be
+had; the lock records it as ``untrained``, outputs made with it say so, and a pipeline refuses it
+unless untrained weights were asked for.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wildswarm import __version__
 from wildswarm.errors import MissingWeightsError, ModelError
+from wildswarm.pipeline import weights_lock
 
 _ZENODO = "https://zenodo.org/records"
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A checksum that upstream publishes for a weight file, and where it does."""
+
+    algorithm: str  # sha256 | md5
+    digest: str
+    source: str
+
+    def describe(self) -> str:
+        return f"published {self.algorithm} {self.digest} ({self.source})"
+
+
+# The only checksums upstream publishes for any file here (PytorchWildlife 1.3.0 and dlclibrary 0.0.12
+# carry none): MegaDetector's own package lists the MD5 of its v5.0 release files md_v5a.0.0.pt and
+# md_v5b.0.0.pt. PytorchWildlife fetches v5a.0.0 and v5b.0.0 from Zenodo (v5b renamed); that those
+# are the same bytes is assumed, not checked (no network here): if not, fetch refuses them naming
+# this pin. MD5 is broken for collisions, but matching a digest fixed in advance needs a second
+# preimage, still out of reach; the lock records the SHA-256 besides.
+_MD_TABLE = ("megadetector 10.0.28 on PyPI (MegaDetector's own package), "
+             "megadetector/detection/run_detector.py, known_models['{}']['md5']")
 
 
 @dataclass(frozen=True)
@@ -33,7 +64,7 @@ class ModelSpec:
     source: str              # download URL, or Hugging Face model name for DeepLabCut
     licence: str
     description: str
-    sha256: str | None = None  # published checksum, where known
+    published: Checksum | None = None  # the checksum upstream publishes for this file, where it does
     arch: str | None = None    # architecture for untrained builds (None: not buildable)
     options: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -42,10 +73,12 @@ CATALOGUE: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("MDV5a", "detector", "yolov5", "md_v5a.0.0.pt",
               f"{_ZENODO}/13357337/files/md_v5a.0.0.pt?download=1", "AGPL-3.0",
               "MegaDetector v5a (YOLOv5x6, 1280 px); accurate, slow on CPU (~5 s/frame)",
+              published=Checksum("md5", "ec1d7603ec8cf642d6e0cd008ba2be8c", _MD_TABLE.format("v5a.0.0")),
               arch="yolov5x6.yaml", options={"version": "a", "image_size": 1280}),
     ModelSpec("MDV5b", "detector", "yolov5", "MegaDetector_v5b.0.0.pt",
               f"{_ZENODO}/10023414/files/MegaDetector_v5b.0.0.pt?download=1", "AGPL-3.0",
               "MegaDetector v5b (YOLOv5x6, 1280 px)",
+              published=Checksum("md5", "bc235e73f53c5c95e66ea0d1b2cbf542", _MD_TABLE.format("v5b.0.0")),
               arch="yolov5x6.yaml", options={"version": "b", "image_size": 1280}),
     ModelSpec("MDV6-yolov9-c", "detector", "ultralytics", "MDV6b-yolov9-c.pt",
               f"{_ZENODO}/15398270/files/MDV6-yolov9-c.pt?download=1", "AGPL-3.0",
@@ -95,16 +128,23 @@ def spec(name: str, kind: str | None = None) -> ModelSpec:
     return s
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def _digests(path: Path, s: ModelSpec | None = None, chunk: int = 1 << 20) -> dict[str, str]:
+    """SHA-256 of ``path`` (and the algorithm ``s`` publishes, in the same pass)."""
+    algorithms = {"sha256"} | ({s.published.algorithm} if s is not None and s.published else set())
+    hashes = {a: hashlib.new(a) for a in algorithms}
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+            for h in hashes.values():
+                h.update(block)
+    return {a: h.hexdigest() for a, h in hashes.items()}
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".untrained.json")
+def sha256_of(path: Path) -> str:
+    return _digests(path)["sha256"]
+
+
+def _matches_published(s: ModelSpec, digests: dict[str, str]) -> bool:
+    return s.published is not None and digests[s.published.algorithm] == s.published.digest.lower()
 
 
 @dataclass(frozen=True)
@@ -113,75 +153,182 @@ class Weights:
     path: Path
     sha256: str
     untrained: bool
+    basis: str  # why the file is trusted
 
     def describe(self) -> dict:
         return {"name": self.spec.name, "file": self.path.name, "sha256": self.sha256,
-                "untrained": self.untrained, "licence": self.spec.licence}
+                "untrained": self.untrained, "verified": self.basis, "licence": self.spec.licence}
 
 
 def weights_path(models_dir: Path, s: ModelSpec) -> Path:
     return Path(models_dir) / s.filename
 
 
-def require(models_dir: Path, s: ModelSpec, *, allow_untrained: bool) -> Weights:
-    """The weights of ``s``, checked; a clear error if missing or unfit."""
+def _remedies(s: ModelSpec) -> str:
+    return (f"Fetch it again with `wildswarm models fetch {s.name}`, or, if you copied the real file in by "
+            f"hand, record it with `wildswarm models trust {s.name}`")
+
+
+def _missing(models_dir: Path, s: ModelSpec) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"weights for {s.name} not found: {s.filename} is not in {Path(models_dir).resolve()}. "
+        f"Run `wildswarm models fetch {s.name}` where the internet is reachable, or copy the file "
+        f"{s.filename} (from {s.source}) into that folder and record it with `wildswarm models trust {s.name}`"
+        + ("; for tests only, `wildswarm models untrained` writes random weights." if s.arch else "."))
+
+
+def check(models_dir: Path, s: ModelSpec) -> Weights:
+    """The weights of ``s`` if their bytes are the published file or the one recorded in the lock."""
     path = weights_path(models_dir, s)
     if not path.is_file():
-        raise MissingWeightsError(
-            f"weights for {s.name} not found: {path.name} is not in {Path(models_dir).resolve()}. "
-            f"Run `wildswarm models fetch {s.name}` where the internet is reachable, or copy the file "
-            f"{path.name} (from {s.source}) into that folder"
-            + ("; for tests only, `wildswarm models untrained` writes random weights." if s.arch else "."))
-    digest = sha256_of(path)
-    untrained = is_untrained(path, digest)
-    if untrained and not allow_untrained:
-        raise ModelError(f"{path} holds untrained (random) weights; replace it with the real file, "
+        raise _missing(models_dir, s)
+    entry = weights_lock.read(models_dir).get(s.filename)
+    digests = _digests(path, s)
+    digest = digests["sha256"]
+    if entry is not None and entry.sha256 == digest:
+        return Weights(s, path, digest, entry.how == "untrained",
+                       f"{entry.how} {entry.when}, recorded in {weights_lock.LOCK_NAME}")
+    if _matches_published(s, digests):
+        return Weights(s, path, digest, False, f"published {s.published.algorithm} matches ({s.published.source})")
+    lock = weights_lock.LOCK_NAME
+    if entry is None and _legacy_untrained(path, digest):
+        raise ModelError(
+            f"refusing {path} ({s.name}): it is an untrained stand-in written by an older wildswarm (beside it: "
+            f"{_sidecar(path).name}), and stand-ins are now recorded in {lock}. Rebuild it with `wildswarm models "
+            f"untrained {s.name}` (WILDSWARM_UNTRAINED=1 rebuilds it too), or replace it with the real file. "
+            + _remedies(s))
+    why = (f"it has no entry in {lock}" if entry is None else
+           f"it changed after it was recorded in {lock} (expected {entry.describe()})")
+    pin = (f"it does not match the {s.published.describe()}" if s.published else "no checksum is published for it")
+    raise ModelError(f"refusing {path} ({s.name}): its sha256 is {digest}; {why}, and {pin}. " + _remedies(s))
+
+
+def require(models_dir: Path, s: ModelSpec, *, allow_untrained: bool) -> Weights:
+    """The weights of ``s``, checked (see ``check``); untrained ones only where allowed."""
+    w = check(models_dir, s)
+    if w.untrained and not allow_untrained:
+        raise ModelError(f"{w.path} holds untrained (random) weights; replace it with the real file, "
                          f"or set WILDSWARM_UNTRAINED=1 to run with it knowingly")
-    if not untrained and s.sha256 and digest != s.sha256:
-        raise ModelError(f"{path} does not match the published checksum of {s.name} "
-                         f"(sha256 {digest[:12]}..., expected {s.sha256[:12]}...); fetch it again")
-    return Weights(s, path, digest, untrained)
+    return w
 
 
-def is_untrained(path: Path, digest: str | None = None) -> bool:
-    side = _sidecar(path)
-    if not side.is_file():
-        return False
+def state(models_dir: Path, s: ModelSpec) -> str:
+    """How the file of ``s`` was recorded, without reading it: for listings (``check`` verifies)."""
+    path = weights_path(models_dir, s)
+    if not path.is_file():
+        return "missing"
+    entry = weights_lock.read(models_dir).get(s.filename)
+    if entry is not None:
+        return entry.how
+    return "untrained (old)" if _sidecar(path).is_file() else "unrecorded"
+
+
+def permission_warnings(models_dir: Path, specs: list[ModelSpec]) -> list[str]:
+    """The weight files, the lock and the folder that others than their owner can write."""
+    paths = [Path(models_dir), weights_lock.lock_path(models_dir)] + [weights_path(models_dir, s) for s in specs]
+    warnings = []
+    for p in dict.fromkeys(paths):
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            continue
+        who = [w for bit, w in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "world")) if mode & bit]
+        if who:
+            warnings.append(f"{p} is {'- and '.join(who)}-writable: whoever can write it can replace what workers "
+                            f"unpickle, and the lock that vouches for it; `chmod go-w {p}` (docs/models.md)")
+    return warnings
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".untrained.json")
+
+
+def _legacy_untrained(path: Path, digest: str) -> bool:
+    """Whether an older wildswarm's ``<file>.untrained.json`` sidecar names these bytes.
+
+    Read only to recognise such a stand-in so it can be rebuilt: never a reason to load a file, since
+    whoever could write the weights could write the sidecar too.
+    """
     try:
-        recorded = json.loads(side.read_text()).get("sha256")
-    except ValueError:
+        data = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
         return False
-    return recorded == (digest or sha256_of(path))
+    return isinstance(data, dict) and data.get("sha256") == digest
+
+
+def _install(models_dir: Path, s: ModelSpec, tmp: Path, digest: str, *, source: str, how: str,
+             only_if_unrecorded: bool = False) -> bool:
+    """Rename ``tmp`` into place and record it, together, under the lock's mutex."""
+    os.chmod(tmp, 0o644)
+    entry = weights_lock.Entry(file=s.filename, model=s.name, sha256=digest, size=tmp.stat().st_size,
+                               source=source, when=weights_lock.now(), how=how)
+    dest = weights_path(models_dir, s)
+    with weights_lock.updating(models_dir) as entries:
+        old = entries.get(s.filename)
+        if only_if_unrecorded and old is not None:
+            return False  # someone else recorded it meanwhile
+        if how == "untrained" and old is not None and old.how != "untrained" and dest.exists():
+            raise ModelError(f"{dest} holds {old.how} weights; an untrained stand-in never replaces them")
+        os.replace(tmp, dest)
+        entries[s.filename] = entry
+    _sidecar(dest).unlink(missing_ok=True)
+    return True
 
 
 def fetch(models_dir: Path, s: ModelSpec) -> Path:
-    """Download the real weights of ``s`` with the library's own downloader, atomically."""
+    """Download the real weights of ``s`` with the library's own downloader, check and record them."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    dest = weights_path(models_dir, s)
     with tempfile.TemporaryDirectory(dir=models_dir, prefix=".fetch-") as tmpdir:
         tmp = Path(tmpdir) / s.filename
         try:
             if s.family == "superanimal":
-                from dlclibrary import download_huggingface_model
-                download_huggingface_model(s.source, target_dir=tmpdir, rename_mapping=s.filename)
+                import dlclibrary
+                dlclibrary.download_huggingface_model(s.source, target_dir=tmpdir, rename_mapping=s.filename)
+                source = f"dlclibrary {s.source} (Hugging Face)"
             else:
                 import torch.hub
                 torch.hub.download_url_to_file(s.source, str(tmp), progress=True)
+                source = s.source
         except Exception as exc:  # network errors come in many library-specific types
-            raise ModelError(f"could not download {s.name} from {s.source}: {exc}. Copy {s.filename} "
-                             f"into {models_dir.resolve()} by hand instead") from None
+            raise ModelError(f"could not download {s.name} from {s.source}: {exc}. Copy {s.filename} into "
+                             f"{models_dir.resolve()} by hand instead, then run `wildswarm models trust "
+                             f"{s.name}`") from None
         if not tmp.is_file():
             raise ModelError(f"download of {s.name} produced no {s.filename}")
-        if s.sha256 and sha256_of(tmp) != s.sha256:
-            raise ModelError(f"downloaded {s.name} does not match its published checksum; nothing written")
-        os.replace(tmp, dest)
-    _sidecar(dest).unlink(missing_ok=True)
-    return dest
+        digests = _digests(tmp, s)
+        if s.published and not _matches_published(s, digests):
+            raise ModelError(f"downloaded {s.name} from {s.source}, but it does not match the "
+                             f"{s.published.describe()}: got {digests[s.published.algorithm]}; nothing written")
+        _install(models_dir, s, tmp, digests["sha256"], source=source, how="fetched")
+    return weights_path(models_dir, s)
 
 
-def build_untrained(models_dir: Path, s: ModelSpec, seed: int = 0) -> Path:
-    """Write ``s``'s architecture with random weights in the real format (see module doc)."""
+def trust(models_dir: Path, s: ModelSpec) -> Weights:
+    """Record the file of ``s`` that someone copied in by hand (checked against a published checksum)."""
+    path = weights_path(models_dir, s)
+    if not path.is_file():
+        raise _missing(models_dir, s)
+    digests = _digests(path, s)
+    digest = digests["sha256"]
+    entry = weights_lock.read(models_dir).get(s.filename)
+    if (entry is not None and entry.how == "untrained" and entry.sha256 == digest) or _legacy_untrained(path, digest):
+        raise ModelError(f"{path} is an untrained stand-in (random weights); trusting it would pass it off as "
+                         f"the real {s.name}. Copy the real file over it first")
+    if s.published and not _matches_published(s, digests):
+        raise ModelError(f"refusing to trust {path}: its {s.published.algorithm} is {digests[s.published.algorithm]}, "
+                         f"which does not match the {s.published.describe()}; it is not the file upstream published")
+    source = (f"placed by hand; published {s.published.algorithm} matches ({s.published.source})" if s.published
+              else f"placed by hand; no published checksum, vouched for as the file from {s.source}")
+    new = weights_lock.Entry(file=s.filename, model=s.name, sha256=digest, size=path.stat().st_size,
+                             source=source, when=weights_lock.now(), how="trusted-by-hand")
+    weights_lock.record(models_dir, new)
+    _sidecar(path).unlink(missing_ok=True)
+    return Weights(s, path, digest, False, f"{new.how} {new.when}, recorded in {weights_lock.LOCK_NAME}")
+
+
+def build_untrained(models_dir: Path, s: ModelSpec, seed: int = 0, *, only_if_unrecorded: bool = False) -> Path:
+    """Write ``s``'s architecture with random weights in the real format, recorded as ``untrained``."""
     if not s.arch:
         raise ModelError(f"{s.name}: its architecture is not published as a config, so no untrained "
                          f"stand-in can be built; use the real weights")
@@ -189,19 +336,41 @@ def build_untrained(models_dir: Path, s: ModelSpec, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    dest = weights_path(models_dir, s)
     fd, tmpname = tempfile.mkstemp(dir=models_dir, prefix=f".{s.filename}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmpname)
     try:
         torch.save(_untrained_checkpoint(s), tmp)
-        digest = sha256_of(tmp)
-        os.replace(tmp, dest)
+        _install(models_dir, s, tmp, sha256_of(tmp), how="untrained", only_if_unrecorded=only_if_unrecorded,
+                 source=f"random weights built by wildswarm {__version__} ({s.arch}, seed {seed})")
     finally:
         tmp.unlink(missing_ok=True)
-    side = _sidecar(dest)
-    side.write_text(json.dumps({"untrained": True, "model": s.name, "seed": seed, "sha256": digest}, indent=2))
-    return dest
+    return weights_path(models_dir, s)
+
+
+def ensure_untrained(models_dir: Path, s: ModelSpec, *, force: bool = False) -> str:
+    """Build ``s``'s stand-in where missing; what was done: built, rebuilt, kept or left alone.
+
+    A stand-in an older wildswarm wrote (with a sidecar) is rebuilt, never loaded; a file without a
+    lock entry may be real weights copied in by hand, so it is left alone, as are recorded real ones.
+    """
+    path = weights_path(models_dir, s)
+    if not path.exists():
+        build_untrained(models_dir, s, only_if_unrecorded=True)
+        return "built"
+    entry = weights_lock.read(models_dir).get(s.filename)
+    digest = sha256_of(path)
+    if entry is None:
+        if _legacy_untrained(path, digest):
+            build_untrained(models_dir, s, only_if_unrecorded=True)
+            return "rebuilt"
+        return "left alone"
+    if entry.how != "untrained" or entry.sha256 != digest:
+        return "left alone"
+    if force:
+        build_untrained(models_dir, s)
+        return "rebuilt"
+    return "kept"
 
 
 def _untrained_checkpoint(s: ModelSpec) -> dict:
@@ -214,8 +383,9 @@ def _untrained_checkpoint(s: ModelSpec) -> dict:
         import sys
         import site
         sys.path.insert(0, os.path.join(site.getsitepackages()[0], "yolov5"))  # as PytorchWildlife does
+        import yolov5
         from yolov5.models.yolo import Model
-        model = Model(s.arch, nc=3)
+        model = Model(str(Path(yolov5.__file__).parent / "models" / "hub" / s.arch), nc=3)  # not relative to cwd
         model.names = ["animal", "person", "vehicle"]
         return {"model": model.half(), "epoch": -1, "untrained": True}
     if s.family == "resnet":

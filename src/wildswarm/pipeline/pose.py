@@ -13,6 +13,7 @@ import numpy as np
 
 from wildswarm.pipeline.detect import Detections, animals
 from wildswarm.pipeline.models import ModelSpec, Weights
+from wildswarm.pipeline.safeload import verified_copy
 
 # A skeleton for drawing, by body-part name (DeepLabCut ships the SuperAnimal
 # configs with an empty one). Edges whose parts a model lacks are skipped.
@@ -82,8 +83,12 @@ class PoseEstimator:
         self.bodyparts: list[str] = list(cfg["metadata"]["bodyparts"])
         index = {b: i for i, b in enumerate(self.bodyparts)}
         self.skeleton = [(index[a], index[b]) for a, b in _SKELETON if a in index and b in index]
-        self.runner, _ = get_inference_runners(cfg, snapshot_path=str(weights.path), max_individuals=max_animals,
-                                               batch_size=batch_size, device=device)
+        # Weights-only, whatever DeepLabCut's default (TORCH_LOAD_WEIGHTS_ONLY) says: a snapshot is a
+        # plain {"model": state_dict}. The runner loads the private copy as it is built.
+        cfg["runner"]["load_weights_only"] = True
+        with verified_copy(weights) as path:
+            self.runner, _ = get_inference_runners(cfg, snapshot_path=str(path), max_individuals=max_animals,
+                                                   batch_size=batch_size, device=device)
 
     def estimate(self, frames: list[np.ndarray], detections: list[Detections]) -> list[KeyPoints]:
         """Pose of each animal box, frame by frame (frames are RGB)."""

@@ -52,13 +52,12 @@ def resolve_device(device: str) -> str:
 
 
 def ensure_weights(settings: Settings, names: list[str]) -> None:
-    """Where untrained weights were asked for, build those that are missing."""
+    """Where untrained weights were asked for, build those that are missing (and rebuild the
+    stand-ins an older wildswarm marked with sidecars); files of any other kind are left alone."""
     if not settings.untrained:
         return
     for name in names:
-        s = catalogue.spec(name)
-        if not catalogue.weights_path(settings.models, s).exists():
-            catalogue.build_untrained(settings.models, s)
+        catalogue.ensure_untrained(settings.models, catalogue.spec(name))
 
 
 class Pipeline:
