@@ -17,7 +17,7 @@ export WILDSWARM_DATA := $(DATA)
 export STACK
 
 .PHONY: help venv browser test test-fast up down scale-workers ps logs e2e docker images images-offline \
-        analyze-samples bench bench-pipeline bench-dispatch broker clean
+        analyze-samples bench bench-pipeline bench-dispatch bench-jobstore broker db clean backup restore
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,11 +36,11 @@ browser: ## install headless Chromium + chromedriver for the browser tests (Debi
 broker: ## start a local RabbitMQ on 127.0.0.1 for the tests (installs it if missing)
 	bash scripts/rabbitmq-local.sh
 
-test: venv broker browser docker images ## install everything the tests need (Docker, Swarm, images too), then run the whole suite
+test: venv browser docker images ## install everything the tests need (Docker, Swarm, images too), then run the whole suite
 	WILDSWARM_REQUIRE_DOCKER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: venv ## only the tests that need no broker, Docker, browser or models
-	$(BIN)/python -m pytest -m "not broker and not docker and not browser and not slow" $(PYTEST_ARGS)
+test-fast: venv ## only the tests that need no broker, job store, Docker, browser or models
+	$(BIN)/python -m pytest -m "not broker and not db and not docker and not browser and not slow" $(PYTEST_ARGS)
 
 docker: ## Docker Engine and a one-node Swarm on this machine, labelled for workers (installs and starts them if missing)
 	bash scripts/docker-local.sh
@@ -63,8 +63,14 @@ scale-workers: ## run N worker tasks: make scale-workers N=4
 ps: ## the stack's services and tasks
 	@bash scripts/stack.sh ps
 
-logs: ## a service's logs: make logs S=worker (rabbitmq, producer, web, worker, prometheus, node-exporter)
+logs: ## a service's logs: make logs S=worker (rabbitmq, postgres, producer, web, worker, prometheus, node-exporter)
 	@bash scripts/stack.sh logs $(S)
+
+backup: ## pg_dump of the job store into ./backups (BACKUP_DIR=...)
+	@bash scripts/stack.sh backup
+
+restore: ## restore the job store from a backup: make restore FILE=backups/wildswarm-jobs-<time>.dump
+	@bash scripts/stack.sh restore "$(FILE)"
 
 e2e: venv docker images ## end-to-end tests on a real one-node Swarm (deploys and removes a stack of its own)
 	WILDSWARM_REQUIRE_DOCKER=1 $(BIN)/python -m pytest -m docker tests/e2e $(PYTEST_ARGS)
@@ -72,13 +78,19 @@ e2e: venv docker images ## end-to-end tests on a real one-node Swarm (deploys an
 analyze-samples: venv ## analyse the seed videos into $(DATA)/output (WILDSWARM_UNTRAINED=1 without real weights)
 	$(BIN)/wildswarm analyze $(SEED)/*.mp4 --out $(DATA)/output
 
-bench: bench-pipeline bench-dispatch ## run every benchmark
+bench: bench-pipeline bench-dispatch bench-jobstore ## run every benchmark
 
 bench-pipeline: venv ## wildswarm's pipeline vs the old naive sequence vs bare forward passes
 	$(BIN)/python bench/pipeline.py --videos $(SEED)
 
-bench-dispatch: venv broker ## broker round-trip overhead per job, 1/2/4 workers
+bench-dispatch: venv broker db ## broker round-trip overhead per job, 1/2/4 workers
 	$(BIN)/python bench/dispatch.py
+
+bench-jobstore: venv db ## the job store at a million jobs: list/filter p95, claims, polls, against JSON records
+	$(BIN)/python bench/jobstore.py
+
+db: ## start a local PostgreSQL on 127.0.0.1 for benchmarks and quick local runs (installs it if missing)
+	bash scripts/postgres-local.sh
 
 clean: ## remove caches (keeps the venv and ./data)
 	rm -rf .pytest_cache build *.egg-info src/*.egg-info

@@ -120,11 +120,8 @@ TARGETS = {"b_over_a": 1.8, "a_over_c": 1.15, "peak_gb": 3.0}
 # command line
 # ------------------------------------------------------------------------------------------------
 def default_videos() -> Path:
-    try:
-        from wildswarm.config import Settings
-        return Settings().seed_videos
-    except Exception:  # wildswarm not importable: the same default, spelled out
-        return ROOT.parent / "shared" / "data" / "seed-examples"
+    """The two real seed videos beside a checkout (WILDSWARM_SEED_VIDEOS overrides)."""
+    return Path(os.environ.get("WILDSWARM_SEED_VIDEOS") or ROOT.parent / "shared" / "data" / "seed-examples")
 
 
 def default_models() -> Path:
@@ -136,7 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=Path, default=None,
-                   help="folder of .mp4 videos (default: Settings().seed_videos, ../shared/data/seed-examples)")
+                   help="folder of .mp4 videos (default: WILDSWARM_SEED_VIDEOS, or ../shared/data/seed-examples)")
     p.add_argument("--fps", type=float, default=5.0, help="sampling rate, frames per second (default 5)")
     p.add_argument("--models", type=Path, default=None,
                    help="weights folder; real files there are used, missing ones are built untrained "

@@ -4,7 +4,9 @@
 #   scripts/docker-local.sh    install docker.io (apt) if missing, start dockerd if it is not
 #                              running, wait for `docker info`, `docker swarm init` if this
 #                              node is in no Swarm, label it wildswarm.worker=true (when
-#                              the Swarm is this one node)
+#                              the Swarm is this one node); install docker-compose (apt,
+#                              Debian's v1.29) if missing: the tests bring their RabbitMQ
+#                              and PostgreSQL up with it (pytest-docker)
 #
 # Idempotent: a running daemon, an existing Swarm and the label are left as they are.
 # Needs root only for what it has to change (apt, starting dockerd).
@@ -26,6 +28,16 @@ install_engine() {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null
   command -v dockerd >/dev/null 2>&1 || die "docker.io did not install dockerd"
+}
+
+install_compose() {
+  command -v docker-compose >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] || die "docker-compose is missing; run as root to install it (apt)"
+  log "installing docker-compose (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+  command -v docker-compose >/dev/null 2>&1 || die "docker-compose did not install"
 }
 
 start_daemon() {
@@ -78,6 +90,7 @@ label_node() {
 }
 
 install_engine
+install_compose
 start_daemon
 init_swarm
 label_node

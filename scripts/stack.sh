@@ -9,6 +9,8 @@
 #                                  (PURGE=1: also its secrets, volumes and .secrets/ copies)
 #   scripts/stack.sh scale N       N worker tasks
 #   scripts/stack.sh prepare-data  only make (and, as root, hand over) the data root's folders
+#   scripts/stack.sh backup        pg_dump of the job store into BACKUP_DIR (./backups)
+#   scripts/stack.sh restore FILE  the job store from such a dump (producer, web, workers paused)
 #   scripts/stack.sh ps | logs S | urls | wait | secrets
 #
 # Settings (environment; the Makefile passes its variables through):
@@ -32,7 +34,7 @@ export WEB_PORT=${WEB_PORT:-8080} RABBITMQ_CONSOLE_PORT=${RABBITMQ_CONSOLE_PORT:
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 SECRETS_DIR=${SECRETS_DIR:-$ROOT/.secrets}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-900}
-SECRETS=(broker_password web_secret_key web_password web_token)
+SECRETS=(broker_password db_password web_secret_key web_password web_token)
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -202,7 +204,9 @@ check_weights() {
   local run=(docker run --rm --network none -u "$WILDSWARM_UID:$WILDSWARM_GID" -v "$WILDSWARM_DATA:/data"
              --env-file "$WILDSWARM_ENV_FILE" "$worker")
   if [ "$WILDSWARM_UNTRAINED" = 1 ]; then
-    log "WILDSWARM_UNTRAINED=1: workers build untrained stand-ins where weights are missing; results are meaningless and say so"
+    # Built here, before the deploy: workers mount models/ read-only.
+    log "WILDSWARM_UNTRAINED=1: building untrained stand-ins where weights are missing; results are meaningless and say so"
+    "${run[@]}" models untrained >&2 || die "could not build the untrained stand-ins in $WILDSWARM_DATA/models"
     return 0
   fi
   if "${run[@]}" models verify >/dev/null 2>&1; then log "model weights present and verified in $WILDSWARM_DATA/models"; return 0; fi
@@ -222,6 +226,49 @@ stack: and run make up again (docs/models.md), or run with untrained stand-ins, 
 stack: system out only (results are meaningless and marked so):   WILDSWARM_UNTRAINED=1 make up
 EOF
   exit 3
+}
+
+# --- the job store: backup and restore ---------------------------------------------------
+postgres_container() {  # the job store's container on this node, or a clear error
+  local c
+  c=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_postgres" | head -n 1)
+  [ -n "$c" ] || die "no running ${STACK}_postgres container on this node: run this on the manager where it runs (make ps)"
+  echo "$c"
+}
+
+backup() {  # pg_dump (custom format) of the job store into BACKUP_DIR
+  local dir=${BACKUP_DIR:-$ROOT/backups} c file
+  c=$(postgres_container)
+  (umask 077; mkdir -p "$dir")
+  file=$dir/$STACK-jobs-$(date -u +%Y%m%dT%H%M%SZ).dump
+  if ! (umask 077; docker exec "$c" pg_dump -U postgres -d wildswarm -Fc >"$file.part"); then
+    rm -f "$file.part"; die "pg_dump failed; no backup written"
+  fi
+  mv "$file.part" "$file"
+  log "job store backed up to $file ($(du -h "$file" | cut -f1)); restore with: make restore FILE=$file"
+  echo "$file"
+}
+
+restore() {  # the job store from a pg_dump file; the wildswarm services are stopped meanwhile
+  local file=${1:?usage: make restore FILE=backups/<stack>-jobs-<time>.dump} c svc n
+  [ -s "$file" ] || die "$file: no such backup"
+  c=$(postgres_container)
+  local -A replicas=()
+  for svc in producer web worker; do
+    n=$(docker service inspect "${STACK}_$svc" --format '{{.Spec.Mode.Replicated.Replicas}}' 2>/dev/null) || continue
+    replicas[$svc]=$n
+    docker service scale --detach "${STACK}_$svc=0" >/dev/null
+  done
+  log "stopped producer, web and workers; restoring $file"
+  local deadline=$((SECONDS + 120))
+  while [ -n "$(docker ps -q --filter "label=com.docker.stack.namespace=$STACK" --filter 'label=com.docker.swarm.service.name' \
+                 | xargs -r docker inspect --format '{{index .Config.Labels "com.docker.swarm.service.name"}}' \
+                 | grep -E "_(producer|web|worker)$")" ] && [ $SECONDS -lt $deadline ]; do sleep 2; done
+  local ok=0
+  docker exec -i "$c" pg_restore -U postgres -d wildswarm --clean --if-exists --single-transaction <"$file" || ok=$?
+  for svc in "${!replicas[@]}"; do docker service scale --detach "${STACK}_$svc=${replicas[$svc]}" >/dev/null; done
+  [ $ok = 0 ] || die "pg_restore failed (exit $ok): the job store is as it was before; services restarted"
+  log "job store restored from $file; producer, web and workers started again"
 }
 
 # --- deploy, wait, urls ----------------------------------------------------------------
@@ -320,13 +367,22 @@ down() {
 scale() {
   local n=${1:?number of workers} svc=${STACK}_worker
   [[ $n =~ ^[0-9]+$ ]] || die "N must be a number: make scale-workers N=4"
+  # Say at once when N cannot fit: at most MaxReplicas workers on each labelled, ready node.
+  local per nodes
+  per=$(docker service inspect "$svc" --format '{{.Spec.TaskTemplate.Placement.MaxReplicas}}' 2>/dev/null) \
+    || die "no service $svc: deploy the stack first (make up)"
+  nodes=$(docker node ls --filter node.label=wildswarm.worker=true --format '{{.Status}} {{.Availability}}' \
+          | grep -c '^Ready Active$' || true)
+  if [ "${per:-0}" -gt 0 ] && [ "$n" -gt $((per * nodes)) ]; then
+    die "$svc: $n workers cannot run: at most $per per node (WORKERS_PER_NODE) on $nodes ready node(s) labelled wildswarm.worker=true, so $((per * nodes)) at most. Label more nodes (docs/cluster.md), or deploy with a higher WORKERS_PER_NODE"
+  fi
   docker service scale --detach "$svc=$n" >/dev/null
   log "scaling $svc to $n (a later make up resets it to WORKERS=${WORKERS:-1})"
   local deadline=$((SECONDS + WAIT_TIMEOUT)) running
   while :; do
     running=$(docker service ls --filter "name=$svc" --format '{{.Replicas}}' | cut -d/ -f1)
     [ "$running" = "$n" ] && { log "$svc: $n running"; return 0; }
-    if docker service ps "$svc" --filter desired-state=running --format '{{.Error}} {{.CurrentState}}' \
+    if docker service ps --no-trunc "$svc" --filter desired-state=running --format '{{.Error}} {{.CurrentState}}' \
          | grep -q 'max replicas per node'; then
       die "$svc: only $running of $n can run: at most WORKERS_PER_NODE=${WORKERS_PER_NODE:-1} per node on the nodes labelled wildswarm.worker=true (label more nodes, or deploy with a higher WORKERS_PER_NODE)"
     fi
@@ -352,11 +408,13 @@ case "${1:-}" in
   scale) scale "${2:-}" ;;
   ps) docker stack services "$STACK"; echo; docker stack ps "$STACK" --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' ;;
   logs)
-    [ -n "${2:-}" ] || die "which service? make logs S=worker (rabbitmq, producer, web, worker, prometheus, node-exporter)"
+    [ -n "${2:-}" ] || die "which service? make logs S=worker (rabbitmq, postgres, producer, web, worker, prometheus, node-exporter)"
     docker service logs --timestamps --tail "${TAIL:-200}" $([ -t 1 ] && echo --follow) "${STACK}_$2" ;;
   urls) data_root; urls ;;
   wait) wait_healthy ;;
   secrets) ensure_secrets ;;
   prepare-data) prepare_data ;;
+  backup) backup ;;
+  restore) restore "${2:-}" ;;
   *) sed -n '2,/^set /{/^#/p}' "$0"; exit 2 ;;
 esac

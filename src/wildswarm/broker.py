@@ -5,7 +5,11 @@ Topology (declared idempotently by every component on every connect)::
     <queue>        durable quorum queue of jobs; x-delivery-limit = settings.delivery_limit,
                    dead-lettering to <queue>.dlx
     <queue>.dlx    fanout exchange for messages that will never be processed
-    <queue>.dead   durable quorum queue bound to it, where they wait to be looked at
+    <queue>.dead   durable quorum queue bound to it, where the reconciler turns each into a
+                   failed job with its reason
+    <queue>.delay.<N>s  durable quorum queues whose messages wait N seconds, then go back to
+                   <queue> (dead-lettered at least once): retries back off through them, and a
+                   message for a job another worker may still hold waits out that lease there
 
 Messages are persistent and every publish waits for the broker's confirm, so
 a job that :meth:`Broker.publish` returned for is on disk. A quorum queue
@@ -49,6 +53,23 @@ def dead_letter_exchange(queue: str) -> str:
 
 def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dead"
+
+
+def delay_queue(queue: str, seconds: float) -> str:
+    return f"{queue}.delay.{int(seconds)}s"
+
+
+def delay_tiers(settings: Settings) -> list[int]:
+    """The delays (whole seconds, at least 1) a message can wait: each retry's, and one lease."""
+    tiers = {retry_delay(settings, n) for n in range(1, max(1, settings.delivery_limit) + 1)}
+    tiers.add(max(1, int(round(settings.lease_seconds))))
+    return sorted(tiers)
+
+
+def retry_delay(settings: Settings, attempt: int) -> int:
+    """Seconds before attempt ``attempt + 1``: the base delay, x4 for each further attempt, capped."""
+    seconds = settings.retry_delay_seconds * 4 ** max(0, attempt - 1)
+    return max(1, int(round(min(seconds, settings.retry_delay_max_seconds))))
 
 
 def queue_arguments(settings: Settings) -> dict:
@@ -173,6 +194,11 @@ class Broker:
             ch.queue_declare(dead_letter_queue(q), durable=True, arguments={"x-queue-type": "quorum"})
             ch.queue_bind(dead_letter_queue(q), dead_letter_exchange(q))
             ch.queue_declare(q, durable=True, arguments=queue_arguments(self.settings))
+            for seconds in delay_tiers(self.settings):
+                ch.queue_declare(delay_queue(q, seconds), durable=True, arguments={
+                    "x-queue-type": "quorum", "x-message-ttl": seconds * 1000,
+                    "x-dead-letter-exchange": "", "x-dead-letter-routing-key": q,
+                    "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
 
     def close(self) -> None:
         """Close quietly: unacknowledged deliveries go back to the queue."""
@@ -198,6 +224,13 @@ class Broker:
         target = routing_key if routing_key is not None else self.queue
         with translated(f"publish to {target!r} not confirmed"):
             self._channel.basic_publish(exchange, target, body, properties=props, mandatory=True)
+
+    def publish_later(self, body: bytes, seconds: float, *, message_id: str | None = None) -> int:
+        """Publish to the job queue in at least ``seconds`` (the next delay tier up); returns that delay."""
+        tiers = delay_tiers(self.settings)
+        tier = next((s for s in tiers if s >= seconds), tiers[-1])
+        self.publish(body, message_id=message_id, routing_key=delay_queue(self.queue, tier))
+        return tier
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Put ``delivery`` on the dead-letter queue with ``reason``; the caller then acks it."""
@@ -275,14 +308,18 @@ class Broker:
     # --- inspection (status, tests, benchmarks) ------------------------------
     def counts(self, queue: str | None = None) -> tuple[int, int]:
         """(ready messages, consumers) of ``queue`` (default: the job queue)."""
+        if not self.connected:
+            raise BrokerError("not connected")
         with translated("cannot inspect the queue"):
             frame = self._channel.queue_declare(queue or self.queue, passive=True)
         return frame.method.message_count, frame.method.consumer_count
 
-    def get(self, queue: str | None = None) -> Delivery | None:
-        """Take one message without a consumer (acknowledged at once), or None."""
+    def get(self, queue: str | None = None, ack: bool = True) -> Delivery | None:
+        """Take one message without a consumer, or None; with ``ack`` False the caller settles it."""
+        if not self.connected:
+            raise BrokerError("not connected")
         with translated("cannot get a message"):
-            method, props, body = self._channel.basic_get(queue or self.queue, auto_ack=True)
+            method, props, body = self._channel.basic_get(queue or self.queue, auto_ack=ack)
         if method is None:
             return None
         headers = dict(props.headers or {})
@@ -291,9 +328,11 @@ class Broker:
                         message_id=props.message_id, generation=self.generation)
 
     def delete_topology(self) -> None:
-        """Delete the job queue, the dead-letter queue and exchange (tests, benchmarks)."""
+        """Delete the job queue, its delay queues, the dead-letter queue and exchange (tests, benchmarks)."""
         q = self.queue
         with translated(f"cannot delete queue {q!r}"):
             self._channel.queue_delete(q)
+            for seconds in delay_tiers(self.settings):
+                self._channel.queue_delete(delay_queue(q, seconds))
             self._channel.queue_delete(dead_letter_queue(q))
             self._channel.exchange_delete(dead_letter_exchange(q))

@@ -15,12 +15,7 @@ from typing import Mapping
 
 from wildswarm.errors import ConfigError
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-#: Where the two real camera-trap videos live beside a checkout (and in CI).
-DEFAULT_SEED_VIDEOS = _PROJECT_ROOT.parent / "shared" / "data" / "seed-examples"
-
-SECRET_FIELDS = ("broker_password", "web_secret_key", "web_token", "web_password")
+SECRET_FIELDS = ("broker_password", "db_password", "web_secret_key", "web_token", "web_password")
 
 
 @dataclass(frozen=True)
@@ -42,7 +37,6 @@ class Settings:
     max_animals: int = 5
     pose_threshold: float = 0.1
     untrained: bool = False
-    seed_videos: Path = DEFAULT_SEED_VIDEOS
 
     # --- broker ------------------------------------------------------------
     broker_host: str = "127.0.0.1"
@@ -53,6 +47,24 @@ class Settings:
     broker_heartbeat: int = 60
     queue: str = "wildswarm.jobs"
     delivery_limit: int = 3
+
+    # --- job store (PostgreSQL) ---------------------------------------------
+    db_host: str = "127.0.0.1"
+    db_port: int = 5432
+    db_name: str = "wildswarm"
+    db_user: str = "wildswarm"
+    db_password: str = field(default="", repr=False)  # secret
+    db_schema: str = "public"              # several stacks may share one database, a schema each
+    db_pool_size: int = 4                  # connections per process
+    db_timeout_seconds: float = 10.0       # waiting for a free connection
+    db_wait_seconds: float = 120.0         # how long a starting service waits for the store
+    lease_seconds: float = 60.0            # a running job's lease; its worker renews it every quarter of it
+
+    # --- retries and the reconciler ---------------------------------------
+    retry_delay_seconds: float = 30.0      # a retriable failure waits this long, x4 each further attempt ...
+    retry_delay_max_seconds: float = 600.0  # ... up to this
+    reconcile_seconds: float = 15.0        # how often the producer's reconciler looks for stranded jobs
+    republish_after_seconds: float = 300.0  # a queued job whose message seems gone this long is published again
 
     # --- producer ----------------------------------------------------------
     extensions: tuple[str, ...] = (".mp4",)
@@ -83,7 +95,7 @@ class Settings:
     web_max_upload_bytes: int = 4 * 1024**3  # one uploaded video at most (max_video_bytes applies too)
     web_log_lines: int = 200               # lines shown per node on the node-logs page
     web_cookie_secure: bool = False        # session cookie only over HTTPS (set behind a TLS proxy)
-    web_republish_seconds: float = 10.0    # retry period for uploads saved while the broker was down
+    web_stale_upload_seconds: float = 3600.0  # a part file of an upload untouched this long is removed
 
     @property
     def models(self) -> Path:

@@ -41,5 +41,17 @@ class JobError(WildswarmError):
     """A job record is missing or cannot be read."""
 
 
+class JobConflict(JobError):
+    """The job is not in a state that allows what was asked (HTTP 409)."""
+
+
+class JobStoreError(WildswarmError):
+    """The job store (PostgreSQL) refused an operation."""
+
+
+class JobStoreUnavailable(JobStoreError):
+    """The job store cannot be reached now; the same operation may work later."""
+
+
 class UnsafePathError(WildswarmError):
     """A path built from user input would leave the data root."""

@@ -2,13 +2,14 @@
 
 ::
 
-    input/          drop zone (scp or web upload)
+    input/          drop zone (scp, or where an upload lands once complete)
     input_done/     inputs whose job succeeded
     input_failed/   inputs whose job failed for good
     output/<name>/  one folder of results per video
-    jobs/<id>.json  job records
-    models/         model weights shared by all workers
+    uploads/        web uploads and submitted copies while they arrive (service only)
+    models/         model weights shared by all workers (read-only to them)
     logs/<node>.log per-node progress lines
+    jobs/<id>.json  job records of earlier versions (imported once into the job store)
 
 Every path built from user input goes through :func:`safe_name` and
 :meth:`Layout.inside`, so nothing escapes the root.
@@ -17,18 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import shutil
 import threading
+import time
 import unicodedata
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from wildswarm.errors import UnsafePathError
 
+log = logging.getLogger(__name__)
+
 MAX_NAME = 120
+PART_PREFIX = ".upload-"          # a web upload's part file in uploads/ while it arrives
+STAGED_PREFIX = ".incoming-"      # a submitted copy in uploads/ while it is copied
+#: errno values that mean "this filesystem has no hard links here": fall back to a rename.
+NO_LINKS = (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK)
 _BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -80,6 +90,10 @@ class Layout:
         return self.root / "output"
 
     @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    @property
     def jobs(self) -> Path:
         return self.root / "jobs"
 
@@ -93,7 +107,7 @@ class Layout:
 
     def ensure(self) -> "Layout":
         for d in (self.input, self.input_done, self.input_failed, self.output,
-                  self.jobs, self.models, self.logs):
+                  self.uploads, self.models, self.logs):
             d.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -107,11 +121,6 @@ class Layout:
 
     def output_dir(self, name: str) -> Path:
         return self.inside(self.output / safe_name(name))
-
-    def job_file(self, job_id: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{8,64}", job_id):
-            raise UnsafePathError(f"not a job id: {job_id!r}")
-        return self.jobs / f"{job_id}.json"
 
     def log_file(self, node: str) -> Path:
         return self.inside(self.logs / f"{safe_name(node)}.log")
@@ -146,8 +155,12 @@ class Layout:
                 os.link(src, dest)
             except FileExistsError:
                 continue
-            except OSError:                       # no hard links on this filesystem
-                if dest.exists():
+            except FileNotFoundError:
+                raise FileNotFoundError(errno.ENOENT, f"{src.name} is gone: it cannot be moved into input/") from None
+            except OSError as exc:
+                if exc.errno not in NO_LINKS:
+                    raise
+                if dest.exists():                 # no hard links on this filesystem
                     continue
                 os.rename(src, dest)
                 return dest
@@ -155,25 +168,79 @@ class Layout:
             return dest
         raise UnsafePathError(f"no free name for {name} in input/")
 
-    def log(self, node: str, line: str) -> None:
-        """Append one human-readable line to ``logs/<node>.log``."""
+    def staging_path(self, name: str, prefix: str = STAGED_PREFIX) -> Path:
+        """A fresh hidden path in uploads/ for a copy of ``name`` while it arrives."""
+        return self.uploads / f"{prefix}{uuid.uuid4().hex[:16]}-{safe_name(name)}"
+
+    def sweep_uploads(self, older_than: float) -> int:
+        """Remove part files in uploads/ untouched for ``older_than`` seconds (their request or copy died)."""
+        removed, now = 0, time.time()
+        try:
+            entries = list(os.scandir(self.uploads))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not entry.name.startswith((PART_PREFIX, STAGED_PREFIX)) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.info("removed %d stale part file(s) from %s", removed, self.uploads)
+        return removed
+
+    def failed_input(self, job) -> Path | None:
+        """Where the input of a failed job is: input_failed/ (perhaps renamed with its id), or still input/."""
+        from wildswarm.jobs import job_id_for
+        name = job.input_name
+        stem, ext = Path(name).stem, Path(name).suffix
+        tag = job.id[:8]
+        candidates = [self.input_failed / name, self.input_failed / f"{stem}-{tag}{ext}"]
+        candidates += sorted(self.input_failed.glob(f"{stem}-{tag}-*{ext}"))
+        for path in candidates:
+            if path.is_file() and not path.is_symlink():
+                return path
+        here = self.input / name            # never moved (e.g. the worker stopped first): if it is this video
+        if here.is_file() and not here.is_symlink() and job_id_for(here) == job.id:
+            return here
+        return None
+
+    def log(self, node: str, line: str) -> bool:
+        """Append one human-readable line to ``logs/<node>.log``; best effort (False if it could not).
+
+        A node log is for people: a full or read-only filesystem must never turn
+        writing it into a failure of the work it describes.
+        """
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        path = self.log_file(node)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} {node} {line}\n")
+        try:
+            path = self.log_file(node)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp} {node} {line}\n")
+            return True
+        except (OSError, UnsafePathError) as exc:
+            log.warning("node log not written (%s): %s", exc, line)
+            return False
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename; on failure nothing is left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def move_into(src: Path, dest_dir: Path, tag: str) -> Path | None:
@@ -197,7 +264,7 @@ def move_into(src: Path, dest_dir: Path, tag: str) -> Path | None:
         except FileNotFoundError:
             return None
         except OSError as exc:          # no hard links here: rename if the name is free
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            if exc.errno not in NO_LINKS:
                 raise
             if dest.exists():
                 continue

@@ -15,6 +15,15 @@ from wildswarm.errors import MessageError
 
 SCHEMA_VERSION = 1
 _JOB_ID = re.compile(r"[0-9a-f]{8,64}")
+MAX_NAME = 255            # bytes of a file name on every filesystem we run on
+MAX_BODY = 64 * 1024      # a message is a pointer: a few hundred bytes
+
+
+def plain_name(name: object) -> bool:
+    """A single visible file-name component: no separator, no control character, at most 255 bytes."""
+    return (isinstance(name, str) and 0 < len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME
+            and "/" not in name and "\\" not in name and not name.startswith(".")
+            and not any(ord(c) < 32 or ord(c) == 127 for c in name))
 
 
 def utcnow() -> str:
@@ -33,9 +42,11 @@ class JobMessage:
     def __post_init__(self) -> None:
         if not isinstance(self.job_id, str) or not _JOB_ID.fullmatch(self.job_id):
             raise MessageError(f"job_id must be 8-64 lowercase hex characters, got {self.job_id!r}")
-        if not isinstance(self.input_name, str) or not self.input_name \
-                or "/" in self.input_name or "\\" in self.input_name or self.input_name.startswith("."):
-            raise MessageError(f"input_name must be a plain file name, got {self.input_name!r}")
+        if not plain_name(self.input_name):
+            raise MessageError(f"input_name must be a plain file name (at most {MAX_NAME} bytes, no path, "
+                               f"no control characters), got {str(self.input_name)[:80]!r}")
+        if not isinstance(self.submitted_at, str) or len(self.submitted_at) > 64:
+            raise MessageError("submitted_at must be a timestamp string")
         if self.version != SCHEMA_VERSION:
             raise MessageError(f"unsupported message version {self.version!r} (this worker reads {SCHEMA_VERSION})")
 
@@ -44,6 +55,8 @@ class JobMessage:
 
     @classmethod
     def decode(cls, body: bytes) -> "JobMessage":
+        if len(body) > MAX_BODY:
+            raise MessageError(f"message is too large ({len(body)} bytes; a job message is a few hundred)")
         try:
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -57,6 +70,4 @@ class JobMessage:
         missing = {"job_id", "input_name", "version"} - set(data)
         if missing:
             raise MessageError(f"message lacks fields: {sorted(missing)}")
-        if not isinstance(data.get("submitted_at", ""), str):
-            raise MessageError("submitted_at must be a string")
         return cls(**data)

@@ -17,7 +17,7 @@ JOB_BUCKETS = (0.05, 0.25, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 72
 STAGE_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600)
 
 # --- worker ------------------------------------------------------------------
-#: outcome: done | failed | retried | duplicate | skipped | rejected | interrupted
+#: outcome: done | failed | retried | duplicate | skipped | deferred | lost | rejected | interrupted | error
 JOBS = Counter("wildswarm_jobs_total", "Jobs a worker finished handling, by outcome", ["outcome"])
 JOB_DURATION = Histogram("wildswarm_job_duration_seconds", "Wall time of handling one job, by outcome",
                          ["outcome"], buckets=JOB_BUCKETS)
@@ -26,6 +26,9 @@ STAGE_DURATION = Histogram("wildswarm_stage_duration_seconds", "Time spent per p
 FRAMES_ANALYSED = Counter("wildswarm_frames_analysed_total", "Video frames analysed by this worker")
 JOBS_IN_PROGRESS = Gauge("wildswarm_inprogress_jobs", "Jobs this worker is analysing now (0 or 1)")
 MODEL_LOAD = Gauge("wildswarm_model_load_seconds", "Time the worker took to load its models at start")
+#: 0 while the worker's job loop can take work; else how long it has not been able to (its healthcheck reads it)
+WORKER_STALLED = Gauge("wildswarm_worker_stalled_seconds",
+                       "Seconds the worker's job loop has been unable to take work (0: healthy)")
 
 # --- producer ----------------------------------------------------------------
 #: result: queued | known | duplicate | refused

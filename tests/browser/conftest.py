@@ -1,38 +1,24 @@
 """Fixtures for the browser tests: real headless Chromium (Debian's), a real web server
-(``wildswarm web`` under gunicorn), a real RabbitMQ and a real ``wildswarm worker``.
+(``wildswarm web`` under gunicorn), the real RabbitMQ and PostgreSQL, and a real ``wildswarm worker``.
 
-The broker fixtures are those of tests/integration/conftest.py, loaded from
-there (its module name ``conftest`` is shared by every conftest). Chromium and
-chromedriver come from Debian's packages: scripts/browser-local.sh installs
-them when missing; nothing is downloaded at test time. Screenshots go to
-test-artifacts/screenshots/ (git-ignored).
+The service fixtures come from kit.fixtures. Chromium and chromedriver come
+from Debian's packages: scripts/browser-local.sh installs them when missing;
+nothing is downloaded at test time. Screenshots go to test-artifacts/screenshots/
+(git-ignored).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-INTEGRATION = ROOT / "tests" / "integration"
 SCRIPT = ROOT / "scripts" / "browser-local.sh"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"
-
-if str(INTEGRATION) not in sys.path:
-    sys.path.insert(0, str(INTEGRATION))
-_spec = importlib.util.spec_from_file_location("wildswarm_integration_conftest", INTEGRATION / "conftest.py")
-_integration = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_integration)
-
-broker_base = _integration.broker_base
-broker_settings = _integration.broker_settings
-spawn = _integration.spawn
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -13,20 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from brokerkit import wait_for
-from wildswarm.jobs import JobStore
-from wildswarm.layout import Layout
+from kit.net import free_port
+from kit.waiting import wait_for
 
 PASSWORD = "browser test password"
 SECRET = "browser-test-secret-key-0123456789"
 TOKEN = "browser-test-token-0123456789"
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(base: str) -> bool:
@@ -40,7 +32,7 @@ def _healthy(base: str) -> bool:
 def start_web(settings, spawn):
     port = free_port()
     web_settings = settings.replace(web_password=PASSWORD, web_secret_key=SECRET, web_token=TOKEN, web_auth=True,
-                                    web_workers=2, web_threads=4, web_republish_seconds=2,
+                                    web_workers=2, web_threads=4,
                                     web_bind=f"127.0.0.1:{port}", web_max_upload_bytes=50 * 1024 * 1024)
     web = spawn(web_settings, "web", node="web")
     base = f"http://127.0.0.1:{port}"
@@ -49,14 +41,14 @@ def start_web(settings, spawn):
 
 
 @pytest.fixture
-def stack(broker_settings, spawn, untrained_models_dir):
+def stack(broker_settings, store, spawn, untrained_models_dir):
     """Web server, and a worker with the real pipeline on untrained weights (small and fast)."""
     worker_settings = broker_settings.replace(
         analyzer="", untrained=True, models_dir=untrained_models_dir, device="cpu", detection_threshold=0.001,
         max_animals=2, detector_image_size=320, fps=5, batch_size=4)
     worker = spawn(worker_settings, "worker", node="worker-1")        # loads its models meanwhile
     web_settings, web, base = start_web(broker_settings, spawn)
-    return SimpleNamespace(base=base, settings=web_settings, web=web, worker=worker)
+    return SimpleNamespace(base=base, settings=web_settings, web=web, worker=worker, store=store)
 
 
 def shot(driver, name: str) -> Path:
@@ -108,7 +100,7 @@ def test_upload_watch_play_download(browser, stack, make_video, tmp_path):
     wait(driver, lambda d: d.find_element(By.ID, "job-status").text in ("done", "failed"), 240,
          "the job to finish")
     status = driver.find_element(By.ID, "job-status").text
-    job = JobStore(Layout(stack.settings.data)).get(job_id)
+    job = stack.store.get(job_id)
     assert status == "done", f"{job.error}\n{stack.worker.output()[-3000:]}"
     assert job.node == "worker-1" and job.untrained
 

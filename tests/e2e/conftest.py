@@ -37,6 +37,7 @@ def stack(docker_ready, tmp_path_factory) -> Stack:
     env_file.write_text(fast_settings())
     ports = {"web": free_port(), "rabbitmq": free_port(), "prometheus": free_port()}
     s = Stack(data=data, secrets=secrets, env=stack_env(data, secrets, env_file, ports), ports=ports)
+    s.env["BACKUP_DIR"] = str(base / "backups")
     s.env["PURGE"] = "1"
     s.script("down", timeout=300)          # what a crashed earlier run may have left
     try:
@@ -52,6 +53,6 @@ def stack(docker_ready, tmp_path_factory) -> Stack:
 def _dump(s: Stack) -> None:
     """What went wrong, into the test output."""
     print(sh("docker", "stack", "ps", "--no-trunc", NAME, check=False))
-    for service in ("rabbitmq", "producer", "web", "worker", "prometheus", "node-exporter"):
+    for service in ("rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "node-exporter"):
         print(f"--- {service}")
         print(sh("docker", "service", "logs", "--tail", "40", f"{NAME}_{service}", check=False))

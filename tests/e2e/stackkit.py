@@ -7,18 +7,17 @@ Clients talk to it only on 127.0.0.1.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import requests
+
+from kit import net
+from kit.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "wildswarm-e2e"          # stack name and secret prefix of the tests
@@ -47,26 +46,12 @@ def docker_problem() -> str | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
+    """A port free on every interface: the stack publishes its ports on all of them (host mode)."""
+    return net.free_port("0.0.0.0")
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float, interval: float = 2.0):
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except (requests.RequestException, OSError, ValueError, KeyError, AssertionError) as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                                 + (f" (last error: {last_error})" if last_error else ""))
-        time.sleep(interval)
+#: What a stack that is still starting answers with: "not yet" for kit.waiting.wait_for.
+STARTING = (requests.RequestException, OSError, ValueError, KeyError)
 
 
 @dataclass
@@ -129,7 +114,7 @@ class Stack:
         def finished():
             job = self.job(job_id)
             return job if job["status"] in ("done", "failed") else None
-        return wait_for(f"job {job_id} to finish", finished, timeout)
+        return wait_for(finished, timeout, f"job {job_id} to finish", 2.0, errors=STARTING)
 
     # --- RabbitMQ's management API and Prometheus ------------------------------------------------
     def rabbitmq(self, path: str, auth: tuple[str, str] | None = None) -> requests.Response:
@@ -181,9 +166,14 @@ def fast_settings() -> str:
         "WILDSWARM_MAX_ANIMALS=2",
         "WILDSWARM_DETECTOR_IMAGE_SIZE=320",
         "WILDSWARM_SETTLE_SECONDS=2",
+        "WILDSWARM_LEASE_SECONDS=15",            # a killed worker's job is taken over 15 s later
         "",
     ])
 
 
-def job_records(data: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((data / "jobs").glob("*.json"))]
+def job_records(stack: "Stack", name: str | None = None) -> list[dict]:
+    """Jobs from the stack's job store (its web API), optionally those whose input name contains ``name``."""
+    params = {"limit": "1000", **({"q": name} if name else {})}
+    response = stack.api("GET", "/api/jobs", params=params)
+    response.raise_for_status()
+    return response.json()["jobs"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from brokerkit import wait_for
+from kit.waiting import wait_for
 from wildswarm.broker import Broker, dead_letter_queue
 from wildswarm.errors import BrokerError
 
@@ -43,6 +43,22 @@ def test_a_channel_closed_by_the_broker_is_noticed(broker_settings, broker):
     with pytest.raises(BrokerError, match="channel closed"):
         for _ in range(50):
             broker.process(0.1)
+
+
+def test_delay_queues_hand_messages_back_after_their_delay(broker_settings, broker):
+    import time
+
+    from wildswarm.broker import delay_tiers
+    tiers = delay_tiers(broker_settings)
+    assert tiers == [1, 4, 16] or tiers[0] == 1          # retry_delay_seconds 1 (x4), lease 4 s
+    t0 = time.monotonic()
+    assert broker.publish_later(b"later", 0.5, message_id="m2") == 1      # the next tier up
+    assert broker.counts() == (0, 0)
+    wait_for(lambda: broker.counts()[0] == 1, 10, "the message back on the job queue")
+    assert time.monotonic() - t0 >= 0.9
+    d = broker.get(ack=False)
+    assert d.body == b"later" and "x-death" in d.headers
+    broker.ack(d)
 
 
 def test_stale_deliveries_cannot_be_acked(broker_settings, broker):

@@ -7,10 +7,13 @@ import sys
 import time
 import urllib.request
 
-from brokerkit import (all_finished, consumers, free_port, jobs_of, log_lines, settings_env, wait_consuming,
-                      wait_for)
+from kit.net import free_port
+from kit.observe import all_finished, consumers, jobs_of, started_lines, wait_consuming
+from kit.procs import settings_env
+from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
 from wildswarm.layout import Layout
+from wildswarm.producer import submit_file
 from wildswarm.testing import write_clip
 
 
@@ -18,16 +21,12 @@ def outputs(settings) -> list[str]:
     return sorted(p.name for p in Layout(settings.data).output.iterdir())
 
 
-def started_lines(settings, job_id: str) -> list[str]:
-    return [line for line in log_lines(settings) if f"job {job_id}" in line and "started" in line]
-
-
 def metric(port: int, name: str) -> float:
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name))
 
 
-def test_n_videos_two_workers_each_done_exactly_once(broker_settings, spawn, tmp_path):
+def test_n_videos_two_workers_each_done_exactly_once(broker_settings, store, spawn, tmp_path):
     s = broker_settings
     ports = [free_port(), free_port()]
     workers = [spawn(s, "worker", node=f"w{i}", WILDSWARM_WORKER_METRICS_PORT=p) for i, p in enumerate(ports)]
@@ -36,7 +35,7 @@ def test_n_videos_two_workers_each_done_exactly_once(broker_settings, spawn, tmp
     submit = subprocess.run([sys.executable, "-m", "wildswarm", "submit", "--wait", *map(str, clips)],
                             env=settings_env(s), capture_output=True, text=True, timeout=120)
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    jobs = wait_for(lambda: all_finished(s, 8), 60, "8 finished jobs", procs=tuple(workers))
+    jobs = wait_for(lambda: all_finished(store, 8), 60, "8 finished jobs", procs=tuple(workers))
     assert len(jobs) == 8
     assert {j.status for j in jobs.values()} == {JobStatus.DONE}
     assert {j.attempts for j in jobs.values()} == {1}
@@ -55,18 +54,18 @@ def test_n_videos_two_workers_each_done_exactly_once(broker_settings, spawn, tmp
     assert all(w.alive() for w in workers)
 
 
-def test_worker_killed_mid_job_the_job_is_delivered_again(broker_settings, spawn, broker, tmp_path):
-    from wildswarm.producer import submit_file
+def test_worker_killed_mid_job_the_job_is_delivered_again(broker_settings, store, intake, spawn, broker, tmp_path):
     s = broker_settings
     workers = {n: spawn(s, "worker", node=n) for n in ("w0", "w1")}
     wait_consuming(s, 2, tuple(workers.values()))
-    job, _ = submit_file(s, broker, write_clip(tmp_path / "long.mp4", seconds=4, frames=40))
-    running = wait_for(lambda: (j := jobs_of(s)[job.id]).frames_done > 0 and j, 60, "the job to make progress",
+    job = submit_file(intake, write_clip(tmp_path / "long.mp4", seconds=4, frames=40)).job
+    running = wait_for(lambda: (j := jobs_of(store)[job.id]).frames_done > 0 and j, 60, "the job to make progress",
                        procs=tuple(workers.values()))
     victim = workers[running.node]
     victim.signal(signal.SIGKILL)
     victim.popen.wait(5)
-    done = wait_for(lambda: all_finished(s, 1), 40, "the job to finish elsewhere", procs=tuple(workers.values()))
+    # the other worker waits out the dead one's lease (lease_seconds), then takes the job over
+    done = wait_for(lambda: all_finished(store, 1), 40, "the job to finish elsewhere", procs=tuple(workers.values()))
     job = done[job.id]
     assert job.status is JobStatus.DONE and job.attempts == 2 and job.node != victim.name
     assert outputs(s) == ["long"]                                     # one complete folder, no leftovers
@@ -74,47 +73,45 @@ def test_worker_killed_mid_job_the_job_is_delivered_again(broker_settings, spawn
     assert [p.name for p in Layout(s.data).input_done.iterdir()] == ["long.mp4"]
 
 
-def test_heartbeats_keep_flowing_during_a_long_job(broker_settings, spawn, broker, tmp_path):
-    from wildswarm.producer import submit_file
+def test_heartbeats_keep_flowing_during_a_long_job(broker_settings, store, intake, spawn, broker, tmp_path):
     s = broker_settings.replace(broker_heartbeat=2)
     worker = spawn(s, "worker", node="w0")
     wait_consuming(s, 1, (worker,))
-    long_job, _ = submit_file(s, broker, write_clip(tmp_path / "long.mp4", seconds=9, frames=9))
-    short_job, _ = submit_file(s, broker, write_clip(tmp_path / "short.mp4", seconds=0.1, frames=1))
-    jobs = wait_for(lambda: all_finished(s, 2), 40, "both jobs", procs=(worker,))
+    long_job = submit_file(intake, write_clip(tmp_path / "long.mp4", seconds=9, frames=9)).job
+    short_job = submit_file(intake, write_clip(tmp_path / "short.mp4", seconds=0.1, frames=1)).job
+    jobs = wait_for(lambda: all_finished(store, 2), 40, "both jobs", procs=(worker,))
     assert jobs[long_job.id].status is JobStatus.DONE and jobs[long_job.id].attempts == 1
     assert jobs[short_job.id].status is JobStatus.DONE and jobs[short_job.id].attempts == 1
     assert worker.alive() and consumers(s) == 1
     assert "connection lost" not in worker.output()                 # 9 s > 2 heartbeat timeouts, no drop
 
 
-def test_sigterm_finishes_the_current_job_within_grace(broker_settings, spawn, broker, tmp_path):
-    from wildswarm.producer import submit_file
+def test_sigterm_finishes_the_current_job_within_grace(broker_settings, store, intake, spawn, broker, tmp_path):
     s = broker_settings
     worker = spawn(s, "worker", node="w0")
     wait_consuming(s, 1, (worker,))
-    job, _ = submit_file(s, broker, write_clip(tmp_path / "a.mp4", seconds=2, frames=20))
-    wait_for(lambda: jobs_of(s)[job.id].status is JobStatus.RUNNING, 60, "the job to start", procs=(worker,))
+    job = submit_file(intake, write_clip(tmp_path / "a.mp4", seconds=2, frames=20)).job
+    wait_for(lambda: jobs_of(store)[job.id].status is JobStatus.RUNNING, 60, "the job to start", procs=(worker,))
     worker.signal(signal.SIGTERM)
     assert worker.popen.wait(15) == 0
-    done = jobs_of(s)[job.id]
+    done = jobs_of(store)[job.id]
     assert done.status is JobStatus.DONE and done.attempts == 1
     assert broker.counts() == (0, 0)                                 # acked before exiting
+    assert store.get(job.id).lease_until is None
 
 
-def test_sigterm_past_grace_leaves_the_job_to_another_worker(broker_settings, spawn, broker, tmp_path):
-    from wildswarm.producer import submit_file
+def test_sigterm_past_grace_leaves_the_job_to_another_worker(broker_settings, store, intake, spawn, broker, tmp_path):
     s = broker_settings.replace(stop_grace_seconds=0.5)
     first = spawn(s, "worker", node="w0")
     wait_consuming(s, 1, (first,))
-    job, _ = submit_file(s, broker, write_clip(tmp_path / "a.mp4", seconds=5, frames=50))
-    wait_for(lambda: jobs_of(s)[job.id].frames_done > 0, 60, "the job to make progress", procs=(first,))
+    job = submit_file(intake, write_clip(tmp_path / "a.mp4", seconds=5, frames=50)).job
+    wait_for(lambda: jobs_of(store)[job.id].frames_done > 0, 60, "the job to make progress", procs=(first,))
     t0 = time.monotonic()
     first.signal(signal.SIGTERM)
     assert first.popen.wait(15) == 0 and time.monotonic() - t0 < 10
-    left = jobs_of(s)[job.id]
+    left = jobs_of(store)[job.id]
     assert left.status is JobStatus.QUEUED and "interrupted" in left.error
     second = spawn(s, "worker", node="w1")
-    done = wait_for(lambda: all_finished(s, 1), 30, "the job on the second worker", procs=(second,))[job.id]
+    done = wait_for(lambda: all_finished(store, 1), 30, "the job on the second worker", procs=(second,))[job.id]
     assert done.status is JobStatus.DONE and done.node == "w1" and done.attempts == 2
     assert outputs(s) == ["a"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from brokerkit import all_finished, wait_consuming, wait_for
+from kit.observe import all_finished, wait_consuming
+from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
 from wildswarm.layout import Layout
 from wildswarm.producer import submit_file
@@ -11,15 +12,17 @@ from wildswarm.producer import submit_file
 pytestmark = pytest.mark.slow
 
 
-def test_n_videos_two_workers_real_pipeline(broker_settings, untrained_settings, spawn, broker, make_video):
-    s = untrained_settings.replace(
-        data=broker_settings.data, queue=broker_settings.queue, broker_password=broker_settings.broker_password,
-        settle_seconds=0.3, poll_seconds=0.1, worker_metrics_port=-1, analyzer="")
+def test_n_videos_two_workers_real_pipeline(broker_settings, store, intake, untrained_settings, spawn, make_video):
+    u = untrained_settings
+    s = broker_settings.replace(analyzer="", models_dir=u.models_dir, untrained=True, device="cpu",
+                                detection_threshold=u.detection_threshold, max_animals=u.max_animals,
+                                detector_image_size=u.detector_image_size, fps=u.fps, batch_size=u.batch_size,
+                                lease_seconds=30)
     workers = [spawn(s, "worker", node=f"w{i}") for i in range(2)]
     wait_consuming(s, 2, tuple(workers), timeout=180)          # both have loaded their models
     videos = [make_video(f"video{i}.mp4", frames=10 + 2 * i) for i in range(4)]
-    ids = [submit_file(s, broker, v)[0].id for v in videos]
-    jobs = wait_for(lambda: all_finished(s, 4), 180, "4 analysed videos", interval=0.5, procs=tuple(workers))
+    ids = [submit_file(intake, v).job.id for v in videos]
+    jobs = wait_for(lambda: all_finished(store, 4), 180, "4 analysed videos", interval=0.5, procs=tuple(workers))
     assert sorted(jobs) == sorted(ids)
     for job in jobs.values():
         assert job.status is JobStatus.DONE, job.error

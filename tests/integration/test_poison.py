@@ -1,7 +1,8 @@
 """Poison input ends failed or dead-lettered with its reason, and the worker goes on."""
 from __future__ import annotations
 
-from brokerkit import all_finished, jobs_of, wait_consuming, wait_for
+from kit.observe import all_finished, jobs_of, wait_consuming
+from kit.waiting import wait_for
 from wildswarm.broker import REASON_HEADER, Broker, dead_letter_queue
 from wildswarm.jobs import JobStatus
 from wildswarm.layout import Layout
@@ -9,19 +10,21 @@ from wildswarm.producer import submit_file
 from wildswarm.testing import write_clip
 
 
-def test_poison_jobs_stop_somewhere_visible_and_the_worker_goes_on(broker_settings, spawn, broker, tmp_path):
+def test_poison_jobs_stop_somewhere_visible_and_the_worker_goes_on(broker_settings, store, intake, spawn, broker,
+                                                                   tmp_path):
     s = broker_settings
     worker = spawn(s, "worker", node="w0")
     wait_consuming(s, 1, (worker,))
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)   # an MP4 header, then junk
-    bad, _ = submit_file(s, broker, corrupt)
+    bad = submit_file(intake, corrupt).job
     broker.publish(b"{this is not a job", message_id="junk")
     broker.publish(b'{"job_id": "0123456789abcdef", "input_name": "x.mp4", "version": 99}')
-    failing, _ = submit_file(s, broker, write_clip(tmp_path / "crashes.mp4", fail="pipeline"))
-    good, _ = submit_file(s, broker, write_clip(tmp_path / "good.mp4", seconds=0.2, frames=2))
+    failing = submit_file(intake, write_clip(tmp_path / "crashes.mp4", fail="pipeline")).job
+    good = submit_file(intake, write_clip(tmp_path / "good.mp4", seconds=0.2, frames=2)).job
 
-    jobs = wait_for(lambda: all_finished(s, 3), 60, "the three jobs to finish", procs=(worker,))
+    # the retriable one backs off through the delay queues (1 s, then 4 s) before failing for good
+    jobs = wait_for(lambda: all_finished(store, 3), 60, "the three jobs to finish", procs=(worker,))
     assert jobs[bad.id].status is JobStatus.FAILED and jobs[bad.id].attempts == 1       # permanent: at once
     assert "not a readable video" in jobs[bad.id].error
     assert jobs[failing.id].status is JobStatus.FAILED and jobs[failing.id].attempts == s.delivery_limit
@@ -38,7 +41,7 @@ def test_poison_jobs_stop_somewhere_visible_and_the_worker_goes_on(broker_settin
     assert "malformed message: message is not UTF-8 JSON" in reasons[0]
     assert "unsupported message version 99" in reasons[1]
     assert broker.counts() == (0, 1) and worker.alive()
-    assert len(jobs_of(s)) == 3          # malformed messages made no job records
+    assert len(jobs_of(store)) == 3          # malformed messages made no job records
 
 
 def test_a_message_the_workers_never_finish_is_dead_lettered_by_the_broker(broker_settings, broker):
@@ -58,3 +61,33 @@ def test_a_message_the_workers_never_finish_is_dead_lettered_by_the_broker(broke
     assert returns == s.delivery_limit + 1
     wait_for(lambda: broker.counts(dead_letter_queue(s.queue))[0] == 1, 10, "the broker to dead-letter it")
     assert broker.counts()[0] == 0
+
+
+def test_a_dead_lettered_job_ends_failed_with_its_reason_not_queued_forever(broker_settings, store, intake, spawn,
+                                                                             broker, tmp_path):
+    """Audit: after the quorum queue's delivery limit, a message was dead-lettered while its record still
+    said 'queued' and the video stayed in input/; nothing ever read the dead-letter queue, a restarted
+    producer answered "known", and retry answered 409. Now the producer's reconciler turns each dead
+    letter into a failed job with the reason, its input in input_failed/, and Retry works."""
+    s = broker_settings
+    job = submit_file(intake, write_clip(tmp_path / "stuck.mp4", seconds=0.1, frames=1)).job
+    with Broker(s) as consumer:                      # a consumer that never settles it (crashes each time)
+        got = []
+        consumer.consume(got.append)
+        for _ in range(s.delivery_limit + 1):
+            wait_for(lambda: consumer.process(0.1) or got, 10, "a delivery")
+            consumer.requeue(got.pop())
+    wait_for(lambda: broker.counts(dead_letter_queue(s.queue))[0] == 1, 10, "the broker to dead-letter it")
+    assert store.get(job.id).status is JobStatus.QUEUED          # as the audit found it
+    producer = spawn(s, "producer", node="p0")
+    failed = wait_for(lambda: (j := store.get(job.id)).status is JobStatus.FAILED and j, 30,
+                      "the reconciler to fail the dead-lettered job", procs=(producer,))
+    assert "dead-lettered" in failed.error and "too many times" in failed.error
+    lay = Layout(s.data)
+    assert [p.name for p in lay.input_failed.iterdir()] == ["stuck.mp4"] and not any(lay.input.iterdir())
+    assert broker.counts(dead_letter_queue(s.queue))[0] == 0
+    # ... and it can be retried: a worker then finishes it, once
+    assert intake.retry(job.id).result == "retried"
+    worker = spawn(s, "worker", node="w0")
+    done = wait_for(lambda: all_finished(store, 1), 30, "the retried job", procs=(worker, producer))[job.id]
+    assert done.status is JobStatus.DONE and [p.name for p in lay.output.iterdir()] == ["stuck"]

@@ -2,36 +2,50 @@ import json
 
 from click.testing import CliRunner
 
+from kit.procs import settings_env
 from wildswarm.cli import main
-from wildswarm.jobs import Job, JobStatus, JobStore
-from wildswarm.layout import Layout
 
 
-def test_status_table_and_detail(tmp_path):
-    store = JobStore(Layout(tmp_path).ensure())
-    store.save(Job(id="0123456789abcdef", input_name="fox.mp4", status=JobStatus.RUNNING,
-                   frames_done=5, frames_total=10, node="n1", attempts=1))
-    runner = CliRunner()
-    out = runner.invoke(main, ["--data", str(tmp_path), "status"])
+def invoke(settings, *args):
+    env = settings_env(settings)
+    return CliRunner().invoke(main, list(args), env={k: v for k, v in env.items() if k.startswith("WILDSWARM_")})
+
+
+def test_status_table_filters_and_detail(db_settings, store):
+    store.submit("0123456789abcdef", "fox.mp4")
+    store.claim("0123456789abcdef", "w1", "n1")
+    store.progress("0123456789abcdef", "w1", 5, 10)
+    store.submit("fedcba9876543210", "owl.mp4")
+    out = invoke(db_settings, "status")
     assert out.exit_code == 0, out.output
-    header, row = out.output.splitlines()
+    header, row_owl, row_fox, counts = out.output.splitlines()
     assert header.split()[:3] == ["ID", "STATUS", "PROGRESS"]
-    assert row.split()[:5] == ["0123456789abcdef", "running", "50%", "1", "n1"] and row.endswith("fox.mp4")
-    detail = runner.invoke(main, ["--data", str(tmp_path), "status", "0123456789abcdef"])
+    assert row_fox.split()[:5] == ["0123456789abcdef", "running", "50%", "1", "n1"] and row_fox.endswith("fox.mp4")
+    assert row_owl.split()[1] == "pending"          # recorded, its message not confirmed yet
+    assert counts == "queued 1  running 1  done 0  failed 0"
+    only = invoke(db_settings, "status", "--search", "FOX")
+    assert "owl.mp4" not in only.output and "fox.mp4" in only.output
+    detail = invoke(db_settings, "status", "0123456789abcdef")
     assert json.loads(detail.output)["progress"] == 0.5
-    as_json = runner.invoke(main, ["--data", str(tmp_path), "status", "--json"])
-    assert json.loads(as_json.output)[0]["id"] == "0123456789abcdef"
+    as_json = invoke(db_settings, "status", "--json", "--status", "queued")
+    assert [j["id"] for j in json.loads(as_json.output)] == ["fedcba9876543210"]
 
 
-def test_status_of_unknown_job_is_a_clean_error(tmp_path):
-    out = CliRunner().invoke(main, ["--data", str(tmp_path), "status", "fedcba9876543210"])
+def test_status_of_unknown_job_is_a_clean_error(db_settings, store):
+    out = invoke(db_settings, "status", "fedcba9876543210")
     assert out.exit_code == 2 and "no job fedcba9876543210" in out.output
 
 
-def test_submit_refuses_without_broker_cleanly(tmp_path, monkeypatch):
+def test_status_without_a_job_store_is_a_clean_error(db_settings):
+    out = invoke(db_settings.replace(db_port=1, db_timeout_seconds=1), "status")
+    assert out.exit_code == 2 and "unreachable" in out.output and "Traceback" not in out.output
+
+
+def test_submit_without_a_broker_records_the_job_to_be_queued_later(db_settings, store, tmp_path):
     video = tmp_path / "a.mp4"
     video.write_bytes(b"x")
-    monkeypatch.setenv("WILDSWARM_BROKER_PORT", "1")
-    out = CliRunner().invoke(main, ["--data", str(tmp_path / "d"), "submit", str(video)])
-    assert out.exit_code == 2 and "cannot connect" in out.output
-    assert not (tmp_path / "d" / "input" / "a.mp4").exists()
+    out = invoke(db_settings.replace(broker_port=1), "submit", str(video))
+    assert out.exit_code == 0, out.output
+    assert "queued when the broker answers" in out.output
+    (job,) = store.list()
+    assert job.publish_pending and (db_settings.data / "input" / "a.mp4").exists()

@@ -1,3 +1,4 @@
+import errno
 import os
 
 import pytest
@@ -8,7 +9,7 @@ from wildswarm.layout import Layout, atomic_write, move_into, safe_name, stem_of
 
 def test_ensure_creates_every_folder(tmp_path):
     lay = Layout(tmp_path / "root").ensure()
-    for name in ("input", "input_done", "input_failed", "output", "jobs", "models", "logs"):
+    for name in ("input", "input_done", "input_failed", "output", "uploads", "models", "logs"):
         assert (tmp_path / "root" / name).is_dir()
     assert lay.ensure() == lay  # idempotent
 
@@ -52,13 +53,6 @@ def test_unique_input_avoids_every_taken_name(tmp_path):
     assert stem_of("dir/../a b.mp4") == "a_b"
 
 
-def test_job_file_checks_the_id(tmp_path):
-    lay = Layout(tmp_path)
-    assert lay.job_file("0123456789abcdef").name == "0123456789abcdef.json"
-    with pytest.raises(UnsafePathError):
-        lay.job_file("../x")
-
-
 def test_log_appends_lines(tmp_path):
     lay = Layout(tmp_path)
     lay.log("node-1", "first")
@@ -71,6 +65,40 @@ def test_atomic_write_leaves_no_temp(tmp_path):
     atomic_write(tmp_path / "f.json", "{}")
     atomic_write(tmp_path / "f.json", b"[]")
     assert os.listdir(tmp_path) == ["f.json"] and (tmp_path / "f.json").read_text() == "[]"
+
+
+def test_atomic_write_on_a_full_disk_leaves_nothing_behind(tmpfs):
+    """Audit: its temporary file stayed behind when the write failed (a real ENOSPC here)."""
+    atomic_write(tmpfs.path / "f.json", "{}")
+    tmpfs.fill()
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmpfs.path / "f.json", "x" * (1 << 20))
+    assert caught.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(tmpfs.path)) == [".filler", "f.json"]
+    assert (tmpfs.path / "f.json").read_text() == "{}"
+
+
+def test_log_lines_are_best_effort_on_a_read_only_filesystem(tmpfs):
+    lay = Layout(tmpfs.path)
+    assert lay.log("node-1", "first") is True
+    tmpfs.read_only()
+    assert lay.log("node-1", "second") is False          # no exception: a log line never fails the work
+    tmpfs.read_write()
+    assert (tmpfs.path / "logs" / "node-1.log").read_text().count("\n") == 1
+
+
+def test_claim_input_of_a_vanished_file_says_so_and_takes_no_name(tmp_path):
+    layout = Layout(tmp_path).ensure()
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        layout.claim_input(tmp_path / "never-there.mp4", "v.mp4", exact_first=True)
+    assert not any(layout.input.iterdir())
+
+
+def test_staging_paths_are_hidden_in_uploads(tmp_path):
+    layout = Layout(tmp_path)
+    a, b = layout.staging_path("../x y.mp4"), layout.staging_path("x y.mp4")
+    assert a.parent == b.parent == layout.uploads and a != b
+    assert a.name.startswith(".") and a.name.endswith("x_y.mp4")
 
 
 def test_move_into_never_overwrites(tmp_path):
@@ -97,3 +125,18 @@ def test_claim_input_never_overwrites(tmp_path):
     again.write_bytes(b"third")
     (layout.input / "v.mp4").unlink()
     assert layout.claim_input(again, "v.mp4", exact_first=True).name == "v.mp4"
+
+
+def test_stale_part_files_are_swept_and_nothing_else(tmp_path):
+    import time
+    layout = Layout(tmp_path).ensure()
+    old_part, old_copy = layout.uploads / ".upload-a.part", layout.uploads / ".incoming-b-x.mp4"
+    fresh, other = layout.uploads / ".upload-c.part", layout.uploads / "notes.txt"
+    for p in (old_part, old_copy, fresh, other):
+        p.write_bytes(b"x")
+    t = time.time() - 7200
+    for p in (old_part, old_copy, other):
+        os.utime(p, (t, t))
+    (layout.uploads / ".upload-link.part").symlink_to(tmp_path / "elsewhere")
+    assert layout.sweep_uploads(3600) == 2
+    assert sorted(p.name for p in layout.uploads.iterdir()) == [".upload-c.part", ".upload-link.part", "notes.txt"]

@@ -30,6 +30,14 @@ def test_is_frozen():
     (b'{"job_id": "0123456789abcdef", "input_name": "../etc/passwd", "version": 1}', "plain file name"),
     (b'{"job_id": "0123456789abcdef", "input_name": ".hidden", "version": 1}', "plain file name"),
     (b'{"job_id": "0123456789abcdef", "input_name": "a.mp4", "version": 1, "submitted_at": 5}', "string"),
+    # audit: a name with a NUL or of 5,000 characters passed validation
+    (b'{"job_id": "0123456789abcdef", "input_name": "a\\u0000b.mp4", "version": 1}', "plain file name"),
+    (b'{"job_id": "0123456789abcdef", "input_name": "a\\nb.mp4", "version": 1}', "plain file name"),
+    (b'{"job_id": "0123456789abcdef", "input_name": "' + b"x" * 5000 + b'.mp4", "version": 1}', "plain file name"),
+    (b'{"job_id": "0123456789abcdef", "input_name": "a.mp4", "version": 1, "submitted_at": "'
+     + b"t" * 5000 + b'"}', "submitted_at"),
+    (b'{"job_id": "0123456789abcdef", "input_name": "..", "version": 1}', "plain file name"),
+    (b"{" + b'"pad": "' + b"x" * 70000 + b'"}', "too large"),
 ])
 def test_malformed_messages_raise_one_named_error(body, reason):
     with pytest.raises(MessageError, match=reason):

@@ -1,15 +1,23 @@
+"""The producer (drop zone), intake (the one way in) and the reconciler, on a real job store.
+
+The broker is the in-memory FakeBroker: these tests are about what is recorded and
+published; tests/integration runs the same code against the real RabbitMQ.
+"""
 import os
 import time
 
 import pytest
 
-from fakes import FakeBroker
-from wildswarm.config import Settings
-from wildswarm.errors import BrokerError, VideoError
-from wildswarm.jobs import JobStatus, JobStore, job_id_for
+from kit.fakes import FakeBroker
+from wildswarm.broker import Delivery
+from wildswarm.publisher import Publisher
+from wildswarm.errors import JobConflict, VideoError
+from wildswarm.intake import Intake, Refused, refusal
+from wildswarm.jobs import JobStatus, job_id_for
 from wildswarm.layout import Layout
 from wildswarm.messages import JobMessage
-from wildswarm.producer import Producer, refusal, submit_file
+from wildswarm.producer import Producer, submit_file
+from wildswarm.reconciler import death_reason
 
 
 class Clock:
@@ -21,11 +29,10 @@ class Clock:
 
 
 @pytest.fixture
-def env(tmp_path):
-    settings = Settings(data=tmp_path / "data", settle_seconds=5, poll_seconds=1, max_video_bytes=1000,
-                        node="test-node")
+def env(db_settings, store):
+    settings = db_settings.replace(settle_seconds=5, poll_seconds=1, max_video_bytes=1000, node="test-node")
     clock, broker = Clock(), FakeBroker()
-    producer = Producer(settings, broker=broker, clock=clock)
+    producer = Producer(settings, store, broker=broker, clock=clock)
     return settings, producer, broker, clock, producer.layout
 
 
@@ -38,11 +45,17 @@ def drop(layout: Layout, name: str, data: bytes = b"video", age: float = 0.0):
     return path
 
 
-def messages(broker):
-    return [JobMessage.decode(body) for body, _ in broker.published]
+def settle(producer, clock, seconds: float = 6) -> dict:
+    producer.poll()
+    clock.now += seconds
+    return producer.poll()
 
 
-def test_waits_until_the_file_stops_growing(env):
+def names(broker) -> list[str]:
+    return [m["input_name"] for m in broker.published]
+
+
+def test_waits_until_the_file_stops_changing(env, store):
     _, producer, broker, clock, lay = env
     path = drop(lay, "a.mp4", b"v1")
     assert producer.poll() == {}            # first sight
@@ -53,44 +66,44 @@ def test_waits_until_the_file_stops_growing(env):
     assert producer.poll() == {}            # unchanged for only 3 s
     clock.now += 3
     assert producer.poll() == {"a.mp4": "queued"}
-    (msg,) = messages(broker)
-    assert msg.input_name == "a.mp4" and msg.job_id == job_id_for(path)
-    job = JobStore(lay).get(msg.job_id)
-    assert job.status is JobStatus.QUEUED and job.size_bytes == len(b"v1 and more")
+    (msg,) = broker.published
+    assert msg["input_name"] == "a.mp4" and msg["job_id"] == job_id_for(path)
+    job = store.get(msg["job_id"])
+    assert job.status is JobStatus.QUEUED and job.size_bytes == len(b"v1 and more") and not job.publish_pending
 
 
-def test_an_old_file_is_taken_on_the_second_poll(env):
+def test_an_old_file_is_watched_as_long_as_a_new_one(env):
+    """Audit: a file whose mtime was old was taken after one unchanged poll, so an scp that had
+    stalled for a few seconds was analysed truncated. Now only watching it unchanged counts."""
     _, producer, broker, clock, lay = env
-    drop(lay, "old.mp4", age=60)
+    drop(lay, "stalled.mp4", age=60)
     assert producer.poll() == {}
     clock.now += 1
-    assert producer.poll() == {"old.mp4": "queued"}
+    assert producer.poll() == {}            # one unchanged poll is not enough, however old the mtime
+    clock.now += 4
+    assert producer.poll() == {"stalled.mp4": "queued"}
 
 
-def test_each_file_is_published_once(env):
-    _, producer, broker, clock, lay = env
-    drop(lay, "a.mp4", age=60)
+def test_each_file_is_published_once(env, store):
+    settings, producer, broker, clock, lay = env
+    drop(lay, "a.mp4")
     for _ in range(4):
         producer.poll()
-        clock.now += 1
+        clock.now += 6
     assert len(broker.published) == 1
-    # a restarted producer knows it from its record
-    again = Producer(producer.settings, broker=broker, clock=clock)
+    again = Producer(settings, store, broker=broker, clock=clock)     # a restarted producer knows it
     for _ in range(3):
         again.poll()
-        clock.now += 1
+        clock.now += 6
     assert len(broker.published) == 1
 
 
 def test_same_content_twice_is_one_job(env):
     _, producer, broker, clock, lay = env
-    drop(lay, "a.mp4", b"same", age=60)
-    drop(lay, "copy.mp4", b"same", age=60)
-    producer.poll()
-    clock.now += 1
-    results = producer.poll()
-    assert sorted(results.values()) == ["duplicate", "queued"]
-    assert len(broker.published) == 1
+    drop(lay, "a.mp4", b"same")
+    drop(lay, "copy.mp4", b"same")
+    results = settle(producer, clock)
+    assert sorted(results.values()) == ["duplicate", "queued"] and len(broker.published) == 1
     dup = [n for n, r in results.items() if r == "duplicate"][0]
     assert (lay.input_failed / dup).exists() and not (lay.input / dup).exists()
 
@@ -100,92 +113,243 @@ def test_same_content_twice_is_one_job(env):
     ("big.mp4", b"x" * 2000, "over the limit"),
     ("empty.mp4", b"", "empty"),
 ])
-def test_refused_files_fail_with_their_reason(env, name, data, reason):
+def test_refused_files_fail_with_their_reason(env, store, name, data, reason):
     _, producer, broker, clock, lay = env
-    drop(lay, name, data, age=60)
-    producer.poll()
-    clock.now += 1
-    assert producer.poll() == {name: "refused"}
-    assert broker.published == []
-    assert (lay.input_failed / name).exists()
-    (job,) = JobStore(lay).all()
-    assert job.status is JobStatus.FAILED and reason in job.error and job.input_name == name
+    drop(lay, name, data)
+    assert settle(producer, clock) == {name: "refused"}
+    assert broker.published == [] and (lay.input_failed / name).exists()
+    (job,) = store.list()
+    assert job.status is JobStatus.FAILED and job.refused and reason in job.error and job.input_name == name
 
 
-def test_hidden_files_and_folders_are_ignored(env):
+def test_hidden_files_folders_and_links_are_ignored(env, tmp_path):
     _, producer, broker, clock, lay = env
-    drop(lay, ".partial.mp4", age=60)
+    drop(lay, ".partial.mp4")
     (lay.input / "sub").mkdir()
-    producer.poll()
-    clock.now += 10
-    assert producer.poll() == {}
+    (tmp_path / "elsewhere.mp4").write_bytes(b"not ours")
+    (lay.input / "link.mp4").symlink_to(tmp_path / "elsewhere.mp4")
+    assert settle(producer, clock) == {}
+    assert (tmp_path / "elsewhere.mp4").exists() and (lay.input / "link.mp4").is_symlink()
 
 
 def test_unsafe_or_taken_names_are_renamed(env):
     _, producer, broker, clock, lay = env
     (lay.output / "a").mkdir()                    # another job's results
-    drop(lay, "a.mp4", b"new", age=60)
-    drop(lay, "my clip.mp4", b"other", age=60)
-    producer.poll()
-    clock.now += 1
-    producer.poll()
-    names = sorted(m.input_name for m in messages(broker))
-    assert names == ["a-1.mp4", "my_clip.mp4"]
-    assert sorted(p.name for p in lay.input.iterdir()) == names
+    drop(lay, "a.mp4", b"new")
+    drop(lay, "my clip.mp4", b"other")
+    settle(producer, clock)
+    assert sorted(names(broker)) == ["a-1.mp4", "my_clip.mp4"]
+    assert sorted(p.name for p in lay.input.iterdir()) == ["a-1.mp4", "my_clip.mp4"]
 
 
-def test_publish_failure_keeps_the_file_pending(env):
+def test_a_broker_that_is_down_loses_nothing(env, store):
+    """The video is recorded with its publish pending; the reconciler publishes it once the broker answers."""
     _, producer, broker, clock, lay = env
-    drop(lay, "a.mp4", age=60)
-    producer.poll()
-    clock.now += 1
     broker.fail = True
-    with pytest.raises(BrokerError):
-        producer.poll()
-    assert JobStore(lay).all() == []              # no record: not known yet
+    drop(lay, "a.mp4")
+    assert settle(producer, clock) == {"a.mp4": "pending"}
+    (job,) = store.list()
+    assert job.publish_pending and job.status is JobStatus.QUEUED and broker.published == []
+    producer.reconcile(force=True)                # still down: still pending
+    assert store.get(job.id).publish_pending
     broker.fail = False
-    producer.poll()
-    clock.now += 1
-    assert producer.poll() == {"a.mp4": "queued"}
+    producer.reconcile(force=True)
+    assert names(broker) == ["a.mp4"] and not store.get(job.id).publish_pending
 
 
 def test_run_once_exits_after_queueing(env):
     settings, producer, broker, clock, lay = env
     producer.clock = time.monotonic
     producer.settings = settings.replace(settle_seconds=0.2, poll_seconds=0.05)
-    drop(lay, "a.mp4", age=60)
+    drop(lay, "a.mp4")
     assert producer.run(once=True) == 1
 
 
-def test_run_once_gives_up_without_a_broker(tmp_path):
-    settings = Settings(data=tmp_path, settle_seconds=0.1, poll_seconds=0.05)
-    with pytest.raises(BrokerError):
-        Producer(settings, broker=FakeBroker(fail=True)).run(once=True)
-
-
-def test_submit_copies_then_publishes(env, tmp_path):
-    settings, _, broker, _, lay = env
+def test_submit_copies_through_uploads_then_publishes(env, store, tmp_path):
+    settings, producer, broker, _, lay = env
     video = tmp_path / "up load.mp4"
     video.write_bytes(b"content")
-    job, created = submit_file(settings, broker, video)
-    assert created and job.input_name == "up_load.mp4"
+    admission = submit_file(producer.intake, video)
+    assert admission.result == "queued" and admission.job.input_name == "up_load.mp4"
     assert (lay.input / "up_load.mp4").read_bytes() == b"content"
-    assert [p.name for p in lay.input.iterdir()] == ["up_load.mp4"]   # no temp copy left
-    assert messages(broker)[0].job_id == job.id
-    again, created = submit_file(settings, broker, video)
-    assert not created and again.id == job.id and len(broker.published) == 1
+    assert [p.name for p in lay.input.iterdir()] == ["up_load.mp4"] and not any(lay.uploads.iterdir())
+    assert broker.published[0]["job_id"] == admission.job.id
+    again = submit_file(producer.intake, video)
+    assert again.result == "duplicate" and again.job.id == admission.job.id and len(broker.published) == 1
 
 
 def test_submit_refuses_bad_files(env, tmp_path):
-    settings, _, broker, _, _ = env
+    _, producer, _, _, _ = env
     (tmp_path / "x.avi").write_bytes(b"1")
-    with pytest.raises(VideoError, match="extension"):
-        submit_file(settings, broker, tmp_path / "x.avi")
+    with pytest.raises(Refused, match="extension"):
+        submit_file(producer.intake, tmp_path / "x.avi")
     with pytest.raises(VideoError, match="no such file"):
-        submit_file(settings, broker, tmp_path / "missing.mp4")
+        submit_file(producer.intake, tmp_path / "missing.mp4")
 
 
-def test_refusal_rules():
-    s = Settings(max_video_bytes=10, extensions=(".mp4", ".mov"))
+def test_refusal_rules(db_settings):
+    s = db_settings.replace(max_video_bytes=10, extensions=(".mp4", ".mov"))
     assert refusal(s, "a.MOV", 5) is None
-    assert "extension" in refusal(s, "a", 5)
+    assert refusal(s, "a", 5)[0] == "bad_type"
+    assert refusal(s, "a.mp4", 11)[0] == "too_large" and refusal(s, "a.mp4", 0)[0] == "empty"
+
+
+# --- retry, through intake ------------------------------------------------------------------------------
+def failed_job(store, lay, name="owl.mp4", data=b"owl video"):
+    (lay.input_failed / name).write_bytes(data)
+    job_id = job_id_for(lay.input_failed / name)
+    store.submit(job_id, name)
+    store.claim(job_id, "w1", "n1")
+    store.fail(job_id, "w1", "PipelineError: out of memory")
+    return job_id
+
+
+def test_retry_moves_the_input_back_and_publishes(env, store):
+    _, producer, broker, _, lay = env
+    job_id = failed_job(store, lay)
+    admission = producer.intake.retry(job_id)
+    assert admission.result == "retried" and admission.job.status is JobStatus.QUEUED
+    assert (lay.input / "owl.mp4").exists() and not (lay.input_failed / "owl.mp4").exists()
+    assert names(broker) == ["owl.mp4"] and not store.get(job_id).publish_pending
+    with pytest.raises(JobConflict):                 # queued now, its message just published
+        producer.intake.retry(job_id)
+
+
+def test_retry_of_a_failed_job_whose_input_is_gone_is_a_conflict_that_changes_nothing(env, store):
+    _, producer, broker, _, lay = env
+    job_id = failed_job(store, lay)
+    (lay.input_failed / "owl.mp4").unlink()
+    with pytest.raises(JobConflict, match="upload the video again"):
+        producer.intake.retry(job_id)
+    assert store.get(job_id).status is JobStatus.FAILED and broker.published == []
+
+
+def test_a_new_copy_of_a_failed_video_whose_input_is_gone_retries_it(env, store, tmp_path):
+    _, producer, broker, _, lay = env
+    job_id = failed_job(store, lay)
+    (lay.input_failed / "owl.mp4").unlink()
+    copy = lay.staging_path("owl again.mp4")
+    copy.write_bytes(b"owl video")
+    admission = producer.intake.admit_staged(copy, "owl_again.mp4", source="uploaded")
+    assert admission.result == "retried" and admission.job.id == job_id
+    assert (lay.input / "owl.mp4").read_bytes() == b"owl video" and not copy.exists()
+
+
+# --- the reconciler ----------------------------------------------------------------------------------------
+def test_the_reconciler_requeues_jobs_whose_worker_died(env, store, monkeypatch):
+    settings, producer, broker, clock, lay = env
+    drop(lay, "a.mp4")
+    settle(producer, clock)
+    job_id = broker.published[0]["job_id"]
+    assert store.claim(job_id, "dead-worker", "n1")
+    with store.db.connection() as conn:          # its lease ran out a while ago
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 hour' WHERE id = %s", (job_id,))
+    producer.reconcile(force=True)
+    assert store.get(job_id).status is JobStatus.RUNNING      # the store only just answered this reconciler:
+    clock.now += settings.lease_seconds                       # live workers get a lease to renew first
+    producer.reconcile(force=True)
+    job = store.get(job_id)
+    assert job.status is JobStatus.QUEUED and not job.publish_pending and len(broker.published) == 2
+
+
+def test_the_reconciler_republishes_a_lost_message_only_when_the_queue_is_empty(env, store):
+    settings, producer, broker, clock, lay = env
+    drop(lay, "a.mp4")
+    settle(producer, clock)
+    with store.db.connection() as conn:          # published long ago
+        conn.execute("UPDATE jobs SET published_at = now() - interval '1 hour'")
+    broker.ready = 3                             # messages wait on the queue: it may be among them
+    producer.reconcile(force=True)
+    assert len(broker.published) == 1
+    broker.ready = 0                             # nothing on the queue: its message is lost
+    producer.reconcile(force=True)
+    assert len(broker.published) == 2
+
+
+class DeadLetters(FakeBroker):
+    def __init__(self, messages):
+        super().__init__()
+        self.queue = list(messages)
+
+    def counts(self, queue=None):
+        return (len(self.queue), 0) if queue and queue.endswith(".dead") else (self.ready, 0)
+
+    def get(self, queue=None, ack=True):
+        return self.queue.pop(0) if self.queue else None
+
+    def requeue(self, delivery):
+        super().requeue(delivery)
+        self.queue.insert(0, delivery)
+
+
+def test_dead_letters_become_failed_jobs_with_their_reason(env, store):
+    """Audit: a message dead-lettered after the delivery limit left its job 'queued' forever."""
+    settings, producer, _, clock, lay = env
+    drop(lay, "a.mp4")
+    drop(lay, "b.mp4", b"other")
+    settle(producer, clock)
+    a, b = sorted(store.list(), key=lambda j: j.input_name)
+    store.claim(b.id, "live-worker", "n2")       # a live worker holds b: its dead letter waits
+    deaths = [{"x-death": [{"reason": b"delivery_limit", "queue": "q", "count": 4}]}, {}]
+    letters = [Delivery(JobMessage(j.id, j.input_name).encode(), i, True, 3, headers=h)
+               for i, (j, h) in enumerate(zip((a, b), deaths))]
+    letters.insert(0, Delivery(b"{garbage", 9, True, 0))
+    broker = DeadLetters(letters)
+    producer.reconciler.broker = broker
+    producer.reconciler.run_once()
+    failed = store.get(a.id)
+    assert failed.status is JobStatus.FAILED and "delivered too many times" in failed.error
+    assert (lay.input_failed / "a.mp4").exists() and not (lay.input / "a.mp4").exists()
+    assert store.get(b.id).status is JobStatus.RUNNING
+    assert [d.tag for d in broker.acked] == [9, 0] and [d.tag for d in broker.requeued] == [1]
+
+
+def test_death_reasons():
+    assert death_reason({"x-wildswarm-error": b"malformed message: x"}) == "malformed message: x"
+    assert "too many" in death_reason({"x-death": [{"reason": b"delivery_limit"}]})
+    assert "expired" in death_reason({"x-death": [{"reason": b"expired"}]})
+    assert death_reason({}) == "dead-lettered (no reason recorded)"
+
+
+def test_the_json_records_of_an_earlier_version_are_imported_at_start(env, store):
+    settings, producer, broker, clock, lay = env
+    lay.jobs.mkdir()
+    (lay.jobs / "00000000000000a1.json").write_text(
+        '{"id": "00000000000000a1", "input_name": "old.mp4", "status": "done", "node": "w1"}')
+    producer.import_legacy_records()
+    assert store.get("00000000000000a1").status is JobStatus.DONE
+    assert "imported 1 job record" in (lay.logs / "test-node.log").read_text()
+
+
+def test_publisher_counts_and_never_raises(db_settings):
+    broker = FakeBroker(fail=True)
+    publisher = Publisher(db_settings, "test", broker=broker)
+    assert publisher.publish(JobMessage("0123456789abcdef", "a.mp4")) is False and publisher.last_error
+    broker.fail = False
+    broker.drop_next = True                       # a stale connection: tried once more on a fresh one
+    assert publisher.publish(JobMessage("0123456789abcdef", "a.mp4")) is True
+    assert len(broker.published) == 1
+
+
+def test_after_an_outage_of_the_store_live_workers_get_time_to_renew_their_leases(env, store):
+    from wildswarm.errors import JobStoreUnavailable
+    settings, producer, broker, clock, lay = env
+    drop(lay, "a.mp4")
+    settle(producer, clock)
+    job_id = broker.published[0]["job_id"]
+    assert store.claim(job_id, "live-worker", "n1")
+    real = store.pending
+    store.pending = lambda *a: (_ for _ in ()).throw(JobStoreUnavailable("the store is down"))
+    producer.reconcile(force=True)                  # down for 30 s
+    clock.now += 30
+    producer.reconcile(force=True)
+    store.pending = real
+    with store.db.connection() as conn:             # meanwhile the worker's lease ran out (it could not renew)
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 minute' WHERE id = %s", (job_id,))
+    producer.reconcile(force=True)                  # back: not judged yet
+    clock.now += 59
+    producer.reconcile(force=True)                  # twice the outage has not passed yet
+    assert store.get(job_id).status is JobStatus.RUNNING
+    clock.now += 2
+    producer.reconcile(force=True)
+    assert store.get(job_id).status is JobStatus.QUEUED        # it never renewed: abandoned

@@ -1,162 +1,211 @@
+"""The runner (claim, analyse under a lease, record, move) and the worker's settling, on a real job store.
+
+The broker is the in-memory FakeBroker here: what the worker tells it is what is tested;
+tests/integration runs the same code against the real RabbitMQ.
+"""
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from fakes import FakeBroker
-from wildswarm.broker import Delivery
-from wildswarm.config import Settings
-from wildswarm.errors import ConfigError, PipelineError
-from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
-from wildswarm.messages import JobMessage
-from wildswarm.testing import SleepAnalyzer, write_clip
+from kit.fakes import FakeBroker
 from wildswarm import worker as worker_module
-from wildswarm.worker import JobRunner, Outcome, Worker, load_analyzer
+from wildswarm.broker import Delivery
+from wildswarm.errors import ConfigError, PipelineError
+from wildswarm.jobs import JobStatus, JobStore, job_id_for
+from wildswarm.layout import Layout
+from wildswarm.messages import JobMessage
+from wildswarm.runner import JobRunner, Outcome
+from wildswarm.testing import SleepAnalyzer, write_clip
+from wildswarm.worker import Worker, load_analyzer
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return Settings(data=tmp_path / "data", node="n1", delivery_limit=3)
+def settings(db_settings):
+    return db_settings.replace(node="n1")
 
 
-def queue_clip(settings, name="clip.mp4", **script):
-    runner_layout = JobRunner(settings, SleepAnalyzer()).layout
-    path = write_clip(runner_layout.input / name, **script)
-    return JobMessage(job_id_for(path), name)
+def queue_clip(store: JobStore, settings, name="clip.mp4", **script) -> JobMessage:
+    """A clip in input/, recorded and published as intake does."""
+    path = write_clip(Layout(settings.data).input / name, **script)
+    job, _ = store.submit(job_id_for(path), name, path.stat().st_size)
+    store.mark_published(job.id)
+    return JobMessage(job.id, name)
 
 
-def test_success_records_outputs_moves_input_and_logs(settings):
-    msg = queue_clip(settings, frames=5)
-    runner = JobRunner(settings, SleepAnalyzer())
-    assert runner.run(msg) is Outcome.DONE
-    job = runner.store.get(msg.job_id)
+def runner(settings, store, analyzer=None, node=None) -> JobRunner:
+    s = settings.replace(node=node) if node else settings
+    return JobRunner(s, analyzer or SleepAnalyzer(), store)
+
+
+def test_success_records_outputs_moves_input_and_logs(settings, store):
+    msg = queue_clip(store, settings, frames=5)
+    r = runner(settings, store)
+    assert r.run(msg).outcome is Outcome.DONE
+    job = store.get(msg.job_id)
     assert job.status is JobStatus.DONE and job.attempts == 1 and job.node == "n1"
     assert job.frames_done == job.frames_total == 5 and job.output == "clip"
-    assert job.outputs == ["frames.csv", "summary.json"] and job.finished_at
-    lay = runner.layout
+    assert job.outputs == ["frames.csv", "summary.json"] and job.finished_at and job.lease_until is None
+    lay = r.layout
     assert (lay.output / "clip" / "summary.json").exists()
     assert (lay.input_done / "clip.mp4").exists() and not (lay.input / "clip.mp4").exists()
     assert [p.name for p in lay.output.iterdir()] == ["clip"]
     log = (lay.logs / "n1.log").read_text()
-    assert "started (attempt 1 of 3)" in log and "done; input moved" in log
+    assert "started (attempt 1 of 3)" in log and "done: results in output/clip/" in log
 
 
-def test_video_error_fails_at_once(settings):
-    lay = JobRunner(settings, SleepAnalyzer()).layout
+def test_video_error_fails_at_once(settings, store):
+    lay = Layout(settings.data)
     (lay.input / "bad.mp4").write_bytes(b"\x00corrupt")
-    msg = JobMessage(job_id_for(lay.input / "bad.mp4"), "bad.mp4")
-    runner = JobRunner(settings, SleepAnalyzer())
-    assert runner.run(msg) is Outcome.FAILED
-    job = runner.store.get(msg.job_id)
+    job, _ = store.submit(job_id_for(lay.input / "bad.mp4"), "bad.mp4")
+    assert runner(settings, store).run(JobMessage(job.id, "bad.mp4")).outcome is Outcome.FAILED
+    job = store.get(job.id)
     assert job.status is JobStatus.FAILED and "not a readable video" in job.error
     assert (lay.input_failed / "bad.mp4").exists()
 
 
-def test_other_errors_retry_until_the_limit(settings):
-    msg = queue_clip(settings, fail="pipeline")
-    runner = JobRunner(settings, SleepAnalyzer())
-    assert runner.run(msg, attempt=1) is Outcome.RETRIED
-    job = runner.store.get(msg.job_id)
-    assert job.status is JobStatus.QUEUED and "attempt 1 failed" in job.error
-    assert runner.run(msg, attempt=2, redelivered=True) is Outcome.RETRIED
-    assert runner.run(msg, attempt=3, redelivered=True) is Outcome.FAILED
-    job = runner.store.get(msg.job_id)
+def test_retriable_errors_back_off_then_fail_at_the_limit(settings, store):
+    msg = queue_clip(store, settings, fail="pipeline")
+    r = runner(settings, store)
+    first = r.run(msg)
+    assert first.outcome is Outcome.RETRIED and first.delay == 1           # retry_delay_seconds
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.QUEUED and "attempt 1 failed" in job.error and job.retry_at is not None
+    second = r.run(msg, redelivered=True)
+    assert second.outcome is Outcome.RETRIED and second.delay == 4         # x4 for each further attempt
+    assert r.run(msg, redelivered=True).outcome is Outcome.FAILED
+    job = store.get(msg.job_id)
     assert job.status is JobStatus.FAILED and "attempt 3 of 3" in job.error and job.attempts == 3
-    assert (runner.layout.input_failed / "clip.mp4").exists()
-    assert not any(runner.layout.output.iterdir())       # no partial output
+    assert (r.layout.input_failed / "clip.mp4").exists()
+    assert not any(r.layout.output.iterdir())       # no partial output
 
 
-def test_too_many_deliveries_fail_without_running(settings):
-    msg = queue_clip(settings)
-    runner = JobRunner(settings, SleepAnalyzer())
-    assert runner.run(msg, attempt=4, redelivered=True) is Outcome.FAILED
-    assert "never finished" in runner.store.get(msg.job_id).error
+def test_a_job_claimed_too_often_fails_without_running(settings, store):
+    msg = queue_clip(store, settings)
+    for i in range(3):                                  # three workers claimed it and died
+        assert store.claim(msg.job_id, f"dead{i}", "gone")
+        store.requeue(msg.job_id, f"dead{i}", "interrupted")
+    assert runner(settings, store).run(msg, redelivered=True).outcome is Outcome.FAILED
+    job = store.get(msg.job_id)
+    assert "claimed 4 times" in job.error and not (Layout(settings.data).output / "clip").exists()
 
 
-def test_redelivery_of_a_finished_job_does_no_work(settings):
-    msg = queue_clip(settings)
-    runner = JobRunner(settings, SleepAnalyzer())
-    assert runner.run(msg) is Outcome.DONE
-    assert runner.run(msg, attempt=2, redelivered=True) is Outcome.DUPLICATE
-    assert runner.store.get(msg.job_id).attempts == 1
+def test_a_message_for_a_finished_job_does_no_work(settings, store):
+    msg = queue_clip(store, settings)
+    r = runner(settings, store)
+    assert r.run(msg).outcome is Outcome.DONE
+    assert r.run(msg, redelivered=True).outcome is Outcome.DUPLICATE
+    assert store.get(msg.job_id).attempts == 1
 
 
-def test_finished_job_whose_input_was_left_behind_is_tidied(settings):
-    msg = queue_clip(settings)
-    runner = JobRunner(settings, SleepAnalyzer())
-    runner.store.create(Job(id=msg.job_id, input_name=msg.input_name, status=JobStatus.DONE))
-    assert runner.run(msg, attempt=2, redelivered=True) is Outcome.DUPLICATE
-    assert (runner.layout.input_done / "clip.mp4").exists()
+def test_a_finished_job_whose_input_was_left_behind_is_tidied(settings, store):
+    msg = queue_clip(store, settings)
+    store.claim(msg.job_id, "w0", "n0")
+    store.finish(msg.job_id, "w0", output="clip", outputs=[], frames=1, untrained=True, timings={})
+    assert runner(settings, store).run(msg, redelivered=True).outcome is Outcome.DUPLICATE
+    assert (Layout(settings.data).input_done / "clip.mp4").exists()
 
 
-def test_second_message_for_a_job_running_elsewhere_is_dropped(settings, monkeypatch):
-    monkeypatch.setattr(worker_module, "LEASE_STALE", 0.4)
-    msg = queue_clip(settings)
-    runner = JobRunner(settings, SleepAnalyzer())
-    runner.store.create(Job(id=msg.job_id, input_name=msg.input_name, status=JobStatus.RUNNING, node="n2"))
-    assert runner.run(msg, attempt=1) is Outcome.SKIPPED
-    # ... but a redelivery is taken once n2's record has stopped changing (n2 died)
-    t0 = time.monotonic()
-    assert runner.run(msg, attempt=2, redelivered=True) is Outcome.DONE
-    assert time.monotonic() - t0 >= 0.4
+def test_two_deliveries_of_one_job_run_the_pipeline_once_and_done_stays_done(settings, store):
+    """Audit: with two messages for one job, worker B's transient error turned A's finished job failed."""
+    msg = queue_clip(store, settings, seconds=0.6, frames=6)
+    calls, lock = [], threading.Lock()
+
+    class Counting(SleepAnalyzer):
+        def analyze(self, video, out_root, **kw):
+            with lock:
+                calls.append(video)
+            return super().analyze(video, out_root, **kw)
+
+    class Flaky:
+        def analyze(self, video, out_root, **kw):
+            raise PipelineError("transient")
+
+    a, b = runner(settings, store, Counting(), node="A"), runner(settings, store, Counting(), node="B")
+    verdicts = {}
+    threads = [threading.Thread(target=lambda n, r: verdicts.__setitem__(n, r.run(msg).outcome), args=(n, r))
+               for n, r in (("A", a), ("B", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.value for o in verdicts.values()) == ["done", "skipped"] and len(calls) == 1
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.DONE and job.attempts == 1
+    # a later delivery to a worker whose analysis would fail never turns the finished job failed
+    flaky = runner(settings, store, Flaky(), node="C")
+    assert flaky.run(msg, redelivered=True).outcome is Outcome.DUPLICATE
+    assert store.get(msg.job_id).status is JobStatus.DONE and (a.layout.output / "clip").is_dir()
 
 
-def test_redelivery_waits_for_a_live_worker_that_lost_its_connection(settings, monkeypatch):
-    monkeypatch.setattr(worker_module, "LEASE_STALE", 1.0)
-    msg = queue_clip(settings)
-    other = JobRunner(settings.replace(node="n2"), SleepAnalyzer())
-    other.store.create(Job(id=msg.job_id, input_name=msg.input_name, status=JobStatus.RUNNING, node="n2"))
-
-    def n2_keeps_working_then_finishes():
-        for _ in range(6):                       # 1.8 s of progress: longer than LEASE_STALE
-            time.sleep(0.3)
-            other.store.update(msg.job_id, frames_done=1)
-        other.store.update(msg.job_id, status=JobStatus.DONE)
-
-    t = threading.Thread(target=n2_keeps_working_then_finishes)
-    t.start()
-    runner = JobRunner(settings, SleepAnalyzer())
-    assert runner.run(msg, attempt=2, redelivered=True) is Outcome.DUPLICATE
-    t.join()
-    assert not (runner.layout.output / "clip").exists()       # no second analysis
+def test_a_job_another_worker_holds_waits_out_its_lease(settings, store):
+    msg = queue_clip(store, settings)
+    assert store.claim(msg.job_id, "other", "n2")
+    r = runner(settings, store)
+    assert r.run(msg).outcome is Outcome.SKIPPED                     # a duplicate message: dropped
+    deferred = r.run(msg, redelivered=True)                          # n2 may have died: look again later
+    assert deferred.outcome is Outcome.DEFERRED and deferred.delay == settings.lease_seconds
+    assert store.get(msg.job_id).node == "n2"
+    time.sleep(settings.lease_seconds + 0.5)                         # n2 never renewed its lease
+    assert r.run(msg, redelivered=True).outcome is Outcome.DONE
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.DONE and job.node == "n1" and job.attempts == 2
 
 
-def test_missing_input_fails(settings):
-    runner = JobRunner(settings, SleepAnalyzer())
-    assert runner.run(JobMessage("0123456789abcdef", "gone.mp4")) is Outcome.FAILED
-    assert "not in input/" in runner.store.get("0123456789abcdef").error
+def test_a_message_with_no_job_behind_it_is_rejected(settings, store):
+    verdict = runner(settings, store).run(JobMessage("0123456789abcdef", "gone.mp4"))
+    assert verdict.outcome is Outcome.REJECTED and "no job" in verdict.reason
 
 
-def test_progress_is_recorded_throttled(settings):
-    msg = queue_clip(settings, seconds=1.2, frames=12)
-    runner = JobRunner(settings, SleepAnalyzer())
+def test_missing_input_fails(settings, store):
+    store.submit("0123456789abcdef", "gone.mp4")
+    assert runner(settings, store).run(JobMessage("0123456789abcdef", "gone.mp4")).outcome is Outcome.FAILED
+    assert "not in input/" in store.get("0123456789abcdef").error
+
+
+def test_progress_is_recorded_throttled(settings, store):
+    msg = queue_clip(store, settings, seconds=1.2, frames=12)
+    r = runner(settings, store)
     seen = []
-    orig = runner.store.update
+    orig = store.progress
 
-    def spy(job_id, **changes):
-        if "frames_done" in changes and changes.get("status") is None:
-            seen.append(changes["frames_done"])
-        return orig(job_id, **changes)
+    def spy(job_id, owner, done, total):
+        seen.append(done)
+        return orig(job_id, owner, done, total)
 
-    runner.store.update = spy
-    assert runner.run(msg) is Outcome.DONE
+    store.progress = spy
+    assert r.run(msg).outcome is Outcome.DONE
     assert seen[0] == 0 and 1 <= len(seen) <= 4          # ~once a second, not once per frame
 
 
-def test_cancel_interrupts_and_leaves_no_partial_output(settings):
-    msg = queue_clip(settings, seconds=5, frames=50)
-    runner = JobRunner(settings, SleepAnalyzer())
+def test_shutdown_interrupts_and_gives_the_job_back(settings, store):
+    msg = queue_clip(store, settings, seconds=5, frames=50)
+    r = runner(settings, store)
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
-    assert runner.run(msg, cancel=cancel) is Outcome.INTERRUPTED
-    runner.interrupted(msg.job_id)
-    job = runner.store.get(msg.job_id)
-    assert job.status is JobStatus.QUEUED and "interrupted" in job.error
-    assert not any(runner.layout.output.iterdir())
-    assert (runner.layout.input / "clip.mp4").exists()
+    assert r.run(msg, cancel=cancel).outcome is Outcome.INTERRUPTED
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.QUEUED and "interrupted" in job.error and job.lease_until is None
+    assert not any(r.layout.output.iterdir())
+    assert (r.layout.input / "clip.mp4").exists()
 
 
+def test_a_lost_lease_stops_the_analysis_and_records_nothing(settings, store):
+    msg = queue_clip(store, settings, seconds=3, frames=30)
+    r = runner(settings, store)
+
+    def take_over():                   # as if this worker had stopped answering and another claimed it
+        with store.db.connection() as conn:
+            conn.execute("UPDATE jobs SET lease_owner = 'thief', node = 'n9' WHERE id = %s", (msg.job_id,))
+
+    threading.Timer(0.4, take_over).start()
+    assert r.run(msg).outcome is Outcome.LOST
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.RUNNING and job.node == "n9"
+    assert (r.layout.input / "clip.mp4").exists() and not (r.layout.output / "clip").exists()
+
+
+# --- the worker: what it tells the broker ------------------------------------------------------------
 class Boom:
     def analyze(self, video, out_root, *, name=None, progress=None):
         raise PipelineError("model exploded")
@@ -172,33 +221,95 @@ def run_delivery(worker: Worker, d: Delivery) -> None:
         worker.current.thread.join(10)
 
 
-def test_worker_acks_after_the_job(settings):
-    msg = queue_clip(settings)
-    broker = FakeBroker()
-    worker = Worker(settings, SleepAnalyzer(), broker=broker)
+def test_worker_acks_after_the_job(settings, store):
+    msg = queue_clip(store, settings)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
     run_delivery(worker, delivery(msg.encode()))
     assert len(broker.acked) == 1 and worker.current is None
-    assert JobStore(worker.runner.layout).get(msg.job_id).status is JobStatus.DONE
+    assert store.get(msg.job_id).status is JobStatus.DONE
 
 
-def test_worker_requeues_a_failed_attempt(settings):
-    msg = queue_clip(settings)
-    broker = FakeBroker()
-    worker = Worker(settings, Boom(), broker=broker)
+def test_worker_backs_a_retriable_failure_off_through_a_delay_queue(settings, store):
+    msg = queue_clip(store, settings)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, Boom(), store, broker=broker)
     run_delivery(worker, delivery(msg.encode()))
-    assert len(broker.requeued) == 1 and broker.acked == []
-    run_delivery(worker, delivery(msg.encode(), count=2))
-    assert len(broker.acked) == 1
-    job = JobStore(worker.runner.layout).get(msg.job_id)
+    assert broker.requeued == [] and len(broker.acked) == 1
+    assert broker.delayed == [({"job_id": msg.job_id, "input_name": "clip.mp4", "submitted_at": msg.submitted_at,
+                                "version": 1}, 1)]
+    run_delivery(worker, delivery(msg.encode(), count=0))
+    run_delivery(worker, delivery(msg.encode(), count=0))
+    assert len(broker.acked) == 3 and [d for _, d in broker.delayed] == [1, 4]
+    job = store.get(msg.job_id)
     assert job.status is JobStatus.FAILED and "model exploded" in job.error
 
 
-def test_worker_dead_letters_malformed_messages(settings):
-    broker = FakeBroker()
-    worker = Worker(settings, SleepAnalyzer(), broker=broker)
+def test_worker_dead_letters_malformed_messages_and_messages_without_a_job(settings, store):
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
     run_delivery(worker, delivery(b"{not json"))
-    (d, reason), = broker.dead
-    assert "malformed message" in reason and broker.acked == [d]
+    run_delivery(worker, delivery(JobMessage("0123456789abcdef", "x.mp4").encode()))
+    (d1, r1), (d2, r2) = broker.dead
+    assert "malformed message" in r1 and "no job" in r2 and broker.acked == [d1, d2]
+
+
+def test_worker_gives_a_delivery_back_after_an_unexpected_error(settings, store, monkeypatch):
+    monkeypatch.setattr(worker_module, "UNEXPECTED_PAUSE", 0.1)
+    msg = queue_clip(store, settings)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
+    monkeypatch.setattr(worker.runner, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    run_delivery(worker, delivery(msg.encode()))
+    assert len(broker.requeued) == 1 and broker.acked == [] and worker.current is None
+
+
+def test_a_read_only_filesystem_mid_job_still_settles_the_delivery(settings, store, tmpfs, monkeypatch):
+    """Audit: on a read-only (or full) filesystem the error handler failed writing the node log, the
+    delivery was neither acked nor requeued, and the worker stayed wedged with a green healthcheck."""
+    settings = settings.replace(data=tmpfs.path / "data")
+    Layout(settings.data).ensure()
+    msg = queue_clip(store, settings, seconds=1.5, frames=15)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
+    threading.Timer(0.5, tmpfs.read_only).start()       # mid-job: results cannot be written
+    run_delivery(worker, delivery(msg.encode()))
+    tmpfs.read_write()
+    assert len(broker.acked) == 1 and [d for _, d in broker.delayed] == [1]    # settled: retried later
+    assert worker.current is None and worker.stalled_seconds() == 0
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.QUEUED and "Read-only file system" in job.error
+    # ... and once the filesystem is back the job finishes, once
+    run_delivery(worker, delivery(msg.encode()))
+    assert store.get(msg.job_id).status is JobStatus.DONE
+
+
+def test_a_full_filesystem_mid_job_still_settles_the_delivery(settings, store, tmpfs):
+    settings = settings.replace(data=tmpfs.path / "data")
+    Layout(settings.data).ensure()
+    msg = queue_clip(store, settings, seconds=1.0, frames=10)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
+    threading.Timer(0.3, tmpfs.fill).start()
+    run_delivery(worker, delivery(msg.encode()))
+    assert len(broker.acked) == 1 and worker.current is None
+    assert "No space left" in store.get(msg.job_id).error
+    tmpfs.unfill()
+    run_delivery(worker, delivery(msg.encode()))
+    assert store.get(msg.job_id).status is JobStatus.DONE
+
+
+def test_a_delivery_never_settled_turns_the_worker_unhealthy(settings, store, monkeypatch):
+    monkeypatch.setattr(worker_module, "STALL_AFTER", 0.3)
+    msg = queue_clip(store, settings)
+    broker = FakeBroker().connect()
+    broker.call_threadsafe = lambda fn: None          # the settle callback is lost
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
+    worker._tick = time.monotonic() + 3600            # the loop itself is fine
+    run_delivery(worker, delivery(msg.encode()))
+    assert worker.current is not None and worker.stalled_seconds() == 0
+    time.sleep(0.5)
+    assert worker.stalled_seconds() > 0.3
 
 
 def test_load_analyzer(settings):

@@ -1,28 +1,29 @@
-"""Fixtures for the web app tests: a Flask test client on a temporary data root, no broker needed.
+"""Fixtures for the web app tests: a Flask test client on a real job store and a temporary data root.
 
-Publishing goes to :class:`webkit.FakeBroker` (in memory); tests with a real
+Publishing goes to :class:`kit.fakes.FakeBroker` (in memory); tests with a real
 RabbitMQ, gunicorn and Chromium live in tests/browser/.
 """
 from __future__ import annotations
 
 import pytest
 
-from webkit import PASSWORD, SECRET, TOKEN, FakeBroker, OpenAPI, csrf_of, root_conftest
-from wildswarm.config import Settings
+from kit.fakes import FakeBroker
+from kit.videos import write_video
+from webkit import PASSWORD, SECRET, TOKEN, OpenAPI, csrf_of
+from wildswarm.publisher import Publisher
 from wildswarm.layout import Layout
 from wildswarm.web import create_app
-from wildswarm.web.publisher import Publisher
 
 
 @pytest.fixture(scope="session")
 def video_bytes(tmp_path_factory) -> bytes:
-    return root_conftest().write_video(tmp_path_factory.mktemp("v") / "clip.mp4").read_bytes()
+    return write_video(tmp_path_factory.mktemp("v") / "clip.mp4").read_bytes()
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    s = Settings(data=tmp_path / "data", node="web-test", web_auth=True, web_password=PASSWORD, web_token=TOKEN,
-                 web_secret_key=SECRET, web_republish_seconds=0, web_max_upload_bytes=1 << 20)
+def settings(db_settings):
+    s = db_settings.replace(node="web-test", web_auth=True, web_password=PASSWORD, web_token=TOKEN,
+                            web_secret_key=SECRET, web_max_upload_bytes=1 << 20)
     Layout(s.data).ensure()
     return s
 
@@ -33,10 +34,19 @@ def broker() -> FakeBroker:
 
 
 @pytest.fixture
-def app(settings, broker):
-    app = create_app(settings, publisher=Publisher(settings, broker=broker))
-    app.testing = True
-    return app
+def make_app(settings, store):
+    """``make_app(broker=None, **setting_changes)``: an app on the test's job store."""
+    def make(broker: FakeBroker | None = None, **changes):
+        s = settings.replace(**changes) if changes else settings
+        app = create_app(s, store=store, publisher=Publisher(s, "web", broker=broker or FakeBroker()))
+        app.testing = True
+        return app
+    return make
+
+
+@pytest.fixture
+def app(make_app, broker):
+    return make_app(broker)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ def test_factory_reads_settings_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("WILDSWARM_WEB_MAX_UPLOAD_BYTES", "1234")
     app = create_app()
     assert app.config["WILDSWARM_SETTINGS"].data == tmp_path / "d"
-    assert (tmp_path / "d" / "input").is_dir() and (tmp_path / "d" / "jobs").is_dir()
+    assert (tmp_path / "d" / "input").is_dir() and (tmp_path / "d" / "uploads").is_dir()
     assert app.config["MAX_CONTENT_LENGTH"] == 1234 + (1 << 20)
     assert app.test_client().get("/").status_code == 200      # no login needed: access control off
 
@@ -58,17 +58,39 @@ def test_healthz_reports_a_writable_root_and_the_broker(anon, openapi):
     assert r.status_code == 200
     openapi.check("GET", "/healthz", r)
     body = r.get_json()
-    assert body["status"] == "ok" and body["data"]["writable"] is True
-    assert isinstance(body["broker"]["reachable"], bool)
+    assert body["data"]["writable"] is True and body["store"]["reachable"] is True
+    assert isinstance(body["broker"]["reachable"], bool) and body["broker"]["pending_jobs"] == 0
 
 
-def test_healthz_fails_when_the_root_is_not_writable(anon, settings, openapi, monkeypatch):
-    import wildswarm.web.ops as ops
-    monkeypatch.setattr(ops, "_writable", lambda root: f"{root}: Read-only file system")
-    r = anon.get("/healthz")
-    assert r.status_code == 503
+def test_healthz_reports_a_full_disk_but_stays_healthy(make_app, settings, tmpfs, openapi):
+    """Audit: a full disk made /healthz 503, so Swarm restarted the web task in a loop (cutting off the
+    uploads in flight and the pages that say what is wrong). Now it reports and stays 200."""
+    c = make_app(data=tmpfs.path / "data").test_client()
+    tmpfs.fill()
+    r = c.get("/healthz")
+    assert r.status_code == 200
     openapi.check("GET", "/healthz", r)
-    assert r.get_json()["data"]["error"].endswith("Read-only file system")
+    body = r.get_json()
+    assert body["status"] == "degraded" and body["data"]["writable"] is False
+    assert "No space left" in body["data"]["error"] and body["data"]["free_bytes"] == 0
+    tmpfs.unfill()
+    tmpfs.read_only()
+    body = c.get("/healthz").get_json()
+    assert body["data"]["error"].endswith("Read-only file system") and body["status"] == "degraded"
+    tmpfs.read_write()
+    assert c.get("/healthz").get_json()["data"]["writable"] is True
+
+
+def test_healthz_reports_a_job_store_that_is_down(make_app, settings, openapi):
+    from wildswarm.jobs import JobStore
+    from wildswarm.jobs.db import Database
+    from wildswarm.web import create_app
+    s = settings.replace(db_port=1, db_timeout_seconds=0.5)
+    c = create_app(s, store=JobStore(Database(s))).test_client()
+    r = c.get("/healthz")
+    assert r.status_code == 200
+    openapi.check("GET", "/healthz", r)
+    assert r.get_json()["store"]["reachable"] is False and r.get_json()["status"] == "degraded"
 
 
 def test_healthz_really_writes(tmp_path):
@@ -117,13 +139,13 @@ def test_static_files(anon, path):
     assert b"http://" not in loads and b"https://" not in loads
 
 
-def test_every_link_on_every_page_answers(client, settings, video_bytes):
+def test_every_link_on_every_page_answers(client, settings, store, video_bytes):
     """No broken links: follow each href/src of each page (same site) and expect a 2xx/3xx."""
     import re
 
     from webkit import make_done_job, make_failed_job
-    done = make_done_job(settings, video_bytes)
-    failed = make_failed_job(settings, video_bytes)
+    done = make_done_job(store, video_bytes)
+    failed = make_failed_job(store, video_bytes)
     settings_layout = settings.data / "logs"
     (settings_layout / "worker-1.log").write_text("2026-01-01 10:00:00 worker-1 job 00c0ffee00c0ffee: started\n")
     pages = ["/", "/jobs", f"/jobs/{done.id}", f"/jobs/{failed.id}", "/logs", "/logs/worker-1", "/output/fox?list=1"]

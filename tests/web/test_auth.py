@@ -116,10 +116,8 @@ def test_session_cookie_is_httponly_and_samesite(anon):
     assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
 
 
-def test_access_control_off(settings, broker, video_bytes):
-    from wildswarm.web.publisher import Publisher
-    s = settings.replace(web_auth=False, web_password="", web_token="", web_secret_key="")
-    app = create_app(s, publisher=Publisher(s, broker=broker))
+def test_access_control_off(make_app, broker, video_bytes):
+    app = make_app(broker, web_auth=False, web_password="", web_token="", web_secret_key="")
     c = app.test_client()
     assert c.get("/jobs").status_code == 200
     assert c.get("/login").status_code == 302

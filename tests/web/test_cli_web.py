@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,19 +12,18 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from webkit import PASSWORD, SECRET, TOKEN, root_conftest
+from kit.net import free_port
+from kit.procs import settings_env
+from kit.videos import SEED_VIDEOS, write_video
+from webkit import PASSWORD, SECRET, TOKEN
 from wildswarm.cli.web import gunicorn_options
 from wildswarm.config import Settings
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env_for(tmp_path: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WILDSWARM_", "PROMETHEUS_"))}
+def env_for(tmp_path: Path, settings: Settings | None = None, **extra) -> dict:
+    env = settings_env(settings) if settings else {k: v for k, v in os.environ.items()
+                                                   if not k.startswith("WILDSWARM_")}
+    env = {k: v for k, v in env.items() if not k.startswith("PROMETHEUS_")}
     env.update({"WILDSWARM_DATA": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", "WILDSWARM_NODE": "web-cli"})
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -61,12 +59,12 @@ def _multipart(name: str, content: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def test_serves_under_gunicorn_and_keeps_uploads_while_the_broker_is_down(tmp_path):
+def test_serves_under_gunicorn_and_keeps_uploads_while_the_broker_is_down(tmp_path, db_settings, store):
     port, dead_port = free_port(), free_port()
     (tmp_path / "token").write_text(TOKEN)
-    env = env_for(tmp_path, WILDSWARM_WEB_TOKEN_FILE=tmp_path / "token", WILDSWARM_WEB_PASSWORD=PASSWORD,
-                  WILDSWARM_WEB_SECRET_KEY=SECRET, WILDSWARM_WEB_WORKERS=2, WILDSWARM_BROKER_PORT=dead_port,
-                  WILDSWARM_BROKER_HOST="127.0.0.1", WILDSWARM_WEB_REPUBLISH_SECONDS=3600)
+    env = env_for(tmp_path, db_settings, WILDSWARM_WEB_TOKEN_FILE=tmp_path / "token",
+                  WILDSWARM_WEB_PASSWORD=PASSWORD, WILDSWARM_WEB_SECRET_KEY=SECRET, WILDSWARM_WEB_WORKERS=2,
+                  WILDSWARM_BROKER_PORT=dead_port, WILDSWARM_BROKER_HOST="127.0.0.1")
     log = open(tmp_path / "web.out", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "wildswarm", "web", "--bind", f"127.0.0.1:{port}"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,24 +80,25 @@ def test_serves_under_gunicorn_and_keeps_uploads_while_the_broker_is_down(tmp_pa
                 time.sleep(0.2)
         health = json.loads(body)
         assert status == 200 and health["data"]["writable"] and health["broker"]["reachable"] is False
+        assert health["store"]["reachable"] is True
         status, page, _ = _get(base + "/jobs")             # redirected to the login page
         assert status == 200 and b"Log in" in page
-        video = root_conftest().write_video(tmp_path / "v.mp4").read_bytes()
+        video = write_video(tmp_path / "v.mp4").read_bytes()
         body, ctype = _multipart("gunicorn.mp4", video)
         status, answer, _ = _get(base + "/api/jobs", {"Authorization": f"Bearer {TOKEN}", "Content-Type": ctype},
                                  body)
         answer = json.loads(answer)
         assert status == 201 and answer["result"] == "pending", answer
         assert (tmp_path / "data" / "input" / "gunicorn.mp4").read_bytes() == video
-        job = json.loads((tmp_path / "data" / "jobs" / f"{answer['job']['id']}.json").read_text())
-        assert job["status"] == "queued" and "broker was unreachable" in job["error"]
+        job = store.get(answer["job"]["id"])
+        assert job.status.value == "queued" and job.publish_pending
         status, metrics, _ = _get(base + "/metrics")
         text = metrics.decode()
         assert status == 200 and 'wildswarm_web_uploads_total{result="pending"} 1.0' in text
         assert "wildswarm_web_requests_total" in text
         # Real camera-trap videos over real HTTP: their bytes once tripped Werkzeug's
         # form-memory limit mid-file (413 for a 0.3 MB upload), which the test client never shows.
-        seeds = Settings.from_env().seed_videos
+        seeds = SEED_VIDEOS
         for seed in sorted(seeds.glob("*.mp4")) if seeds.is_dir() else []:
             body, ctype = _multipart(seed.name, seed.read_bytes())
             status, answer, _ = _get(base + "/api/jobs", {"Authorization": f"Bearer {TOKEN}", "Content-Type": ctype},

@@ -6,14 +6,12 @@ import zipfile
 
 import pytest
 
-from webkit import files_under, make_done_job
-from wildswarm.jobs import Job, JobStatus, JobStore
-from wildswarm.layout import Layout
+from webkit import files_under, make_done_job, make_running_job
 
 
 @pytest.fixture
-def done(settings, video_bytes):
-    return make_done_job(settings, video_bytes)
+def done(store, video_bytes):
+    return make_done_job(store, video_bytes)
 
 
 def test_file_download(client, done, video_bytes):
@@ -62,15 +60,15 @@ def test_api_download_paths(client, bearer, done, video_bytes, anon, openapi):
     openapi.check("GET", "/api/jobs/{job_id}/files/{filename}", r)
 
 
-def test_no_downloads_before_done(client, settings):
-    JobStore(Layout(settings.data)).save(Job(id="abcdef0123456789", input_name="q.mp4"))
+def test_no_downloads_before_done(client, store):
+    store.submit("abcdef0123456789", "q.mp4")
     assert client.get("/jobs/abcdef0123456789/files/labeled.mp4").status_code == 404
     assert client.get("/jobs/abcdef0123456789/outputs.zip").status_code == 404
 
 
-def test_missing_result_folder(client, settings):
-    JobStore(Layout(settings.data)).save(Job(id="abcdef0123456789", input_name="q.mp4", status=JobStatus.DONE,
-                                             output="q"))
+def test_missing_result_folder(client, store):
+    make_running_job(store, name="q.mp4")
+    store.finish("abcdef0123456789", "worker-3/x", output="q", outputs=[], frames=1, untrained=False, timings={})
     assert client.get("/jobs/abcdef0123456789/outputs.zip").status_code == 404
     assert b"empty or missing" in client.get("/jobs/abcdef0123456789").data
 
@@ -98,14 +96,14 @@ def test_old_plot_link(client, done):
     assert client.get("/output/nobody").status_code == 404
 
 
-TRAVERSALS = ["..", "../..", "%2e%2e", "..%2f..%2fetc", "%2fetc%2fpasswd", ".hidden", "fox%00", "fox/../../jobs",
-              "..%5c..%5cjobs", "%2e%2e%2f%2e%2e%2fsecret.txt", "fox/..%2f..%2fsecret.txt"]
+TRAVERSALS = ["..", "../..", "%2e%2e", "..%2f..%2fetc", "%2fetc%2fpasswd", ".hidden", "fox%00", "fox/../../uploads",
+              "..%5c..%5cuploads", "%2e%2e%2f%2e%2e%2fsecret.txt", "fox/..%2f..%2fsecret.txt"]
 
 
 @pytest.mark.parametrize("tail", TRAVERSALS)
 def test_traversal_never_reads_outside(client, settings, done, tmp_path, tail):
     (tmp_path / "secret.txt").write_text("TOP SECRET")
-    (settings.data / "jobs" / "x.txt").write_text("TOP SECRET")
+    (settings.data / "uploads" / "x.txt").write_text("TOP SECRET")
     before = files_under(tmp_path)
     for url in (f"/output/{tail}", f"/plot/{tail}", f"/output/fox/{tail}", f"/jobs/{done.id}/files/{tail}",
                 f"/api/jobs/{tail}", f"/jobs/{tail}", f"/logs/{tail}/raw", f"/static/{tail}"):

@@ -8,11 +8,13 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from webkit import PASSWORD, SECRET, TOKEN, FakeBroker, OpenAPI, files_under, make_done_job, root_conftest
+from kit.fakes import FakeBroker
+from kit.videos import write_video
+from webkit import PASSWORD, SECRET, TOKEN, OpenAPI, files_under, make_done_job
 from wildswarm.config import Settings
 from wildswarm.layout import Layout
 from wildswarm.web import create_app
-from wildswarm.web.publisher import Publisher
+from wildswarm.publisher import Publisher
 
 EXAMPLES = 100
 FUZZ = hsettings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -21,21 +23,28 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, services):
     """One app for all examples (hypothesis runs many inputs per test), with a finished job in it."""
+    import uuid
+
+    from wildswarm.jobs import JobStore
     base = tmp_path_factory.mktemp("fuzz")
     (base / "outside.txt").write_text("TOP SECRET")
-    settings = Settings(data=base / "data", node="fuzz", web_password=PASSWORD, web_token=TOKEN, web_secret_key=SECRET,
-                        web_republish_seconds=0, web_max_upload_bytes=256 * 1024)
+    settings = services.settings(data=base / "data", node="fuzz", web_password=PASSWORD, web_token=TOKEN,
+                                 web_secret_key=SECRET, web_max_upload_bytes=256 * 1024,
+                                 db_schema=f"fuzz_{uuid.uuid4().hex[:10]}")
     Layout(settings.data).ensure()
-    video = root_conftest().write_video(base / "v.mp4", frames=4).read_bytes()
-    make_done_job(settings, video)
-    app = create_app(settings, publisher=Publisher(settings, broker=FakeBroker()))
+    store = JobStore.connect(settings)
+    video = write_video(base / "v.mp4", frames=4).read_bytes()
+    make_done_job(store, video)
+    app = create_app(settings, store=store, publisher=Publisher(settings, "web", broker=FakeBroker()))
     outside_before = {p for p in files_under(base) if not p.startswith("data")}
     yield {"base": base, "settings": settings, "client": app.test_client(), "video": video, "openapi": OpenAPI()}
     outside_after = {p for p in files_under(base) if not p.startswith("data")}
     assert outside_after == outside_before
-    assert not [p for p in (settings.data / "input").iterdir() if p.name.startswith(".upload-")]
+    assert not [p for p in (settings.data / "uploads").iterdir() if p.name.startswith(".upload-")]
+    store.db.drop_schema()
+    store.close()
 
 
 segment = st.text(min_size=0, max_size=40)

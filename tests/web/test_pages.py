@@ -3,25 +3,40 @@ from __future__ import annotations
 
 import pytest
 
-from webkit import make_done_job, make_failed_job
-from wildswarm.jobs import Job, JobStatus, JobStore
-from wildswarm.layout import Layout
+from webkit import make_done_job, make_failed_job, make_running_job
+from wildswarm.jobs import JobStatus
 
 
-def store(settings) -> JobStore:
-    return JobStore(Layout(settings.data))
-
-
-def test_jobs_page_lists_every_job(client, settings, video_bytes):
-    make_done_job(settings, video_bytes)
-    make_failed_job(settings, video_bytes)
-    store(settings).save(Job(id="abcdef0123456789", input_name="running.mp4", status=JobStatus.RUNNING,
-                             frames_done=3, frames_total=12, node="worker-7"))
+def test_jobs_page_lists_every_job(client, store, video_bytes):
+    make_done_job(store, video_bytes)
+    make_failed_job(store, video_bytes)
+    make_running_job(store, node="worker-7")
     page = client.get("/jobs").get_data(as_text=True)
     for words in ("fox.mp4", "owl.mp4", "running.mp4", "worker-7", "25%", "3/12", "status done", "status failed",
-                  "status running", 'data-api="/api/jobs?limit=200"', "untrained"):
+                  "status running", 'data-api="/api/jobs"', 'data-live="yes"', "untrained", "Jobs 1–3 of 3."):
         assert words in page, words
+    assert f'data-seq="{store.latest_seq()}"' in page
     assert 'src="/static/app.js"' in page
+
+
+def test_jobs_page_filters_and_pages_in_the_url(client, store, video_bytes):
+    make_done_job(store, video_bytes)
+    make_failed_job(store, video_bytes)
+    make_running_job(store, node="worker-7")
+    page = client.get("/jobs?status=failed").get_data(as_text=True)
+    assert "owl.mp4" in page and "fox.mp4" not in page and 'data-live="no"' in page
+    assert '<option value="failed" selected>' in page and 'href="/jobs">Clear' in page
+    page = client.get("/jobs?q=FOX").get_data(as_text=True)
+    assert "fox.mp4" in page and "owl.mp4" not in page
+    page = client.get("/jobs?node=worker-7").get_data(as_text=True)
+    assert "running.mp4" in page and "owl.mp4" not in page
+    page = client.get("/jobs?limit=1").get_data(as_text=True)
+    assert "Jobs 1–1 of 3." in page and 'id="next" href="/jobs?offset=1"' in page
+    page = client.get("/jobs?limit=1&offset=2").get_data(as_text=True)
+    assert "Jobs 3–3 of 3." in page and 'id="prev"' in page and 'id="next"' not in page
+    assert client.get("/jobs?status=bogus").status_code == 400
+    assert client.get("/jobs?limit=%C2%B2").status_code == 400
+    assert "No job matches these filters" in client.get("/jobs?q=zebra").get_data(as_text=True)
 
 
 def test_jobs_page_when_empty(client):
@@ -29,8 +44,8 @@ def test_jobs_page_when_empty(client):
     assert "No jobs yet" in page and '<p id="no-jobs" class="empty" >' in page        # not hidden
 
 
-def test_done_job_page_plays_the_video_and_offers_everything(client, settings, video_bytes):
-    job = make_done_job(settings, video_bytes, untrained=True)
+def test_done_job_page_plays_the_video_and_offers_everything(client, settings, video_bytes, store):
+    job = make_done_job(store, video_bytes, untrained=True)
     page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
     video = f'<video id="labeled" controls preload="metadata" playsinline src="/jobs/{job.id}/files/labeled.mp4">'
     assert video in page
@@ -39,26 +54,25 @@ def test_done_job_page_plays_the_video_and_offers_everything(client, settings, v
     assert f'href="/jobs/{job.id}/outputs.zip"' in page
     for name in ("labeled.mp4", "detections.json", "keypoints.h5", "keypoints.csv", "trajectory.png", "summary.json"):
         assert f"/jobs/{job.id}/files/{name}?download=1" in page, name
-    assert "worker-1" in page and "2026-01-01 10:00:09 UTC" in page
+    assert "worker-1" in page and job.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC") in page
     assert "frames" in page and "read: 12" in page               # the summary, readable
 
 
-def test_trained_job_shows_no_warning(client, settings, video_bytes):
-    job = make_done_job(settings, video_bytes, untrained=False)
+def test_trained_job_shows_no_warning(client, settings, video_bytes, store):
+    job = make_done_job(store, video_bytes, untrained=False)
     page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
     assert "untrained-warning" not in page
 
 
-def test_queued_and_running_pages_poll(client, settings):
-    store(settings).save(Job(id="abcdef0123456789", input_name="r.mp4", status=JobStatus.RUNNING,
-                             frames_done=5, frames_total=10, node="w"))
+def test_queued_and_running_pages_poll(client, store):
+    make_running_job(store, done=5, total=10, node="w")
     page = client.get("/jobs/abcdef0123456789").get_data(as_text=True)
     assert 'data-api="/api/jobs/abcdef0123456789"' in page and 'data-status="running"' in page
     assert "50%" in page and "<video" not in page and "Retry" not in page
 
 
-def test_failed_job_shows_its_reason_and_a_retry_button(client, settings, video_bytes):
-    job = make_failed_job(settings, video_bytes)
+def test_failed_job_shows_its_reason_and_a_retry_button(client, settings, video_bytes, store):
+    job = make_failed_job(store, video_bytes)
     page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
     assert "PipelineError: out of memory" in page and 'id="retry"' in page
     assert f'action="/jobs/{job.id}/retry"' in page
@@ -71,11 +85,12 @@ def test_unknown_job_is_404(client, job_id):
 
 @pytest.mark.parametrize("where,stored_as", [("input_failed", None), ("input_failed", "owl-{tag}.mp4"),
                                              ("input", None)])
-def test_retry_moves_the_input_back_resets_and_republishes(client, settings, broker, video_bytes, where, stored_as):
-    job = make_failed_job(settings, video_bytes, where=where, stored_as=stored_as)
+def test_retry_moves_the_input_back_resets_and_republishes(client, settings, broker, video_bytes, where, stored_as,
+                                                           store):
+    job = make_failed_job(store, video_bytes, where=where, stored_as=stored_as)
     r = client.post(f"/jobs/{job.id}/retry", data={"csrf_token": client.csrf})
     assert r.status_code == 303 and r.headers["Location"] == f"/jobs/{job.id}"
-    record = store(settings).get(job.id)
+    record = store.get(job.id)
     assert record.status is JobStatus.QUEUED and record.error is None and record.attempts == 0
     assert record.frames_done == 0 and record.node is None and record.finished_at is None
     assert (settings.data / "input" / "owl.mp4").read_bytes() == video_bytes
@@ -84,25 +99,24 @@ def test_retry_moves_the_input_back_resets_and_republishes(client, settings, bro
     assert "queued again" in client.get(r.headers["Location"]).get_data(as_text=True)
 
 
-def test_retry_when_the_name_is_taken_again(client, settings, broker, video_bytes):
-    job = make_failed_job(settings, video_bytes)
+def test_retry_when_the_name_is_taken_again(client, settings, broker, video_bytes, store):
+    job = make_failed_job(store, video_bytes)
     (settings.data / "input" / "owl.mp4").write_bytes(b"someone else's video")
     client.post(f"/jobs/{job.id}/retry", data={"csrf_token": client.csrf})
-    record = store(settings).get(job.id)
+    record = store.get(job.id)
     assert record.input_name == "owl-1.mp4" and (settings.data / "input" / "owl-1.mp4").read_bytes() == video_bytes
     assert broker.published[0]["input_name"] == "owl-1.mp4"
 
 
-def test_retry_refusals(client, settings, broker, video_bytes):
-    done = make_done_job(settings, video_bytes)
+def test_retry_refusals(client, settings, broker, video_bytes, store):
+    done = make_done_job(store, video_bytes)
     r = client.post(f"/jobs/{done.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)
-    assert b"only a failed job can be retried" in r.data
-    gone = make_failed_job(settings, video_bytes, job_id="00000000deadbeef", name="gone")
+    assert b"only a failed or stranded job can be retried" in r.data
+    gone = make_failed_job(store, video_bytes, job_id="00000000deadbeef", name="gone")
     (settings.data / "input_failed" / "gone.mp4").unlink()
     r = client.post(f"/jobs/{gone.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)
     assert b"no longer in input/ or input_failed/" in r.data
-    refused = store(settings).save(Job(id="00000000f00dcafe", input_name="x.avi", status=JobStatus.FAILED,
-                                       error="refused: extension '.avi' is not accepted"))
+    refused = store.refuse("00000000f00dcafe", "x.avi", 3, "extension '.avi' is not accepted", "producer")
     r = client.post(f"/jobs/{refused.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)
     assert b"upload a valid video instead" in r.data
     assert broker.published == []
@@ -148,10 +162,10 @@ def test_old_log_route_redirects(client):
     assert r.status_code == 301 and r.headers["Location"] == "/logs"
 
 
-def test_jobs_page_shows_the_newest_jobs_only(client, settings, monkeypatch):
+def test_jobs_page_shows_one_page_of_the_newest_jobs(client, store, monkeypatch):
     import wildswarm.web.ui as ui
     monkeypatch.setattr(ui, "JOBS_SHOWN", 2)
     for n in range(3):
-        store(settings).save(Job(id=f"{n:016x}", input_name=f"v{n}.mp4", created_at=f"2026-01-0{n + 1}T00:00:00+00:00"))
+        store.submit(f"{n:016x}", f"v{n}.mp4")
     page = client.get("/jobs").get_data(as_text=True)
-    assert "The newest 2 of 3 jobs" in page and "v2.mp4" in page and "v0.mp4" not in page
+    assert "Jobs 1–2 of 3." in page and "v2.mp4" in page and "v0.mp4" not in page

@@ -1,23 +1,24 @@
 """Uploads: accepted ones land in input/ under a safe unique name and are queued at once; every
-refusal has a clear message and writes nothing."""
+refusal has a clear message and writes nothing; nothing is written before authentication."""
 from __future__ import annotations
 
 import io
+import os
+import time
 
 import pytest
 
-from webkit import FakeBroker, files_under, upload
-from wildswarm.jobs import JobStatus, JobStore, job_id_for
-from wildswarm.layout import Layout
-from wildswarm.web import create_app
-from wildswarm.web.publisher import PENDING_NOTE, Publisher
+from kit.fakes import FakeBroker
+from kit.videos import write_video
+from webkit import files_under, make_failed_job, upload
+from wildswarm.jobs import JobStatus, job_id_for
 
 
 def inputs(settings) -> list[str]:
     return sorted(p.name for p in (settings.data / "input").iterdir())
 
 
-def test_upload_is_saved_published_and_recorded(client, settings, broker, video_bytes, openapi):
+def test_upload_is_saved_published_and_recorded(client, settings, store, broker, video_bytes, openapi):
     r = upload(client, "Fox at night.mp4", video_bytes, csrf=client.csrf)
     assert r.status_code == 201, r.get_json()
     openapi.check("POST", "/api/jobs", r)
@@ -30,14 +31,15 @@ def test_upload_is_saved_published_and_recorded(client, settings, broker, video_
     assert path.read_bytes() == video_bytes and job["id"] == job_id_for(path)
     assert broker.published == [{"job_id": job["id"], "input_name": "Fox_at_night.mp4", "version": 1,
                                  "submitted_at": broker.published[0]["submitted_at"]}]
-    record = JobStore(Layout(settings.data)).get(job["id"])
+    record = store.get(job["id"])
     assert record.status is JobStatus.QUEUED and record.size_bytes == len(video_bytes)
-    assert "uploaded as Fox_at_night.mp4, queued" in (settings.data / "logs" / "web-test.log").read_text()
+    assert not record.publish_pending
+    assert "uploaded as Fox at night.mp4, queued" in (settings.data / "logs" / "web-test.log").read_text()
+    assert not any((settings.data / "uploads").iterdir())
 
 
 def test_same_name_twice_gets_its_own_name(client, settings, video_bytes):
-    from webkit import root_conftest
-    other = root_conftest().write_video(settings.data.parent / "o.mp4", frames=8).read_bytes()
+    other = write_video(settings.data.parent / "o.mp4", frames=8).read_bytes()
     assert upload(client, "clip.mp4", video_bytes, csrf=client.csrf).status_code == 201
     r = upload(client, "clip.mp4", other, csrf=client.csrf)
     assert r.status_code == 201 and r.get_json()["job"]["input_name"] == "clip-1.mp4"
@@ -50,7 +52,7 @@ def test_same_content_again_is_the_same_job(client, settings, broker, video_byte
     assert r.status_code == 200
     openapi.check("POST", "/api/jobs", r)
     assert r.get_json()["result"] == "duplicate" and r.get_json()["job"]["id"] == first["id"]
-    assert "uploaded before" in r.get_json()["message"]
+    assert "already has" in r.get_json()["message"]
     assert inputs(settings) == ["a.mp4"] and len(broker.published) == 1
 
 
@@ -75,7 +77,7 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize("name,content,status,reason,words", REFUSALS)
-def test_refusals_are_clear_and_write_nothing(client, settings, broker, video_bytes, openapi,
+def test_refusals_are_clear_and_write_nothing(client, settings, store, broker, video_bytes, openapi,
                                               name, content, status, reason, words):
     before = files_under(settings.data.parent)
     r = upload(client, name, video_bytes if content is None else content, csrf=client.csrf)
@@ -83,7 +85,7 @@ def test_refusals_are_clear_and_write_nothing(client, settings, broker, video_by
     openapi.check("POST", "/api/jobs", r)
     assert r.get_json()["reason"] == reason and words in r.get_json()["error"]
     assert files_under(settings.data.parent) == before          # nothing written, inside the root or out
-    assert broker.published == [] and JobStore(Layout(settings.data)).all() == []
+    assert broker.published == [] and store.list() == []
 
 
 def test_no_file(client, settings, openapi):
@@ -141,104 +143,62 @@ def test_chunked_body_over_the_limit_is_cut_off(client, settings):
     assert inputs(settings) == []
 
 
-def test_the_upload_is_streamed_into_a_hidden_file_in_input(client, settings, video_bytes, monkeypatch):
-    """While the request is handled, the file is already on disk in input/ under a hidden name."""
+def test_the_upload_is_streamed_into_a_part_file_in_uploads(client, settings, video_bytes, monkeypatch):
+    """While the request is handled, the file is already on disk in uploads/ (not input/) under a hidden name."""
     import wildswarm.web.uploads as uploads
     seen = {}
     real = uploads.check_video
 
     def spy(path, name):
         seen["path"], seen["size"] = path, path.stat().st_size
+        seen["input"] = os.listdir(settings.data / "input")
         return real(path, name)
     monkeypatch.setattr(uploads, "check_video", spy)
     assert upload(client, "s.mp4", video_bytes, csrf=client.csrf).status_code == 201
-    assert seen["path"].parent == settings.data / "input" and seen["path"].name.startswith(".upload-")
-    assert seen["size"] == len(video_bytes) and not seen["path"].exists()
+    assert seen["path"].parent == settings.data / "uploads" and seen["path"].name.startswith(".upload-")
+    assert seen["size"] == len(video_bytes) and not seen["path"].exists() and seen["input"] == []
 
 
 def test_a_failure_mid_upload_leaves_nothing(client, settings, video_bytes, monkeypatch):
-    import wildswarm.web.uploads as uploads
-    monkeypatch.setattr(uploads, "job_id_for", lambda p: (_ for _ in ()).throw(OSError("disk on fire")))
+    import wildswarm.intake as intake
+    monkeypatch.setattr(intake, "job_id_for", lambda p: (_ for _ in ()).throw(OSError("disk on fire")))
     client.application.testing = False               # answer like production: a 500 page
     r = upload(client, "s.mp4", video_bytes, csrf=client.csrf)
     assert r.status_code == 500
-    assert inputs(settings) == []
+    assert inputs(settings) == [] and not any((settings.data / "uploads").iterdir())
 
 
-def test_broker_down_the_upload_is_kept_recorded_and_queued_later(settings, video_bytes):
+def test_broker_down_the_upload_is_kept_recorded_and_queued_later(make_app, settings, store, video_bytes):
     broker = FakeBroker(fail=True)
-    publisher = Publisher(settings, broker=broker)
-    app = create_app(settings, publisher=publisher)
-    c = app.test_client()
+    c = make_app(broker).test_client()
     r = upload(c, "down.mp4", video_bytes, headers={"Authorization": "Bearer " + settings.web_token})
     assert r.status_code == 201
     body = r.get_json()
     assert body["result"] == "pending" and "queued automatically" in body["message"]
     assert body["job"]["status"] == "queued" and body["job"]["pending_publish"] is True
-    assert inputs(settings) == ["down.mp4"]
-    store = JobStore(Layout(settings.data))
-    assert store.get(body["job"]["id"]).error.startswith(PENDING_NOTE)
-    assert publisher.pending() == {body["job"]["id"]}
-    assert publisher.flush() == 1                      # still down
+    assert inputs(settings) == ["down.mp4"] and broker.connects == 1      # asked once, no retry storm
+    assert store.get(body["job"]["id"]).publish_pending
+    # the producer's reconciler publishes it once the broker answers
+    from wildswarm.producer import Producer
     broker.fail = False
-    assert publisher.flush() == 0                      # back: published, note cleared
+    Producer(settings, store, broker=broker).reconcile(force=True)
     assert [m["job_id"] for m in broker.published] == [body["job"]["id"]]
-    assert store.get(body["job"]["id"]).error is None
+    assert not store.get(body["job"]["id"]).publish_pending
 
 
-def test_pending_jobs_of_an_earlier_process_are_found_and_published(settings, video_bytes):
-    down = FakeBroker(fail=True)
-    c = create_app(settings, publisher=Publisher(settings, broker=down)).test_client()
-    job_id = upload(c, "p.mp4", video_bytes, headers={"Authorization": "Bearer " + settings.web_token}
-                    ).get_json()["job"]["id"]
-    up = FakeBroker()
-    publisher = Publisher(settings, broker=up)       # a restarted web process
-    app = create_app(settings, publisher=publisher)
-    app.test_client().get("/healthz")                # the first request scans for pending jobs
-    assert publisher.pending() == {job_id}
-    publisher.flush()
-    assert [m["job_id"] for m in up.published] == [job_id]
-
-
-def test_pending_jobs_are_retried_in_the_background(settings, video_bytes):
-    import time
-    s = settings.replace(web_republish_seconds=0.05)
-    broker = FakeBroker(fail=True)
-    publisher = Publisher(s, broker=broker)
-    c = create_app(s, publisher=publisher).test_client()
-    upload(c, "bg.mp4", video_bytes, headers={"Authorization": "Bearer " + s.web_token})
-    time.sleep(0.2)
-    assert publisher.pending()
-    broker.fail = False
-    deadline = time.monotonic() + 5
-    while publisher.pending() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not publisher.pending() and len(broker.published) == 1
-
-
-def test_reconnects_once_after_a_lost_connection(settings, video_bytes):
+def test_reconnects_once_after_a_lost_connection(make_app, settings, video_bytes):
     broker = FakeBroker()
-    publisher = Publisher(settings, broker=broker)
-    c = create_app(settings, publisher=publisher).test_client()
+    c = make_app(broker).test_client()
     headers = {"Authorization": "Bearer " + settings.web_token}
     assert upload(c, "a.mp4", video_bytes, headers=headers).get_json()["result"] == "queued"
     broker.drop_next = True                             # the broker closed our idle connection
-    from webkit import root_conftest
-    other = root_conftest().write_video(settings.data.parent / "o.mp4", frames=6).read_bytes()
+    other = write_video(settings.data.parent / "o.mp4", frames=6).read_bytes()
     assert upload(c, "b.mp4", other, headers=headers).get_json()["result"] == "queued"
     assert len(broker.published) == 2
 
 
-def test_an_unreachable_broker_is_asked_once_per_upload(settings, video_bytes):
-    broker = FakeBroker(fail=True)
-    c = create_app(settings, publisher=Publisher(settings, broker=broker)).test_client()
-    r = upload(c, "a.mp4", video_bytes, headers={"Authorization": "Bearer " + settings.web_token})
-    assert r.get_json()["result"] == "pending" and broker.connects == 1
-
-
 def test_html_form_with_many_files(client, settings, video_bytes):
-    from webkit import root_conftest
-    other = root_conftest().write_video(settings.data.parent / "o.mp4", frames=6).read_bytes()
+    other = write_video(settings.data.parent / "o.mp4", frames=6).read_bytes()
     data = {"csrf_token": client.csrf, "files": [(io.BytesIO(video_bytes), "one.mp4"), (io.BytesIO(other), "two.mp4"),
                                                  (io.BytesIO(b"no"), "three.txt")]}
     r = client.post("/upload", data=data, content_type="multipart/form-data")
@@ -281,31 +241,74 @@ def test_name_without_usable_stem(client, settings, video_bytes):
     assert r.status_code == 201 and r.get_json()["job"]["input_name"] == "upload.mp4"
 
 
-def test_producer_ignores_the_temporary_file_and_sees_the_final_one(settings, video_bytes):
-    """The hidden upload file is invisible to the producer; the renamed one is known (not queued twice)."""
-    from wildswarm.producer import Producer
-    layout = Layout(settings.data)
-    (layout.input / ".upload-abc.part").write_bytes(video_bytes)
-    producer = Producer(settings.replace(settle_seconds=0), broker=FakeBroker())
-    assert producer.scan() == []
-
-
-def test_uploading_a_failed_video_whose_input_is_gone_retries_it(client, settings, broker, video_bytes):
-    from webkit import make_failed_job
-    job = make_failed_job(settings, video_bytes)
+def test_uploading_a_failed_video_whose_input_is_gone_retries_it(client, settings, store, broker, video_bytes):
+    job = make_failed_job(store, video_bytes)
     (settings.data / "input_failed" / "owl.mp4").unlink()
     r = upload(client, "owl again.mp4", video_bytes, csrf=client.csrf)
     assert r.status_code == 201 and r.get_json()["result"] == "queued" and r.get_json()["job"]["id"] == job.id
     assert "had failed" in r.get_json()["message"]
-    record = JobStore(Layout(settings.data)).get(job.id)
+    record = store.get(job.id)
     assert record.status is JobStatus.QUEUED and record.error is None
     assert inputs(settings) == ["owl.mp4"] and broker.published[0]["input_name"] == "owl.mp4"
 
 
-def test_uploading_a_failed_video_whose_input_is_kept_points_to_its_job(client, settings, broker, video_bytes):
-    from webkit import make_failed_job
-    job = make_failed_job(settings, video_bytes)
+def test_uploading_a_failed_video_whose_input_is_kept_points_to_its_job(client, settings, store, broker,
+                                                                        video_bytes):
+    job = make_failed_job(store, video_bytes)
     r = upload(client, "owl again.mp4", video_bytes, csrf=client.csrf)
     assert r.get_json()["job"]["id"] == job.id
     assert r.status_code == 200 and r.get_json()["result"] == "duplicate" and r.get_json()["job"]["status"] == "failed"
     assert inputs(settings) == [] and broker.published == []
+
+
+# --- before authentication, nothing is read or written -----------------------------------------------------
+PUBLIC = ["/login", "/healthz", "/metrics", "/api/openapi.json", "/favicon.ico", "/static/app.js", "/logout",
+          "/nowhere"]
+PROTECTED = ["/api/jobs", "/upload", "/jobs/0123456789abcdef/retry", "/api/jobs/0123456789abcdef/retry"]
+
+
+@pytest.mark.parametrize("path", PUBLIC + PROTECTED)
+def test_an_unauthenticated_multipart_body_writes_no_byte_anywhere(anon, settings, video_bytes, path):
+    """Audit: /login read ``request.values``, so werkzeug streamed every part of a multipart body into
+    input/.upload-*.part before anyone was authenticated."""
+    before = files_under(settings.data.parent)
+    data = {"user": "wildswarm", "password": "x", "csrf_token": "x",
+            "file": [(io.BytesIO(video_bytes), "a.mp4"), (io.BytesIO(video_bytes), "b.mp4")]}
+    r = anon.post(path, data=data, content_type="multipart/form-data")
+    assert r.status_code in (302, 400, 401, 404, 405, 413, 415), r.status_code
+    assert files_under(settings.data.parent) == before
+
+
+@pytest.mark.parametrize("path", ["/login", "/logout"])
+def test_small_endpoints_refuse_large_bodies(client, settings, path):
+    r = client.post(path, data={"csrf_token": client.csrf, "user": "x" * (100 * 1024)})
+    assert r.status_code == 413 and r.headers["Connection"] == "close"
+    assert "too large for this address" in r.get_data(as_text=True)
+
+
+def test_stale_part_files_are_swept_at_start(make_app, settings):
+    uploads = settings.data / "uploads"
+    uploads.mkdir(exist_ok=True)
+    old, fresh, other = uploads / ".upload-old.part", uploads / ".upload-fresh.part", uploads / "keep.txt"
+    for p in (old, fresh, other):
+        p.write_bytes(b"x")
+    t = time.time() - 2 * 3600
+    os.utime(old, (t, t))
+    os.utime(other, (t, t))
+    make_app()
+    assert not old.exists() and fresh.exists() and other.exists()
+
+
+def test_an_upload_on_a_full_disk_is_a_clear_507_and_keeps_nothing(make_app, settings, store, tmpfs, video_bytes):
+    """Audit: an upload on a full disk was a bare 500."""
+    s = settings.replace(data=tmpfs.path / "data")
+    app = make_app(data=s.data)
+    c = app.test_client()
+    tmpfs.fill()
+    r = upload(c, "full.mp4", video_bytes, headers={"Authorization": "Bearer " + s.web_token})
+    assert r.status_code == 507 and "disk is full" in r.get_json()["error"], r.get_data(as_text=True)
+    tmpfs.unfill()
+    assert not any((s.data / "uploads").iterdir()) and not any((s.data / "input").iterdir())
+    assert store.list() == []
+    # ... and once there is room again, the same upload works
+    assert upload(c, "full.mp4", video_bytes, headers={"Authorization": "Bearer " + s.web_token}).status_code == 201

@@ -28,15 +28,22 @@ def _logging() -> None:
 def worker(settings: Settings, metrics_port: int | None) -> None:
     """Consume jobs from the queue and analyse them, one at a time, until SIGTERM."""
     from wildswarm import metrics
+    from wildswarm.jobs import JobStore
     from wildswarm.worker import Worker, load_analyzer
 
     _logging()
+    store = JobStore.connect(settings, wait_seconds=settings.db_wait_seconds)
     analyzer, seconds = load_analyzer(settings)
     metrics.MODEL_LOAD.set(seconds)
+    w = Worker(settings, analyzer, store)
+    metrics.WORKER_STALLED.set_function(w.stalled_seconds)
     metrics.serve(settings.worker_metrics_port if metrics_port is None else metrics_port)
-    w = Worker(settings, analyzer)
     w.install_signal_handlers()
-    sys.exit(w.run())
+    try:
+        code = w.run()
+    finally:
+        store.close()
+    sys.exit(code)
 
 
 @main.command()
@@ -46,17 +53,22 @@ def worker(settings: Settings, metrics_port: int | None) -> None:
 @click.pass_obj
 @friendly_errors
 def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
-    """Watch input/ and queue each new video once it has stopped growing."""
+    """Watch input/ and queue each new video once it has stopped growing; reconcile the queue and job store."""
     from wildswarm import metrics
+    from wildswarm.jobs import JobStore
     from wildswarm.producer import Producer
 
     _logging()
-    p = Producer(settings)
+    store = JobStore.connect(settings, wait_seconds=settings.db_wait_seconds)
+    p = Producer(settings, store)
     if not once:
         metrics.serve(settings.producer_metrics_port if metrics_port is None else metrics_port)
         signal.signal(signal.SIGTERM, p.stop)
         signal.signal(signal.SIGINT, p.stop)
-    queued = p.run(once=once)
+    try:
+        queued = p.run(once=once)
+    finally:
+        store.close()
     if once:
         click.echo(f"queued {queued} job(s)")
 
@@ -68,35 +80,42 @@ def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
 @friendly_errors
 def submit(settings: Settings, videos: tuple[Path, ...], wait: bool) -> None:
     """Copy VIDEOS into input/ and queue a job for each (once per content)."""
-    from wildswarm.broker import Broker
+    from wildswarm.publisher import Publisher
     from wildswarm.errors import VideoError
+    from wildswarm.intake import Intake, Refused
+    from wildswarm.jobs import JobStore
     from wildswarm.producer import submit_file
 
     jobs, refused = [], 0
-    with Broker(settings) as broker:
+    store = JobStore.connect(settings)
+    publisher = Publisher(settings, "submit")
+    intake = Intake(settings, store, publisher)
+    try:
         for video in videos:
             try:
-                job, created = submit_file(settings, broker, video)
-            except VideoError as exc:
+                admission = submit_file(intake, video)
+            except (Refused, VideoError) as exc:
                 click.secho(f"refused: {exc}", fg="red", err=True)
                 refused += 1
                 continue
-            state = "queued" if created else f"already known ({job.status.value})"
+            job = admission.job
+            state = {"queued": "queued", "retried": "queued again",
+                     "pending": "recorded; queued when the broker answers"}.get(
+                admission.result, f"already known ({job.status.value})")
             click.echo(f"{job.id}  {job.input_name}  {state}")
             if job.id not in jobs:
                 jobs.append(job.id)
-    failed = _wait_for(settings, jobs) if wait and jobs else 0
+        publisher.close()
+        failed = _wait_for(store, jobs) if wait and jobs else 0
+    finally:
+        store.close()
     sys.exit(2 if refused else 1 if failed else 0)
 
 
-def _wait_for(settings: Settings, job_ids: list[str]) -> int:
+def _wait_for(store, job_ids: list[str]) -> int:
     """Progress bars until every job is finished; returns how many failed."""
     from tqdm import tqdm
 
-    from wildswarm.jobs import JobStore
-    from wildswarm.layout import Layout
-
-    store = JobStore(Layout(settings.data))
     bars = {i: tqdm(total=1, desc=f"{i[:8]} {store.get(i).input_name[:24]}", position=n, unit="frame")
             for n, i in enumerate(job_ids)}
     open_ids, failed = set(job_ids), 0
@@ -120,27 +139,37 @@ def _wait_for(settings: Settings, job_ids: list[str]) -> int:
 
 @main.command()
 @click.argument("job_id", required=False)
+@click.option("--status", "status_", type=click.Choice(["queued", "running", "done", "failed"]), default=None,
+              help="Only jobs with this status.")
+@click.option("--search", default=None, help="Only jobs whose input name contains this (any case).")
+@click.option("--node", default=None, help="Only jobs run on this node.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="How many (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 @friendly_errors
-def status(settings: Settings, job_id: str | None, as_json: bool) -> None:
-    """List every job, or show job JOB_ID in detail."""
-    from wildswarm.jobs import JobStore
-    from wildswarm.layout import Layout
+def status(settings: Settings, job_id: str | None, status_: str | None, search: str | None, node: str | None,
+           limit: int, as_json: bool) -> None:
+    """List the newest jobs (filtered), or show job JOB_ID in detail; counts by status at the end."""
+    from wildswarm.jobs import JobQuery, JobStatus, JobStore
 
-    store = JobStore(Layout(settings.data))
-    if job_id:
-        click.echo(json.dumps(store.get(job_id).to_dict(), indent=2, sort_keys=True))
-        return
-    jobs = store.all()
-    if as_json:
-        click.echo(json.dumps([j.to_dict() for j in jobs], indent=2, sort_keys=True))
-        return
-    rows = [("ID", "STATUS", "PROGRESS", "TRIES", "NODE", "CREATED", "INPUT")]
-    rows += [(j.id, j.status.value, f"{100 * j.progress:.0f}%", str(j.attempts), j.node or "-",
-              j.created_at.replace("T", " ")[:19], j.input_name) for j in jobs]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    if not jobs:
-        click.echo(f"no jobs in {store.layout.jobs}")
+    store = JobStore.connect(settings)
+    try:
+        if job_id:
+            click.echo(json.dumps(store.get(job_id).to_dict(), indent=2, sort_keys=True))
+            return
+        query = JobQuery(status=JobStatus(status_) if status_ else None, search=search, node=node, limit=limit)
+        jobs = store.list(query)
+        if as_json:
+            click.echo(json.dumps([j.to_dict() for j in jobs], indent=2, sort_keys=True))
+            return
+        rows = [("ID", "STATUS", "PROGRESS", "TRIES", "NODE", "CREATED", "INPUT")]
+        rows += [(j.id, ("pending" if j.publish_pending else j.status.value), f"{100 * j.progress:.0f}%",
+                  str(j.attempts), j.node or "-", j.to_dict()["created_at"].replace("T", " ")[:19], j.input_name)
+                 for j in jobs]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for r in rows:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        counts = store.count_by_status()
+        click.echo(("" if jobs else "no jobs match\n") + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    finally:
+        store.close()

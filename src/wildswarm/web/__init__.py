@@ -9,28 +9,35 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import timezone
 
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from wildswarm import __version__
+from wildswarm.publisher import Publisher
 from wildswarm.config import Settings
-from wildswarm.errors import JobError, UnsafePathError
+from wildswarm.errors import JobConflict, JobError, JobStoreError, UnsafePathError
+from wildswarm.intake import Intake
+from wildswarm.jobs import JobStore
+from wildswarm.jobs.db import Database
 from wildswarm.layout import Layout
 from wildswarm.web import metrics
-from wildswarm.web.publisher import Publisher
 from wildswarm.web.security import check_settings, csrf_token, guard, wants_json
-from wildswarm.web.uploads import FORM_SLACK, UploadRequest, remove_temps, upload_limit
-
-UPLOAD_ENDPOINTS = frozenset({"ui.upload", "api.submit"})
+from wildswarm.web.uploads import FORM_SLACK, UPLOAD_ENDPOINTS, UploadRequest, body_limit, remove_temps, upload_limit
 
 
-def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
+def create_app(settings: Settings | None = None, *, store: JobStore | None = None,
+               publisher: Publisher | None = None) -> Flask:
     """Build the web app. ``settings`` default to the environment's; ConfigError if access control is
-    on without credentials or a session key. ``publisher`` is for tests (default: the real broker)."""
+    on without credentials or a session key. ``store`` and ``publisher`` default to the job store and
+    broker the settings name (connected on first use, so the app starts while they are still starting)."""
     settings = settings if settings is not None else Settings.from_env()
     check_settings(settings)
     layout = Layout(settings.data).ensure()
+    layout.sweep_uploads(settings.web_stale_upload_seconds)
+    store = store if store is not None else JobStore(Database(settings))
+    publisher = publisher if publisher is not None else Publisher(settings, "web")
 
     app = Flask(__name__)
     app.request_class = UploadRequest
@@ -50,7 +57,9 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
         PERMANENT_SESSION_LIFETIME=12 * 3600,
         WILDSWARM_SETTINGS=settings,
         WILDSWARM_LAYOUT=layout,
-        WILDSWARM_PUBLISHER=publisher if publisher is not None else Publisher(settings),
+        WILDSWARM_STORE=store,
+        WILDSWARM_PUBLISHER=publisher,
+        WILDSWARM_INTAKE=Intake(settings, store, publisher),
     )
 
     from wildswarm.web import api, files, ops, security, ui
@@ -58,12 +67,15 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
         app.register_blueprint(bp)
 
     app.before_request(_start)
+    app.before_request(lambda: body_limit(settings))    # before the guard: its CSRF check may read a form
     app.before_request(guard)
     app.after_request(_finish)
     app.teardown_request(lambda _exc: remove_temps(request.environ))
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(JobConflict, lambda exc: _http_error(_Conflict(str(exc))))
     app.register_error_handler(JobError, lambda exc: _http_error(_NotFound(str(exc))))
     app.register_error_handler(UnsafePathError, lambda exc: _http_error(_NotFound(str(exc))))
+    app.register_error_handler(JobStoreError, lambda exc: _http_error(_Unavailable(str(exc))))
     app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__, auth=settings.web_auth)
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["bytes"] = human_bytes
@@ -74,10 +86,16 @@ class _NotFound(HTTPException):
     code = 404
 
 
+class _Conflict(HTTPException):
+    code = 409
+
+
+class _Unavailable(HTTPException):
+    code = 503
+
+
 def _start() -> None:
     g.started = time.perf_counter()
-    from flask import current_app
-    current_app.config["WILDSWARM_PUBLISHER"].scan()
 
 
 def _finish(response):
@@ -108,6 +126,8 @@ def _http_error(exc: HTTPException):
         description = f"The upload is larger than the limit of {human_bytes(limit)} ({limit} bytes)."
         if request.endpoint in UPLOAD_ENDPOINTS:
             metrics.UPLOADS_REFUSED.labels("too_large").inc()
+        else:
+            description = "The request is too large for this address."
     if wants_json():
         body = {"error": description or exc.name, "reason": exc.name.lower().replace(" ", "_")}
         if isinstance(exc, RequestEntityTooLarge):
@@ -116,7 +136,7 @@ def _http_error(exc: HTTPException):
         response.status_code = code
     else:
         response = render_template("error.html", code=code, title=exc.name, message=description), code
-    if code == 413:     # the rest of the body is not read: tell the client to stop sending
+    if code in (401, 413, 507):     # the rest of the body is not read: tell the client to stop sending
         response = _close(response)
     return response
 
@@ -139,8 +159,10 @@ def human_bytes(n: int | float | None) -> str:
     return f"{n:.1f} TiB"
 
 
-def _when(stamp: str | None) -> str:
-    """An ISO time as ``2026-11-25 14:29:14 UTC``."""
+def _when(stamp) -> str:
+    """A time (datetime or ISO text) as ``2026-11-25 14:29:14 UTC``."""
     if not stamp:
         return "–"
+    if not isinstance(stamp, str):
+        stamp = stamp.astimezone(timezone.utc).isoformat(timespec="seconds")
     return stamp.replace("T", " ")[:19] + (" UTC" if stamp.endswith(("+00:00", "Z")) else "")

@@ -2,19 +2,19 @@
 
 Downloads (``/api/jobs/<id>/files/<name>``, ``/api/jobs/<id>/outputs.zip``) are
 served by the files blueprint. Errors are ``{"error": message, "reason": word}``.
+Listing filters, sorts, pages and counts in the job store (SQL with indexes);
+``?since=<seq>`` answers only the jobs changed after change number ``seq``.
 """
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from wildswarm.jobs import JobStatus, JobStore
 from wildswarm.web import service
 from wildswarm.web.openapi import document
-from wildswarm.web.uploads import UploadRefused, accept_counted
+from wildswarm.web.query import BadQuery, CHANGES_LIMIT, TOTAL_CAP, job_query, whole_number
+from wildswarm.web.uploads import UploadRefused, accept_counted, uploaded
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-
-MAX_LIMIT = 1000
 
 
 def _error(status: int, message: str, reason: str):
@@ -30,40 +30,42 @@ def openapi():
 
 @bp.get("/jobs")
 def jobs():
-    layout = current_app.config["WILDSWARM_LAYOUT"]
-    status = request.args.get("status")
-    if status is not None and status not in {s.value for s in JobStatus}:
-        return _error(400, f"status must be one of {', '.join(s.value for s in JobStatus)}", "bad_request")
-    raw_limit = request.args.get("limit", "200")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        return _error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}", "bad_request")
-    found = [j for j in JobStore(layout).all() if status is None or j.status.value == status]
-    shown = found[: int(raw_limit)]
-    return jsonify(jobs=[service.job_json(layout, j) for j in shown], count=len(shown), total=len(found))
+    store = service.store()
+    try:
+        if "since" in request.args:
+            since = whole_number(request.args, "since", 0, 0, 2**62)
+            changed, seq = store.changes(since, CHANGES_LIMIT)
+            return jsonify(jobs=[service.job_json(j) for j in changed], count=len(changed), seq=seq,
+                           more=len(changed) == CHANGES_LIMIT)
+        query = job_query(request.args, default_limit=200)
+    except BadQuery as exc:
+        return _error(400, str(exc), "bad_request")
+    found = store.list(query)
+    total = store.count(query, cap=TOTAL_CAP)
+    return jsonify(jobs=[service.job_json(j) for j in found], count=len(found), total=total,
+                   total_exact=total < TOTAL_CAP, offset=query.offset, seq=store.latest_seq())
 
 
 @bp.get("/jobs/<job_id>")
 def job(job_id: str):
-    layout = current_app.config["WILDSWARM_LAYOUT"]
-    return jsonify(service.job_json(layout, JobStore(layout).get(job_id), detail=True))
+    return jsonify(service.job_json(service.store().get(job_id), detail=True))
 
 
 @bp.post("/jobs")
 def submit():
     cfg = current_app.config
-    uploads = request.files.getlist("file")
-    if len(uploads) > 1:
+    files = uploaded("file")
+    if len(files) > 1:
         return _error(400, "send one video per request (form field 'file')", "bad_request")
-    if not uploads or not uploads[0].filename:
+    if not files or not files[0].filename:
         from wildswarm.web import metrics
         metrics.UPLOADS_REFUSED.labels("no_file").inc()
         return _error(400, "no file: send the video as multipart/form-data field 'file'", "no_file")
     try:
-        accepted = accept_counted(cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_PUBLISHER"], uploads[0])
+        accepted = accept_counted(cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_INTAKE"], files[0])
     except UploadRefused as exc:
         return _error(exc.status, exc.message, exc.reason)
-    body = {"job": service.job_json(cfg["WILDSWARM_LAYOUT"], accepted.job), "result": accepted.result,
-            "message": accepted.message}
+    body = {"job": service.job_json(accepted.job), "result": accepted.result, "message": accepted.message}
     response = jsonify(body)
     response.status_code = 200 if accepted.result == "duplicate" else 201
     response.headers["Location"] = url_for("api.job", job_id=accepted.job.id)
@@ -72,12 +74,11 @@ def submit():
 
 @bp.post("/jobs/<job_id>/retry")
 def retry(job_id: str):
-    cfg = current_app.config
-    try:
-        record, published = service.retry(cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_PUBLISHER"], job_id)
-    except service.Conflict as exc:
-        return _error(409, str(exc), "conflict")
+    from wildswarm.web import metrics
+    admission = current_app.config["WILDSWARM_INTAKE"].retry(job_id, how="retried from the web API")
+    metrics.RETRIES.inc()
+    published = admission.result != "pending"
     message = "queued again" if published else "reset; queued as soon as the job queue answers"
-    response = jsonify(job=service.job_json(cfg["WILDSWARM_LAYOUT"], record), published=published, message=message)
+    response = jsonify(job=service.job_json(admission.job), published=published, message=message)
     response.status_code = 202
     return response

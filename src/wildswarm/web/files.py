@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, send_file, url_for
 
-from wildswarm.jobs import JobStatus, JobStore
-from wildswarm.web import results
+from wildswarm.jobs import JobStatus
+from wildswarm.web import results, service
 
 bp = Blueprint("files", __name__)
 
@@ -27,7 +27,7 @@ def _send(path, as_attachment: bool = False):
 
 def _job_folder(job_id: str):
     layout = current_app.config["WILDSWARM_LAYOUT"]
-    job = JobStore(layout).get(job_id)
+    job = service.store().get(job_id)
     if job.status is not JobStatus.DONE:
         abort(404, description=f"Job {job.id} is {job.status.value}: it has no results yet.")
     folder = results.job_folder(layout, job)

@@ -1,13 +1,16 @@
 """``/healthz`` (the Swarm healthcheck) and ``/metrics`` (Prometheus)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import uuid
 
 from flask import Blueprint, Response, current_app, jsonify
 
 from wildswarm import __version__
+from wildswarm.errors import JobStoreError
 from wildswarm.web import metrics
 
 bp = Blueprint("ops", __name__)
@@ -16,14 +19,16 @@ BROKER_PROBE_SECONDS = 1.0
 
 
 def _writable(root) -> str | None:
-    """None if a file can be written and removed in the data root, else why not."""
+    """None if a file can be written and removed in the data root, else why not (it never raises)."""
     probe = root / f".healthz-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(probe, "wb") as fh:
             fh.write(b"ok")
-        probe.unlink()
     except OSError as exc:
         return f"{root}: {exc.strerror or exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
     return None
 
 
@@ -37,19 +42,33 @@ def _broker_reachable(settings) -> bool:
 
 @bp.get("/healthz")
 def healthz():
-    """200 while the data root is writable; the broker is reported, never fatal (uploads wait for it)."""
+    """200 whenever the app can answer: what it depends on is reported, never fatal.
+
+    A full or read-only disk, a job store or broker that is down: restarting
+    the web app mends none of them, and Swarm restarting it in a loop (as it
+    does on a failing healthcheck) would only cut off uploads in flight and the
+    pages that say what is wrong. ``status`` is ``ok`` or ``degraded``.
+    """
     cfg = current_app.config
-    settings, layout, publisher = cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_LAYOUT"], cfg["WILDSWARM_PUBLISHER"]
-    problem = _writable(layout.root)
+    settings, layout, store = cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_LAYOUT"], cfg["WILDSWARM_STORE"]
+    problem = _writable(layout.uploads)      # a folder the service owns (the root may be root's)
+    try:
+        free = shutil.disk_usage(layout.uploads).free
+    except OSError:
+        free = None
+    try:
+        pending, store_error = len(store.pending(1000)), None
+    except JobStoreError as exc:
+        pending, store_error = None, str(exc)
+    broker = _broker_reachable(settings)
     body = {
-        "status": "ok" if problem is None else "error",
+        "status": "ok" if problem is None and store_error is None and broker else "degraded",
         "version": __version__,
-        "data": {"root": str(layout.root), "writable": problem is None, "error": problem},
-        "broker": {"reachable": _broker_reachable(settings), "connected": publisher.connected,
-                   "pending_jobs": len(publisher.pending())},
+        "data": {"root": str(layout.root), "writable": problem is None, "error": problem, "free_bytes": free},
+        "store": {"reachable": store_error is None, "error": store_error},
+        "broker": {"reachable": broker, "pending_jobs": pending},
     }
     response = jsonify(body)
-    response.status_code = 200 if problem is None else 503
     response.headers["Cache-Control"] = "no-store"
     return response
 

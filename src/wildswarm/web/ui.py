@@ -3,19 +3,21 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from wildswarm.jobs import JobStatus, JobStore
+from wildswarm.errors import JobConflict
+from wildswarm.jobs import JobStatus
 from wildswarm.web import results, service
-from wildswarm.web.publisher import is_pending
-from wildswarm.web.uploads import UploadRefused, accept_counted, upload_limit
+from wildswarm.web.query import TOTAL_CAP, BadQuery, job_query
+from wildswarm.web.uploads import UploadRefused, accept_counted, upload_limit, uploaded
 
 bp = Blueprint("ui", __name__)
 
-JOBS_SHOWN = 200      # newest jobs on the jobs page (and in each of its updates)
+JOBS_SHOWN = 50       # jobs per page of the jobs page
+FILTERS = ("status", "q", "node", "from", "to", "untrained", "order")
 
 
 def _ctx():
     cfg = current_app.config
-    return cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_LAYOUT"], cfg["WILDSWARM_PUBLISHER"]
+    return cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_LAYOUT"], cfg["WILDSWARM_INTAKE"]
 
 
 def _upload_page(errors: list[str] | None = None, status: int = 200):
@@ -32,8 +34,8 @@ def index():
 @bp.post("/upload")
 def upload():
     """The form without JavaScript (the page's script posts each file to the API instead)."""
-    settings, _, publisher = _ctx()
-    uploads = [f for f in request.files.getlist("files") if f.filename]
+    settings, _, intake = _ctx()
+    uploads = [f for f in uploaded("files") if f.filename]
     if not uploads:
         from wildswarm.web import metrics
         metrics.UPLOADS_REFUSED.labels("no_file").inc()
@@ -41,7 +43,7 @@ def upload():
     accepted, errors, status = [], [], 200
     for f in uploads:
         try:
-            accepted.append(accept_counted(settings, publisher, f))
+            accepted.append(accept_counted(settings, intake, f))
         except UploadRefused as exc:
             errors.append(exc.message)
             status = exc.status if status == 200 else status
@@ -58,39 +60,54 @@ def upload():
 
 @bp.get("/jobs")
 def jobs():
-    _, layout, _ = _ctx()
+    store = service.store()
     new = set(request.args.get("new", "").split(","))
-    found = JobStore(layout).all()
-    return render_template("jobs.html", jobs=found[:JOBS_SHOWN], total=len(found), shown=JOBS_SHOWN, new=new,
-                           is_pending=is_pending)
+    try:
+        query = job_query(request.args, default_limit=JOBS_SHOWN)
+    except BadQuery as exc:
+        abort(400, description=str(exc))
+    found = store.list(query)
+    total = store.count(query, cap=TOTAL_CAP)
+    filters = {k: request.args[k] for k in FILTERS if request.args.get(k)}
+    page = {"offset": query.offset, "limit": query.limit, "total": total, "capped": total >= TOTAL_CAP,
+            "prev": url_for("ui.jobs", **filters, offset=max(0, query.offset - query.limit)) if query.offset else None,
+            "next": url_for("ui.jobs", **filters, offset=query.offset + query.limit)
+            if query.offset + len(found) < total else None}
+    live = not filters and query.offset == 0      # the first page of everything updates itself
+    return render_template("jobs.html", jobs=found, page=page, new=new, filters=filters, live=live,
+                           statuses=[s.value for s in JobStatus], nodes=store.nodes(), seq=store.latest_seq(),
+                           api=url_for("api.jobs"))
 
 
 @bp.get("/jobs/<job_id>")
 def job(job_id: str):
     _, layout, _ = _ctx()
-    record = JobStore(layout).get(job_id)
+    record = service.store().get(job_id)
     folder = results.job_folder(layout, record) if record.status is JobStatus.DONE else None
     files = results.list_files(folder)
     names = {f.name for f in files}
-    data = service.job_json(layout, record, detail=True)
+    data = service.job_json(record, detail=True)
     summary = results.read_summary(folder)
     return render_template("job.html", job=record, data=data, files=files, summary=summary,
-                           summary_rows=results.summary_rows(summary),
+                           summary_rows=results.summary_rows(summary), retriable=service.retriable(record),
                            has_video=results.VIDEO in names, has_plot=results.PLOT in names,
-                           pending=is_pending(record), output=results.output_name(record))
+                           pending=record.publish_pending, output=results.output_name(record))
 
 
 @bp.post("/jobs/<job_id>/retry")
 def retry(job_id: str):
-    settings, _, publisher = _ctx()
+    from wildswarm.web import metrics
+    _, _, intake = _ctx()
     try:
-        record, published = service.retry(settings, publisher, job_id)
-    except service.Conflict as exc:
+        admission = intake.retry(job_id, how="retried from the web page")
+    except JobConflict as exc:
         flash(str(exc), "error")
         return redirect(url_for("ui.job", job_id=job_id), 303)
-    flash(f"Job {record.id} is queued again." if published else
+    metrics.RETRIES.inc()
+    record = admission.job
+    flash(f"Job {record.id} is queued again." if admission.result != "pending" else
           f"Job {record.id} is reset; the job queue cannot be reached now, it is queued as soon as it answers.",
-          "ok" if published else "warn")
+          "ok" if admission.result != "pending" else "warn")
     return redirect(url_for("ui.job", job_id=record.id), 303)
 
 

@@ -1,38 +1,54 @@
-"""Uploads: streamed into a hidden file in input/, checked, renamed into place, queued at once.
+"""Uploads: streamed into ``uploads/`` once the client is authenticated, checked, then handed to intake.
 
-The request body is never held whole in memory or in /tmp: :class:`UploadRequest`
-has werkzeug write each uploaded file straight to ``input/.upload-<random>.part``
-(hidden, so the producer ignores it) while Flask's ``MAX_CONTENT_LENGTH`` cuts
-an oversized request off early. A file is refused, and its temporary file
-removed, if it has no usable name, is not an ``.mp4``, is empty or too large
-(the producer's own :func:`~wildswarm.producer.refusal`), or is not an MP4 video
-(no ISO-BMFF ``ftyp`` box, or PyAV cannot read a video stream from it). An
-accepted file is renamed (hard link, never overwriting) to a unique safe name
-in input/, published through the process's :class:`Publisher`, and recorded.
+No request body is read before the client is authenticated (``security.guard``
+runs first, and looks only at headers). Only the two upload endpoints may
+send a large body; every other request is limited to :data:`SMALL_BODY`
+bytes, so nobody can make the app write a file by posting to, say, the login page.
+
+The body of an upload is never held whole in memory or in /tmp:
+:class:`UploadRequest` has werkzeug write each uploaded file straight to
+``uploads/.upload-<random>.part`` (a folder of its own, outside ``input/``)
+while Flask's ``MAX_CONTENT_LENGTH`` cuts an oversized request off early. A
+request's part files are removed when it ends, whatever happened; a gunicorn
+worker killed mid-request leaves one behind, which :meth:`Layout.sweep_uploads`
+removes (at the app's start, and periodically from the producer).
+
+A file is refused (and its part file removed) if it has no usable name, is
+not an ``.mp4``, is empty or too large, or is not an MP4 video (no ISO-BMFF
+``ftyp`` box, or PyAV cannot read a video stream from it). An accepted file
+goes through :class:`~wildswarm.intake.Intake` (hash, dedupe, claim a name in
+``input/``, record, publish). A full disk is a clear 507, not a 500.
 """
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Request, current_app
+from flask import Request, abort, current_app, request
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import HTTPException
 
 from wildswarm.config import Settings
 from wildswarm.errors import UnsafePathError, VideoError, WildswarmError
-from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
-from wildswarm.layout import Layout, safe_name
-from wildswarm.messages import JobMessage
-from wildswarm.producer import refusal
+from wildswarm.intake import Admission, Intake, Refused
+from wildswarm.layout import PART_PREFIX, Layout, safe_name
 from wildswarm.web import metrics
-from wildswarm.web.publisher import PENDING_NOTE, Publisher
 
-TEMP_PREFIX = ".upload-"
+TEMP_PREFIX = PART_PREFIX
 TEMP_KEY = "wildswarm.upload_temps"
 MAX_NAME_BYTES = 255
 FORM_SLACK = 1 << 20          # room for multipart headers and small fields above the file limit
+SMALL_BODY = 64 * 1024        # the most any request but an upload may send
+UPLOAD_ENDPOINTS = frozenset({"ui.upload", "api.submit"})
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class InsufficientStorage(HTTPException):
+    code = 507
+    description = "The server's disk is full: the upload could not be saved. Nothing was kept; try again later."
 
 
 class UploadRefused(WildswarmError):
@@ -43,26 +59,37 @@ class UploadRefused(WildswarmError):
         self.reason, self.status, self.message = reason, status, message
 
 
-@dataclass(frozen=True)
-class Accepted:
-    job: Job
-    result: str        # queued | pending | duplicate
-    message: str
-
-
 class UploadRequest(Request):
-    """A Flask request whose uploaded files are written straight into hidden files in input/."""
+    """A Flask request whose uploaded files are written straight into part files in uploads/."""
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        if self.endpoint not in UPLOAD_ENDPOINTS:       # never a file on disk for any other endpoint
+            abort(413, description="This address takes no files.")
         layout: Layout = current_app.config["WILDSWARM_LAYOUT"]
-        layout.input.mkdir(parents=True, exist_ok=True)
-        path = layout.input / f"{TEMP_PREFIX}{uuid.uuid4().hex}.part"
+        layout.uploads.mkdir(parents=True, exist_ok=True)
+        path = layout.uploads / f"{TEMP_PREFIX}{uuid.uuid4().hex}.part"
         self.environ.setdefault(TEMP_KEY, []).append(path)
         return open(path, "w+b")
 
 
+def body_limit(settings: Settings) -> None:
+    """before_request (after the guard): the body limit of this endpoint."""
+    request.max_content_length = upload_limit(settings) + FORM_SLACK if request.endpoint in UPLOAD_ENDPOINTS \
+        else SMALL_BODY
+
+
+def uploaded(field: str) -> list[FileStorage]:
+    """The files of form field ``field``: reading the body here, a full disk is a 507."""
+    try:
+        return request.files.getlist(field)
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise InsufficientStorage() from None
+        raise
+
+
 def remove_temps(environ: dict) -> None:
-    """Remove what an upload left in input/ (refused, aborted or failed): teardown of every request."""
+    """Remove what an upload left in uploads/ (refused, aborted or failed): teardown of every request."""
     for path in environ.pop(TEMP_KEY, []):
         try:
             path.unlink()
@@ -114,67 +141,61 @@ def check_video(path: Path, name: str) -> None:
         raise UploadRefused("not_video", 415, f"{name} is not a readable video: {detail}") from None
 
 
-def _lost_failed_input(layout: Layout, job: Job) -> bool:
-    from wildswarm.web.service import _failed_input
-    return job.status is JobStatus.FAILED and not (job.error or "").startswith("refused:") \
-        and _failed_input(layout, job) is None
+@dataclass(frozen=True)
+class Accepted:
+    admission: Admission
+
+    @property
+    def job(self):
+        return self.admission.job
+
+    @property
+    def result(self) -> str:
+        """queued | pending | duplicate (a duplicate whose failed job this copy retried counts as queued)."""
+        return {"retried": "queued"}.get(self.admission.result, self.admission.result)
+
+    @property
+    def message(self) -> str:
+        return self.admission.message
 
 
-def accept(settings: Settings, publisher: Publisher, upload: FileStorage) -> Accepted:
-    """Check one uploaded file (already streamed to its temporary file) and queue it."""
+def accept(settings: Settings, intake: Intake, upload: FileStorage) -> Accepted:
+    """Check one uploaded file (already streamed to its part file) and admit it."""
     layout = Layout(settings.data)
-    store = JobStore(layout)
     clean = check_name(upload.filename)
     stream = upload.stream
     tmp = Path(getattr(stream, "name", "") or "")
-    if not tmp.name.startswith(TEMP_PREFIX) or tmp.parent != layout.input:
+    if not tmp.name.startswith(TEMP_PREFIX) or tmp.parent != layout.uploads:
         raise RuntimeError("uploads must be read through UploadRequest")
     stream.flush()
     size = os.fstat(stream.fileno()).st_size
-    reason = refusal(settings, clean, size)
     limit = upload_limit(settings)
-    if reason is None and size > limit:
-        reason = f"file is {size} bytes, over the upload limit of {limit} bytes"
-    if reason:
-        kind = ("bad_type" if Path(clean).suffix.lower() not in settings.extensions else
-                "empty" if size == 0 else "too_large")
-        status = {"bad_type": 415, "empty": 400, "too_large": 413}[kind]
-        raise UploadRefused(kind, status, f"{upload.filename}: {reason}.")
+    if Path(clean).suffix.lower() not in settings.extensions:
+        raise UploadRefused("bad_type", 415, f"{upload.filename}: extension {Path(clean).suffix or '(none)'!r} "
+                                             f"is not accepted (accepted: {', '.join(settings.extensions)}).")
+    if size > limit:
+        raise UploadRefused("too_large", 413, f"{upload.filename}: file is {size} bytes, over the upload limit "
+                                              f"of {limit} bytes.")
+    if size == 0:
+        raise UploadRefused("empty", 400, f"{upload.filename}: file is empty.")
     check_video(tmp, clean)
-    job_id = job_id_for(tmp)
     metrics.UPLOAD_BYTES.inc(size)
-    if store.exists(job_id):
-        job = store.get(job_id)
-        if _lost_failed_input(layout, job):     # failed, and its input is gone: this copy retries it
-            from wildswarm.web import service
-            job, queued = service.retry(settings, publisher, job.id, upload=tmp)
-            then = "queues it again" if queued else "is kept; it is queued when the broker answers"
-            return Accepted(job, "queued" if queued else "pending",
-                            f"{upload.filename} is job {job.id}, which had failed and whose input was gone: "
-                            f"this upload {then}.")
-        tmp.unlink(missing_ok=True)
-        return Accepted(job, "duplicate", f"{upload.filename} was uploaded before: it is job {job.id} "
-                                          f"({job.input_name}, {job.status.value}).")
-    os.utime(tmp)        # a fresh mtime: the producer leaves it alone until it has settled
-    final = layout.claim_input(tmp, clean)
-    queued = publisher.publish(JobMessage(job_id, final.name))
-    note = None if queued else f"{PENDING_NOTE} ({publisher.last_error}); it is queued as soon as it answers"
-    job, created = store.create(Job(id=job_id, input_name=final.name, size_bytes=size, error=note))
-    if not queued and created:
-        publisher.add_pending(job_id)
-    renamed = f" as {final.name}" if final.name != upload.filename else ""
-    layout.log(settings.node, f"job {job_id} {final.name}: uploaded{renamed}, "
-                              f"{'queued' if queued else 'saved; broker unreachable, queued when it answers'}")
-    if queued:
-        return Accepted(job, "queued", f"{upload.filename} uploaded{renamed} and queued as job {job_id}.")
-    return Accepted(job, "pending", f"{upload.filename} is saved{renamed} as job {job_id}. The job queue cannot be "
-                                    "reached right now; the job is queued automatically as soon as it answers.")
+    try:
+        admission = intake.admit_staged(tmp, clean, source="uploaded"
+                                        + (f" as {upload.filename}" if upload.filename != clean else ""))
+    except Refused as exc:
+        raise UploadRefused(exc.kind, {"bad_type": 415, "empty": 400}.get(exc.kind, 413), str(exc)) from None
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise InsufficientStorage() from None
+        raise
+    return Accepted(admission)
 
 
-def accept_counted(settings: Settings, publisher: Publisher, upload: FileStorage) -> Accepted:
+def accept_counted(settings: Settings, intake: Intake, upload: FileStorage) -> Accepted:
     """:func:`accept`, counted in the upload metrics."""
     try:
-        result = accept(settings, publisher, upload)
+        result = accept(settings, intake, upload)
     except UploadRefused as exc:
         metrics.UPLOADS_REFUSED.labels(exc.reason).inc()
         raise

@@ -12,7 +12,7 @@
   };
   const when = (s) => (s ? s.replace("T", " ").slice(0, 19) + (/(\+00:00|Z)$/.test(s) ? " UTC" : "") : "–");
   const pct = (p) => Math.round(100 * (p || 0)) + "%";
-  const statusText = (j) => (j.pending_publish ? "waiting for broker" : j.status);
+  const statusText = (j) => (j.pending_publish ? "waiting for the queue" : j.status);
   const humanBytes = (n) => {
     const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
@@ -153,7 +153,7 @@
       timer = null;
       if (!document.hidden) {
         try {
-          const r = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+          const r = await fetch(typeof url === "function" ? url() : url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
           if (r.ok && onData(await r.json()) === false) return;
         } catch (err) { /* the server is restarting: try again on the next tick */ }
       }
@@ -163,45 +163,56 @@
     document.addEventListener("visibilitychange", () => { if (!document.hidden && timer) { clearTimeout(timer); tick(); } });
   }
 
+  // The jobs page asks only for what changed since its last poll (?since=<change number>): rows on the
+  // page are updated in place; on the live first page, new jobs are added at the top.
   function jobsPage() {
     const table = document.getElementById("jobs");
     if (!table) return;
     const tbody = table.tBodies[0];
     const empty = document.getElementById("no-jobs");
     const stamp = document.getElementById("refreshed");
+    const live = table.dataset.live === "yes";
+    const limit = Number(table.dataset.limit || 50);
     const fresh = new Set((table.dataset.new || "").split(",").filter(Boolean));
+    let seq = Number(table.dataset.seq || 0);
     const cell = (label, ...children) => {
       const td = el("td");
       td.dataset.label = label;
       td.append(...children);
       return td;
     };
-    poll(table.dataset.api, (data) => {
-      const rows = data.jobs.map((j) => {
-        const tr = el("tr", fresh.has(j.id) ? "new" : "");
-        tr.dataset.id = j.id;
-        const link = el("a", "", j.input_name);
-        link.href = j.links.page;
-        const label = el("span");
-        label.append(link);
-        if (j.untrained) label.append(" ", el("span", "tag warn", "untrained"));
-        const name = cell("Video", label);
-        const bar = el("progress", "bar");
-        bar.max = 1;
-        bar.value = j.progress;
-        const frames = j.frames_total ? " · " + j.frames_done + "/" + j.frames_total : "";
-        tr.append(name, cell("Status", el("span", "status " + j.status, statusText(j))),
-          cell("Progress", bar, el("small", "", pct(j.progress) + frames)),
-          cell("Node", document.createTextNode(j.node || "–")),
-          cell("Created", document.createTextNode(when(j.created_at))),
-          cell("Finished", document.createTextNode(when(j.finished_at))));
-        return tr;
-      });
-      tbody.replaceChildren(...rows);
-      empty.hidden = rows.length > 0;
-      stamp.textContent = "Updated " + new Date().toLocaleTimeString() + " · every 2 seconds.";
-      const shown = document.getElementById("shown");
-      if (shown) shown.textContent = data.total > data.count ? "The newest " + data.count + " of " + data.total + " jobs. " : "";
+    const row = (j) => {
+      const tr = el("tr", fresh.has(j.id) ? "new" : "");
+      tr.dataset.id = j.id;
+      const link = el("a", "", j.input_name);
+      link.href = j.links.page;
+      const label = el("span");
+      label.append(link);
+      if (j.untrained) label.append(" ", el("span", "tag warn", "untrained"));
+      const bar = el("progress", "bar");
+      bar.max = 1;
+      bar.value = j.progress;
+      const frames = j.frames_total ? " · " + j.frames_done + "/" + j.frames_total : "";
+      tr.append(cell("Video", label), cell("Status", el("span", "status " + j.status, statusText(j))),
+        cell("Progress", bar, el("small", "", pct(j.progress) + frames)),
+        cell("Node", document.createTextNode(j.node || "–")),
+        cell("Created", document.createTextNode(when(j.created_at))),
+        cell("Finished", document.createTextNode(when(j.finished_at))));
+      return tr;
+    };
+    const url = () => table.dataset.api + "?since=" + seq;
+    poll(url, (data) => {
+      seq = data.seq;
+      const rows = new Map(Array.from(tbody.rows).map((tr) => [tr.dataset.id, tr]));
+      // oldest change first: a job created later ends up above one created earlier
+      for (const j of data.jobs) {
+        const old = rows.get(j.id);
+        if (old) old.replaceWith(row(j));
+        else if (live) tbody.prepend(row(j));
+      }
+      while (live && tbody.rows.length > limit) tbody.deleteRow(-1);
+      empty.hidden = tbody.rows.length > 0;
+      if (live || data.jobs.length) stamp.textContent = "Updated " + new Date().toLocaleTimeString() + " · every 2 seconds.";
     });
   }
 

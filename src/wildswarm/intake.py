@@ -1,0 +1,187 @@
+"""Intake: the one way a video becomes a job.
+
+The producer (a file settled in ``input/``), ``wildswarm submit`` and a web
+upload (a complete copy staged in ``uploads/``) and a retry all come through
+here, in the same order:
+
+1. **check** the name and size (:func:`refusal`): :class:`Refused` if it is not a video we take;
+2. **hash** the content: the job id, so the same video is one job however it arrives;
+3. **dedupe**: a known video is not queued again (unless it failed and its input is gone:
+   then this copy retries it);
+4. **claim a name** in ``input/`` (never overwriting, safe characters only);
+5. **record** the job, its message marked pending;
+6. **publish** the message (confirmed) and mark it published. If the broker cannot be
+   reached, the job stays recorded with its publish pending, and the reconciler publishes
+   it once the broker answers: nothing is lost either way.
+
+Record before publish: a crash between the two leaves a pending job that the
+reconciler publishes; a message never points at a job that has no record.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from wildswarm.publisher import Publisher
+from wildswarm.config import Settings
+from wildswarm.errors import JobConflict, VideoError
+from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
+from wildswarm.layout import Layout, move_into, safe_name
+from wildswarm.messages import JobMessage
+
+log = logging.getLogger(__name__)
+
+
+class Refused(VideoError):
+    """Not a video we take; ``kind`` says why: bad_type | too_large | empty."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def refusal(settings: Settings, name: str, size: int) -> tuple[str, str] | None:
+    """(kind, why) a file of this name and size is not accepted as a video, or None."""
+    ext = Path(name).suffix.lower()
+    if ext not in settings.extensions:
+        return "bad_type", f"extension {ext or '(none)'!r} is not accepted (accepted: {', '.join(settings.extensions)})"
+    if size > settings.max_video_bytes:
+        return "too_large", (f"file is {size} bytes, over the limit of {settings.max_video_bytes} "
+                             "(WILDSWARM_MAX_VIDEO_BYTES)")
+    if size == 0:
+        return "empty", "file is empty"
+    return None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What became of a video handed to intake."""
+
+    job: Job
+    result: str        # queued | pending | duplicate | known | retried | refused
+    message: str
+
+
+class Intake:
+    def __init__(self, settings: Settings, store: JobStore, publisher: Publisher):
+        self.settings = settings
+        self.store = store
+        self.publisher = publisher
+        self.layout = Layout(settings.data)
+
+    def note(self, line: str) -> None:
+        log.info(line)
+        self.layout.log(self.settings.node, line)
+
+    # --- a complete copy, staged outside input/ (web upload, wildswarm submit) -----------------
+    def admit_staged(self, staged: Path, name: str, source: str) -> Admission:
+        """Queue the video written to ``staged`` under the name ``name``; ``staged`` is gone afterwards."""
+        try:
+            self._check(name, staged.stat().st_size)
+            job_id = job_id_for(staged)
+            known = self.store.find(job_id)
+            if known is not None:
+                if self._lost_failed_input(known):
+                    retried = self.retry(job_id, copy=staged, how=f"{source} of a failed job whose input was gone")
+                    return Admission(retried.job, retried.result, f"{name} is job {job_id}, which had failed and "
+                                     "whose input was gone: this copy queues it again.")
+                return Admission(known, "duplicate", f"{name} is a video wildswarm already has: job {job_id} "
+                                                     f"({known.input_name}, {known.status.value}).")
+            final = self.layout.claim_input(staged, name)
+        finally:
+            staged.unlink(missing_ok=True)
+        return self._record_and_publish(job_id, final, source)
+
+    # --- a file settled in input/ (the producer) --------------------------------------------------------
+    def admit_dropped(self, path: Path) -> Admission:
+        """Queue, skip or refuse ``input/<name>``, a file someone copied there."""
+        size = path.stat().st_size
+        why = refusal(self.settings, path.name, size)
+        if why:
+            return self._refuse_dropped(path, size, why[1])
+        job_id = job_id_for(path)
+        known = self.store.find(job_id)
+        if known is not None:
+            return self._known_dropped(path, known)
+        if safe_name(path.name) != path.name or self._taken(path.name):
+            renamed = self.layout.claim_input(path, path.name)
+            self.note(f"{path.name}: renamed to {renamed.name} (unsafe or already taken)")
+            path = renamed
+        return self._record_and_publish(job_id, path, "dropped into input/")
+
+    # --- retry --------------------------------------------------------------------------------------------
+    def retry(self, job_id: str, copy: Path | None = None, how: str = "retried") -> Admission:
+        """Queue a failed (or stranded) job again; :class:`JobConflict` if it may not be.
+
+        ``copy``: a new copy of its video, used when its own input is gone.
+        """
+        def restore(job: Job) -> str:
+            src = self.layout.failed_input(job) or copy
+            if src is None:
+                raise JobConflict(f"the input of job {job.id} ({job.input_name}) is no longer in input/ or "
+                                  "input_failed/; upload the video again")
+            if src.parent == self.layout.input and src != copy:
+                return src.name
+            return self.layout.claim_input(src, job.input_name, exact_first=True).name
+
+        job = self.store.reset_for_retry(job_id, restore, stale_seconds=self.settings.republish_after_seconds)
+        admission = self._publish(job, how)
+        return Admission(admission.job, "retried" if admission.result == "queued" else admission.result,
+                         admission.message)
+
+    # --- the steps ----------------------------------------------------------------------------------------
+    def _check(self, name: str, size: int) -> None:
+        why = refusal(self.settings, name, size)
+        if why:
+            raise Refused(why[0], f"{name}: {why[1]}")
+
+    def _record_and_publish(self, job_id: str, final: Path, source: str) -> Admission:
+        job, created = self.store.submit(job_id, final.name, final.stat().st_size)
+        if not created:          # the same video, admitted at the same moment by another path
+            moved = move_into(final, self.layout.input_failed, job_id[:8])
+            self.note(f"{final.name}: same content as job {job_id} ({job.input_name}); not queued again"
+                      + (f", moved to input_failed/{moved.name}" if moved else ""))
+            return Admission(job, "duplicate", f"{final.name} is job {job_id} ({job.input_name}, {job.status.value}).")
+        return self._publish(job, source)
+
+    def _publish(self, job: Job, how: str) -> Admission:
+        if self.publisher.publish(JobMessage(job.id, job.input_name)):
+            job = self.store.mark_published(job.id) or self.store.get(job.id)
+            self.note(f"job {job.id} {job.input_name}: {how}, queued")
+            return Admission(job, "queued", f"{job.input_name} is queued as job {job.id}.")
+        self.note(f"job {job.id} {job.input_name}: {how}; the broker is unreachable, queued when it answers")
+        return Admission(job, "pending", f"{job.input_name} is saved as job {job.id}. The job queue cannot be "
+                                         "reached right now; the job is queued automatically as soon as it answers.")
+
+    def _lost_failed_input(self, job: Job) -> bool:
+        return job.status is JobStatus.FAILED and not job.refused and self.layout.failed_input(job) is None
+
+    def _taken(self, name: str) -> bool:
+        """Whether another job already owns this name (its input moved on, or its output folder)."""
+        lay, stem = self.layout, Path(name).stem
+        if (lay.input_done / name).exists() or (lay.input_failed / name).exists() or (lay.output / stem).exists():
+            return True
+        return any(p.name != name and p.stem == stem for p in lay.input.iterdir() if not p.name.startswith("."))
+
+    def _known_dropped(self, path: Path, job: Job) -> Admission:
+        if job.input_name != path.name:
+            moved = move_into(path, self.layout.input_failed, job.id[:8])
+            self.note(f"{path.name}: same content as job {job.id} ({job.input_name}, {job.status.value}); "
+                      f"not queued again, moved to input_failed/{moved.name if moved else '?'}")
+            return Admission(job, "duplicate", f"{path.name} is job {job.id}")
+        if job.status.finished:   # its worker stopped between recording and moving it
+            move_into(path, self.layout.input_done if job.status is JobStatus.DONE else self.layout.input_failed,
+                      job.id[:8])
+        return Admission(job, "known", f"{path.name} is job {job.id}")
+
+    def _refuse_dropped(self, path: Path, size: int, reason: str) -> Admission:
+        st = path.stat()
+        key = f"refused\0{path.name}\0{size}\0{st.st_mtime_ns}".encode()
+        job_id = hashlib.sha256(key).hexdigest()[:16]
+        moved = move_into(path, self.layout.input_failed, job_id[:8])
+        name = moved.name if moved else path.name
+        job = self.store.refuse(job_id, name, size, reason, self.settings.node)
+        self.note(f"job {job_id} {path.name}: refused ({reason}); moved to input_failed/{name}")
+        return Admission(job, "refused", reason)

@@ -1,0 +1,78 @@
+"""A one-time import of the job records of earlier versions (``jobs/<id>.json`` on the shared filesystem).
+
+Run on start by the producer; it is done once per job store: a marker row in
+``store_meta``, written in the same transaction as the records, says so. Queued and running records become queued
+jobs whose message is published again (a worker acknowledges a second message
+of a job without work, so a message still on the queue does no harm); done and
+failed ones are kept as they were, with a "refused:" error turned into the
+``refused`` column. The JSON files are left where they are, never changed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from wildswarm.jobs.model import Job, JobStatus
+from wildswarm.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+MARKER = "json_records_imported"
+REFUSED_PREFIX = "refused:"
+
+
+def _when(value) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def read_record(path: Path) -> Job | None:
+    """The job in one JSON record, or None if the file is not a readable record."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        status = JobStatus(data.get("status", "queued"))
+        error = data.get("error")
+        refused = isinstance(error, str) and error.startswith(REFUSED_PREFIX)
+        if refused:
+            error = error[len(REFUSED_PREFIX):].strip()
+        elif status is JobStatus.QUEUED and isinstance(error, str) and error.startswith("not queued yet"):
+            error = None                       # the old pending-publish note: now a column
+        if status is JobStatus.RUNNING:        # its worker belongs to the version being replaced
+            status, error = JobStatus.QUEUED, None
+        return Job(
+            id=str(data["id"]), input_name=str(data["input_name"]), status=status,
+            frames_done=int(data.get("frames_done") or 0), frames_total=int(data.get("frames_total") or 0),
+            node=data.get("node"), attempts=int(data.get("attempts") or 0),
+            created_at=_when(data.get("created_at")), started_at=_when(data.get("started_at")),
+            finished_at=_when(data.get("finished_at")), output=data.get("output"),
+            outputs=[str(o) for o in data.get("outputs") or []], error=error, refused=refused,
+            untrained=bool(data.get("untrained")), size_bytes=data.get("size_bytes"),
+            timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def import_json_records(store: JobStore, folder: Path) -> dict[str, int] | None:
+    """Import every record in ``folder`` once per store; counts, or None if it was done before."""
+    jobs, unreadable = [], 0
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        job = None if path.is_symlink() else read_record(path)
+        if job is None:
+            unreadable += 1
+            log.warning("job record %s is unreadable; not imported", path)
+        else:
+            jobs.append(job)
+    counts = store.import_records(jobs, marker=MARKER)
+    if counts is None:
+        return None
+    counts["unreadable"] = unreadable
+    if any(counts.values()):
+        log.info("imported the JSON job records of %s: %s", folder, counts)
+    return counts

@@ -1,0 +1,91 @@
+"""A job: its status, its record, its id.
+
+The id is derived from the video's content (:func:`job_id_for`), so the same
+video is one job whatever its name or how it arrived. A :class:`Job` is a
+read-only snapshot of the row in the job store; only
+:class:`~wildswarm.jobs.store.JobStore`'s named transitions change a job.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+ID_LENGTH = 16
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED)
+
+
+def job_id_for(path: Path, chunk: int = 1 << 20) -> str:
+    """The job id of a video: the start of the SHA-256 of its content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:ID_LENGTH]
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    input_name: str
+    status: JobStatus = JobStatus.QUEUED
+    frames_done: int = 0
+    frames_total: int = 0
+    node: str | None = None
+    attempts: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_until: datetime | None = None
+    retry_at: datetime | None = None
+    output: str | None = None          # folder name under output/
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    refused: bool = False              # never a video we accept: retrying it cannot help
+    publish_pending: bool = False      # recorded, but its message is not confirmed on the queue yet
+    untrained: bool = False
+    size_bytes: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    seq: int = 0                       # change sequence: larger for every later change of any job
+
+    @property
+    def progress(self) -> float:
+        if self.status is JobStatus.DONE:
+            return 1.0
+        return self.frames_done / self.frames_total if self.frames_total else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["status"] = self.status.value
+        d["progress"] = round(self.progress, 4)
+        for key in ("created_at", "updated_at", "started_at", "finished_at", "lease_until", "retry_at"):
+            d[key] = _iso(d[key])
+        return d
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Job":
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in row.items() if k in names}
+        values["status"] = JobStatus(values.get("status", "queued"))
+        values["outputs"] = list(values.get("outputs") or [])
+        values["timings"] = dict(values.get("timings") or {})
+        return cls(**values)

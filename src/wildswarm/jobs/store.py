@@ -1,0 +1,336 @@
+"""The job store: the ONLY writer of job state, through named transitions.
+
+Each transition is one SQL statement (or one transaction) whose precondition
+sits in its ``WHERE`` clause, so it either happens whole or not at all, and
+two processes can never both win it:
+
+==================  =================================  ======================================
+transition          from                               to
+==================  =================================  ======================================
+submit              (no row)                           queued, publish pending
+refuse              (no row)                           failed, refused
+mark_published      queued                             queued, message confirmed
+mark_publish_pending queued                            queued, publish pending
+claim               queued, or running whose lease     running, leased to one worker
+                    has expired
+heartbeat/progress  running, leased to this worker     (lease extended)
+finish              running, leased to this worker     done (never overwritten again)
+fail                running, leased to this worker     failed
+requeue             running, leased to this worker     queued (after a delay)
+fail_abandoned      queued, or running, lease expired  failed (its message was dead-lettered)
+requeue_expired     running, lease long expired        queued, publish pending
+reset_for_retry     failed (not refused); queued with  queued, publish pending
+                    no live message; running, expired
+==================  =================================  ======================================
+
+Times are the database's ``now()``: the clocks of the nodes never matter.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Callable
+
+from psycopg.types.json import Jsonb
+
+from wildswarm.config import Settings
+from wildswarm.errors import JobConflict, JobError
+from wildswarm.jobs.db import Database
+from wildswarm.jobs.model import Job, JobStatus
+
+JOB_ID = re.compile(r"[0-9a-f]{8,64}")
+CHANGED = "seq = nextval('job_seq'), updated_at = now()"
+LEASE = "lease_until = now() + make_interval(secs => %(lease)s)"
+MINE = "id = %(id)s AND status = 'running' AND lease_owner = %(owner)s"
+EXPIRED = "status = 'running' AND lease_until < now()"
+RESET = ("frames_done = 0, frames_total = 0, node = NULL, started_at = NULL, finished_at = NULL, "
+         "lease_owner = NULL, lease_until = NULL, retry_at = NULL, error = NULL")
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """A filtered, sorted, paged listing. Every filter is optional."""
+
+    status: JobStatus | None = None
+    node: str | None = None
+    search: str | None = None          # substring of the input name, any case
+    created_from: date | None = None   # inclusive
+    created_to: date | None = None     # inclusive
+    untrained: bool | None = None
+    oldest_first: bool = False
+    limit: int = 50
+    offset: int = 0
+
+    def where(self) -> tuple[str, dict]:
+        clauses, params = [], {}
+        if self.status is not None:
+            clauses.append("status = %(status)s")
+            params["status"] = JobStatus(self.status).value
+        if self.node:
+            clauses.append("node = %(node)s")
+            params["node"] = self.node
+        if self.search:
+            clauses.append("lower(input_name) LIKE %(search)s")
+            params["search"] = "%" + _like_escape(self.search.lower()) + "%"
+        if self.created_from:
+            clauses.append("created_at >= %(created_from)s")
+            params["created_from"] = self.created_from
+        if self.created_to:
+            clauses.append("created_at < %(created_to)s::date + 1")
+            params["created_to"] = self.created_to
+        if self.untrained is not None:
+            clauses.append("untrained = %(untrained)s")
+            params["untrained"] = self.untrained
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _text(reason: str, limit: int = 4000) -> str:
+    """A reason as PostgreSQL text takes it: no NUL characters, bounded length."""
+    return reason.replace("\x00", "\\0")[:limit]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class JobStore:
+    """Job records in PostgreSQL. Thread-safe: every call takes a pooled connection."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.lease_seconds = db.settings.lease_seconds
+
+    @classmethod
+    def connect(cls, settings: Settings, wait_seconds: float = 0.0, max_size: int | None = None) -> "JobStore":
+        return cls(Database(settings, max_size=max_size).open(wait_seconds))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- plumbing ----------------------------------------------------------------------
+    def _one(self, action: str, query: str, params: dict | tuple = ()) -> Job | None:
+        with self.db.connection(action) as conn:
+            row = conn.execute(query, params).fetchone()
+        return Job.from_row(row) if row else None
+
+    def _many(self, action: str, query: str, params: dict | tuple = ()) -> list[Job]:
+        with self.db.connection(action) as conn:
+            return [Job.from_row(r) for r in conn.execute(query, params).fetchall()]
+
+    def _params(self, job_id: str, owner: str | None = None, **more) -> dict:
+        return {"id": job_id, "owner": owner, "lease": float(self.lease_seconds), **more}
+
+    # --- reading -------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job is None:
+            raise JobError(f"no job {job_id[:64]!r}" if not JOB_ID.fullmatch(job_id) else f"no job {job_id}")
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        if not JOB_ID.fullmatch(job_id):          # never a query for what cannot be an id
+            return None
+        return self._one("reading a job", "SELECT * FROM jobs WHERE id = %s", (job_id,))
+
+    def exists(self, job_id: str) -> bool:
+        return self.find(job_id) is not None
+
+    def list(self, query: JobQuery = JobQuery()) -> list[Job]:
+        where, params = query.where()
+        order = "ASC" if query.oldest_first else "DESC"
+        params.update(limit=max(0, query.limit), offset=max(0, query.offset))
+        return self._many("listing jobs", f"SELECT * FROM jobs{where} ORDER BY created_at {order}, id {order} "
+                                          "LIMIT %(limit)s OFFSET %(offset)s", params)
+
+    def count(self, query: JobQuery = JobQuery(), cap: int | None = None) -> int:
+        """How many jobs match (at most ``cap``: counting stops there, so it stays fast)."""
+        where, params = query.where()
+        inner = f"SELECT 1 FROM jobs{where}" + (" LIMIT %(cap)s" if cap else "")
+        params["cap"] = cap
+        with self.db.connection("counting jobs") as conn:
+            return conn.execute(f"SELECT count(*) AS n FROM ({inner}) AS m", params).fetchone()["n"]
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.db.connection("counting jobs") as conn:
+            rows = conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall()
+        counts = {s.value: 0 for s in JobStatus}
+        counts.update({r["status"]: r["n"] for r in rows})
+        return counts
+
+    def nodes(self) -> list[str]:
+        with self.db.connection("listing nodes") as conn:
+            rows = conn.execute("SELECT DISTINCT node FROM jobs WHERE node IS NOT NULL ORDER BY node").fetchall()
+        return [r["node"] for r in rows]
+
+    def changes(self, since: int, limit: int = 500) -> tuple[list[Job], int]:
+        """Jobs changed after change number ``since`` (oldest change first), and the number to ask from next."""
+        jobs = self._many("reading changes", "SELECT * FROM jobs WHERE seq > %s ORDER BY seq LIMIT %s",
+                          (since, limit))
+        return jobs, (jobs[-1].seq if jobs else max(since, 0))
+
+    def latest_seq(self) -> int:
+        with self.db.connection("reading changes") as conn:
+            return conn.execute("SELECT coalesce(max(seq), 0) AS s FROM jobs").fetchone()["s"]
+
+    # --- admitting -------------------------------------------------------------------------
+    def submit(self, job_id: str, input_name: str, size_bytes: int | None = None) -> tuple[Job, bool]:
+        """Record a new job, its message not yet published: (the job, True); (the existing one, False)."""
+        job = self._one("recording a job", "INSERT INTO jobs (id, input_name, size_bytes, publish_pending) "
+                                           "VALUES (%s, %s, %s, true) ON CONFLICT (id) DO NOTHING RETURNING *",
+                        (job_id, input_name, size_bytes))
+        return (job, True) if job else (self.get(job_id), False)
+
+    def refuse(self, job_id: str, input_name: str, size_bytes: int | None, reason: str, node: str) -> Job:
+        """Record a file that is not a video we accept: failed and refused, for good."""
+        job = self._one("recording a refusal",
+                        "INSERT INTO jobs (id, input_name, size_bytes, status, refused, error, node, finished_at) "
+                        "VALUES (%s, %s, %s, 'failed', true, %s, %s, now()) ON CONFLICT (id) DO NOTHING "
+                        "RETURNING *", (job_id, input_name, size_bytes, _text(reason), node))
+        return job or self.get(job_id)
+
+    def mark_published(self, job_id: str) -> Job | None:
+        return self._one("recording a publish",
+                         f"UPDATE jobs SET publish_pending = false, published_at = now(), {CHANGED} "
+                         "WHERE id = %s AND status = 'queued' RETURNING *", (job_id,))
+
+    def mark_publish_pending(self, job_id: str) -> Job | None:
+        return self._one("recording a pending publish",
+                         f"UPDATE jobs SET publish_pending = true, {CHANGED} "
+                         "WHERE id = %s AND status = 'queued' AND NOT publish_pending RETURNING *", (job_id,))
+
+    # --- a worker's transitions ------------------------------------------------------------------
+    def claim(self, job_id: str, owner: str, node: str) -> Job | None:
+        """Take the job for ``owner``: exactly one caller wins; None if it is not claimable now."""
+        return self._one("claiming a job",
+                         f"UPDATE jobs SET status = 'running', node = %(node)s, lease_owner = %(owner)s, {LEASE}, "
+                         "attempts = attempts + 1, started_at = now(), finished_at = NULL, frames_done = 0, "
+                         f"error = NULL, retry_at = NULL, publish_pending = false, {CHANGED} "
+                         f"WHERE id = %(id)s AND (status = 'queued' OR ({EXPIRED})) RETURNING *",
+                         self._params(job_id, owner, node=node))
+
+    def heartbeat(self, job_id: str, owner: str) -> bool:
+        """Extend ``owner``'s lease; False if the job is no longer its own."""
+        return self._one("extending a lease", f"UPDATE jobs SET {LEASE} WHERE {MINE} RETURNING *",
+                         self._params(job_id, owner)) is not None
+
+    def progress(self, job_id: str, owner: str, done: int, total: int) -> bool:
+        return self._one("recording progress",
+                         f"UPDATE jobs SET frames_done = %(done)s, frames_total = %(total)s, {LEASE}, {CHANGED} "
+                         f"WHERE {MINE} RETURNING *", self._params(job_id, owner, done=done, total=total)) is not None
+
+    def finish(self, job_id: str, owner: str, *, output: str, outputs: list[str], frames: int,
+               untrained: bool, timings: dict[str, float]) -> Job | None:
+        return self._one("recording a finished job",
+                         "UPDATE jobs SET status = 'done', output = %(output)s, outputs = %(outputs)s, "
+                         "frames_done = %(frames)s, frames_total = %(frames)s, untrained = %(untrained)s, "
+                         "timings = %(timings)s, finished_at = now(), error = NULL, lease_owner = NULL, "
+                         f"lease_until = NULL, {CHANGED} WHERE {MINE} RETURNING *",
+                         self._params(job_id, owner, output=output, outputs=Jsonb(sorted(outputs)), frames=frames,
+                                      untrained=bool(untrained), timings=Jsonb(timings)))
+
+    def fail(self, job_id: str, owner: str, reason: str) -> Job | None:
+        return self._one("recording a failed job",
+                         "UPDATE jobs SET status = 'failed', error = %(reason)s, finished_at = now(), "
+                         f"lease_owner = NULL, lease_until = NULL, {CHANGED} WHERE {MINE} RETURNING *",
+                         self._params(job_id, owner, reason=_text(reason)))
+
+    def requeue(self, job_id: str, owner: str, reason: str, delay_seconds: float = 0.0) -> Job | None:
+        """Give the job back, to be tried again after ``delay_seconds`` (its attempts stay counted)."""
+        return self._one("requeueing a job",
+                         "UPDATE jobs SET status = 'queued', error = %(reason)s, lease_owner = NULL, "
+                         "lease_until = NULL, retry_at = now() + make_interval(secs => %(delay)s), "
+                         f"{CHANGED} WHERE {MINE} RETURNING *",
+                         self._params(job_id, owner, reason=_text(reason), delay=float(delay_seconds)))
+
+    # --- the reconciler's transitions ---------------------------------------------------------------
+    def fail_abandoned(self, job_id: str, reason: str) -> Job | None:
+        """A dead-lettered job that nobody holds: failed. None if it finished or a live worker has it."""
+        return self._one("recording a dead-lettered job",
+                         "UPDATE jobs SET status = 'failed', error = %(reason)s, finished_at = now(), "
+                         "lease_owner = NULL, lease_until = NULL, publish_pending = false, "
+                         f"{CHANGED} WHERE id = %(id)s AND (status = 'queued' OR ({EXPIRED})) RETURNING *",
+                         self._params(job_id, reason=_text(reason)))
+
+    def requeue_expired(self, grace_seconds: float) -> list[Job]:
+        """Running jobs whose worker stopped heartbeating ``grace_seconds`` ago: queued, to be published."""
+        return self._many("requeueing abandoned jobs",
+                          "UPDATE jobs SET status = 'queued', publish_pending = true, lease_owner = NULL, "
+                          "lease_until = NULL, error = 'the worker running it stopped answering', "
+                          f"{CHANGED} WHERE status = 'running' AND lease_until < now() - "
+                          "make_interval(secs => %s) RETURNING *", (float(grace_seconds),))
+
+    def pending(self, limit: int = 100) -> list[Job]:
+        """Queued jobs whose message is not confirmed yet (the broker was down), oldest first."""
+        return self._many("listing pending jobs", "SELECT * FROM jobs WHERE publish_pending AND status = 'queued' "
+                                                  "ORDER BY created_at LIMIT %s", (limit,))
+
+    def unannounced(self, older_than_seconds: float, limit: int = 100) -> list[Job]:
+        """Queued jobs last published over ``older_than_seconds`` ago and due now, oldest first."""
+        return self._many("listing stale jobs",
+                          "SELECT * FROM jobs WHERE status = 'queued' AND NOT publish_pending "
+                          "AND (published_at IS NULL OR published_at < now() - make_interval(secs => %s)) "
+                          "AND (retry_at IS NULL OR retry_at <= now()) ORDER BY published_at NULLS FIRST LIMIT %s",
+                          (float(older_than_seconds), limit))
+
+    # --- a person's transition ----------------------------------------------------------------------
+    def reset_for_retry(self, job_id: str, restore_input: Callable[[Job], str],
+                        stale_seconds: float) -> Job:
+        """Make a failed (or stranded) job queued again, publish pending; :class:`JobConflict` if it may not be.
+
+        ``restore_input(job)`` puts a failed job's input back into input/ and
+        returns its name there; it runs while the row is locked, so two retries
+        of one job are one retry and one conflict.
+        """
+        if not JOB_ID.fullmatch(job_id):
+            raise JobError(f"no job {job_id[:64]!r}")
+        with self.db.connection("retrying a job") as conn, conn.transaction():
+            row = conn.execute("SELECT *, lease_until < now() AS expired, published_at < now() - "
+                               "make_interval(secs => %s) AS stale FROM jobs WHERE id = %s FOR UPDATE",
+                               (float(stale_seconds), job_id)).fetchone()
+            if row is None:
+                raise JobError(f"no job {job_id}")
+            job = Job.from_row(row)
+            if job.refused:
+                raise JobConflict(f"job {job.id} was refused ({job.error}); upload a valid video instead")
+            if job.status is JobStatus.DONE or (job.status is JobStatus.RUNNING and not row["expired"]):
+                raise JobConflict(f"job {job.id} is {job.status.value}; only a failed or stranded job can be retried")
+            if job.status is JobStatus.QUEUED and (job.publish_pending or not row["stale"]):
+                raise JobConflict(f"job {job.id} is already queued")
+            name = restore_input(job) if job.status is JobStatus.FAILED else job.input_name
+            attempts = "0" if job.status is JobStatus.FAILED else "attempts"
+            row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, {RESET}, "
+                               f"publish_pending = true, {CHANGED} WHERE id = %s RETURNING *",
+                               (name, job_id)).fetchone()
+        return Job.from_row(row)
+
+    # --- records from before the job store ---------------------------------------------------------------
+    def import_records(self, jobs: list[Job], marker: str) -> dict[str, int] | None:
+        """Insert jobs as they were (from JSON records), once: counts, or None if ``marker`` says it was done.
+
+        One transaction under an advisory lock: two importers starting together
+        import once, and a crash midway imports nothing.
+        """
+        with self.db.connection("importing jobs") as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (marker,))
+            if conn.execute("SELECT 1 FROM store_meta WHERE key = %s", (marker,)).fetchone():
+                return None
+            counts = {"imported": 0, "known": 0}
+            for job in jobs:
+                row = conn.execute(
+                    "INSERT INTO jobs (id, input_name, status, frames_done, frames_total, node, attempts, "
+                    "created_at, started_at, finished_at, output, outputs, error, refused, publish_pending, "
+                    "untrained, size_bytes, timings) VALUES (%(id)s, %(input_name)s, %(status)s, %(frames_done)s, "
+                    "%(frames_total)s, %(node)s, %(attempts)s, coalesce(%(created_at)s, now()), %(started_at)s, "
+                    "%(finished_at)s, %(output)s, %(outputs)s, %(error)s, %(refused)s, %(publish)s, %(untrained)s, "
+                    "%(size_bytes)s, %(timings)s) ON CONFLICT (id) DO NOTHING RETURNING id",
+                    {"id": job.id, "input_name": job.input_name, "status": job.status.value,
+                     "frames_done": job.frames_done, "frames_total": job.frames_total, "node": job.node,
+                     "attempts": job.attempts, "created_at": job.created_at, "started_at": job.started_at,
+                     "finished_at": job.finished_at, "output": job.output, "outputs": Jsonb(job.outputs),
+                     "error": job.error, "refused": job.refused, "publish": job.status is JobStatus.QUEUED,
+                     "untrained": job.untrained, "size_bytes": job.size_bytes, "timings": Jsonb(job.timings)},
+                ).fetchone()
+                counts["imported" if row else "known"] += 1
+            conn.execute("INSERT INTO store_meta (key, value) VALUES (%s, %s)", (marker, str(counts)))
+        return counts

@@ -1,0 +1,268 @@
+"""One job on one worker: claim it, analyse it under a lease, record the outcome, move the input.
+
+:class:`JobRunner` knows nothing of the broker. It returns a :class:`Verdict`
+that says what the worker should tell the broker; every state change goes
+through the job store's named transitions:
+
+* **claim** first, in one SQL statement: exactly one worker wins a job. A
+  finished job is never claimed again, so a second message for it is
+  acknowledged without work; a message for a job another worker holds under a
+  live lease waits that lease out on a delay queue (that worker may be dead).
+* While analysing, a :class:`Lease` thread renews the claim; if it is lost
+  (another worker took the job after this one stopped answering), the
+  analysis stops and nothing is recorded by this worker.
+* A :class:`~wildswarm.errors.VideoError` fails the job at once; any other
+  error gives it back with a growing delay, until ``delivery_limit`` attempts
+  have been made; then it fails for good.
+
+The shared filesystem may fail at any step (full, read-only): the outcome is
+recorded in the job store regardless, moving the input is best effort (the
+producer tidies an input left behind), and node-log lines never fail a job.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Protocol
+
+from wildswarm import metrics
+from wildswarm.broker import retry_delay
+from wildswarm.config import Settings
+from wildswarm.errors import JobStoreError, JobStoreUnavailable, VideoError
+from wildswarm.jobs import Job, JobStatus, JobStore
+from wildswarm.layout import Layout, move_into, stem_of
+from wildswarm.messages import JobMessage
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 1.0   # seconds between progress writes to the job store
+
+
+class Analyzer(Protocol):
+    """What the runner needs of :class:`~wildswarm.pipeline.run.Pipeline` (or a test aid)."""
+
+    def analyze(self, video: Path, out_root: Path, *, name: str | None = None,
+                progress: Callable[[int, int], None] | None = None): ...
+
+
+class Outcome(str, Enum):
+    DONE = "done"                # analysed and recorded; ack
+    FAILED = "failed"            # failed for good, recorded; ack
+    RETRIED = "retried"          # failed, attempts left: given back; publish it delayed, ack
+    DUPLICATE = "duplicate"      # a message for a finished job; ack
+    SKIPPED = "skipped"          # a second message for a job running elsewhere; ack
+    DEFERRED = "deferred"        # a redelivery while another worker's lease lives: publish it delayed, ack
+    LOST = "lost"                # this worker's lease was taken over mid-job; ack, record nothing
+    REJECTED = "rejected"        # malformed, or no job behind it; dead-lettered with the reason, ack
+    INTERRUPTED = "interrupted"  # the worker stopped first; given back, no ack: delivered again
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    delay: float = 0.0           # RETRIED, DEFERRED: publish the message again after this long
+    reason: str = ""             # REJECTED: why
+
+
+class _Stop(BaseException):
+    """Raised from the progress callback to stop an analysis (passes ``except Exception``)."""
+
+
+class Lease:
+    """``with Lease(store, job, owner, on_lost):`` renew the claim every quarter lease."""
+
+    def __init__(self, store: JobStore, job_id: str, owner: str, on_lost: Callable[[], None]):
+        self.store, self.job_id, self.owner, self.on_lost = store, job_id, owner, on_lost
+        self.interval = max(0.05, store.lease_seconds / 4)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job_id}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.store.heartbeat(self.job_id, self.owner):
+                    self.lost.set()
+                    self.on_lost()
+                    return
+            except JobStoreError as exc:      # the store is down: keep working, try again next time
+                log.warning("job %s: lease not renewed: %s", self.job_id, exc)
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+
+class JobRunner:
+    """Does one job on the shared filesystem; knows nothing of the broker."""
+
+    def __init__(self, settings: Settings, analyzer: Analyzer, store: JobStore,
+                 stopping: threading.Event | None = None):
+        self.settings, self.analyzer, self.store = settings, analyzer, store
+        self.stopping = stopping or threading.Event()
+        self.layout = Layout(settings.data)
+        self.node = settings.node
+        self.owner = f"{settings.node}/{uuid.uuid4().hex[:12]}"   # this process: a restarted one is another
+        self.limit = max(1, int(settings.delivery_limit))
+
+    def note(self, job: Job, line: str) -> None:
+        self.layout.log(self.node, f"job {job.id} {job.input_name}: {line}")
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """A job-store transition, tried again while the store is unreachable (until the worker stops).
+
+        A worker that has analysed a video keeps its result until the store
+        answers again, rather than giving the job up: nothing to redo then.
+        """
+        pause = 0.5
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except JobStoreUnavailable as exc:
+                if self.stopping.is_set():
+                    raise
+                log.warning("%s; trying again in %.0f s", exc, pause)
+                if self.stopping.wait(pause):
+                    raise
+                pause = min(pause * 2, 15.0)
+
+    def run(self, msg: JobMessage, redelivered: bool = False, cancel: threading.Event | None = None) -> Verdict:
+        cancel = cancel or threading.Event()
+        job = self.call(self.store.claim, msg.job_id, self.owner, self.node)
+        if job is None:
+            return self._not_claimed(msg, redelivered)
+        if job.attempts > self.limit:
+            return self._fail(job, f"claimed {job.attempts} times; the earlier {job.attempts - 1} never finished "
+                                   "(worker stopped, crashed or lost its connection)")
+        src = self.layout.input / job.input_name
+        if not src.is_file():
+            return self._fail(job, f"input file {job.input_name} is not in input/")
+        self.note(job, f"started (attempt {job.attempts} of {self.limit})")
+        name = stem_of(job.input_name)
+        if job.attempts > 1:
+            from wildswarm.pipeline.outputs import clean_partial   # what a dead attempt left
+            clean_partial(self.layout.output, name)
+        try:
+            with Lease(self.store, job.id, self.owner, cancel.set) as lease:
+                result = self.analyzer.analyze(src, self.layout.output, name=name,
+                                               progress=self._progress(job, cancel))
+        except _Stop:
+            return self._stopped(job, lease)
+        except VideoError as exc:
+            return self._fail(job, str(exc))
+        except Exception as exc:  # PipelineError, the filesystem, or a bug: tried again a bounded number of times
+            if cancel.is_set():
+                return self._stopped(job, lease)
+            log.exception("job %s failed on attempt %d", job.id, job.attempts)
+            return self._retry(job, f"{type(exc).__name__}: {exc}")
+        if lease.lost.is_set():
+            return self._stopped(job, lease)
+        return self._finish(job, src, result)
+
+    def _not_claimed(self, msg: JobMessage, redelivered: bool) -> Verdict:
+        job = self.call(self.store.find, msg.job_id)
+        if job is None:
+            return Verdict(Outcome.REJECTED, reason=f"no job {msg.job_id} in the job store")
+        if job.status.finished:
+            self._tidy(job)
+            self.note(job, f"another message after it {job.status.value}; acknowledged without work")
+            return Verdict(Outcome.DUPLICATE)
+        if job.status is JobStatus.RUNNING and not redelivered:
+            self.note(job, f"another message while {job.node} runs it; dropped")
+            return Verdict(Outcome.SKIPPED)
+        # Delivered again while another worker's lease lives (that worker may have died), or the job is
+        # waiting out a retry delay: look again once that has passed.
+        self.note(job, f"delivered again while {job.status.value} on {job.node or 'no node'}; looking again later")
+        return Verdict(Outcome.DEFERRED, delay=self.store.lease_seconds)
+
+    def _progress(self, job: Job, cancel: threading.Event) -> Callable[[int, int], None]:
+        last = [0.0, -1]   # time of the last write, last quarter logged
+
+        def progress(done: int, total: int) -> None:
+            if cancel.is_set():
+                raise _Stop()
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL or (done == 0 and last[1] < 0):
+                last[0] = now
+                try:      # best effort: a missed progress write must not fail the job
+                    if not self.store.progress(job.id, self.owner, done, total):
+                        cancel.set()
+                        raise _Stop()
+                except JobStoreError as exc:
+                    log.warning("job %s: progress not recorded: %s", job.id, exc)
+            quarter = 4 * done // total if total else 0
+            if 0 < quarter < 4 and quarter > last[1]:
+                last[1] = quarter
+                self.note(job, f"{25 * quarter}% ({done}/{total} frames)")
+            elif last[1] < 0:
+                last[1] = 0
+        return progress
+
+    def _finish(self, job: Job, src: Path, result) -> Verdict:
+        timings = {k: round(v, 3) for k, v in (result.timings or {}).items()}
+        done = self.call(self.store.finish, job.id, self.owner, output=result.name, outputs=list(result.files),
+                                 frames=result.frames_analysed, untrained=bool(result.untrained), timings=timings)
+        if done is None:
+            self.note(job, "finished, but another worker had taken the job over meanwhile; its record stands")
+            return Verdict(Outcome.LOST)
+        for stage, seconds in timings.items():
+            metrics.STAGE_DURATION.labels(metrics.stage_label(stage)).observe(seconds)
+        metrics.FRAMES_ANALYSED.inc(result.frames_analysed)
+        moved = self._move(src, self.layout.input_done, job)
+        self.note(done, f"done: results in output/{result.name}/ ({result.frames_analysed} frames); "
+                        f"input moved to input_done/{moved}")
+        return Verdict(Outcome.DONE)
+
+    def _fail(self, job: Job, reason: str) -> Verdict:
+        failed = self.call(self.store.fail, job.id, self.owner, reason)
+        if failed is None:
+            return Verdict(Outcome.LOST)
+        moved = self._move(self.layout.input / job.input_name, self.layout.input_failed, job)
+        self.note(failed, f"failed: {reason}; input moved to input_failed/{moved}")
+        return Verdict(Outcome.FAILED)
+
+    def _retry(self, job: Job, reason: str) -> Verdict:
+        if job.attempts >= self.limit:
+            return self._fail(job, f"{reason} (attempt {job.attempts} of {self.limit}, giving up)")
+        delay = retry_delay(self.settings, job.attempts)
+        if self.call(self.store.requeue, job.id, self.owner, f"attempt {job.attempts} failed: {reason}", delay) is None:
+            return Verdict(Outcome.LOST)
+        self.note(job, f"attempt {job.attempts} failed, tried again in {delay} s: {reason}")
+        return Verdict(Outcome.RETRIED, delay=delay)
+
+    def _stopped(self, job: Job, lease: Lease) -> Verdict:
+        if lease.lost.is_set():
+            self.note(job, "another worker took the job over (this one stopped answering); stopped")
+            return Verdict(Outcome.LOST)
+        try:
+            given_back = self.store.requeue(job.id, self.owner, f"interrupted: worker {self.node} stopped")
+        except JobStoreError as exc:      # its lease expires and another worker takes it
+            log.warning("job %s: interruption not recorded: %s", job.id, exc)
+            given_back = None
+        if given_back is not None:
+            self.note(job, "interrupted by worker shutdown; left to be delivered again")
+        return Verdict(Outcome.INTERRUPTED)
+
+    def _move(self, src: Path, dest_dir: Path, job: Job) -> str:
+        """Move an input on; best effort (the job's outcome is already recorded): its new name, or why not."""
+        try:
+            moved = move_into(src, dest_dir, job.id[:8])
+        except OSError as exc:
+            log.warning("job %s: input not moved: %s", job.id, exc)
+            return f"? (not moved: {exc.strerror or exc}; the producer moves it later)"
+        return moved.name if moved else "?"
+
+    def _tidy(self, job: Job) -> None:
+        """Move a finished job's input out of input/ if a crash left it there."""
+        src = self.layout.input / job.input_name
+        if src.is_file() and not src.is_symlink():
+            self._move(src, self.layout.input_done if job.status is JobStatus.DONE else self.layout.input_failed, job)
