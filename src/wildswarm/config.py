@@ -96,6 +96,11 @@ class Settings:
     web_log_lines: int = 200               # lines shown per node on the node-logs page
     web_cookie_secure: bool = False        # session cookie only over HTTPS (set behind a TLS proxy)
     web_stale_upload_seconds: float = 3600.0  # a part file of an upload untouched this long is removed
+    web_session_seconds: float = 12 * 3600  # a login lasts this long (logging out ends it sooner)
+    web_login_max_failures: int = 5        # failed logins from one address before it must wait ...
+    web_login_lock_seconds: float = 60.0   # ... this long, doubling with each further failure ...
+    web_login_window_seconds: float = 900.0  # ... up to this; failures older than this are forgotten
+    web_trusted_proxies: int = 0           # proxies in front whose X-Forwarded-For is believed (the stack: 1)
 
     @property
     def models(self) -> Path:

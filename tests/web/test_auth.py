@@ -56,9 +56,73 @@ def test_wrong_credentials(anon, user, password):
     assert anon.get("/jobs").status_code == 302
 
 
-def test_the_token_works_as_a_password(anon):
+def test_the_token_is_not_a_password(anon):
+    """Audit: the API token was accepted as the password for any user name."""
     r = anon.post("/login", data={"user": "anyone", "password": TOKEN, "csrf_token": csrf_of(anon)})
-    assert r.status_code == 302
+    assert r.status_code == 401
+    r = anon.post("/login", data={"user": "wildswarm", "password": TOKEN, "csrf_token": csrf_of(anon)})
+    assert r.status_code == 401 and anon.get("/jobs").status_code == 302
+
+
+def login(client, password: str = PASSWORD, user: str = "wildswarm", **environ):
+    return client.post("/login", data={"user": user, "password": password, "csrf_token": csrf_of(client)},
+                       environ_base=environ)
+
+
+def test_logout_ends_the_session_for_every_copy_of_its_cookie(app):
+    """Audit: a session cookie copied before logout still worked for 12 h."""
+    browser, thief = app.test_client(), app.test_client()
+    assert login(browser).status_code == 302
+    stolen = browser.get_cookie("wildswarm_session").value
+    thief.set_cookie("wildswarm_session", stolen)
+    assert thief.get("/jobs").status_code == 200                 # the copy works while the session lives
+    browser.post("/logout", data={"csrf_token": csrf_of(browser)})
+    assert browser.get("/jobs").status_code == 302
+    assert thief.get("/jobs").status_code == 302                 # ... and not after the logout
+    assert thief.get("/api/jobs").status_code == 401
+
+
+def test_a_new_password_ends_the_sessions_opened_with_the_old_one(make_app):
+    """Audit: a copied cookie survived a password change."""
+    client = make_app().test_client()
+    assert login(client).status_code == 302
+    cookie = client.get_cookie("wildswarm_session").value
+    after = make_app(web_password="a brand new password").test_client()      # the app restarted with it
+    after.set_cookie("wildswarm_session", cookie)
+    assert after.get("/jobs").status_code == 302
+    assert login(after, "a brand new password").status_code == 302 and after.get("/jobs").status_code == 200
+
+
+def test_guessing_passwords_is_throttled(make_app):
+    """Audit: 200 wrong passwords took 0.47 s. After a few failures a client is refused for a while,
+    even with the right password; another client is not."""
+    app = make_app(web_login_max_failures=3, web_login_lock_seconds=1)
+    attacker, other = app.test_client(), app.test_client()
+    codes = [login(attacker, f"guess {i}", REMOTE_ADDR="203.0.113.7").status_code for i in range(6)]
+    assert codes[:3] == [401, 401, 401] and set(codes[3:]) == {429}
+    locked = login(attacker, PASSWORD, REMOTE_ADDR="203.0.113.7")
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 1
+    assert b"Too many failed logins" in locked.data
+    assert login(other, PASSWORD, REMOTE_ADDR="198.51.100.2").status_code == 302     # someone else: fine
+    import time
+    time.sleep(int(locked.headers["Retry-After"]) + 0.5)
+    assert login(attacker, PASSWORD, REMOTE_ADDR="203.0.113.7").status_code == 302   # the lock runs out
+
+
+def test_guessing_one_user_from_many_addresses_is_throttled_too(make_app):
+    app = make_app(web_login_max_failures=2, web_login_lock_seconds=30)
+    c = app.test_client()
+    codes = [login(c, f"guess {i}", REMOTE_ADDR=f"203.0.113.{i}").status_code for i in range(12)]
+    assert codes[:8] == [401] * 8 and codes[8:] == [429] * 4          # 4 x the per-address limit per user
+
+
+def test_the_proxys_auth_check_answers_from_headers_alone(app, client, bearer):
+    anon = app.test_client()
+    assert anon.get("/auth/check").status_code == 401
+    assert anon.get("/auth/check", headers=bearer).status_code == 204
+    assert client.get("/auth/check").status_code == 204
+    r = anon.post("/auth/check", data={"x": "y" * 1000})
+    assert r.status_code in (401, 405)
 
 
 def test_login_form_needs_its_csrf_token(anon):

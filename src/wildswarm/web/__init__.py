@@ -23,7 +23,7 @@ from wildswarm.jobs import JobStore
 from wildswarm.jobs.db import Database
 from wildswarm.layout import Layout
 from wildswarm.web import metrics
-from wildswarm.web.security import check_settings, csrf_token, guard, wants_json
+from wildswarm.web.security import check_settings, csrf_token, guard, session_user, wants_json
 from wildswarm.web.uploads import FORM_SLACK, UPLOAD_ENDPOINTS, UploadRequest, body_limit, remove_temps, upload_limit
 
 
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     layout = Layout(settings.data).ensure()
     layout.sweep_uploads(settings.web_stale_upload_seconds)
     store = store if store is not None else JobStore(Database(settings))
+    from wildswarm.web.sessions import Sessions
     publisher = publisher if publisher is not None else Publisher(settings, "web")
 
     app = Flask(__name__)
@@ -54,13 +55,17 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.web_cookie_secure,
-        PERMANENT_SESSION_LIFETIME=12 * 3600,
+        PERMANENT_SESSION_LIFETIME=int(settings.web_session_seconds),
         WILDSWARM_SETTINGS=settings,
         WILDSWARM_LAYOUT=layout,
         WILDSWARM_STORE=store,
         WILDSWARM_PUBLISHER=publisher,
         WILDSWARM_INTAKE=Intake(settings, store, publisher),
+        WILDSWARM_SESSIONS=Sessions(settings, store.db),
     )
+    if settings.web_trusted_proxies > 0:      # the client's address, as the stack's proxy saw it
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.web_trusted_proxies, x_proto=settings.web_trusted_proxies)
 
     from wildswarm.web import api, files, ops, security, ui
     for bp in (ui.bp, api.bp, files.bp, security.bp, ops.bp):
@@ -76,7 +81,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app.register_error_handler(JobError, lambda exc: _http_error(_NotFound(str(exc))))
     app.register_error_handler(UnsafePathError, lambda exc: _http_error(_NotFound(str(exc))))
     app.register_error_handler(JobStoreError, lambda exc: _http_error(_Unavailable(str(exc))))
-    app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__, auth=settings.web_auth)
+    app.jinja_env.globals.update(csrf_token=csrf_token, session_user=session_user, version=__version__,
+                                 auth=settings.web_auth)
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["bytes"] = human_bytes
     return app

@@ -2,10 +2,17 @@
 
 With ``web_auth`` on (the default) every page, download and API call needs
 either a session made by the login form (user ``web_user``, password
-``web_password``; the token is accepted as the password too) or the header
-``Authorization: Bearer <web_token>``. Only the login page, ``/healthz``,
-``/metrics``, the OpenAPI document and static files are open. The operator
-turns access control off explicitly with ``WILDSWARM_WEB_AUTH=0``.
+``web_password``) or the header ``Authorization: Bearer <web_token>`` (the
+token is never a password). Only the login page, ``/healthz``, ``/metrics``, the
+OpenAPI document and static files are open (behind the stack's proxy,
+``/metrics`` is not). The operator turns access control off explicitly with
+``WILDSWARM_WEB_AUTH=0``.
+
+Sessions live on the server (:mod:`wildswarm.web.sessions`): logging out ends
+a session for every copy of its cookie, a new password ends every session
+opened with the old one, and failed logins are throttled per client and per
+user. ``/auth/check`` answers the proxy's ``auth_request`` from the request's
+headers alone (204 or 401), before the proxy reads a request's body.
 
 CSRF: every state-changing request made with a session (a browser) must carry
 the session's token, in the form field ``csrf_token`` or the header
@@ -19,18 +26,19 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, session,
-                   url_for)
+from flask import (Blueprint, abort, current_app, g, jsonify, make_response, redirect, render_template, request,
+                   session, url_for)
 
 from wildswarm.config import Settings
 from wildswarm.errors import ConfigError
 
-SESSION_USER = "user"
+SESSION_ID = "sid"
 SESSION_CSRF = "csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "ops.healthz", "ops.metrics", "ops.favicon", "api.openapi", "static"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.check", "ops.healthz", "ops.metrics", "ops.favicon",
+                              "api.openapi", "static"})
 MIN_SECRET_KEY = 16
 
 bp = Blueprint("auth", __name__)
@@ -86,8 +94,25 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
+def _sessions():
+    return current_app.config["WILDSWARM_SESSIONS"]
+
+
+def session_user() -> str | None:
+    """The user of this request's live server-side session (looked up once per request), or None."""
+    if "session_user" not in g:
+        sid = session.get(SESSION_ID)
+        g.session_user = _sessions().valid(sid) if sid else None
+    return g.session_user
+
+
 def logged_in() -> bool:
-    return not _settings().web_auth or bool(session.get(SESSION_USER)) or bool(g.get("via_token"))
+    return not _settings().web_auth or bool(g.get("via_token")) or session_user() is not None
+
+
+def client_address() -> str:
+    """The client's address: the proxy's X-Forwarded-For when the app sits behind it (web_trusted_proxies)."""
+    return request.remote_addr or "unknown"
 
 
 def guard():
@@ -130,25 +155,45 @@ def login():
     next_url = _safe_next(request.values.get("next"))
     if not settings.web_auth:
         return redirect(next_url)
-    error, status = None, 200
+    error, status, retry_after = None, 200, None
     if request.method == "POST":
-        if not _csrf_ok():
+        if request.mimetype != "application/x-www-form-urlencoded":
+            error, status = "The login form must be sent as a form.", 415
+        elif not _csrf_ok():
             error, status = "The login form expired. Please try again.", 400
         else:
-            user = request.form.get("user", "")
+            user = request.form.get("user", "")[:200]
             password = request.form.get("password", "")
-            by_password = _equal(user, settings.web_user) & _equal(password, settings.web_password)
-            if by_password or _equal(password, settings.web_token):
+            address, sessions = client_address(), _sessions()
+            lock = sessions.locked(address, user)
+            if lock is not None:
+                error, status, retry_after = (f"Too many failed logins: try again in {lock.seconds} s.", 429,
+                                              lock.seconds)
+            elif _equal(user, settings.web_user) & _equal(password, settings.web_password):
+                sessions.succeeded(address)
                 session.clear()
-                session[SESSION_USER] = user or settings.web_user
+                session[SESSION_ID] = sessions.open(settings.web_user)
                 session.permanent = True
                 csrf_token()
                 return redirect(next_url)
-            error, status = "Wrong user name or password.", 401
-    return render_template("login.html", error=error, next=next_url, user=settings.web_user), status
+            else:
+                sessions.failed(address, user)
+                error, status = "Wrong user name or password.", 401
+    response = make_response(render_template("login.html", error=error, next=next_url, user=settings.web_user),
+                             status)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    _sessions().close(session.get(SESSION_ID))
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@bp.get("/auth/check")
+def check():
+    """For the proxy's auth_request: 204 for a logged-in session or the bearer token, else 401."""
+    return ("", 204) if logged_in() else ("", 401)
