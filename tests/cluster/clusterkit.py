@@ -46,7 +46,7 @@ NODE_RUN_ARGS = [
 ]
 
 # The stack's images (stack.yml's *_IMAGE variables) -> the stand-in's tags.
-STACK_IMAGES = ("RABBITMQ", "PRODUCER", "WEB", "WORKER", "PROMETHEUS", "NODE_EXPORTER")
+STACK_IMAGES = ("RABBITMQ", "POSTGRES", "PRODUCER", "WEB", "WORKER", "PROMETHEUS", "NODE_EXPORTER", "PROXY")
 
 
 def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float = 300) -> str:

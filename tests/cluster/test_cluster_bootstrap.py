@@ -235,13 +235,15 @@ def test_stack_deployed_on_the_shared_root(cluster, runs):
     services = head.exec("docker", "stack", "services", "wildswarm", "--format", "{{.Name}} {{.Replicas}}")
     replicas = dict(line.split()[:2] for line in services.splitlines())
     assert set(replicas) == {f"wildswarm_{s}" for s in
-                             ("rabbitmq", "producer", "web", "worker", "prometheus", "node-exporter")}
+                             ("rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "node-exporter")}
     assert replicas["wildswarm_worker"] == "2/2"            # one per labelled worker node
     assert all(r.split("/")[0] == r.split("/")[1] for r in replicas.values()), replicas
     spec = json.loads(head.exec("docker", "service", "inspect", "wildswarm_worker"))[0]["Spec"]
-    (mount,) = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
+    mount, models = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
     assert mount["Source"] == "/beegfs/wildswarm" and mount["Target"] == "/data"
     assert mount["BindOptions"]["Propagation"] == "rslave"
+    assert models["Source"] == "/beegfs/wildswarm/models" and models["Target"] == "/data/models"
+    assert models["ReadOnly"] is True and models["BindOptions"]["Propagation"] == "rslave"
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == cluster.images["WORKER_IMAGE"]
     tasks = head.exec("docker", "service", "ps", "wildswarm_worker", "--filter", "desired-state=running",
                       "--format", "{{.Node}}").split()
