@@ -63,7 +63,7 @@ scale-workers: ## run N worker tasks: make scale-workers N=4
 ps: ## the stack's services and tasks
 	@bash scripts/stack.sh ps
 
-logs: ## a service's logs: make logs S=worker (rabbitmq, postgres, producer, web, worker, prometheus, node-exporter)
+logs: ## a service's logs: make logs S=worker (proxy, web, producer, worker, rabbitmq, postgres, prometheus, ...)
 	@bash scripts/stack.sh logs $(S)
 
 backup: ## pg_dump of the job store into ./backups (BACKUP_DIR=...)

@@ -2,7 +2,7 @@
 # Build every image the stack uses, skipping those whose inputs have not changed.
 #
 #   images/build.sh [auto|online|offline] [IMAGE...]     IMAGE: base rabbitmq prometheus
-#                                                        node-exporter postgres producer web worker
+#                                                        node-exporter postgres proxy producer web worker
 #   auto (default): online if the official base image is here or can be pulled, else offline
 #   online:  app images FROM python:3.11-slim, infra images FROM debian:bookworm-slim
 #   offline: every image from Debian's packages and PyPI alone: a debootstrapped base
@@ -13,7 +13,7 @@
 # image with that name already carries the same hash, its build is skipped, so a second
 # `make images` costs seconds. Image names come from the same variables as stack.yml:
 # WORKER_IMAGE, WEB_IMAGE, PRODUCER_IMAGE, RABBITMQ_IMAGE, PROMETHEUS_IMAGE,
-# NODE_EXPORTER_IMAGE, POSTGRES_IMAGE, and BASE_IMAGE_OFFLINE for the debootstrapped base.
+# NODE_EXPORTER_IMAGE, POSTGRES_IMAGE, PROXY_IMAGE, and BASE_IMAGE_OFFLINE for the debootstrapped base.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,7 @@ WANTED=("$@")
 : "${PROMETHEUS_IMAGE:=wildswarm/prometheus:2.42}"
 : "${NODE_EXPORTER_IMAGE:=wildswarm/node-exporter:1.5}"
 : "${POSTGRES_IMAGE:=wildswarm/postgres:15}"
+: "${PROXY_IMAGE:=wildswarm/proxy:latest}"
 : "${BASE_IMAGE_OFFLINE:=wildswarm/base:bookworm}"
 PYTHON_BASE=${PYTHON_BASE_IMAGE:-python:3.11-slim}
 DEBIAN_BASE=${DEBIAN_BASE_IMAGE:-debian:bookworm-slim}
@@ -102,6 +103,7 @@ wanted rabbitmq      && build rabbitmq      "$RABBITMQ_IMAGE"      images/offlin
 wanted prometheus    && build prometheus    "$PROMETHEUS_IMAGE"    images/offline/prometheus/Dockerfile    "$INFRA_BASE" images/offline/prometheus
 wanted node-exporter && build node-exporter "$NODE_EXPORTER_IMAGE" images/offline/node-exporter/Dockerfile "$INFRA_BASE" images/offline/node-exporter
 wanted postgres      && build postgres      "$POSTGRES_IMAGE"      images/offline/postgres/Dockerfile      "$INFRA_BASE" images/offline/postgres
+wanted proxy         && build proxy         "$PROXY_IMAGE"         images/offline/proxy/Dockerfile         "$INFRA_BASE" images/offline/proxy
 wanted producer      && build producer      "$PRODUCER_IMAGE"      images/producer/Dockerfile              "$APP_BASE" "${APP_INPUTS[@]}"
 wanted web           && build web           "$WEB_IMAGE"           images/web/Dockerfile                   "$APP_BASE" "${APP_INPUTS[@]}"
 wanted worker        && build worker        "$WORKER_IMAGE"        images/worker/Dockerfile                "$APP_BASE" "${APP_INPUTS[@]}"

@@ -16,7 +16,9 @@
 # Settings (environment; the Makefile passes its variables through):
 #   STACK (wildswarm)  WILDSWARM_DATA (./data)  WILDSWARM_UNTRAINED (0)  WILDSWARM_ENV_FILE
 #   SECRET_PREFIX (=STACK)  SECRETS_DIR (./.secrets)  WORKERS (1)  WORKERS_PER_NODE (1)
-#   WEB_PORT (8080)  RABBITMQ_CONSOLE_PORT (15672)  PROMETHEUS_PORT (9090)  GPU (0)
+#   HTTPS_PORT (8443)  HTTP_PORT (8080: redirects to HTTPS)  GPU (0)
+#   TLS_CERT, TLS_KEY (a real certificate and its key; default: a self-signed one made here)
+#   OVERLAY_ENCRYPTED (auto: encrypt the overlay networks where this kernel can; 1; 0)
 #   SKIP_BUILD (0)  WAIT_TIMEOUT (900 s)  RESOLVE_IMAGE (never)  *_IMAGE (see images/build.sh)
 #   DATA_ROOT_OWNER (service: as root, give WILDSWARM_DATA itself, not what is in it, to
 #     WILDSWARM_UID, as the web app's health check writes there; keep: leave it as it is,
@@ -30,11 +32,13 @@ export SECRET_PREFIX=${SECRET_PREFIX:-$STACK}
 export WILDSWARM_DATA=${WILDSWARM_DATA:-$ROOT/data}
 export WILDSWARM_UNTRAINED=${WILDSWARM_UNTRAINED:-0}
 export WILDSWARM_ENV_FILE=${WILDSWARM_ENV_FILE:-$ROOT/config/wildswarm.env}
-export WEB_PORT=${WEB_PORT:-8080} RABBITMQ_CONSOLE_PORT=${RABBITMQ_CONSOLE_PORT:-15672}
-export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+export HTTPS_PORT=${HTTPS_PORT:-8443} HTTP_PORT=${HTTP_PORT:-8080}
 SECRETS_DIR=${SECRETS_DIR:-$ROOT/.secrets}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-900}
-SECRETS=(broker_password db_password web_secret_key web_password web_token)
+# One RabbitMQ user per role (its password a secret of its own) and an administrator for the console.
+BROKER_ROLES=(admin worker producer web)
+SECRETS=(broker_admin_password broker_worker_password broker_producer_password broker_web_password
+         db_password web_secret_key web_password web_token)
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -157,16 +161,62 @@ secret_exists() { docker secret inspect "$1" >/dev/null 2>&1; }
 
 random_value() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
 
-definitions() {  # the broker password in $1's file -> RabbitMQ definitions (JSON) on stdout
-  python3 - "$1" <<'EOF'
-import json, sys
-password = open(sys.argv[1]).read().strip()
+queue_name() {  # the job queue, as the services' settings name it
+  local q
+  q=$(sed -n 's/^WILDSWARM_QUEUE=//p' "$WILDSWARM_ENV_FILE" 2>/dev/null | tail -n 1)
+  echo "${q:-wildswarm.jobs}"
+}
+
+definitions() {  # the role passwords in SECRETS_DIR -> RabbitMQ's users and permissions (JSON) on stdout
+  python3 - "$SECRETS_DIR/$SECRET_PREFIX" "$(queue_name)" <<'PY'
+import json, re, sys
+prefix, queue = sys.argv[1], re.escape(sys.argv[2])
+pw = {role: open(f"{prefix}-broker_{role}_password").read().strip() for role in ("admin", "worker", "producer", "web")}
+delay = rf"{queue}\.delay\.\d+s"
+# Only what each role does (see broker.py): the producer declares the topology and reads the
+# dead letters; workers consume the job queue and publish to it (retries) and to the dead-letter
+# exchange; the web app only publishes. amq.default is the default exchange.
+roles = {
+    "worker": ("^$", rf"^(amq\.default|{queue}\.dlx)$", rf"^{queue}$"),
+    "producer": (rf"^({queue}|{queue}\.dead|{queue}\.dlx|{delay})$", rf"^(amq\.default|{queue}\.dlx|{queue}\.dead)$",
+                 rf"^({queue}|{queue}\.dead|{queue}\.dlx|{delay})$"),
+    "web": ("^$", r"^amq\.default$", "^$"),
+}
 print(json.dumps({
-    "users": [{"name": "wildswarm", "password": password, "tags": "administrator"}],
+    "users": [{"name": "admin", "password": pw["admin"], "tags": "administrator"}]
+             + [{"name": role, "password": pw[role], "tags": ""} for role in roles],
     "vhosts": [{"name": "/"}],
-    "permissions": [{"user": "wildswarm", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+    "permissions": [{"user": "admin", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+                   + [{"user": role, "vhost": "/", "configure": c, "write": w, "read": r}
+                      for role, (c, w, r) in roles.items()],
 }))
-EOF
+PY
+}
+
+ensure_tls() {  # the proxy's certificate: TLS_CERT/TLS_KEY, or a self-signed one made here
+  local cert=$SECRETS_DIR/$SECRET_PREFIX-tls_cert key=$SECRETS_DIR/$SECRET_PREFIX-tls_key name
+  if [ -n "${TLS_CERT:-}" ]; then
+    [ -s "$TLS_CERT" ] && [ -s "${TLS_KEY:-}" ] || die "TLS_CERT and TLS_KEY must name a certificate (chain) and its key"
+    openssl x509 -noout -in "$TLS_CERT" 2>/dev/null || die "$TLS_CERT is not a PEM certificate"
+    if ! cmp -s "$TLS_CERT" "$cert" || ! cmp -s "$TLS_KEY" "$key"; then
+      docker secret rm "${SECRET_PREFIX}_tls_cert" "${SECRET_PREFIX}_tls_key" >/dev/null 2>&1 || true
+      (umask 077; cp "$TLS_CERT" "$cert"; cp "$TLS_KEY" "$key")
+      log "using the certificate $TLS_CERT"
+    fi
+  elif ! secret_exists "${SECRET_PREFIX}_tls_cert" && { [ ! -s "$cert" ] || [ ! -s "$key" ]; }; then
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed to make a certificate (apt-get install openssl)"
+    local host; host=$(hostname -f 2>/dev/null || hostname)
+    (umask 077; openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=$host/O=wildswarm" \
+       -addext "subjectAltName=DNS:$host,DNS:localhost,IP:127.0.0.1" -keyout "$key" -out "$cert" 2>/dev/null) \
+       || die "openssl could not make a certificate"
+    log "made a self-signed certificate for $host (browsers warn; for a real one: TLS_CERT=... TLS_KEY=... make up)"
+  fi
+  for name in tls_cert tls_key; do
+    secret_exists "${SECRET_PREFIX}_$name" && continue
+    docker secret create --label "org.wildswarm.stack=$STACK" "${SECRET_PREFIX}_$name" \
+      "$SECRETS_DIR/$SECRET_PREFIX-$name" >/dev/null
+    log "created secret ${SECRET_PREFIX}_$name"
+  done
 }
 
 ensure_secrets() {
@@ -178,20 +228,37 @@ ensure_secrets() {
     if [ ! -s "$file" ]; then (umask 077; random_value >"$file"); fi
     docker secret create --label "org.wildswarm.stack=$STACK" "$full" "$file" >/dev/null
     log "created secret $full (a copy for you: $file)"
-    [ "$name" = broker_password ] && docker secret rm "${SECRET_PREFIX}_rabbitmq_definitions" >/dev/null 2>&1 || true
+    case $name in broker_*) docker secret rm "${SECRET_PREFIX}_rabbitmq_definitions" >/dev/null 2>&1 || true ;; esac
   done
   full=${SECRET_PREFIX}_rabbitmq_definitions
   if ! secret_exists "$full"; then
-    file=$SECRETS_DIR/$SECRET_PREFIX-broker_password
-    [ -s "$file" ] || die "secret $full is missing and the broker password is not in $file: remove secret ${SECRET_PREFIX}_broker_password to make a new one"
-    definitions "$file" | docker secret create --label "org.wildswarm.stack=$STACK" "$full" - >/dev/null
-    log "created secret $full (RabbitMQ's user, from the broker password)"
+    for name in "${BROKER_ROLES[@]}"; do
+      file=$SECRETS_DIR/$SECRET_PREFIX-broker_${name}_password
+      [ -s "$file" ] || die "secret $full is missing and so is $file: remove secret ${SECRET_PREFIX}_broker_${name}_password to make a new one"
+    done
+    definitions | docker secret create --label "org.wildswarm.stack=$STACK" "$full" - >/dev/null
+    log "created secret $full (RabbitMQ's users: admin, worker, producer, web)"
   fi
+  ensure_tls
+}
+
+prune_broker_users() {  # users an earlier version made (loading definitions only adds): removed
+  local c users u
+  c=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_rabbitmq" | head -n 1)
+  [ -n "$c" ] || return 0
+  users=$(docker exec "$c" rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}') || return 0
+  for u in $users; do
+    case " ${BROKER_ROLES[*]} user " in *" $u "*) continue ;; esac
+    if docker exec "$c" rabbitmqctl -q delete_user "$u" >/dev/null 2>&1; then
+      log "removed RabbitMQ user $u (not one of the stack's)"
+    fi
+  done
+  return 0
 }
 
 remove_secrets() {
   local name
-  for name in "${SECRETS[@]}" rabbitmq_definitions; do
+  for name in "${SECRETS[@]}" rabbitmq_definitions tls_cert tls_key; do
     docker secret rm "${SECRET_PREFIX}_$name" >/dev/null 2>&1 && log "removed secret ${SECRET_PREFIX}_$name" || true
     rm -f "$SECRETS_DIR/$SECRET_PREFIX-$name"
   done
@@ -277,7 +344,7 @@ stack_running() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$
 check_ports() {  # published ports must be free on this node (unless this stack holds them)
   stack_running && return 0
   local var port
-  for var in WEB_PORT RABBITMQ_CONSOLE_PORT PROMETHEUS_PORT; do
+  for var in HTTPS_PORT HTTP_PORT; do
     port=${!var}
     if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
       die "port $port is taken on this machine (by: $(ss -Hltnp "sport = :$port" | grep -o 'users:(("[^"]*' | head -1 | cut -d'"' -f2)); choose another: $var=<port> make up"
@@ -293,10 +360,29 @@ deploy() {
   export PROMETHEUS_CONFIG_VERSION=$(hash_of monitoring/prometheus.yml monitoring/alerts.yml)
   local files=(-c stack.yml)
   [ "${GPU:-0}" = 1 ] && files+=(-c stack.gpu.yml)
+  if overlay_encryption; then files+=(-c stack.encrypted.yml); fi
   log "deploying stack $STACK (data: $WILDSWARM_DATA, workers: ${WORKERS:-1}, at most ${WORKERS_PER_NODE:-1} per node)"
   docker stack deploy "${files[@]}" --prune --resolve-image "${RESOLVE_IMAGE:-never}" \
     ${WITH_REGISTRY_AUTH:+--with-registry-auth} "$STACK" >/dev/null
   prune_configs
+}
+
+overlay_encryption() {  # whether to encrypt the overlay networks (OVERLAY_ENCRYPTED: auto|1|0)
+  case ${OVERLAY_ENCRYPTED:-auto} in
+    1|true|yes) return 0 ;;
+    0|false|no) log "overlay networks not encrypted (OVERLAY_ENCRYPTED=0)"; return 1 ;;
+  esac
+  # Docker encrypts with IPsec ESP and AES-GCM: try to make such a security association in a
+  # throwaway network namespace (nothing of the host's changes).
+  local ns=wildswarm-xfrm-probe-$$ ok=1
+  if ip netns add "$ns" 2>/dev/null; then
+    ip netns exec "$ns" ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x101 mode transport \
+      aead 'rfc4106(gcm(aes))' 0x000102030405060708090a0b0c0d0e0f10111213 128 >/dev/null 2>&1 && ok=0
+    ip netns del "$ns" 2>/dev/null || true
+  fi
+  if [ $ok = 0 ]; then log "overlay networks encrypted between nodes (IPsec, AES-GCM)"; return 0; fi
+  log "warning: this kernel cannot do IPsec with AES-GCM, so the overlay networks are NOT encrypted between nodes; keep the nodes on a private network (README: security)"
+  return 1
 }
 
 prune_configs() {  # configs of earlier versions of this stack that no service uses any more
@@ -329,13 +415,14 @@ wait_healthy() {  # every service has all its tasks running (Swarm counts a task
 }
 
 urls() {
-  local pw=$SECRETS_DIR/$SECRET_PREFIX
+  local pw=$SECRETS_DIR/$SECRET_PREFIX base="https://127.0.0.1:$HTTPS_PORT"
   cat <<EOF
 
-  web app            http://127.0.0.1:$WEB_PORT/        (user wildswarm, password in $pw-web_password;
+  web app            $base/     (user wildswarm, password in $pw-web_password;
                      scripts: Authorization: Bearer <token in $pw-web_token>)
-  RabbitMQ console   http://127.0.0.1:$RABBITMQ_CONSOLE_PORT/      (user wildswarm, password in $pw-broker_password)
-  Prometheus         http://127.0.0.1:$PROMETHEUS_PORT/targets
+  RabbitMQ console   $base/rabbitmq/    (after the web login: user admin, password in $pw-broker_admin_password)
+  Prometheus         $base/prometheus/classic/targets    (after the web login)
+  certificate        $pw-tls_cert   (self-signed unless TLS_CERT was given: trust it, or curl --cacert it)
   shared folder      $WILDSWARM_DATA   (drop videos into input/, results appear in output/)
 
 EOF
@@ -401,14 +488,15 @@ case "${1:-}" in
     ensure_secrets
     deploy
     wait_healthy
+    prune_broker_users
     urls ;;
   deploy)
-    prepare_data; check_ports; ensure_secrets; deploy; wait_healthy; urls ;;
+    prepare_data; check_ports; ensure_secrets; deploy; wait_healthy; prune_broker_users; urls ;;
   down) down ;;
   scale) scale "${2:-}" ;;
   ps) docker stack services "$STACK"; echo; docker stack ps "$STACK" --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' ;;
   logs)
-    [ -n "${2:-}" ] || die "which service? make logs S=worker (rabbitmq, postgres, producer, web, worker, prometheus, node-exporter)"
+    [ -n "${2:-}" ] || die "which service? make logs S=worker (proxy, web, producer, worker, rabbitmq, postgres, prometheus, docker-api, node-exporter)"
     docker service logs --timestamps --tail "${TAIL:-200}" $([ -t 1 ] && echo --follow) "${STACK}_$2" ;;
   urls) data_root; urls ;;
   wait) wait_healthy ;;

@@ -187,8 +187,19 @@ class Broker:
         return False
 
     def declare(self) -> None:
-        """Declare exchange and queues; the same arguments every time, so it is idempotent."""
+        """Declare exchange and queues; the same arguments every time, so it is idempotent.
+
+        With ``broker_declare`` off, only check that they exist (passive declares need no
+        ``configure`` permission): in the stack, the producer's broker user declares the
+        topology, and the workers' and the web app's users may not change it.
+        """
         ch, q = self._channel, self.queue
+        if not self.settings.broker_declare:
+            with translated(f"the queues of {q!r} are not declared yet (the producer declares them)"):
+                ch.exchange_declare(dead_letter_exchange(q), passive=True)
+                for name in (q, dead_letter_queue(q), *(delay_queue(q, s) for s in delay_tiers(self.settings))):
+                    ch.queue_declare(name, passive=True)
+            return
         with translated(f"cannot declare queue {q!r} (declared earlier with other arguments?)"):
             ch.exchange_declare(dead_letter_exchange(q), exchange_type="fanout", durable=True)
             ch.queue_declare(dead_letter_queue(q), durable=True, arguments={"x-queue-type": "quorum"})

@@ -46,6 +46,7 @@ class Settings:
     broker_password: str = field(default="", repr=False)  # secret
     broker_heartbeat: int = 60
     queue: str = "wildswarm.jobs"
+    broker_declare: bool = True            # declare the queues (else only check them: a user without configure)
     delivery_limit: int = 3
 
     # --- job store (PostgreSQL) ---------------------------------------------

@@ -235,7 +235,8 @@ def test_stack_deployed_on_the_shared_root(cluster, runs):
     services = head.exec("docker", "stack", "services", "wildswarm", "--format", "{{.Name}} {{.Replicas}}")
     replicas = dict(line.split()[:2] for line in services.splitlines())
     assert set(replicas) == {f"wildswarm_{s}" for s in
-                             ("rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "node-exporter")}
+                             ("proxy", "rabbitmq", "postgres", "producer", "web", "worker", "prometheus",
+                              "docker-api", "node-exporter")}
     assert replicas["wildswarm_worker"] == "2/2"            # one per labelled worker node
     assert all(r.split("/")[0] == r.split("/")[1] for r in replicas.values()), replicas
     spec = json.loads(head.exec("docker", "service", "inspect", "wildswarm_worker"))[0]["Spec"]
@@ -252,7 +253,9 @@ def test_stack_deployed_on_the_shared_root(cluster, runs):
     assert (cluster.shared / ".wildswarm-images" / "images.tar").is_file()
     # secrets made on the manager, kept there root-only
     assert head.exec("stat", "-c", "%a", "/opt/wildswarm/.secrets").strip() == "700"
-    assert "wildswarm_broker_password" in head.exec("docker", "secret", "ls", "--format", "{{.Name}}")
+    secrets = head.exec("docker", "secret", "ls", "--format", "{{.Name}}").split()
+    assert {"wildswarm_broker_admin_password", "wildswarm_broker_worker_password", "wildswarm_db_password",
+            "wildswarm_tls_cert", "wildswarm_tls_key"} <= set(secrets), secrets
 
 
 def test_disk_holding_another_filesystem_is_never_formatted(cluster, runs):

@@ -35,7 +35,7 @@ def stack(docker_ready, tmp_path_factory) -> Stack:
     secrets.mkdir(mode=0o700)
     env_file = base / "wildswarm.env"
     env_file.write_text(fast_settings())
-    ports = {"web": free_port(), "rabbitmq": free_port(), "prometheus": free_port()}
+    ports = {"https": free_port(), "http": free_port()}
     s = Stack(data=data, secrets=secrets, env=stack_env(data, secrets, env_file, ports), ports=ports)
     s.env["BACKUP_DIR"] = str(base / "backups")
     s.env["PURGE"] = "1"
@@ -53,6 +53,7 @@ def stack(docker_ready, tmp_path_factory) -> Stack:
 def _dump(s: Stack) -> None:
     """What went wrong, into the test output."""
     print(sh("docker", "stack", "ps", "--no-trunc", NAME, check=False))
-    for service in ("rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "node-exporter"):
+    for service in ("proxy", "rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "docker-api",
+                    "node-exporter"):
         print(f"--- {service}")
         print(sh("docker", "service", "logs", "--tail", "40", f"{NAME}_{service}", check=False))

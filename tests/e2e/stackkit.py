@@ -60,6 +60,7 @@ class Stack:
     secrets: Path
     env: dict[str, str]
     ports: dict[str, int] = field(default_factory=dict)
+    _session: requests.Session | None = None
 
     # --- the commands users type ---------------------------------------------------------
     def make(self, *targets: str, timeout: float = 1800) -> str:
@@ -72,8 +73,35 @@ class Stack:
     def secret(self, name: str) -> str:
         return (self.secrets / f"{NAME}-{name}").read_text().strip()
 
-    def url(self, service: str, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.ports[service]}{path}"
+    def url(self, path: str = "/", scheme: str = "https") -> str:
+        """An address of the stack's one front door, the proxy (HTTPS; or its plain-HTTP redirect)."""
+        return f"{scheme}://127.0.0.1:{self.ports[scheme]}{path}"
+
+    @property
+    def cert(self) -> str:
+        """The proxy's (self-signed) certificate, to verify its TLS against."""
+        return str(self.secrets / f"{NAME}-tls_cert")
+
+    def anonymous(self) -> requests.Session:
+        """A session that verifies the proxy's certificate (and ignores REQUESTS_CA_BUNDLE and the like)."""
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = self.cert
+        return s
+
+    def session(self) -> requests.Session:
+        """A browser-like session, logged in to the web app through the proxy (one, kept: the login is
+        rate-limited, as it should be)."""
+        if self._session is not None:
+            return self._session
+        s = self.anonymous()
+        page = s.get(self.url("/login"), timeout=30).text
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+        r = s.post(self.url("/login"), data={"user": "wildswarm", "password": self.secret("web_password"),
+                                             "csrf_token": token}, allow_redirects=False, timeout=30)
+        assert r.status_code == 302, r.text
+        self._session = s
+        return s
 
     def services(self) -> dict[str, tuple[int, int]]:
         """service (without the stack prefix) -> (running tasks, desired tasks)."""
@@ -103,7 +131,7 @@ class Stack:
     # --- the web app's JSON API ----------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.secret('web_token')}", **kwargs.pop("headers", {})}
-        return requests.request(method, self.url("web", path), headers=headers, timeout=120, **kwargs)
+        return requests.request(method, self.url(path), headers=headers, timeout=120, verify=self.cert, **kwargs)
 
     def job(self, job_id: str) -> dict:
         response = self.api("GET", f"/api/jobs/{job_id}")
@@ -116,13 +144,14 @@ class Stack:
             return job if job["status"] in ("done", "failed") else None
         return wait_for(finished, timeout, f"job {job_id} to finish", 2.0, errors=STARTING)
 
-    # --- RabbitMQ's management API and Prometheus ------------------------------------------------
-    def rabbitmq(self, path: str, auth: tuple[str, str] | None = None) -> requests.Response:
-        auth = auth or ("wildswarm", self.secret("broker_password"))
-        return requests.get(self.url("rabbitmq", path), auth=auth, timeout=30)
+    # --- RabbitMQ's management API and Prometheus, behind the proxy's login ---------------------
+    def rabbitmq(self, path: str, auth: tuple[str, str] | None = None,
+                 session: requests.Session | None = None) -> requests.Response:
+        auth = auth or ("admin", self.secret("broker_admin_password"))
+        return (session or self.session()).get(self.url(f"/rabbitmq{path}"), auth=auth, timeout=30)
 
     def prometheus(self, path: str, **params) -> dict:
-        response = requests.get(self.url("prometheus", path), params=params, timeout=30)
+        response = self.session().get(self.url(f"/prometheus{path}"), params=params, timeout=30)
         response.raise_for_status()
         body = response.json()
         assert body["status"] == "success", body
@@ -151,8 +180,7 @@ def stack_env(data: Path, secrets: Path, env_file: Path, ports: dict[str, int]) 
         "WILDSWARM_UNTRAINED": "1",
         "WORKERS": "1", "WORKERS_PER_NODE": "2",       # two workers on this one node (scale test)
         "WORKER_MEMORY_RESERVATION": "1G",
-        "WEB_PORT": str(ports["web"]), "RABBITMQ_CONSOLE_PORT": str(ports["rabbitmq"]),
-        "PROMETHEUS_PORT": str(ports["prometheus"]),
+        "HTTPS_PORT": str(ports["https"]), "HTTP_PORT": str(ports["http"]),
         "WAIT_TIMEOUT": "900",
     })
     return env
@@ -167,6 +195,7 @@ def fast_settings() -> str:
         "WILDSWARM_DETECTOR_IMAGE_SIZE=320",
         "WILDSWARM_SETTLE_SECONDS=2",
         "WILDSWARM_LEASE_SECONDS=15",            # a killed worker's job is taken over 15 s later
+        "WILDSWARM_WEB_LOGIN_LOCK_SECONDS=5",    # the throttling test's lock runs out soon
         "",
     ])
 

@@ -9,7 +9,8 @@ from stackkit import ROOT, sh
 
 APP = {"worker": "wildswarm/worker:latest", "web": "wildswarm/web:latest", "producer": "wildswarm/producer:latest"}
 INFRA = {"rabbitmq": "wildswarm/rabbitmq:3.10", "prometheus": "wildswarm/prometheus:2.42",
-         "node-exporter": "wildswarm/node-exporter:1.5", "postgres": "wildswarm/postgres:15"}
+         "node-exporter": "wildswarm/node-exporter:1.5", "postgres": "wildswarm/postgres:15",
+         "proxy": "wildswarm/proxy:latest"}
 
 
 def inspect(image: str, fmt: str) -> str:

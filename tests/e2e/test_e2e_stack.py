@@ -11,11 +11,12 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+import requests
 
 from kit.waiting import wait_for
 from stackkit import NAME, ROOT, STARTING, job_records, sh
 
-SERVICES = {"rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "node-exporter"}
+SERVICES = {"proxy", "rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "docker-api", "node-exporter"}
 TARGET_JOBS = {"worker", "producer", "web", "rabbitmq", "node"}
 
 
@@ -61,14 +62,110 @@ def test_every_service_is_up_and_healthy_and_declares_what_rule_8_asks(stack):
     assert "Read-only file system" in denied
 
 
-def test_rabbitmq_console_takes_the_stacks_credentials_and_refuses_guest(stack):
-    response = stack.rabbitmq("/api/whoami")
-    assert response.status_code == 200, response.text
-    assert response.json()["name"] == "wildswarm"
-    assert stack.rabbitmq("/api/whoami", auth=("guest", "guest")).status_code == 401
-    assert stack.rabbitmq("/api/overview", auth=("wildswarm", "not-the-password")).status_code == 401
-    users = {u["name"] for u in stack.rabbitmq("/api/users").json()}
-    assert users == {"wildswarm"}, users
+def test_only_the_proxy_publishes_a_port_and_plain_http_redirects_to_https(stack):
+    """Audit: Prometheus (with its lifecycle API) and the RabbitMQ console were published on every interface."""
+    for name in SERVICES:
+        ports = sh("docker", "service", "inspect", f"{NAME}_{name}", "--format", "{{json .Endpoint.Ports}}").strip()
+        assert (ports not in ("null", "[]")) == (name == "proxy"), f"{name} publishes {ports}"
+    r = requests.get(stack.url("/jobs?x=1", scheme="http"), allow_redirects=False, timeout=10)
+    assert r.status_code == 308 and r.headers["Location"] == stack.url("/jobs?x=1")
+    r = requests.get(stack.url("/healthz"), verify=stack.cert, timeout=10)      # TLS, verified
+    assert r.status_code == 200 and r.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_the_consoles_sit_behind_the_login_and_each_service_has_its_own_broker_user(stack):
+    anon = stack.anonymous()
+    for path in ("/rabbitmq/", "/rabbitmq/api/overview", "/prometheus/classic/targets", "/prometheus/api/v1/targets"):
+        r = anon.get(stack.url(path), allow_redirects=False, timeout=10)
+        assert r.status_code == 302 and r.headers["Location"].startswith("/login?next="), (path, r.status_code)
+    assert anon.get(stack.url("/metrics"), timeout=10).status_code == 401
+    session = stack.session()
+    response = stack.rabbitmq("/api/whoami", session=session)
+    assert response.status_code == 200 and response.json()["name"] == "admin", response.text
+    assert stack.rabbitmq("/api/whoami", auth=("guest", "guest"), session=session).status_code == 401
+    users = {u["name"]: u["tags"] for u in stack.rabbitmq("/api/users", session=session).json()}
+    assert set(users) == {"admin", "worker", "producer", "web"}, users
+    assert all(not users[u] for u in ("worker", "producer", "web"))           # no management tags
+    perms = {p["user"]: p for p in stack.rabbitmq("/api/permissions", session=session).json()}
+    assert perms["web"]["configure"] == "^$" and perms["web"]["read"] == "^$"     # publishes, nothing else
+    assert perms["worker"]["configure"] == "^$"
+    web_pw = sh("docker", "exec", stack.containers("web")[0], "cat", "/run/secrets/broker_password").strip()
+    assert stack.rabbitmq("/api/overview", auth=("web", web_pw), session=session).status_code == 401
+    assert stack.secret("broker_admin_password") not in web_pw
+    for service in ("web", "worker", "producer"):              # the administrator's password is in none of them
+        secrets = sh("docker", "exec", stack.containers(service)[0], "ls", "/run/secrets").split()
+        assert "broker_admin_password" not in secrets and "rabbitmq_definitions" not in secrets, (service, secrets)
+
+
+def test_prometheus_runs_unprivileged_without_the_socket_or_its_lifecycle_api(stack):
+    container = stack.containers("prometheus")[0]
+    assert sh("docker", "exec", container, "id", "-u").strip() != "0"
+    mounts = sh("docker", "inspect", container, "--format", "{{json .Mounts}}")
+    assert "docker.sock" not in mounts
+    session = stack.session()
+    quit_ = session.post(stack.url("/prometheus/-/quit"), timeout=10)
+    assert quit_.status_code in (403, 404, 405), quit_.status_code
+    assert session.get(stack.url("/prometheus/-/healthy"), timeout=10).status_code == 200
+    # its read-only Docker API answers discovery's reads and refuses every change
+    code = ("import urllib.request as u, sys\n"
+            "def go(m, p):\n"
+            "    try: return u.urlopen(u.Request('http://docker-api:2375' + p, method=m, data=b'{}' if m != 'GET' else None), timeout=5).status\n"
+            "    except u.HTTPError as e: return e.code\n"
+            "print(go('GET', '/v1.41/services'), go('GET', '/v1.41/containers/json'), go('POST', '/v1.41/services/create'),"
+            " go('DELETE', '/v1.41/services/x'), go('GET', '/v1.41/secrets'))")
+    proxy_side = sh("docker", "exec", stack.containers("docker-api")[0], "python3", "-c",
+                    code.replace("docker-api:2375", "127.0.0.1:2375"))
+    assert proxy_side.split() == ["200", "403", "403", "403", "403"], proxy_side
+
+
+def _tls_socket(stack):
+    import socket
+    import ssl
+    context = ssl.create_default_context(cafile=stack.cert)
+    raw = socket.create_connection(("127.0.0.1", stack.ports["https"]), timeout=10)
+    return context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(stack):
+    """Audit: strangers could stream files into input/ before logging in. Through the front door the
+    client is refused from its headers: the proxy answers while the 50 MB body has not been sent."""
+    before = sorted(str(p.relative_to(stack.data)) for p in stack.data.rglob("*") if "logs" not in p.parts)
+    for path, status in (("/api/jobs", "401"), ("/upload", "302")):     # the form goes to the login page
+        s = _tls_socket(stack)
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                  f"Content-Length: {50 << 20}\r\n\r\n".encode() + b"--b\r\n" + b"\0" * 1000)
+        answer = s.recv(4096).decode(errors="replace")
+        s.close()
+        assert answer.startswith(f"HTTP/1.1 {status}"), answer[:200]
+    after = sorted(str(p.relative_to(stack.data)) for p in stack.data.rglob("*") if "logs" not in p.parts)
+    assert after == before
+
+
+def test_slow_and_idle_clients_do_not_starve_the_app(stack, make_video):
+    """Audit: ten idle unauthenticated bodies took the web app's 8 threads, /healthz timed out and Swarm
+    killed the web task with its uploads. The proxy holds such clients (and times them out) itself."""
+    import time
+    idle = []
+    for i in range(24):
+        s = _tls_socket(stack)
+        if i % 2:      # a request whose headers never end
+            s.sendall(b"GET /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        else:          # a body that stops after a few bytes
+            s.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded"
+                      b"\r\nContent-Length: 4000\r\n\r\nuser=x&pass")
+        idle.append(s)
+    try:
+        t0 = time.monotonic()
+        assert requests.get(stack.url("/healthz"), verify=stack.cert, timeout=10).status_code == 200
+        assert time.monotonic() - t0 < 3
+        video = make_video("while-idle.mp4", frames=5)
+        response = stack.api("POST", "/api/jobs", files={"file": (video.name, video.read_bytes(), "video/mp4")})
+        assert response.status_code == 201, response.text
+        web = stack.containers("web")[0]
+        assert sh("docker", "exec", web, "python3", "-m", "wildswarm.healthcheck", "web").startswith("healthy")
+    finally:
+        for s in idle:
+            s.close()
 
 
 def test_a_video_uploaded_through_the_web_app_is_analysed_by_a_worker_and_downloads(stack, seed_videos):
@@ -177,12 +274,21 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_finish_once(stack, seed_video
     wait_for(lambda: stack.services()["worker"] == (2, 2), 600, "two healthy workers again", 5, errors=STARTING)
 
 
+def test_guessing_the_password_through_the_front_door_is_throttled(stack):
+    s = stack.anonymous()
+    page = s.get(stack.url("/login"), timeout=10).text
+    token = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    codes = [s.post(stack.url("/login"), data={"user": "wildswarm", "password": f"guess {i}", "csrf_token": token},
+                    allow_redirects=False, timeout=10).status_code for i in range(12)]
+    assert codes[0] == 401 and 429 in codes and set(codes) <= {401, 429}, codes
+
+
 def test_make_backup_and_restore_the_job_store(stack, make_video):
     before = {j["id"] for j in job_records(stack)}
     out = stack.make("backup", timeout=300)
     dump = Path(out.strip().splitlines()[-1])
     assert dump.is_file() and dump.stat().st_size > 0 and dump.stat().st_mode & 0o077 == 0
-    video = make_video("after-backup.mp4", frames=6)
+    video = make_video("after-backup.mp4", frames=7)
     response = stack.api("POST", "/api/jobs", files={"file": (video.name, video.read_bytes(), "video/mp4")})
     assert response.status_code == 201, response.text
     later = response.json()["job"]["id"]

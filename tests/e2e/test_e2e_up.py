@@ -10,7 +10,7 @@ def test_make_up_without_weights_explains_both_remedies_and_deploys_nothing(dock
     data, secrets = tmp_path / "data", tmp_path / "secrets"
     env_file = tmp_path / "wildswarm.env"
     env_file.write_text(fast_settings())
-    env = stack_env(data, secrets, env_file, {"web": free_port(), "rabbitmq": free_port(), "prometheus": free_port()})
+    env = stack_env(data, secrets, env_file, {"https": free_port(), "http": free_port()})
     env.update(STACK="wildswarm-e2e-noweights", SECRET_PREFIX="wildswarm-e2e-noweights", WILDSWARM_UNTRAINED="0")
     result = subprocess.run(["make", "--no-print-directory", "up"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=1800)

@@ -71,3 +71,18 @@ def test_stale_deliveries_cannot_be_acked(broker_settings, broker):
     with pytest.raises(BrokerError, match="delivers it again"):
         broker.ack(got[0])
     assert broker.counts(dead_letter_queue(broker_settings.queue)) == (0, 0)
+
+
+def test_a_user_that_may_not_declare_only_checks_the_topology(broker_settings):
+    """In the stack the workers' and the web app's broker users have no configure permission: they
+    check the queues passively, and say plainly when the producer has not declared them yet."""
+    passive = broker_settings.replace(broker_declare=False)
+    with pytest.raises(BrokerError, match="not declared yet"):
+        Broker(passive).connect()
+    Broker(broker_settings).connect().close()            # the producer declares them
+    b = Broker(passive).connect()
+    try:
+        b.publish(b"x")
+        assert b.counts()[0] == 1
+    finally:
+        b.close()
