@@ -102,6 +102,8 @@ class Reconciler:
             for job in self.store.unannounced(self.settings.republish_after_seconds, BATCH):
                 if self._publish(job, "its message was lost"):
                     done["republished"] += 1
+                else:                      # the broker went away meanwhile: the pending pass retries it
+                    self.store.mark_publish_pending(job.id)
         return +done
 
     def _publish(self, job: Job, why: str) -> bool:

@@ -353,3 +353,18 @@ def test_after_an_outage_of_the_store_live_workers_get_time_to_renew_their_lease
     clock.now += 2
     producer.reconcile(force=True)
     assert store.get(job_id).status is JobStatus.QUEUED        # it never renewed: abandoned
+
+
+def test_a_lost_message_that_cannot_be_republished_now_is_left_pending(env, store, monkeypatch):
+    settings, producer, broker, clock, lay = env
+    drop(lay, "a.mp4")
+    settle(producer, clock)
+    (job,) = store.list()
+    with store.db.connection() as conn:          # published long ago, and the queue is empty: lost
+        conn.execute("UPDATE jobs SET published_at = now() - interval '1 hour'")
+    monkeypatch.setattr(producer.reconciler.publisher, "publish", lambda msg: False)
+    producer.reconcile(force=True)
+    assert store.get(job.id).publish_pending         # the pending pass publishes it when the broker answers
+    monkeypatch.undo()
+    producer.reconcile(force=True)
+    assert not store.get(job.id).publish_pending and len(broker.published) == 2

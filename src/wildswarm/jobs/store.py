@@ -133,9 +133,6 @@ class JobStore:
             return None
         return self._one("reading a job", "SELECT * FROM jobs WHERE id = %s", (job_id,))
 
-    def exists(self, job_id: str) -> bool:
-        return self.find(job_id) is not None
-
     def list(self, query: JobQuery = JobQuery()) -> list[Job]:
         where, params = query.where()
         order = "ASC" if query.oldest_first else "DESC"
