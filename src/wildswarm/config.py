@@ -36,6 +36,9 @@ class Settings:
     detection_threshold: float = 0.2
     max_animals: int = 5
     pose_threshold: float = 0.1
+    track_lost_seconds: float = 5.0        # an animal unseen this long comes back with a new id
+    smooth: str = "none"                   # keypoints_filtered.*: none, median or savgol (pipeline/smooth.py)
+    smooth_window: int = 5                 # frames (odd) the smoothing filter spans
     untrained: bool = False
 
     # --- broker ------------------------------------------------------------

@@ -48,11 +48,12 @@ def test_keypoint_table_is_deeplabcut_shaped(tmp_path):
     poses = [KeyPoints(np.array([[[1, 2], [3, 4]]], np.float32), np.array([[0.9, 0.1]], np.float32)),
              KeyPoints.empty(2),
              KeyPoints(np.ones((2, 2, 2), np.float32), np.ones((2, 2), np.float32))]
-    table = outputs.keypoint_table([(0, 0), (4, .4), (8, .8)], poses, parts, "scorer")
+    ids = [np.array([1]), np.zeros(0, int), np.array([1, 2])]
+    table = outputs.keypoint_table([(0, 0), (4, .4), (8, .8)], poses, ids, parts, "scorer")
     assert table.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
     assert table.shape == (3, 2 * 2 * 3)
-    assert table.loc[0, ("scorer", "animal0", "nose", "likelihood")] == pytest.approx(0.9)
-    assert np.isnan(table.loc[4]).all() and np.isnan(table.loc[0, ("scorer", "animal1")]).all()
+    assert table.loc[0, ("scorer", "animal1", "nose", "likelihood")] == pytest.approx(0.9)
+    assert np.isnan(table.loc[4]).all() and np.isnan(table.loc[0, ("scorer", "animal2")]).all()
     outputs.write_keypoints(tmp_path, table)
     back = pd.read_hdf(tmp_path / outputs.KEYPOINTS_H5, "df_with_missing")
     pd.testing.assert_frame_equal(back, table)

@@ -26,8 +26,8 @@ def pipeline(settings) -> Pipeline:
     return Pipeline(settings)
 
 
-def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: int):
-    assert sorted(p.name for p in folder.iterdir()) == sorted(outputs.ALL_FILES)
+def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: int, smoothing: bool = False):
+    assert sorted(p.name for p in folder.iterdir()) == sorted(outputs.expected(smoothing))
     summary = json.loads((folder / outputs.SUMMARY).read_text())
     assert summary["untrained_weights"] is True and "UNTRAINED" in summary["warning"]
     assert summary["frames"]["analysed"] == expected_analysed
@@ -56,6 +56,18 @@ def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: 
     assert csv.shape == table.shape
     with Image.open(folder / outputs.TRAJECTORY) as im:
         assert im.format == "PNG" and im.size[0] > 300
+    # one identity per animal: the MOT rows, the table's individuals and the summary name the same tracks
+    tracks = {t["id"]: t for t in summary["tracks"]}
+    assert summary["animals"]["distinct"] == len(tracks)
+    mot = [line.split(",") for line in (folder / outputs.TRACKS).read_text().splitlines()]
+    assert all(len(row) == 10 and row[7:] == ["-1", "-1", "-1"] for row in mot)
+    assert {int(row[1]) for row in mot} == set(tracks)
+    for tid, t in tracks.items():
+        frames = [int(row[0]) - 1 for row in mot if int(row[1]) == tid]
+        assert (min(frames), max(frames), len(frames)) == (t["first_frame"], t["last_frame"], t["frames"])
+    # the posed animals (up to max_animals a frame, the most confident) under their tracks' names
+    named = {n for n in table.columns.get_level_values("individuals") if not n.startswith("untracked")}
+    assert named <= ({f"animal{t}" for t in tracks} or {"animal1"})
     return summary, table
 
 
@@ -73,6 +85,7 @@ def test_seed_videos_end_to_end(pipeline, seed_videos, tmp_path):
         # pose ran on the boxes the detector found: keypoints present for up to max_animals animals
         assert summary["animals"]["poses"] > 0
         assert not table.xs("x", level="coords", axis=1).isna().all().all()
+        assert summary["animals"]["distinct"] >= 1
     assert not list(tmp_path.glob(".tmp-*"))
 
 
@@ -82,6 +95,17 @@ def test_no_animals_gives_an_empty_but_valid_result(settings, make_video, tmp_pa
     summary, table = check_outputs(result.output_dir, 10, 5, 27)
     assert summary["animals"]["detections"] == 0 and summary["animals"]["poses"] == 0
     assert table.isna().all().all()
+
+
+def test_smoothing_writes_the_filtered_table_beside_the_raw_one(settings, make_video, tmp_path):
+    p = Pipeline(settings.replace(smooth="median", smooth_window=3, pose="superanimal_topviewmouse"))
+    result = p.analyze(make_video(frames=20, fps=10), tmp_path, name="smoothed")
+    summary, table = check_outputs(result.output_dir, 20, 10, 27, smoothing=True)
+    filtered = pd.read_hdf(result.output_dir / outputs.FILTERED_H5, "df_with_missing")
+    assert filtered.shape == table.shape and (filtered.index == table.index).all()
+    assert summary["settings"]["smooth"] == "median" and outputs.FILTERED_CSV in summary["files"]
+    pd.testing.assert_frame_equal(filtered.xs("likelihood", level="coords", axis=1),
+                                  table.xs("likelihood", level="coords", axis=1))
 
 
 def test_classifier_labels_each_animal(settings, make_video, tmp_path):

@@ -82,7 +82,7 @@ def test_get_done_job_lists_its_files_and_warning(anon, bearer, store, video_byt
     assert body["status"] == "done" and body["progress"] == 1.0 and body["untrained"] is True
     assert "UNTRAINED" in body["warning"]
     assert {f["name"] for f in body["files"]} == {"labeled.mp4", "trajectory.png", "summary.json", "detections.json",
-                                                  "keypoints.h5", "keypoints.csv"}
+                                                  "keypoints.h5", "keypoints.csv", "tracks.csv"}
     assert body["files"][0]["url"] == f"/jobs/{job.id}/files/labeled.mp4"
     assert body["links"]["zip"] == f"/jobs/{job.id}/outputs.zip"
     for f in body["files"]:

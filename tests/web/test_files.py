@@ -43,7 +43,8 @@ def test_zip_of_all_outputs_is_streamed(client, done, video_bytes):
     assert r.headers["Content-Disposition"] == 'attachment; filename="fox.zip"'
     archive = zipfile.ZipFile(io.BytesIO(r.data))
     assert archive.testzip() is None
-    expected = ("labeled.mp4", "trajectory.png", "summary.json", "detections.json", "keypoints.h5", "keypoints.csv")
+    expected = ("labeled.mp4", "trajectory.png", "summary.json", "detections.json", "keypoints.h5", "keypoints.csv",
+                "tracks.csv")
     assert sorted(archive.namelist()) == sorted(f"fox/{n}" for n in expected)
     assert archive.read("fox/labeled.mp4") == video_bytes
 

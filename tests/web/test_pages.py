@@ -52,10 +52,15 @@ def test_done_job_page_plays_the_video_and_offers_everything(client, settings, v
     assert f'src="/jobs/{job.id}/files/trajectory.png"' in page
     assert 'id="untrained-warning"' in page and "UNTRAINED (random) weights" in page
     assert f'href="/jobs/{job.id}/outputs.zip"' in page
-    for name in ("labeled.mp4", "detections.json", "keypoints.h5", "keypoints.csv", "trajectory.png", "summary.json"):
+    for name in ("labeled.mp4", "detections.json", "keypoints.h5", "keypoints.csv", "trajectory.png", "summary.json",
+                 "tracks.csv"):
         assert f"/jobs/{job.id}/files/{name}?download=1" in page, name
+    assert "Animal tracks (MOTChallenge CSV)" in page             # the label pipeline/files.py gives it
     assert "worker-1" in page and job.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC") in page
     assert "frames" in page and "read: 12" in page               # the summary, readable
+    assert "animal1: frames 0–10 (6 analysed)" in page and "distinct: 1" in page
+    r = client.get(f"/jobs/{job.id}/files/tracks.csv")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
 
 
 def test_trained_job_shows_no_warning(client, settings, video_bytes, store):

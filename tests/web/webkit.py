@@ -48,10 +48,12 @@ def make_done_job(store: JobStore, video: bytes, *, name: str = "fox", untrained
     (out / "detections.json").write_text(json.dumps({"images": [], "info": {"format_version": "1.4"}}))
     (out / "keypoints.csv").write_text("scorer,x\n0,1\n")
     (out / "keypoints.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (out / "tracks.csv").write_text("1,1,10.00,20.00,30.00,40.00,0.9000,-1,-1,-1\n")
     summary = {"video": f"{name}.mp4", "untrained_weights": untrained,
                "warning": "Made with UNTRAINED (random) weights: detections, species and keypoints are "
                           "meaningless." if untrained else None,
-               "frames": {"read": 12, "analysed": 6}, "animals": {"max_per_frame": 1},
+               "frames": {"read": 12, "analysed": 6}, "animals": {"max_per_frame": 1, "distinct": 1},
+               "tracks": [{"id": 1, "name": "animal1", "first_frame": 0, "last_frame": 10, "frames": 6}],
                "timings_s": {"detect": 0.5, "pose": 0.25}}
     (out / "summary.json").write_text(json.dumps(summary))
     (layout.input_done / f"{name}.mp4").write_bytes(video)

@@ -18,6 +18,11 @@ def _pipeline_options(fn):
         click.option("--classifier", default=None, help="Species classifier, or 'none'."),
         click.option("--pose", default=None, help="Pose model (superanimal_quadruped|superanimal_topviewmouse)."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None),
+        click.option("--smooth", type=click.Choice(["none", "median", "savgol"]), default=None,
+                     help="Also write keypoints_filtered.h5/.csv, each track's keypoints filtered over time."),
+        click.option("--smooth-window", type=int, default=None, help="Frames the smoothing filter spans (odd)."),
+        click.option("--track-lost-seconds", type=float, default=None,
+                     help="An animal unseen this long comes back with a new id (default 5)."),
         click.option("--untrained", is_flag=True, default=None,
                      help="Run with untrained (random) weights, built where missing: for tests only."),
     )):
@@ -64,8 +69,8 @@ def analyze(settings: Settings, videos: tuple[Path, ...], out: Path, **options) 
         finally:
             if bar is not None:
                 bar.close()
-        click.echo(f"{video}: {result.frames_analysed} frames analysed, up to {result.animals} animals "
-                   f"per frame -> {result.output_dir}")
+        click.echo(f"{video}: {result.frames_analysed} frames analysed, {result.summary['animals']['distinct']} "
+                   f"animals tracked, up to {result.animals} per frame -> {result.output_dir}")
     if failed:
         sys.exit(1)
 

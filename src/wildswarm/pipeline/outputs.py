@@ -17,16 +17,13 @@ import numpy as np
 import supervision as sv
 
 from wildswarm.pipeline.detect import ANIMAL, CLASS_NAMES
+from wildswarm.pipeline.files import (DETECTIONS, FILTERED_CSV, FILTERED_H5, KEYPOINTS_CSV, KEYPOINTS_H5,  # noqa: F401
+                                      LABELED_VIDEO, SUMMARY, TRACKS, TRAJECTORY, expected)
 from wildswarm.pipeline.pose import KeyPoints
+from wildswarm.pipeline.track import track_name
 
-# File names inside output/<name>/
-LABELED_VIDEO = "labeled.mp4"
-DETECTIONS = "detections.json"
-KEYPOINTS_H5 = "keypoints.h5"
-KEYPOINTS_CSV = "keypoints.csv"
-TRAJECTORY = "trajectory.png"
-SUMMARY = "summary.json"
-ALL_FILES = (LABELED_VIDEO, DETECTIONS, KEYPOINTS_H5, KEYPOINTS_CSV, TRAJECTORY, SUMMARY)
+#: The files of every result folder (files.py names them; smoothing adds the filtered keypoints).
+ALL_FILES = expected(smoothing=False)
 
 
 class OutputFolder:
@@ -104,27 +101,70 @@ def write_detections(path: Path, video_name: str, frames: list[tuple[int, float]
     path.write_text(json.dumps(doc, indent=1))
 
 
-def keypoint_table(frames: list[tuple[int, float]], poses: list[KeyPoints], bodyparts: list[str], scorer: str):
-    """A DeepLabCut-style table: rows are frame numbers, columns (scorer, individuals, bodyparts, coords)."""
+def keypoint_table(frames: list[tuple[int, float]], poses: list[KeyPoints], ids: list[np.ndarray],
+                   bodyparts: list[str], scorer: str):
+    """A DeepLabCut-style table: rows are frame numbers, columns (scorer, individuals, bodyparts, coords).
+
+    ``individuals`` are the tracks (``animal1``, ``animal2`` ... as :mod:`track` names them), so a
+    column is one animal through the whole video; ``ids[r][j]`` is the track of ``poses[r][j]``.
+    A pose the tracker could not name goes to ``untracked1``, ``untracked2`` ... of its frame.
+    """
     import pandas as pd
-    n = max((len(p) for p in poses), default=0)
-    n = max(n, 1)  # keep a valid (all-NaN) column set when nothing was found
-    individuals = [f"animal{i}" for i in range(n)]
+    tracks = sorted({int(t) for frame_ids in ids for t in frame_ids if t > 0})
+    spare = max((int(np.sum(np.asarray(frame_ids[: len(p)]) <= 0)) for frame_ids, p in zip(ids, poses)), default=0)
+    individuals = [track_name(t) for t in tracks] + [f"untracked{i + 1}" for i in range(spare)]
+    if not individuals:
+        individuals = [track_name(1)]  # a valid (all-NaN) column set when nothing was found
+    column = {t: i for i, t in enumerate(tracks)}
     columns = pd.MultiIndex.from_product([[scorer], individuals, bodyparts, ["x", "y", "likelihood"]],
                                          names=["scorer", "individuals", "bodyparts", "coords"])
-    data = np.full((len(frames), n, len(bodyparts), 3), np.nan, dtype=np.float64)
-    for r, pose in enumerate(poses):
-        m = len(pose)
-        if m:
-            data[r, :m, :, :2] = pose.xy
-            data[r, :m, :, 2] = pose.confidence
+    data = np.full((len(frames), len(individuals), len(bodyparts), 3), np.nan, dtype=np.float64)
+    for r, (pose, frame_ids) in enumerate(zip(poses, ids)):
+        free = len(tracks)
+        for j in range(len(pose)):
+            t = int(frame_ids[j]) if j < len(frame_ids) else 0
+            if t > 0:
+                c = column[t]
+            else:
+                c, free = free, free + 1
+            data[r, c, :, :2] = pose.xy[j]
+            data[r, c, :, 2] = pose.confidence[j]
     return pd.DataFrame(data.reshape(len(frames), -1), columns=columns,
                         index=pd.Index([i for i, _ in frames], name="frame"))
 
 
-def write_keypoints(folder: Path, table) -> None:
-    table.to_hdf(folder / KEYPOINTS_H5, key="df_with_missing", format="table", mode="w")
-    table.to_csv(folder / KEYPOINTS_CSV)
+def write_keypoints(folder: Path, table, h5: str = KEYPOINTS_H5, csv: str = KEYPOINTS_CSV) -> None:
+    """The table as DeepLabCut writes it (HDF5 key ``df_with_missing``) and as CSV.
+
+    DeepLabCut writes HDF5 in pandas' "table" format; pandas keeps that format's column index in
+    one HDF5 attribute (at most 64 KiB), which a video with many tracks outgrows. Those tables are
+    written in the "fixed" format instead; ``pandas.read_hdf(path, "df_with_missing")`` reads both.
+    """
+    import tables
+    path = folder / h5
+    try:
+        table.to_hdf(path, key="df_with_missing", format="table", mode="w")
+    except (tables.HDF5ExtError, ValueError):
+        path.unlink(missing_ok=True)
+        table.to_hdf(path, key="df_with_missing", format="fixed", mode="w")
+    table.to_csv(folder / csv)
+
+
+def write_tracks(path: Path, frames: list[tuple[int, float]], dets: list[sv.Detections]) -> int:
+    """Every tracked animal box in MOTChallenge's CSV: ``frame,id,bb_left,bb_top,bb_width,bb_height,conf,-1,-1,-1``.
+
+    ``frame`` is the source video's frame number, 1-based (MOTChallenge counts from 1); boxes are in
+    pixels. No header, as MOT tools expect. Returns the number of rows.
+    """
+    rows = []
+    for (index, _), det in zip(frames, dets):
+        ids = det.tracker_id if det.tracker_id is not None else np.zeros(len(det), int)
+        for j in np.flatnonzero(ids > 0):
+            x1, y1, x2, y2 = (float(v) for v in det.xyxy[j])
+            rows.append(f"{index + 1},{int(ids[j])},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
+                        f"{float(det.confidence[j]):.4f},-1,-1,-1\n")
+    path.write_text("".join(rows))
+    return len(rows)
 
 
 def write_summary(path: Path, summary: dict) -> None:

@@ -51,10 +51,14 @@ class FrameRenderer:
 
 
 def labels(det: sv.Detections) -> list[str]:
+    """``animal 3 0.87 | zebra 0.91``: the class, the track id where there is one, the confidences."""
     species = det.data.get("species")
+    ids = det.tracker_id
     out = []
     for j in range(len(det)):
         name = CLASS_NAMES.get(int(det.class_id[j]), str(det.class_id[j]))
+        if ids is not None and ids[j] > 0:
+            name += f" {int(ids[j])}"
         text = f"{name} {det.confidence[j]:.2f}"
         if species is not None and det.class_id[j] == ANIMAL and species[j]:
             text += f" | {species[j]} {det.data['species_confidence'][j]:.2f}"
@@ -62,29 +66,50 @@ def labels(det: sv.Detections) -> list[str]:
     return out
 
 
-def trajectory_plot(path: Path, poses: list[KeyPoints], bodyparts: list[str], *, width: int, height: int,
+def track_paths(poses: list[KeyPoints], ids: list[np.ndarray], pose_threshold: float) -> dict[int, np.ndarray]:
+    """Per track, its path: (frames, 2) of the mean of its confident keypoints, NaN where it is unseen."""
+    tracks = sorted({int(t) for frame_ids in ids for t in frame_ids if t > 0})
+    paths = {t: np.full((len(poses), 2), np.nan) for t in tracks}
+    for r, (pose, frame_ids) in enumerate(zip(poses, ids)):
+        for j in range(len(pose)):
+            t = int(frame_ids[j]) if j < len(frame_ids) else 0
+            ok = pose.confidence[j] >= pose_threshold
+            if t > 0 and ok.any():
+                paths[t][r] = pose.xy[j][ok].mean(axis=0)
+    return paths
+
+
+def trajectory_plot(path: Path, poses: list[KeyPoints], ids: list[np.ndarray], *, width: int, height: int,
                     pose_threshold: float, title: str, untrained: bool) -> int:
-    """Scatter every confident keypoint over time, coloured by body part; returns points drawn."""
+    """One path per animal (the mean of its confident keypoints, frame by frame), a colour and a
+    legend entry each; poses without a track are grey dots. Returns the points drawn."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs, ys, cs = [], [], []
-    for pose in poses:
-        if not len(pose):
-            continue
-        ok = pose.confidence >= pose_threshold
-        idx = np.broadcast_to(np.arange(len(bodyparts)), ok.shape)
-        xs.append(pose.xy[..., 0][ok])
-        ys.append(pose.xy[..., 1][ok])
-        cs.append(idx[ok])
-    x = np.concatenate(xs) if xs else np.zeros(0)
-    y = np.concatenate(ys) if ys else np.zeros(0)
-    c = np.concatenate(cs) if cs else np.zeros(0)
-
+    paths = track_paths(poses, ids, pose_threshold)
+    loose = [pose.xy[j][pose.confidence[j] >= pose_threshold].mean(axis=0)
+             for pose, frame_ids in zip(poses, ids) for j in range(len(pose))
+             if (j >= len(frame_ids) or frame_ids[j] <= 0) and (pose.confidence[j] >= pose_threshold).any()]
+    drawn = 0
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)
     try:
-        sc = ax.scatter(x, y, c=c, cmap="viridis", s=8, vmin=0, vmax=max(len(bodyparts) - 1, 1))
+        colours = plt.get_cmap("tab10" if len(paths) <= 10 else "tab20")
+        for n, (tid, xy) in enumerate(paths.items()):
+            seen = ~np.isnan(xy[:, 0])
+            if not seen.any():
+                continue
+            colour = colours(n % colours.N)
+            # a line where the animal was seen in consecutive analysed frames, a dot for every sighting
+            ax.plot(xy[:, 0], xy[:, 1], "-", color=colour, linewidth=1.2, alpha=0.8)
+            ax.plot(xy[seen, 0], xy[seen, 1], "o", color=colour, markersize=2.5, label=f"animal {tid}")
+            first = np.flatnonzero(seen)[0]
+            ax.annotate(str(tid), xy[first], color=colour, fontsize=8, fontweight="bold")
+            drawn += int(seen.sum())
+        if loose:
+            xy = np.asarray(loose)
+            ax.plot(xy[:, 0], xy[:, 1], ".", color="0.6", markersize=3, label="untracked")
+            drawn += len(xy)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)  # image coordinates: y grows downwards
         ax.set_aspect("equal", adjustable="box")
@@ -92,12 +117,15 @@ def trajectory_plot(path: Path, poses: list[KeyPoints], bodyparts: list[str], *,
         ax.set_ylabel("Y position in pixels")
         ax.set_title(title + ("\n" + UNTRAINED_BANNER if untrained else ""), fontsize=10,
                      color="red" if untrained else "black")
-        bar = fig.colorbar(sc, ax=ax, ticks=range(len(bodyparts)))
-        bar.ax.set_yticklabels(bodyparts, fontsize=max(4, min(9, 300 // max(len(bodyparts), 1))))
-        if not len(x):
+        if drawn:
+            handles, names = ax.get_legend_handles_labels()
+            if len(handles) > 20:  # many tracks: the first 20 named, the colours say the rest
+                handles, names = handles[:20], names[:20]
+            ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+        else:
             ax.text(width / 2, height / 2, "no keypoints above threshold", ha="center", va="center")
         fig.tight_layout()
         fig.savefig(path)
     finally:
         plt.close(fig)
-    return int(len(x))
+    return drawn

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from wildswarm import __version__
 from wildswarm.config import Settings
 from wildswarm.errors import PipelineError, VideoError, WildswarmError
 from wildswarm.layout import stem_of
 from wildswarm.pipeline import models as catalogue
-from wildswarm.pipeline import outputs
+from wildswarm.pipeline import outputs, smooth
 from wildswarm.pipeline.video import Frame, VideoWriter, probe, read_frames, sample_step
 
 ProgressFn = Callable[[int, int], None]
@@ -66,6 +68,7 @@ class Pipeline:
         from wildswarm.pipeline.pose import PoseEstimator
 
         started = time.perf_counter()
+        smooth.check(settings.smooth, settings.smooth_window)
         self.settings = settings
         self.device = resolve_device(settings.device)
         det_spec = catalogue.spec(settings.detector, "detector")
@@ -100,7 +103,7 @@ class Pipeline:
         timings: dict[str, float] = defaultdict(float)
         frames_meta: list[tuple[int, float]] = []
         decode_stats = {"decoded": 0}
-        dets, poses = [], []
+        dets, poses, ids = [], [], []
         started = time.perf_counter()
 
         @contextmanager
@@ -111,6 +114,9 @@ class Pipeline:
 
         if progress:
             progress(0, total)
+        from wildswarm.pipeline.detect import animals
+        from wildswarm.pipeline.track import Tracker
+        tracker = Tracker(fps=out_fps, lost_seconds=s.track_lost_seconds)
         with outputs.OutputFolder(out_root, name) as tmp:
             from wildswarm.pipeline.render import FrameRenderer, trajectory_plot
             renderer = FrameRenderer(info.width, info.height, self.pose.skeleton,
@@ -123,6 +129,9 @@ class Pipeline:
                     if self.classifier:
                         with timed("classify"):
                             self.classifier.classify(images, bdets, s.max_animals)
+                    with timed("track"):
+                        for d in bdets:
+                            tracker.update(d)
                     with timed("pose"):
                         bposes = self.pose.estimate(images, bdets)
                     with timed("render"):
@@ -131,6 +140,9 @@ class Pipeline:
                     frames_meta.extend((f.index, f.time) for f in batch)
                     dets.extend(bdets)
                     poses.extend(bposes)
+                    # the pose of animals(det)[j] belongs to that box's track
+                    ids.extend(animals(d).tracker_id[: len(p)] if len(d) else np.zeros(0, int)
+                               for d, p in zip(bdets, bposes))
                     if progress:
                         progress(len(frames_meta), max(total, len(frames_meta)))
 
@@ -157,22 +169,29 @@ class Pipeline:
                     tmp / outputs.DETECTIONS, video.name, frames_meta, dets, (info.width, info.height),
                     detector=s.detector, classifier=self.classifier.names if self.classifier else None,
                     frame_rate=out_fps, untrained=self.untrained)
-                outputs.write_keypoints(tmp, outputs.keypoint_table(frames_meta, poses, self.pose.bodyparts, scorer))
-                trajectory_plot(tmp / outputs.TRAJECTORY, poses, self.pose.bodyparts, width=info.width,
+                outputs.write_tracks(tmp / outputs.TRACKS, frames_meta, dets)
+                table = outputs.keypoint_table(frames_meta, poses, ids, self.pose.bodyparts, scorer)
+                outputs.write_keypoints(tmp, table)
+                if s.smooth != "none":
+                    outputs.write_keypoints(tmp, smooth.smooth_table(table, method=s.smooth, window=s.smooth_window,
+                                                                     pose_threshold=s.pose_threshold),
+                                            h5=outputs.FILTERED_H5, csv=outputs.FILTERED_CSV)
+                trajectory_plot(tmp / outputs.TRAJECTORY, poses, ids, width=info.width,
                                 height=info.height, pose_threshold=s.pose_threshold,
-                                title=f"{video.name}: keypoints over time", untrained=self.untrained)
+                                title=f"{video.name}: one path per animal", untrained=self.untrained)
             timings["total"] = time.perf_counter() - started
-            summary = self._summary(video, info, decode_stats["decoded"], frames_meta, dets, poses, out_fps,
-                                    timings)
+            tracks = tracker.summary([i for i, _ in frames_meta])
+            summary = self._summary(video, info, decode_stats["decoded"], frames_meta, dets, poses, tracks,
+                                    out_fps, timings)
             outputs.write_summary(tmp / outputs.SUMMARY, summary)
         if progress:
             progress(len(frames_meta), len(frames_meta))
-        return Result(name=name, output_dir=Path(out_root) / name, files=outputs.ALL_FILES,
+        return Result(name=name, output_dir=Path(out_root) / name, files=outputs.expected(s.smooth != "none"),
                       frames_read=decode_stats["decoded"], frames_analysed=len(frames_meta),
                       animals=summary["animals"]["max_per_frame"], untrained=self.untrained,
                       timings=dict(timings), summary=summary)
 
-    def _summary(self, video, info, decoded, frames_meta, dets, poses, out_fps, timings) -> dict:
+    def _summary(self, video, info, decoded, frames_meta, dets, poses, tracks, out_fps, timings) -> dict:
         from wildswarm.pipeline.detect import ANIMAL
         s = self.settings
         per_frame = [int((d.class_id == ANIMAL).sum()) if len(d) else 0 for d in dets]
@@ -190,17 +209,21 @@ class Pipeline:
             "models": {w.spec.kind: w.describe() for w in self.weights},
             "settings": {"fps": s.fps, "detector_image_size": s.detector_image_size,
                          "detection_threshold": s.detection_threshold, "pose_threshold": s.pose_threshold,
-                         "max_animals": s.max_animals, "batch_size": s.batch_size, "device": self.device},
+                         "max_animals": s.max_animals, "batch_size": s.batch_size, "device": self.device,
+                         "track_lost_seconds": s.track_lost_seconds, "smooth": s.smooth,
+                         "smooth_window": s.smooth_window},
             "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames,
                       "duration_s": round(info.duration, 3), "codec": info.codec},
             "frames": {"read": decoded, "analysed": len(frames_meta),
                        "output_fps": round(out_fps, 3)},
             "animals": {"frames_with_animals": sum(1 for n in per_frame if n),
                         "max_per_frame": max(per_frame, default=0), "detections": sum(per_frame),
-                        "poses": sum(len(p) for p in poses), "species": dict(species)},
+                        "distinct": len(tracks), "poses": sum(len(p) for p in poses),
+                        "species": dict(species)},
+            "tracks": tracks,
             "bodyparts": list(self.pose.bodyparts),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "model_load_s": round(self.load_seconds, 3),
             "host": platform.node(),
-            "files": list(outputs.ALL_FILES),
+            "files": list(outputs.expected(s.smooth != "none")),
         }

@@ -9,16 +9,19 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, render_template, request, send_file, url_for
 
 from wildswarm.jobs import JobStatus
+from wildswarm.pipeline import files as result_files
 from wildswarm.web import results, service
 
 bp = Blueprint("files", __name__)
 
+#: Files pipeline/files.py does not name (older results, files added by hand), by suffix.
 MIMETYPES = {".mp4": "video/mp4", ".png": "image/png", ".json": "application/json", ".csv": "text/csv",
              ".h5": "application/x-hdf5"}
 
 
 def _send(path, as_attachment: bool = False):
-    mimetype = MIMETYPES.get(path.suffix.lower(), "application/octet-stream")
+    known = result_files.BY_NAME.get(path.name)
+    mimetype = known.mimetype if known else MIMETYPES.get(path.suffix.lower(), "application/octet-stream")
     response = send_file(path, mimetype=mimetype, conditional=True, as_attachment=as_attachment,
                          download_name=path.name, max_age=0)
     response.headers["Accept-Ranges"] = "bytes"

@@ -17,16 +17,11 @@ from wildswarm.errors import UnsafePathError
 from wildswarm.jobs import Job
 from wildswarm.layout import Layout, stem_of
 
-#: Result files in the order and with the words the pages use (pipeline/outputs.py names them).
-LABELS = {
-    "labeled.mp4": "Annotated video (H.264 MP4)",
-    "trajectory.png": "Trajectory plot (PNG)",
-    "summary.json": "Summary (JSON)",
-    "detections.json": "Detections (MegaDetector batch JSON)",
-    "keypoints.h5": "Keypoints (DeepLabCut HDF5)",
-    "keypoints.csv": "Keypoints (DeepLabCut CSV)",
-}
-VIDEO, PLOT, SUMMARY = "labeled.mp4", "trajectory.png", "summary.json"
+from wildswarm.pipeline import files as result_files
+
+#: Result files in the order and with the words the pages use (pipeline/files.py defines them).
+LABELS = {f.name: f.label for f in result_files.RESULT_FILES}
+VIDEO, PLOT, SUMMARY = result_files.LABELED_VIDEO, result_files.TRAJECTORY, result_files.SUMMARY
 COMPRESSIBLE = (".json", ".csv", ".txt", ".log")
 MAX_SUMMARY_BYTES = 1 << 20
 CHUNK = 1 << 20
@@ -207,7 +202,11 @@ def summary_rows(summary: dict | None, max_text: int = 400) -> list[tuple[str, s
     for key, value in (summary or {}).items():
         if key in ("warning", "files", "bodyparts") or value is None:
             continue
-        if isinstance(value, dict):
+        if key == "tracks" and isinstance(value, list):
+            shown = [f"{t.get('name')}: frames {t.get('first_frame')}–{t.get('last_frame')} ({t.get('frames')} analysed)"
+                     for t in value[:10] if isinstance(t, dict)]
+            text = ", ".join(shown) + (f" … {len(value)} tracks in all" if len(value) > 10 else "") or "none"
+        elif isinstance(value, dict):
             parts = []
             for k, v in value.items():
                 if isinstance(v, dict):
