@@ -39,6 +39,8 @@ class Settings:
     track_lost_seconds: float = 5.0        # an animal unseen this long comes back with a new id
     smooth: str = "none"                   # keypoints_filtered.*: none, median or savgol (pipeline/smooth.py)
     smooth_window: int = 5                 # frames (odd) the smoothing filter spans
+    segment_seconds: float = 60.0          # a longer video is analysed in segments of this length (0: never)
+    segment_overlap_seconds: float = 2.0   # each segment reads this much of the next, to stitch the tracks
     untrained: bool = False
 
     # --- broker ------------------------------------------------------------

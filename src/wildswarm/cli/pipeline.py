@@ -21,6 +21,9 @@ def _pipeline_options(fn):
         click.option("--smooth", type=click.Choice(["none", "median", "savgol"]), default=None,
                      help="Also write keypoints_filtered.h5/.csv, each track's keypoints filtered over time."),
         click.option("--smooth-window", type=int, default=None, help="Frames the smoothing filter spans (odd)."),
+        click.option("--segment-seconds", type=float, default=None,
+                     help="Analyse longer videos in segments of this length, resuming from the finished ones "
+                          "after a crash (default 60; 0: never)."),
         click.option("--track-lost-seconds", type=float, default=None,
                      help="An animal unseen this long comes back with a new id (default 5)."),
         click.option("--untrained", is_flag=True, default=None,

@@ -16,7 +16,8 @@ class FrameRenderer:
     """Annotates RGB frames; built once per video (sizes scale with the frame)."""
 
     def __init__(self, width: int, height: int, skeleton: list[tuple[int, int]], *,
-                 pose_threshold: float, untrained: bool):
+                 pose_threshold: float, untrained: bool, label_prefix: str = ""):
+        self.label_prefix = label_prefix  # "3." in segment 3 of a long video: its ids are its own
         scale = max(width, height) / 640
         thickness = max(1, round(2 * scale))
         self.boxes = sv.BoxAnnotator(thickness=thickness)
@@ -36,7 +37,7 @@ class FrameRenderer:
         frame = np.ascontiguousarray(image[..., ::-1])
         if len(det):
             frame = self.boxes.annotate(frame, det)
-            frame = self.labels.annotate(frame, det, labels=labels(det))
+            frame = self.labels.annotate(frame, det, labels=labels(det, self.label_prefix))
         if len(pose):
             xy = pose.xy.copy()
             xy[pose.confidence < self.pose_threshold] = 0  # supervision skips (0, 0) points
@@ -50,15 +51,16 @@ class FrameRenderer:
         return frame[..., ::-1]
 
 
-def labels(det: sv.Detections) -> list[str]:
-    """``animal 3 0.87 | zebra 0.91``: the class, the track id where there is one, the confidences."""
+def labels(det: sv.Detections, prefix: str = "") -> list[str]:
+    """``animal 3 0.87 | zebra 0.91``: the class, the track id where there is one, the confidences.
+    In a segment of a long video the id is the segment's own, after ``prefix`` (``animal 2.3``)."""
     species = det.data.get("species")
     ids = det.tracker_id
     out = []
     for j in range(len(det)):
         name = CLASS_NAMES.get(int(det.class_id[j]), str(det.class_id[j]))
         if ids is not None and ids[j] > 0:
-            name += f" {int(ids[j])}"
+            name += f" {prefix}{int(ids[j])}"
         text = f"{name} {det.confidence[j]:.2f}"
         if species is not None and det.class_id[j] == ANIMAL and species[j]:
             text += f" | {species[j]} {det.data['species_confidence'][j]:.2f}"

@@ -10,11 +10,13 @@ is written into a temporary folder that becomes ``out_root/<name>/`` at the end.
 """
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,8 +27,9 @@ from wildswarm.config import Settings
 from wildswarm.errors import PipelineError, VideoError, WildswarmError
 from wildswarm.layout import stem_of
 from wildswarm.pipeline import models as catalogue
-from wildswarm.pipeline import outputs, smooth
-from wildswarm.pipeline.video import Frame, VideoWriter, probe, read_frames, sample_step
+from wildswarm.pipeline import outputs, segments, smooth
+from wildswarm.pipeline.segments import SegmentPlan
+from wildswarm.pipeline.video import Frame, VideoInfo, VideoWriter, probe, read_frames, sample_step
 
 ProgressFn = Callable[[int, int], None]
 
@@ -42,6 +45,25 @@ class Result:
     untrained: bool
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Frames:
+    """What the models found in a run of analysed frames (a whole video, or one segment of it)."""
+
+    meta: list[tuple[int, float]]      # (source frame index, seconds) of each analysed frame
+    dets: list                         # supervision.Detections per frame, tracker_id set on every row
+    poses: list                        # KeyPoints per frame: the pose of animals(det)[j] is poses[r][j]
+    keypoints: int                     # body parts of the pose model
+    decoded: int = 0                   # frames decoded, kept or not (a segment's seek and overlap decode some twice)
+    read: int = 0                      # frames of the video these cover: the last one decoded + 1
+    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def pose_ids(self) -> list[np.ndarray]:
+        """The track of each pose, frame by frame."""
+        from wildswarm.pipeline.detect import animals
+        return [animals(d).tracker_id[: len(p)] if len(d) else np.zeros(0, int)
+                for d, p in zip(self.dets, self.poses)]
 
 
 def resolve_device(device: str) -> str:
@@ -92,19 +114,132 @@ class Pipeline:
             raise PipelineError(f"could not load models {', '.join(wanted)}: {type(exc).__name__}: {exc}") from exc
         self.load_seconds = time.perf_counter() - started
 
+    # --- one video ------------------------------------------------------------------------------
     def analyze(self, video: Path, out_root: Path, *, name: str | None = None,
                 progress: ProgressFn | None = None) -> Result:
+        """Analyse ``video`` into ``out_root/<name>/``: in one pass, or, when it is longer than
+        ``segment_seconds``, segment by segment (a finished segment is never analysed again) and
+        merged."""
         video = Path(video)
-        s = self.settings
         info = probe(video)
         name = name or stem_of(video.name)
-        total = info.sampled(s.fps)
-        out_fps = info.fps / sample_step(info.fps, s.fps) if info.fps else s.fps or 5.0
-        timings: dict[str, float] = defaultdict(float)
-        frames_meta: list[tuple[int, float]] = []
-        decode_stats = {"decoded": 0}
-        dets, poses, ids = [], [], []
+        seg_plan = self.plan(info)
+        if seg_plan is not None:
+            return self._analyze_in_segments(video, info, out_root, name, seg_plan, progress)
         started = time.perf_counter()
+        total = info.sampled(self.settings.fps)
+        if progress:
+            progress(0, total)
+        report = (lambda done: progress(done, max(total, done))) if progress else None
+        with outputs.OutputFolder(out_root, name) as tmp:
+            frames = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, report=report)
+            result = self._write(tmp, video, info, frames, started, segments=None)
+        if progress:
+            progress(len(frames.meta), len(frames.meta))
+        return replace(result, output_dir=Path(out_root) / name, name=name)
+
+    def plan(self, info: VideoInfo) -> SegmentPlan | None:
+        s = self.settings
+        return segments.plan(info.sampled(s.fps), self.out_fps(info), segment_seconds=s.segment_seconds,
+                             overlap_seconds=s.segment_overlap_seconds, batch_size=s.batch_size)
+
+    def out_fps(self, info: VideoInfo) -> float:
+        s = self.settings
+        return info.fps / sample_step(info.fps, s.fps) if info.fps else s.fps or 5.0
+
+    # --- segments ----------------------------------------------------------------------------------
+    def results_view(self) -> dict:
+        """The settings that change what a segment holds (a finished one counts only if they match)."""
+        s = self.settings
+        return {"detector": s.detector, "classifier": s.classifier, "pose": s.pose, "fps": s.fps,
+                "detector_image_size": s.detector_image_size, "detection_threshold": s.detection_threshold,
+                "max_animals": s.max_animals, "batch_size": s.batch_size, "track_lost_seconds": s.track_lost_seconds,
+                "weights": [w.sha256 for w in self.weights], "version": __version__}
+
+    def analyze_segment(self, video: Path, out_root: Path, name: str, k: int, seg_plan: SegmentPlan,
+                        *, report: Callable[[int], None] | None = None) -> int:
+        """Analyse segment ``k`` of ``video`` into its partial result (atomically); returns its frames.
+        A segment already finished for this video, these settings and this plan is not run again."""
+        video = Path(video)
+        info = probe(video)
+        where = segments.prepare(out_root, name, segments.fingerprint(video, self.results_view(), seg_plan), seg_plan)
+        if segments.finished(where, k):
+            return json.loads((where / segments.part_name(k) / segments.PART_FILE).read_text())["frames"]
+        first, stop = seg_plan.reads(k)
+        own_first, own_stop = seg_plan.owned(k)
+        outputs.clean_partial(where, segments.part_name(k))  # what a killed attempt at it left
+        with outputs.OutputFolder(where, segments.part_name(k)) as tmp:
+            frames = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, first=first, stop=stop,
+                                          render=None if own_stop is None else own_stop - own_first,
+                                          label_prefix=f"{k + 1}.", report=report)
+            part = segments.save_frames(tmp / segments.FRAMES_FILE, frames)
+            part.update(segment=k, first=first, frames=len(frames.meta), decoded=frames.decoded, read=frames.read,
+                        timings={key: round(v, 4) for key, v in frames.timings.items()}, host=platform.node(),
+                        pid=os.getpid())
+            (tmp / segments.PART_FILE).write_text(json.dumps(part))
+        return len(frames.meta)
+
+    def merge(self, video: Path, out_root: Path, name: str, seg_plan: SegmentPlan) -> Result:
+        """The result of the whole video from its finished segments, written as a whole-video run
+        writes it; the segments are removed once it is in place."""
+        started = time.perf_counter()
+        video = Path(video)
+        info = probe(video)
+        where = segments.folder(out_root, name)
+        missing = [k for k in range(seg_plan.count) if not segments.finished(where, k)]
+        if missing:
+            raise PipelineError(f"{video.name}: cannot merge, segments {missing} are not finished")
+        parts, timings, made_by = [], defaultdict(float), []
+        for k in range(seg_plan.count):
+            part = json.loads((where / segments.part_name(k) / segments.PART_FILE).read_text())
+            parts.append(segments.load_frames(where / segments.part_name(k) / segments.FRAMES_FILE, part,
+                                              len(self.pose.bodyparts)))
+            for key, v in part.get("timings", {}).items():
+                timings[key] += v
+            made_by.append({"segment": k + 1, "host": part.get("host"), "pid": part.get("pid"),
+                            "frames": part.get("frames")})
+        frames, local_maps = segments.stitch(parts, seg_plan)
+        frames.timings = timings
+        with outputs.OutputFolder(out_root, name) as tmp:
+            t = time.perf_counter()
+            segments.join_videos([where / segments.part_name(k) / outputs.LABELED_VIDEO
+                                  for k in range(seg_plan.count)], tmp / outputs.LABELED_VIDEO)
+            frames.timings["join"] = time.perf_counter() - t
+            labels = [{"segment": k + 1, "label": f"{k + 1}.{local}", "id": tid}
+                      for k, m in enumerate(local_maps) for local, tid in sorted(m.items())]
+            result = self._write(tmp, video, info, frames, started, segments={
+                "count": seg_plan.count, "frames_each": seg_plan.length, "overlap": seg_plan.overlap,
+                "parts": made_by, "labels": labels})
+        segments.remove(out_root, name)
+        return replace(result, output_dir=Path(out_root) / name, name=name)
+
+    def _analyze_in_segments(self, video, info, out_root, name, seg_plan, progress) -> Result:
+        """All segments here, one after the other (a worker of the stack may share them out instead)."""
+        total = info.sampled(self.settings.fps)
+        done = 0
+        if progress:
+            progress(0, total)
+        for k in range(seg_plan.count):
+            report = (lambda n, base=done: progress(base + n, max(total, base + n))) if progress else None
+            done += self.analyze_segment(video, out_root, name, k, seg_plan, report=report)
+        result = self.merge(video, out_root, name, seg_plan)
+        if progress:
+            progress(result.frames_analysed, result.frames_analysed)
+        return result
+
+    # --- the work ----------------------------------------------------------------------------------
+    def _analyse_frames(self, video: Path, info: VideoInfo, labeled: Path, *, first: int = 0,
+                        stop: int | None = None, render: int | None = None, label_prefix: str = "",
+                        report: Callable[[int], None] | None = None) -> "Frames":
+        """Analysed frames ``first <= m < stop`` of ``video``: decode, detect, classify, track, pose;
+        the first ``render`` of them (all: None) drawn into ``labeled``."""
+        from wildswarm.pipeline.render import FrameRenderer
+        from wildswarm.pipeline.track import Tracker
+        s = self.settings
+        out_fps = self.out_fps(info)
+        frames = Frames(meta=[], dets=[], poses=[], keypoints=len(self.pose.bodyparts), decoded=0)
+        timings = frames.timings
+        decode_stats = {"decoded": 0}
 
         @contextmanager
         def timed(stage: str):
@@ -112,82 +247,90 @@ class Pipeline:
             yield
             timings[stage] += time.perf_counter() - t
 
-        if progress:
-            progress(0, total)
-        from wildswarm.pipeline.detect import animals
-        from wildswarm.pipeline.track import Tracker
         tracker = Tracker(fps=out_fps, lost_seconds=s.track_lost_seconds)
-        with outputs.OutputFolder(out_root, name) as tmp:
-            from wildswarm.pipeline.render import FrameRenderer, trajectory_plot
-            renderer = FrameRenderer(info.width, info.height, self.pose.skeleton,
-                                     pose_threshold=s.pose_threshold, untrained=self.untrained)
-            with VideoWriter(tmp / outputs.LABELED_VIDEO, out_fps, info.width, info.height) as writer:
-                def run_batch(batch: list[Frame]) -> None:
-                    images = [f.image for f in batch]
-                    with timed("detect"):
-                        bdets = self.detector.detect(images)
-                    if self.classifier:
-                        with timed("classify"):
-                            self.classifier.classify(images, bdets, s.max_animals)
-                    with timed("track"):
-                        for d in bdets:
-                            tracker.update(d)
-                    with timed("pose"):
-                        bposes = self.pose.estimate(images, bdets)
-                    with timed("render"):
-                        for f, d, p in zip(batch, bdets, bposes):
+        renderer = FrameRenderer(info.width, info.height, self.pose.skeleton, pose_threshold=s.pose_threshold,
+                                 untrained=self.untrained, label_prefix=label_prefix)
+        with VideoWriter(labeled, out_fps, info.width, info.height) as writer:
+            def run_batch(batch: list[Frame]) -> None:
+                images = [f.image for f in batch]
+                with timed("detect"):
+                    bdets = self.detector.detect(images)
+                if self.classifier:
+                    with timed("classify"):
+                        self.classifier.classify(images, bdets, s.max_animals)
+                with timed("track"):
+                    for d in bdets:
+                        tracker.update(d)
+                with timed("pose"):
+                    bposes = self.pose.estimate(images, bdets)
+                with timed("render"):
+                    for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=len(frames.meta)):
+                        if render is None or n < render:
                             writer.write(renderer.render(f.image, d, p))
-                    frames_meta.extend((f.index, f.time) for f in batch)
-                    dets.extend(bdets)
-                    poses.extend(bposes)
-                    # the pose of animals(det)[j] belongs to that box's track
-                    ids.extend(animals(d).tracker_id[: len(p)] if len(d) else np.zeros(0, int)
-                               for d, p in zip(bdets, bposes))
-                    if progress:
-                        progress(len(frames_meta), max(total, len(frames_meta)))
+                frames.meta.extend((f.index, f.time) for f in batch)
+                frames.dets.extend(bdets)
+                frames.poses.extend(bposes)
+                if report:
+                    report(len(frames.meta))
 
-                batch: list[Frame] = []
-                frames = read_frames(video, s.fps, decode_stats)
-                while True:
-                    with timed("decode"):
-                        frame = next(frames, None)
-                    if frame is None:
-                        break
-                    batch.append(frame)
-                    if len(batch) >= s.batch_size:
-                        run_batch(batch)
-                        batch = []
-                if batch:
+            batch: list[Frame] = []
+            reader = read_frames(video, s.fps, decode_stats, first=first, stop=stop)
+            while True:
+                with timed("decode"):
+                    frame = next(reader, None)
+                if frame is None:
+                    break
+                batch.append(frame)
+                if len(batch) >= s.batch_size:
                     run_batch(batch)
-            if not frames_meta:
-                raise VideoError(f"{video.name}: no frame could be decoded")
+                    batch = []
+            if batch:
+                run_batch(batch)
+        frames.decoded = decode_stats["decoded"]
+        frames.read = decode_stats.get("last", -1) + 1
+        if not frames.meta and first == 0:
+            raise VideoError(f"{video.name}: no frame could be decoded")
+        return frames
 
-            with timed("write"):
-                animals = sum(len(p) for p in poses)
-                scorer = f"wildswarm_{s.pose}_{s.detector}"
-                outputs.write_detections(
-                    tmp / outputs.DETECTIONS, video.name, frames_meta, dets, (info.width, info.height),
-                    detector=s.detector, classifier=self.classifier.names if self.classifier else None,
-                    frame_rate=out_fps, untrained=self.untrained)
-                outputs.write_tracks(tmp / outputs.TRACKS, frames_meta, dets)
-                table = outputs.keypoint_table(frames_meta, poses, ids, self.pose.bodyparts, scorer)
-                outputs.write_keypoints(tmp, table)
-                if s.smooth != "none":
-                    outputs.write_keypoints(tmp, smooth.smooth_table(table, method=s.smooth, window=s.smooth_window,
-                                                                     pose_threshold=s.pose_threshold),
-                                            h5=outputs.FILTERED_H5, csv=outputs.FILTERED_CSV)
-                trajectory_plot(tmp / outputs.TRAJECTORY, poses, ids, width=info.width,
-                                height=info.height, pose_threshold=s.pose_threshold,
-                                title=f"{video.name}: one path per animal", untrained=self.untrained)
-            timings["total"] = time.perf_counter() - started
-            tracks = tracker.summary([i for i, _ in frames_meta])
-            summary = self._summary(video, info, decode_stats["decoded"], frames_meta, dets, poses, tracks,
-                                    out_fps, timings)
-            outputs.write_summary(tmp / outputs.SUMMARY, summary)
-        if progress:
-            progress(len(frames_meta), len(frames_meta))
-        return Result(name=name, output_dir=Path(out_root) / name, files=outputs.expected(s.smooth != "none"),
-                      frames_read=decode_stats["decoded"], frames_analysed=len(frames_meta),
+    def _write(self, tmp: Path, video: Path, info: VideoInfo, frames: "Frames", started: float, *,
+               segments: dict | None) -> Result:
+        """Every result file but the labeled video, from the analysed frames, into ``tmp``."""
+        from wildswarm.pipeline.render import trajectory_plot
+        from wildswarm.pipeline.track import track_summary
+        s = self.settings
+        out_fps = self.out_fps(info)
+        timings = frames.timings
+        if not frames.meta:
+            raise VideoError(f"{video.name}: no frame could be decoded")
+        t = time.perf_counter()
+        ids = frames.pose_ids()
+        scorer = f"wildswarm_{s.pose}_{s.detector}"
+        outputs.write_detections(
+            tmp / outputs.DETECTIONS, video.name, frames.meta, frames.dets, (info.width, info.height),
+            detector=s.detector, classifier=self.classifier.names if self.classifier else None,
+            frame_rate=out_fps, untrained=self.untrained)
+        outputs.write_tracks(tmp / outputs.TRACKS, frames.meta, frames.dets)
+        table = outputs.keypoint_table(frames.meta, frames.poses, ids, self.pose.bodyparts, scorer)
+        outputs.write_keypoints(tmp, table)
+        if s.smooth != "none":
+            outputs.write_keypoints(tmp, smooth.smooth_table(table, method=s.smooth, window=s.smooth_window,
+                                                             pose_threshold=s.pose_threshold),
+                                    h5=outputs.FILTERED_H5, csv=outputs.FILTERED_CSV)
+        trajectory_plot(tmp / outputs.TRAJECTORY, frames.poses, ids, width=info.width,
+                        height=info.height, pose_threshold=s.pose_threshold,
+                        title=f"{video.name}: one path per animal", untrained=self.untrained)
+        timings["write"] += time.perf_counter() - t
+        timings["total"] = time.perf_counter() - started if segments is None else \
+            sum(v for k, v in timings.items() if k != "total") + (time.perf_counter() - started)
+        tracks = track_summary(frames.meta, frames.dets)
+        summary = self._summary(video, info, frames.read, frames.meta, frames.dets, frames.poses, tracks,
+                                out_fps, timings)
+        summary["frames"]["decoded"] = frames.decoded
+        if segments is not None:
+            summary["segments"] = segments
+        outputs.write_summary(tmp / outputs.SUMMARY, summary)
+        return Result(name="", output_dir=tmp, files=outputs.expected(s.smooth != "none"),
+                      frames_read=frames.read, frames_analysed=len(frames.meta),
                       animals=summary["animals"]["max_per_frame"], untrained=self.untrained,
                       timings=dict(timings), summary=summary)
 

@@ -51,12 +51,9 @@ class Tracker:
                                 minimum_matching_threshold=match_threshold, frame_rate=30,
                                 minimum_consecutive_frames=1)
         self._names: dict[int, int] = {}  # ByteTrack's id -> ours (1, 2, ... by first appearance)
-        self.frames_seen: dict[int, list[int]] = {}  # our id -> analysed frames (ordinals) it appears in
-        self._ordinal = -1
 
     def update(self, det: sv.Detections) -> sv.Detections:
         """Set ``det.tracker_id`` for every row (0 for non-animals and unmatched boxes); returns ``det``."""
-        self._ordinal += 1
         ids = np.zeros(len(det), dtype=int)
         rows = np.flatnonzero(det.class_id == ANIMAL) if len(det) else np.zeros(0, int)
         boxes = det.xyxy[rows].astype(np.float64) if len(rows) else np.zeros((0, 4))
@@ -70,25 +67,22 @@ class Tracker:
             matches, _, _ = matching.linear_assignment(1 - ious, 1 - MATCH_IOU)
             for i_det, i_track in matches:
                 ids[rows[i_det]] = self._name(live[i_track].external_track_id)
-        for tid in ids[ids > 0]:
-            self.frames_seen[int(tid)].append(self._ordinal)
         det.tracker_id = ids
         return det
 
     def _name(self, raw: int) -> int:
-        if raw not in self._names:
-            self._names[raw] = len(self._names) + 1
-            self.frames_seen[self._names[raw]] = []
-        return self._names[raw]
+        return self._names.setdefault(raw, len(self._names) + 1)
 
-    def summary(self, frames: list[int]) -> list[dict]:
-        """Per track: its id and name, first and last source frame, and how many analysed frames show it."""
-        out = []
-        for tid, seen in sorted(self.frames_seen.items()):
-            if seen:
-                out.append({"id": tid, "name": track_name(tid), "first_frame": frames[seen[0]],
-                            "last_frame": frames[seen[-1]], "frames": len(seen)})
-        return out
+
+def track_summary(meta: list[tuple[int, float]], dets: list[sv.Detections]) -> list[dict]:
+    """Per track: its id and name, first and last source frame, and how many analysed frames show it."""
+    seen: dict[int, list[int]] = {}
+    for (index, _), det in zip(meta, dets):
+        if det.tracker_id is not None:
+            for tid in sorted({int(t) for t in det.tracker_id if t > 0}):
+                seen.setdefault(tid, []).append(index)
+    return [{"id": tid, "name": track_name(tid), "first_frame": f[0], "last_frame": f[-1], "frames": len(f)}
+            for tid, f in sorted(seen.items())]
 
 
 def track_name(tid: int) -> str:

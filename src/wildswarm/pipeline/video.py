@@ -94,12 +94,22 @@ def probe(path: Path) -> VideoInfo:
         container.close()
 
 
-def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None) -> Iterator[Frame]:
-    """Decode ``path`` once, yielding the frames on a grid of ``fps`` per second.
+def pick(m: int, step: float) -> int:
+    """The source frame index of the ``m``-th analysed frame at ``step`` source frames per analysed one."""
+    return max(0, math.ceil(m * step - 1e-6))
 
-    ``fps`` of 0 (or at least the source rate) keeps every frame. A stream that
-    breaks off mid-way raises :class:`VideoError` naming the last good frame.
-    ``stats["decoded"]`` (if given) counts every frame decoded, kept or not.
+
+def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, first: int = 0,
+                stop: int | None = None) -> Iterator[Frame]:
+    """Decode ``path``, yielding the frames on a grid of ``fps`` per second.
+
+    ``fps`` of 0 (or at least the source rate) keeps every frame. ``first`` and
+    ``stop`` choose the analysed frames ``first <= m < stop`` (a segment of a
+    long video): decoding starts at the keyframe before frame ``first`` (a
+    seek), not at the start. A stream that breaks off mid-way raises
+    :class:`VideoError` naming the last good frame. ``stats["decoded"]`` (if
+    given) counts every frame decoded, kept or not, ``stats["last"]`` is the
+    index of the last one.
     """
     container = _open(path)
     try:
@@ -107,25 +117,72 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None) -> Iter
         stream.thread_type = "AUTO"
         src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
         step = sample_step(src_fps, fps)
-        next_pick = 0.0
+        m = first
+        target = pick(m, step)
         index = -1
+        if target > 0 and src_fps:
+            index = _seek(container, stream, target, src_fps)
+        decoded = 0
         try:
             for frame in container.decode(stream):
-                index += 1
+                if index < 0 or decoded:
+                    index += 1
+                else:  # the first frame after a seek: its index from its time stamp
+                    index = _index_of(frame, stream, src_fps)
+                    if index > target:  # landed past the frame asked for: decode from the start
+                        raise _SeekMissed()
+                decoded += 1
                 if stats is not None:
-                    stats["decoded"] = index + 1
-                if index + 1e-6 < next_pick:
+                    stats["decoded"] = decoded
+                    stats["last"] = index
+                if index < target:
                     continue
-                next_pick += step
                 t = float(frame.time) if frame.time is not None else (index / src_fps if src_fps else 0.0)
                 yield Frame(index, t, frame.to_ndarray(format="rgb24"))
+                m += 1
+                target = pick(m, step)
+                if stop is not None and m >= stop:
+                    return
+        except _SeekMissed:
+            container.close()
+            yield from _decode_from_start(path, fps, stats, first, stop)
+            return
         except av.error.FFmpegError as exc:
             raise VideoError(f"{Path(path).name}: video is corrupt or truncated after frame {index} "
                              f"({_reason(exc)})") from None
-        if index < 0:
+        if decoded == 0 and first == 0:
             raise VideoError(f"{Path(path).name}: no frame could be decoded")
     finally:
         container.close()
+
+
+class _SeekMissed(Exception):
+    pass
+
+
+def _decode_from_start(path, fps, stats, first, stop):
+    """The slow way for files whose seek lands past the frame asked for: decode and skip."""
+    counted = {"decoded": 0}
+    for m, frame in enumerate(read_frames(path, fps, counted, stop=stop)):
+        if stats is not None:
+            stats.update(counted)
+        if m >= first:
+            yield frame
+
+
+def _index_of(frame, stream, src_fps: float) -> int:
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    t = float(frame.pts * stream.time_base) if frame.pts is not None else float(frame.time or 0.0)
+    return int(round((t - start) * src_fps))
+
+
+def _seek(container, stream, target: int, src_fps: float) -> int:
+    """Seek to the keyframe at or before source frame ``target``; returns -1 (the index comes from
+    the first decoded frame's time stamp)."""
+    start = stream.start_time or 0
+    offset = int(target / src_fps / stream.time_base) + start
+    container.seek(offset, stream=stream, backward=True, any_frame=False)
+    return 0
 
 
 class VideoWriter:
