@@ -17,7 +17,8 @@ export WILDSWARM_DATA := $(DATA)
 export STACK
 
 .PHONY: help venv browser test test-fast up down scale-workers ps logs e2e docker images images-offline \
-        analyze-samples bench bench-pipeline bench-dispatch bench-jobstore broker db clean backup restore
+        analyze-samples bench bench-pipeline bench-dispatch bench-jobstore bench-segments broker db clean backup \
+        restore
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -78,13 +79,16 @@ e2e: venv docker images ## end-to-end tests on a real one-node Swarm (deploys an
 analyze-samples: venv ## analyse the seed videos into $(DATA)/output (WILDSWARM_UNTRAINED=1 without real weights)
 	$(BIN)/wildswarm analyze $(SEED)/*.mp4 --out $(DATA)/output
 
-bench: bench-pipeline bench-dispatch bench-jobstore ## run every benchmark
+bench: bench-pipeline bench-dispatch bench-jobstore bench-segments ## run every benchmark
 
 bench-pipeline: venv ## wildswarm's pipeline vs the old naive sequence vs bare forward passes
 	$(BIN)/python bench/pipeline.py --videos $(SEED)
 
 bench-dispatch: venv broker db ## broker round-trip overhead per job, 1/2/4 workers
 	$(BIN)/python bench/dispatch.py
+
+bench-segments: venv ## one long video in segments on 1/2/4/8 worker processes: speedup, merge share, a kill at 90 %
+	$(BIN)/python bench/segments.py
 
 bench-jobstore: venv db ## the job store at a million jobs: list/filter p95, claims, polls, against JSON records
 	$(BIN)/python bench/jobstore.py

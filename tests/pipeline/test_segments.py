@@ -213,3 +213,26 @@ def second_pid(summary, killed):
     pids = {p["pid"] for p in summary["segments"]["parts"]} - {killed}
     assert len(pids) == 1
     return pids.pop()
+
+
+def test_finished_segments_count_only_for_the_plan_they_were_made_for(tmp_path):
+    plan = segments.SegmentPlan(total=100, length=20, overlap=4)
+    where = segments.prepare(tmp_path, "v", "key-1", plan)
+    (where / segments.part_name(0)).mkdir()
+    (where / segments.part_name(0) / segments.PART_FILE).write_text("{}")
+    assert segments.prepare(tmp_path, "v", "key-1", plan) == where and segments.finished(where, 0)  # kept
+    assert segments.check(tmp_path, "v", "key-1") == where
+    with pytest.raises(Exception, match="planned for another video"):
+        segments.check(tmp_path, "v", "key-2")             # a segment never writes into another plan
+    segments.prepare(tmp_path, "v", "key-2", plan)           # another video or settings: started afresh
+    assert not segments.finished(where, 0) and segments.check(tmp_path, "v", "key-2") == where
+
+
+def test_the_fingerprint_follows_the_video_the_settings_and_the_plan(tmp_path):
+    a = write_video(tmp_path / "a.mp4", frames=20)
+    b = write_video(tmp_path / "b.mp4", frames=21)
+    plan = segments.SegmentPlan(total=100, length=20, overlap=4)
+    key = segments.fingerprint(a, {"fps": 5}, plan)
+    assert key == segments.fingerprint(a, {"fps": 5}, plan)
+    assert len({key, segments.fingerprint(b, {"fps": 5}, plan), segments.fingerprint(a, {"fps": 2}, plan),
+                segments.fingerprint(a, {"fps": 5}, segments.SegmentPlan(100, 24, 4))}) == 4

@@ -156,13 +156,22 @@ class Pipeline:
                 "max_animals": s.max_animals, "batch_size": s.batch_size, "track_lost_seconds": s.track_lost_seconds,
                 "weights": [w.sha256 for w in self.weights], "version": __version__}
 
+    def segments_key(self, video: Path, seg_plan: SegmentPlan) -> str:
+        return segments.fingerprint(Path(video), self.results_view(), seg_plan)
+
+    def prepare_segments(self, video: Path, out_root: Path, name: str, seg_plan: SegmentPlan) -> Path:
+        """Make (or keep, when it was made for the same video, settings and plan) the folder the
+        segments of ``video`` are written to; once per video, before its segments run."""
+        return segments.prepare(out_root, name, self.segments_key(video, seg_plan), seg_plan)
+
     def analyze_segment(self, video: Path, out_root: Path, name: str, k: int, seg_plan: SegmentPlan,
                         *, report: Callable[[int], None] | None = None) -> int:
         """Analyse segment ``k`` of ``video`` into its partial result (atomically); returns its frames.
-        A segment already finished for this video, these settings and this plan is not run again."""
+        A segment already finished for this video, these settings and this plan is not run again.
+        :meth:`prepare_segments` must have been called for the video."""
         video = Path(video)
         info = probe(video)
-        where = segments.prepare(out_root, name, segments.fingerprint(video, self.results_view(), seg_plan), seg_plan)
+        where = segments.check(out_root, name, self.segments_key(video, seg_plan))
         if segments.finished(where, k):
             return json.loads((where / segments.part_name(k) / segments.PART_FILE).read_text())["frames"]
         first, stop = seg_plan.reads(k)
@@ -219,6 +228,7 @@ class Pipeline:
         done = 0
         if progress:
             progress(0, total)
+        self.prepare_segments(video, out_root, name, seg_plan)
         for k in range(seg_plan.count):
             report = (lambda n, base=done: progress(base + n, max(total, base + n))) if progress else None
             done += self.analyze_segment(video, out_root, name, k, seg_plan, report=report)

@@ -92,20 +92,33 @@ def fingerprint(video: Path, settings_view: dict, seg_plan: SegmentPlan) -> str:
     return h.hexdigest()
 
 
+def planned_key(where: Path) -> str | None:
+    try:
+        return json.loads((where / PLAN_FILE).read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def prepare(out_root: Path, name: str, key: str, seg_plan: SegmentPlan) -> Path:
     """The segments folder for this plan: kept if it was made for the same video, settings and plan,
-    else emptied. Returns it."""
+    else emptied. Returns it. Called once per video by whoever plans it, before any segment runs
+    (segments themselves only check the plan: :func:`check`)."""
     where = folder(out_root, name)
-    try:
-        known = json.loads((where / PLAN_FILE).read_text())
-    except (OSError, ValueError):
-        known = None
-    if known is None or known.get("key") != key:
+    if planned_key(where) != key:
         shutil.rmtree(where, ignore_errors=True)
         where.mkdir(parents=True, exist_ok=True)
         tmp = where / f".{PLAN_FILE}.{os.getpid()}"
         tmp.write_text(json.dumps({"key": key, "plan": asdict(seg_plan)}))
         os.replace(tmp, where / PLAN_FILE)
+    return where
+
+
+def check(out_root: Path, name: str, key: str) -> Path:
+    """The segments folder, if it was prepared for this video, these settings and this plan."""
+    where = folder(out_root, name)
+    if planned_key(where) != key:
+        raise PipelineError(f"{name}: its segments were planned for another video, other settings or another "
+                            "plan; plan it again")
     return where
 
 
