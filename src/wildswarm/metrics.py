@@ -24,6 +24,10 @@ JOB_DURATION = Histogram("wildswarm_job_duration_seconds", "Wall time of handlin
 STAGE_DURATION = Histogram("wildswarm_stage_duration_seconds", "Time spent per pipeline stage of a job",
                            ["stage"], buckets=STAGE_BUCKETS)
 FRAMES_ANALYSED = Counter("wildswarm_frames_analysed_total", "Video frames analysed by this worker")
+SEGMENTS = Counter("wildswarm_segments_total",
+                   "Segments of long videos: planned (to analyse), done and failed, by this worker", ["outcome"])
+MERGES = Counter("wildswarm_merges_total", "Merges of a long video's segments by this worker, by outcome",
+                 ["outcome"])
 JOBS_IN_PROGRESS = Gauge("wildswarm_inprogress_jobs", "Jobs this worker is analysing now (0 or 1)")
 MODEL_LOAD = Gauge("wildswarm_model_load_seconds", "Time the worker took to load its models at start")
 #: 0 while the worker's job loop can take work; else how long it has not been able to (its healthcheck reads it)

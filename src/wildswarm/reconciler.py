@@ -13,7 +13,8 @@ and mends what it finds:
   connection pools retry with a doubling backoff, so they get that long to renew first;
 * **dead-lettered**: each message on the dead-letter queue becomes a failed job
   with the reason (a malformed message is only logged), its input moved to
-  ``input_failed/``; one for a job a live worker still holds waits for the next pass;
+  ``input_failed/`` (a segment's fails its whole video); one for a job a live
+  worker still holds waits for the next pass;
 * **lost**: a queued job whose message was published over
   ``republish_after_seconds`` ago, while the queue holds no ready message at all,
   has lost its message (the broker's data was lost, say): it is published again.
@@ -134,7 +135,14 @@ class Reconciler:
             except BaseException:
                 self.broker.requeue(d)
                 raise
-            if job is not None:
+            if job is not None and job.parent_id:   # a segment: its video fails with it
+                video = self.store.fail_split(job.parent_id, f"segment {job.segment} dead-lettered: {reason}")
+                if video is not None:
+                    self._move_failed_input(video)
+                self.note(f"job {job.parent_id} {job.input_name}: failed: segment {job.segment} dead-lettered: "
+                          f"{reason}")
+                done["dead_failed"] += 1
+            elif job is not None:
                 self._move_failed_input(job)
                 self.note(f"job {job.id} {job.input_name}: failed: dead-lettered: {reason}")
                 done["dead_failed"] += 1

@@ -60,6 +60,7 @@ class Outcome(str, Enum):
     LOST = "lost"                # this worker's lease was taken over mid-job; ack, record nothing
     REJECTED = "rejected"        # malformed, or no job behind it; dead-lettered with the reason, ack
     INTERRUPTED = "interrupted"  # the worker stopped first; given back, no ack: delivered again
+    SPLIT = "split"              # a long video handed to its segment jobs: publish their messages, ack
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Verdict:
     outcome: Outcome
     delay: float = 0.0           # RETRIED, DEFERRED: publish the message again after this long
     reason: str = ""             # REJECTED: why
+    messages: tuple[JobMessage, ...] = ()  # SPLIT: the segment jobs' messages
+    message: JobMessage | None = None      # RETRIED: publish this one (not the delivery's) again later
 
 
 class _Stop(BaseException):
@@ -146,6 +149,14 @@ class JobRunner:
         src = self.layout.input / job.input_name
         if not src.is_file():
             return self._fail(job, f"input file {job.input_name} is not in input/")
+        if job.is_segment:
+            return self._segment(job, src, cancel)
+        try:
+            seg_plan = self._plan(src)
+        except VideoError as exc:
+            return self._fail(job, str(exc))
+        if seg_plan is not None:
+            return self._split(job, src, seg_plan, cancel)
         self.note(job, f"started (attempt {job.attempts} of {self.limit})")
         name = stem_of(job.input_name)
         if job.attempts > 1:
@@ -172,10 +183,19 @@ class JobRunner:
         job = self.call(self.store.find, msg.job_id)
         if job is None:
             return Verdict(Outcome.REJECTED, reason=f"no job {msg.job_id} in the job store")
+        if job.is_segment and job.status is JobStatus.QUEUED:
+            video = self.call(self.store.find, job.parent_id)
+            if video is None or video.status.finished:
+                self.note(job, f"segment {job.segment} of a video that is {video.status.value if video else 'gone'}; "
+                               "acknowledged without work")
+                return Verdict(Outcome.DUPLICATE)
         if job.status.finished:
             self._tidy(job)
             self.note(job, f"another message after it {job.status.value}; acknowledged without work")
             return Verdict(Outcome.DUPLICATE)
+        if job.status is JobStatus.RUNNING and job.segments and job.plan:
+            self.note(job, "another message while its segments run; acknowledged without work")
+            return Verdict(Outcome.SKIPPED)
         if job.status is JobStatus.RUNNING and not redelivered:
             self.note(job, f"another message while {job.node} runs it; dropped")
             return Verdict(Outcome.SKIPPED)
@@ -226,6 +246,15 @@ class JobRunner:
         failed = self.call(self.store.fail, job.id, self.owner, reason)
         if failed is None:
             return Verdict(Outcome.LOST)
+        if job.is_segment:                 # its video cannot be whole without it
+            metrics.SEGMENTS.labels("failed").inc()
+            video = self.call(self.store.fail_split, job.parent_id, f"segment {job.segment}: {reason}")
+            self.note(job, f"segment {job.segment} failed: {reason}")
+            return Verdict(Outcome.FAILED) if video is None else self._failed_video(video, reason)
+        return self._failed_video(failed, reason)
+
+    def _failed_video(self, failed: Job, reason: str) -> Verdict:
+        job = failed
         moved = self._move(self.layout.input / job.input_name, self.layout.input_failed, job)
         self.note(failed, f"failed: {reason}; input moved to input_failed/{moved}")
         return Verdict(Outcome.FAILED)
@@ -237,7 +266,91 @@ class JobRunner:
         if self.call(self.store.requeue, job.id, self.owner, f"attempt {job.attempts} failed: {reason}", delay) is None:
             return Verdict(Outcome.LOST)
         self.note(job, f"attempt {job.attempts} failed, tried again in {delay} s: {reason}")
-        return Verdict(Outcome.RETRIED, delay=delay)
+        return Verdict(Outcome.RETRIED, delay=delay, message=JobMessage(job.id, job.input_name))
+
+    # --- long videos: split, segments, merge ------------------------------------------------------------
+    def _plan(self, src: Path):
+        """The segment plan of a long video, or None (a short one, or an analyser without segments)."""
+        planner = getattr(self.analyzer, "plan", None)
+        if planner is None:
+            return None
+        from wildswarm.pipeline.video import probe
+        return planner(probe(src))
+
+    def _split(self, job: Job, src: Path, seg_plan, cancel: threading.Event) -> Verdict:
+        """Hand a long video to its segment jobs: their messages go on the queue, any worker takes one."""
+        from wildswarm.pipeline import segments
+        name = stem_of(job.input_name)
+        try:
+            where = self.analyzer.prepare_segments(src, self.layout.output, name, seg_plan)
+            finished = [segments.finished(where, k) for k in range(seg_plan.count)]
+        except OSError as exc:
+            return self._retry(job, f"cannot prepare its segments: {exc}")
+        plan = {"total": seg_plan.total, "length": seg_plan.length, "overlap": seg_plan.overlap}
+        todo = self.call(self.store.split, job.id, self.owner, plan, finished)
+        if todo is None:
+            return Verdict(Outcome.LOST)
+        metrics.SEGMENTS.labels("planned").inc(len(todo))
+        self.note(job, f"split into {seg_plan.count} segments of {seg_plan.length} frames "
+                       f"({seg_plan.count - len(todo)} already done)")
+        if todo:
+            return Verdict(Outcome.SPLIT, messages=tuple(JobMessage(c.id, c.input_name) for c in todo))
+        video = self.call(self.store.claim_merge, job.id, self.owner, self.node)
+        return self._merge(video, src, seg_plan, cancel) if video is not None else Verdict(Outcome.SKIPPED)
+
+    def _segment(self, job: Job, src: Path, cancel: threading.Event) -> Verdict:
+        """Analyse one segment of a long video; the worker that finishes the last one merges them."""
+        from wildswarm.pipeline.segments import SegmentPlan
+        video = self.call(self.store.find, job.parent_id)
+        if video is None or not video.plan:
+            return self._fail(job, "its video's job has no segment plan")
+        seg_plan = SegmentPlan(**video.plan)
+        name = stem_of(video.input_name)
+        first, stop = seg_plan.owned(job.segment)
+        total = (stop if stop is not None else seg_plan.total) - first
+        self.note(job, f"segment {job.segment + 1} of {seg_plan.count} started (attempt {job.attempts})")
+        progress = self._progress(job, cancel)
+        try:
+            with Lease(self.store, job.id, self.owner, cancel.set) as lease:
+                frames = self.analyzer.analyze_segment(src, self.layout.output, name, job.segment, seg_plan,
+                                                       report=lambda n: progress(min(n, total), total))
+        except _Stop:
+            return self._stopped(job, lease)
+        except VideoError as exc:
+            return self._fail(job, str(exc))
+        except Exception as exc:
+            if cancel.is_set():
+                return self._stopped(job, lease)
+            log.exception("job %s failed on attempt %d", job.id, job.attempts)
+            return self._retry(job, f"{type(exc).__name__}: {exc}")
+        if lease.lost.is_set():
+            return self._stopped(job, lease)
+        owned = min(frames, total) if stop is not None else frames
+        if self.call(self.store.finish, job.id, self.owner, output=name, outputs=[], frames=owned,
+                     untrained=bool(getattr(self.analyzer, "untrained", False)), timings={}) is None:
+            return Verdict(Outcome.LOST)
+        metrics.SEGMENTS.labels("done").inc()
+        self.note(job, f"segment {job.segment + 1} of {seg_plan.count} done ({owned} frames)")
+        merging = self.call(self.store.claim_merge, video.id, self.owner, self.node)
+        if merging is None:
+            return Verdict(Outcome.DONE)
+        return self._merge(merging, src, seg_plan, cancel)
+
+    def _merge(self, video: Job, src: Path, seg_plan, cancel: threading.Event) -> Verdict:
+        """Every segment is done and this worker won the merge: the video's result, as one run's."""
+        self.note(video, f"merging its {seg_plan.count} segments")
+        name = stem_of(video.input_name)
+        try:
+            with Lease(self.store, video.id, self.owner, cancel.set) as lease:
+                result = self.analyzer.merge(src, self.layout.output, name, seg_plan)
+        except Exception as exc:
+            metrics.MERGES.labels("failed").inc()
+            if lease.lost.is_set():
+                return Verdict(Outcome.LOST)
+            log.exception("job %s: merge failed", video.id)
+            return self._retry(video, f"merge failed: {type(exc).__name__}: {exc}")
+        metrics.MERGES.labels("done").inc()
+        return self._finish(video, src, result)
 
     def _stopped(self, job: Job, lease: Lease) -> Verdict:
         if lease.lost.is_set():
@@ -262,7 +375,10 @@ class JobRunner:
         return moved.name if moved else "?"
 
     def _tidy(self, job: Job) -> None:
-        """Move a finished job's input out of input/ if a crash left it there."""
+        """Move a finished job's input out of input/ if a crash left it there (a segment's input is its
+        video's, still needed by its other segments: never)."""
+        if job.is_segment:
+            return
         src = self.layout.input / job.input_name
         if src.is_file() and not src.is_symlink():
             self._move(src, self.layout.input_done if job.status is JobStatus.DONE else self.layout.input_failed, job)

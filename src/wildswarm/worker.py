@@ -38,7 +38,7 @@ from functools import partial
 from wildswarm import metrics
 from wildswarm.broker import Backoff, Broker, Delivery
 from wildswarm.config import Settings
-from wildswarm.errors import BrokerError, ConfigError, MessageError
+from wildswarm.errors import JobStoreError, BrokerError, ConfigError, MessageError
 from wildswarm.jobs import JobStore
 from wildswarm.messages import JobMessage
 from wildswarm.runner import Analyzer, JobRunner, Outcome, Verdict
@@ -182,11 +182,15 @@ class Worker:
             elif verdict.outcome is Outcome.REJECTED:
                 self._reject(d, verdict.reason)
             elif verdict.outcome in (Outcome.RETRIED, Outcome.DEFERRED):
+                body = verdict.message.encode() if verdict.message is not None else d.body
                 try:
-                    self.broker.publish_later(d.body, verdict.delay, message_id=d.message_id)
+                    self.broker.publish_later(body, verdict.delay, message_id=d.message_id)
                 except BrokerError:
                     self.broker.requeue(d)
                     raise
+                self.broker.ack(d)
+            elif verdict.outcome is Outcome.SPLIT:
+                self._publish_segments(verdict.messages)
                 self.broker.ack(d)
             elif verdict.outcome is not Outcome.INTERRUPTED:
                 self.broker.ack(d)
@@ -195,6 +199,20 @@ class Worker:
         finally:
             if self.current is current:
                 self.current = None
+
+    def _publish_segments(self, messages) -> None:
+        """A long video's segment jobs on the queue (recorded with their publish pending: a message the
+        broker does not confirm is published by the reconciler instead)."""
+        for msg in messages:
+            try:
+                self.broker.publish(msg.encode(), message_id=msg.job_id)
+            except BrokerError as exc:
+                log.warning("segment job %s not published (%s); the reconciler publishes it", msg.job_id, exc)
+                raise
+            try:
+                self.runner.store.mark_published(msg.job_id)
+            except JobStoreError as exc:   # published: at worst the reconciler publishes it once more
+                log.warning("segment job %s: publish not recorded: %s", msg.job_id, exc)
 
     # --- on the job's thread -------------------------------------------------------
     def _work(self, current: _Current, msg: JobMessage) -> None:

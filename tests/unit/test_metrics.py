@@ -17,7 +17,7 @@ def test_every_metric_follows_the_naming_rule():
         # bounded labels only; the web app's (registered once a test imports it) add its routes
         allowed = {"outcome", "stage", "result", "component", "le"}
         if m.name.startswith("wildswarm_web_"):
-            allowed |= {"method", "endpoint", "code"}
+            allowed |= {"method", "endpoint", "code", "reason"}
         for sample in m.samples:
             assert set(sample.labels) <= allowed, sample
 

@@ -5,7 +5,7 @@
 ``store``   :class:`JobStore`: the named transitions (the only writers of job state) and queries
 ``legacy``  a one-time import of the JSON records of earlier versions
 """
-from wildswarm.jobs.model import ID_LENGTH, Job, JobStatus, job_id_for
+from wildswarm.jobs.model import ID_LENGTH, Job, JobStatus, job_id_for, segment_id
 from wildswarm.jobs.store import JobQuery, JobStore
 
-__all__ = ["ID_LENGTH", "Job", "JobQuery", "JobStatus", "JobStore", "job_id_for"]
+__all__ = ["ID_LENGTH", "Job", "JobQuery", "JobStatus", "JobStore", "job_id_for", "segment_id"]

@@ -66,6 +66,14 @@ class Job:
     size_bytes: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     seq: int = 0                       # change sequence: larger for every later change of any job
+    parent_id: str | None = None       # a segment job: the job of the whole video
+    segment: int | None = None         # a segment job: its number, from 0
+    segments: int = 0                  # a split job: how many segment jobs it has
+    plan: dict | None = None           # a split job: its segment plan (total, length, overlap)
+
+    @property
+    def is_segment(self) -> bool:
+        return self.parent_id is not None
 
     @property
     def progress(self) -> float:
@@ -88,4 +96,10 @@ class Job:
         values["status"] = JobStatus(values.get("status", "queued"))
         values["outputs"] = list(values.get("outputs") or [])
         values["timings"] = dict(values.get("timings") or {})
+        values["segments"] = values.get("segments") or 0
         return cls(**values)
+
+
+def segment_id(parent_id: str, k: int) -> str:
+    """A segment job's id: its video's job id and the segment's number (4 hex digits)."""
+    return f"{parent_id}{k:04x}"

@@ -21,7 +21,18 @@ fail_abandoned      queued, or running, lease expired  failed (its message was d
 requeue_expired     running, lease long expired        queued, publish pending
 reset_for_retry     failed (not refused); queued with  queued, publish pending
                     no live message; running, expired
+split               running, leased to this worker     running, held by its segment jobs;
+                                                       segment jobs queued (or done: kept)
+claim_merge         split, every segment job done      running, leased to the merging worker
+fail_split          split (held by its segments)       failed, with its unfinished segments
 ==================  =================================  ======================================
+
+A long video is one **split** job and a **segment job** per segment (rows of
+the same table, ``parent_id`` set): the segment jobs go through the queue and
+the transitions above like any job, while the split job waits, held by them
+(its lease owner ``segments``, its lease never running out), until the worker that finishes
+the last one wins ``claim_merge`` -- exactly one does -- and merges. Listings,
+counts and changes show whole videos only.
 
 Times are the database's ``now()``: the clocks of the nodes never matter.
 """
@@ -46,6 +57,11 @@ MINE = "id = %(id)s AND status = 'running' AND lease_owner = %(owner)s"
 EXPIRED = "status = 'running' AND lease_until < now()"
 RESET = ("frames_done = 0, frames_total = 0, node = NULL, started_at = NULL, finished_at = NULL, "
          "lease_owner = NULL, lease_until = NULL, retry_at = NULL, error = NULL")
+SPLIT_OWNER = "segments"      # the lease owner of a split job while its segment jobs run
+WHOLE = "parent_id IS NULL"   # a video's own job (not one of its segments)
+# A segment job may run only while its video's job waits for it.
+PARENT_WAITS = (f"(parent_id IS NULL OR EXISTS (SELECT 1 FROM jobs p WHERE p.id = jobs.parent_id "
+                f"AND p.status = 'running' AND p.lease_owner = '{SPLIT_OWNER}'))")
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,7 @@ class JobQuery:
     offset: int = 0
 
     def where(self) -> tuple[str, dict]:
-        clauses, params = [], {}
+        clauses, params = [WHOLE], {}
         if self.status is not None:
             clauses.append("status = %(status)s")
             params["status"] = JobStatus(self.status).value
@@ -82,7 +98,7 @@ class JobQuery:
         if self.untrained is not None:
             clauses.append("untrained = %(untrained)s")
             params["untrained"] = self.untrained
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+        return " WHERE " + " AND ".join(clauses), params
 
 
 def _text(reason: str, limit: int = 4000) -> str:
@@ -150,7 +166,7 @@ class JobStore:
 
     def count_by_status(self) -> dict[str, int]:
         with self.db.connection("counting jobs") as conn:
-            rows = conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall()
+            rows = conn.execute(f"SELECT status, count(*) AS n FROM jobs WHERE {WHOLE} GROUP BY status").fetchall()
         counts = {s.value: 0 for s in JobStatus}
         counts.update({r["status"]: r["n"] for r in rows})
         return counts
@@ -162,7 +178,7 @@ class JobStore:
 
     def changes(self, since: int, limit: int = 500) -> tuple[list[Job], int]:
         """Jobs changed after change number ``since`` (oldest change first), and the number to ask from next."""
-        jobs = self._many("reading changes", "SELECT * FROM jobs WHERE seq > %s ORDER BY seq LIMIT %s",
+        jobs = self._many("reading changes", f"SELECT * FROM jobs WHERE seq > %s AND {WHOLE} ORDER BY seq LIMIT %s",
                           (since, limit))
         return jobs, (jobs[-1].seq if jobs else max(since, 0))
 
@@ -203,7 +219,7 @@ class JobStore:
                          f"UPDATE jobs SET status = 'running', node = %(node)s, lease_owner = %(owner)s, {LEASE}, "
                          "attempts = attempts + 1, started_at = now(), finished_at = NULL, frames_done = 0, "
                          f"error = NULL, retry_at = NULL, publish_pending = false, {CHANGED} "
-                         f"WHERE id = %(id)s AND (status = 'queued' OR ({EXPIRED})) RETURNING *",
+                         f"WHERE id = %(id)s AND (status = 'queued' OR ({EXPIRED})) AND {PARENT_WAITS} RETURNING *",
                          self._params(job_id, owner, node=node))
 
     def heartbeat(self, job_id: str, owner: str) -> bool:
@@ -212,19 +228,98 @@ class JobStore:
                          self._params(job_id, owner)) is not None
 
     def progress(self, job_id: str, owner: str, done: int, total: int) -> bool:
-        return self._one("recording progress",
-                         f"UPDATE jobs SET frames_done = %(done)s, frames_total = %(total)s, {LEASE}, {CHANGED} "
-                         f"WHERE {MINE} RETURNING *", self._params(job_id, owner, done=done, total=total)) is not None
+        """Record progress (a segment job's adds up into its video's job, whose bar sums its segments)."""
+        job = self._one("recording progress",
+                        f"UPDATE jobs SET frames_done = %(done)s, frames_total = %(total)s, {LEASE}, {CHANGED} "
+                        f"WHERE {MINE} RETURNING *", self._params(job_id, owner, done=done, total=total))
+        if job is not None and job.parent_id:
+            self._sum_segments(job.parent_id)
+        return job is not None
+
+    def _sum_segments(self, parent_id: str) -> None:
+        with self.db.connection("recording progress") as conn:
+            conn.execute(f"UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
+                         f"WHERE c.parent_id = %(id)s), {CHANGED} WHERE id = %(id)s AND status = 'running'",
+                         {"id": parent_id})
 
     def finish(self, job_id: str, owner: str, *, output: str, outputs: list[str], frames: int,
                untrained: bool, timings: dict[str, float]) -> Job | None:
-        return self._one("recording a finished job",
+        job = self._one("recording a finished job",
                          "UPDATE jobs SET status = 'done', output = %(output)s, outputs = %(outputs)s, "
                          "frames_done = %(frames)s, frames_total = %(frames)s, untrained = %(untrained)s, "
                          "timings = %(timings)s, finished_at = now(), error = NULL, lease_owner = NULL, "
                          f"lease_until = NULL, {CHANGED} WHERE {MINE} RETURNING *",
                          self._params(job_id, owner, output=output, outputs=Jsonb(sorted(outputs)), frames=frames,
                                       untrained=bool(untrained), timings=Jsonb(timings)))
+        if job is not None and job.parent_id:
+            self._sum_segments(job.parent_id)
+        return job
+
+    # --- a long video's transitions -------------------------------------------------------------------
+    def split(self, job_id: str, owner: str, plan: dict, finished: list[bool]) -> list["Job"] | None:
+        """Hand ``owner``'s running job to its segment jobs (one per entry of ``finished``): created
+        queued with their publish pending, or kept as they are; a segment whose result is on disk
+        (``finished[k]``) is done, one recorded done or failed whose result is not is queued again.
+        The job stays running, held by its segments. Returns the segment jobs to publish (queued);
+        None if the job is no longer this owner's."""
+        with self.db.connection("splitting a job") as conn, conn.transaction():
+            row = conn.execute(f"UPDATE jobs SET segments = %(n)s, plan = %(plan)s, frames_total = %(total)s, "
+                               f"lease_owner = '{SPLIT_OWNER}', lease_until = '9999-12-31 00:00:00+00', {CHANGED} "
+                               f"WHERE {MINE} RETURNING *",
+                               self._params(job_id, owner, n=len(finished), plan=Jsonb(plan),
+                                            total=int(plan.get("total", 0)))).fetchone()
+            if row is None:
+                return None
+            job = Job.from_row(row)
+            for k, done in enumerate(finished):
+                from wildswarm.jobs.model import segment_id
+                params = {"id": segment_id(job_id, k), "parent": job_id, "k": k, "name": job.input_name,
+                          "size": job.size_bytes, "done": bool(done)}
+                conn.execute(
+                    "INSERT INTO jobs (id, input_name, size_bytes, parent_id, segment, status, publish_pending, "
+                    "finished_at) VALUES (%(id)s, %(name)s, %(size)s, %(parent)s, %(k)s, "
+                    "CASE WHEN %(done)s THEN 'done' ELSE 'queued' END, NOT %(done)s, "
+                    "CASE WHEN %(done)s THEN now() END) ON CONFLICT (id) DO NOTHING", params)
+                # recorded done or failed, but its result is not (or is) on disk: the disk decides
+                conn.execute(
+                    f"UPDATE jobs SET status = 'queued', attempts = 0, {RESET}, publish_pending = true, {CHANGED} "
+                    "WHERE id = %(id)s AND NOT %(done)s AND (status IN ('done', 'failed') OR "
+                    f"({EXPIRED}))", params)
+                conn.execute(
+                    f"UPDATE jobs SET status = 'done', finished_at = now(), lease_owner = NULL, lease_until = NULL, "
+                    f"publish_pending = false, {CHANGED} WHERE id = %(id)s AND %(done)s AND status <> 'done' "
+                    "AND status <> 'running'", params)
+            rows = conn.execute("SELECT * FROM jobs WHERE parent_id = %s AND status = 'queued' ORDER BY segment",
+                                (job_id,)).fetchall()
+            conn.execute(f"UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
+                         f"WHERE c.parent_id = %(id)s) WHERE id = %(id)s", {"id": job_id})
+        return [Job.from_row(r) for r in rows]
+
+    def claim_merge(self, job_id: str, owner: str, node: str) -> Job | None:
+        """The split job, leased to ``owner`` to merge, once every segment job is done: exactly one
+        caller wins (of two that finished the last segments together, the later one's view is whole)."""
+        return self._one("claiming a merge",
+                         f"UPDATE jobs SET lease_owner = %(owner)s, {LEASE}, node = %(node)s, {CHANGED} "
+                         f"WHERE id = %(id)s AND status = 'running' AND lease_owner = '{SPLIT_OWNER}' "
+                         "AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = %(id)s AND c.status <> 'done') "
+                         "RETURNING *", self._params(job_id, owner, node=node))
+
+    def fail_split(self, job_id: str, reason: str) -> Job | None:
+        """A split job whose segment failed for good: failed, with its segments not yet done or running."""
+        with self.db.connection("recording a failed job") as conn, conn.transaction():
+            row = conn.execute("UPDATE jobs SET status = 'failed', error = %(reason)s, finished_at = now(), "
+                               f"lease_owner = NULL, lease_until = NULL, {CHANGED} WHERE id = %(id)s "
+                               f"AND status = 'running' AND lease_owner = '{SPLIT_OWNER}' RETURNING *",
+                               {"id": job_id, "reason": _text(reason)}).fetchone()
+            if row is not None:
+                conn.execute("UPDATE jobs SET status = 'failed', error = 'its video failed', finished_at = now(), "
+                             f"publish_pending = false, {CHANGED} WHERE parent_id = %s AND status = 'queued'",
+                             (job_id,))
+        return Job.from_row(row) if row else None
+
+    def segment_jobs(self, job_id: str) -> list["Job"]:
+        """A split job's segment jobs, in order."""
+        return self._many("reading segments", "SELECT * FROM jobs WHERE parent_id = %s ORDER BY segment", (job_id,))
 
     def fail(self, job_id: str, owner: str, reason: str) -> Job | None:
         return self._one("recording a failed job",
@@ -288,6 +383,8 @@ class JobStore:
             if row is None:
                 raise JobError(f"no job {job_id}")
             job = Job.from_row(row)
+            if job.is_segment:
+                raise JobConflict(f"job {job.id} is segment {job.segment} of job {job.parent_id}; retry that one")
             if job.refused:
                 raise JobConflict(f"job {job.id} was refused ({job.error}); upload a valid video instead")
             if job.status is JobStatus.DONE or (job.status is JobStatus.RUNNING and not row["expired"]):
@@ -299,6 +396,9 @@ class JobStore:
             row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, {RESET}, "
                                f"publish_pending = true, {CHANGED} WHERE id = %s RETURNING *",
                                (name, job_id)).fetchone()
+            # its unfinished segment jobs go (finished ones stay: their results are kept for the rerun)
+            conn.execute("DELETE FROM jobs WHERE parent_id = %s AND status <> 'done'", (job_id,))
+            conn.execute("UPDATE jobs SET input_name = %s WHERE parent_id = %s", (name, job_id))
         return Job.from_row(row)
 
     # --- records from before the job store ---------------------------------------------------------------

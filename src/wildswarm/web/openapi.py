@@ -47,6 +47,11 @@ JOB = {
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
         "pending_publish": {"type": "boolean",
                             "description": "Saved while the broker was unreachable; published when it answers"},
+        "parent_id": {"type": ["string", "null"], "description": "Always null here: listings show whole videos"},
+        "segment": {"type": ["integer", "null"]},
+        "segments": {"type": "integer", "minimum": 0,
+                     "description": "A long video analysed in segments across the workers: how many (0: one piece)"},
+        "plan": {"type": ["object", "null"], "description": "Its segment plan: total, length and overlap in frames"},
         "links": {"type": "object", "required": ["self", "page"],
                   "properties": {"self": {"type": "string"}, "page": {"type": "string"}, "zip": {"type": "string"}}},
     },
@@ -59,6 +64,13 @@ JOB_DETAIL = {
         "properties": {
             "files": {"type": "array", "items": {"$ref": "#/components/schemas/File"}},
             "warning": {"type": ["string", "null"], "description": "Set when untrained weights were used"},
+            "segment_jobs": {"type": "array", "description": "A long video's segments, in order",
+                             "items": {"type": "object", "required": ["segment", "status"], "properties": {
+                                 "segment": {"type": "integer", "minimum": 0},
+                                 "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                                 "node": _NULLABLE_STR, "attempts": {"type": "integer", "minimum": 0},
+                                 "frames_done": {"type": "integer", "minimum": 0},
+                                 "frames_total": {"type": "integer", "minimum": 0}}}},
         },
     }],
 }

@@ -33,6 +33,10 @@ def job_json(job: Job, detail: bool = False) -> dict:
         if summary and (summary.get("untrained_weights") or summary.get("warning")):
             data["untrained"] = data["untrained"] or bool(summary.get("untrained_weights"))
             data["warning"] = str(summary.get("warning") or "Made with untrained (random) weights.")
+        data["segment_jobs"] = [{"segment": p.segment, "status": p.status.value, "node": p.node,
+                                 "attempts": p.attempts, "frames_done": p.frames_done,
+                                 "frames_total": p.frames_total}
+                                for p in (store().segment_jobs(job.id) if job.segments else [])]
     return data
 
 

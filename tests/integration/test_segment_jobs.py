@@ -1,0 +1,82 @@
+"""Long videos across workers: segment jobs on the queue, exactly one merge, a kill costs one segment."""
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from kit.observe import all_finished, log_lines, wait_consuming
+from kit.waiting import wait_for
+from wildswarm.jobs import JobStatus
+from wildswarm.layout import Layout
+from wildswarm.pipeline import outputs, segments
+from wildswarm.producer import submit_file
+
+pytestmark = pytest.mark.slow
+
+
+def segment_settings(broker_settings, untrained_settings, **more):
+    u = untrained_settings
+    return broker_settings.replace(analyzer="", models_dir=u.models_dir, untrained=True, device="cpu",
+                                   detection_threshold=u.detection_threshold, max_animals=u.max_animals,
+                                   detector_image_size=u.detector_image_size, fps=5, batch_size=4,
+                                   pose="superanimal_topviewmouse", segment_seconds=0.8,
+                                   segment_overlap_seconds=0.8, **more)
+
+
+def test_a_long_video_is_shared_by_two_workers_and_merged_once(broker_settings, store, intake, untrained_settings,
+                                                                 spawn, make_video):
+    s = segment_settings(broker_settings, untrained_settings, lease_seconds=30)
+    workers = [spawn(s, "worker", node=f"w{i}") for i in range(2)]
+    wait_consuming(s, 2, tuple(workers), timeout=180)
+    video = make_video("long.mp4", frames=60, fps=10)            # 30 analysed frames: 8 segments of 4
+    job_id = submit_file(intake, video).job.id
+    jobs = wait_for(lambda: all_finished(store, 1), 300, "the long video analysed", interval=0.5,
+                    procs=tuple(workers))
+    job = jobs[job_id]
+    assert job.status is JobStatus.DONE, job.error
+    assert job.attempts == 1 and job.segments == 8 and job.frames_done == job.frames_total == 30
+    parts = store.segment_jobs(job_id)
+    assert [p.segment for p in parts] == list(range(8)) and all(p.status is JobStatus.DONE for p in parts)
+    assert all(p.attempts == 1 for p in parts)
+    assert {p.node for p in parts} == {"w0", "w1"}                  # both workers took segments
+    lay = Layout(s.data)
+    folder = lay.output / "long"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(outputs.ALL_FILES)
+    summary = json.loads((folder / outputs.SUMMARY).read_text())
+    assert summary["segments"]["count"] == 8 and summary["frames"]["analysed"] == 30
+    assert len({p["pid"] for p in summary["segments"]["parts"]}) == 2
+    assert not (lay.output / segments.SEGMENTS_DIR / "long").exists()
+    assert [p.name for p in lay.input_done.iterdir()] == ["long.mp4"] and not any(lay.input.iterdir())
+    merges = [line for line in log_lines(s) if f"job {job_id}" in line and "merging" in line]
+    assert len(merges) == 1
+
+
+def test_a_worker_killed_mid_segment_costs_that_segment_only(broker_settings, store, intake, untrained_settings,
+                                                              spawn, make_video):
+    s = segment_settings(broker_settings, untrained_settings, lease_seconds=8)
+    a = spawn(s, "worker", node="wa")
+    wait_consuming(s, 1, (a,), timeout=180)
+    video = make_video("longer.mp4", frames=80, fps=10)         # 40 analysed frames: 10 segments of 4
+    job_id = submit_file(intake, video).job.id
+
+    def a_is_midway():
+        parts = store.segment_jobs(job_id)
+        done = [p for p in parts if p.status is JobStatus.DONE]
+        running = [p for p in parts if p.status is JobStatus.RUNNING and p.frames_done > 0]
+        return running[0] if len(done) >= 3 and running else None
+    killed_in = wait_for(a_is_midway, 240, "worker A midway through a segment", interval=0.05, procs=(a,))
+    a.signal(signal.SIGKILL)
+    done_before = {p.segment for p in store.segment_jobs(job_id) if p.status is JobStatus.DONE}
+    b = spawn(s, "worker", node="wb")
+    jobs = wait_for(lambda: all_finished(store, 1), 300, "the video finished by worker B", interval=0.5, procs=(b,))
+    job = jobs[job_id]
+    assert job.status is JobStatus.DONE, job.error
+    parts = {p.segment: p for p in store.segment_jobs(job_id)}
+    # the segment A was in ran again (attempt 2, on B); every segment A had finished was never redone
+    assert parts[killed_in.segment].attempts == 2 and parts[killed_in.segment].node == "wb"
+    assert all(parts[k].attempts == 1 and parts[k].node == "wa" for k in done_before)
+    assert all(p.attempts == 1 for k, p in parts.items() if k != killed_in.segment)
+    summary = json.loads((Layout(s.data).output / "longer" / outputs.SUMMARY).read_text())
+    assert summary["frames"]["analysed"] == 40 and summary["segments"]["count"] == 10
