@@ -340,6 +340,8 @@ class JobRunner:
         """Every segment is done and this worker won the merge: the video's result, as one run's."""
         self.note(video, f"merging its {seg_plan.count} segments")
         name = stem_of(video.input_name)
+        from wildswarm.pipeline.outputs import clean_partial   # what a merger killed midway left
+        clean_partial(self.layout.output, name)
         try:
             with Lease(self.store, video.id, self.owner, cancel.set) as lease:
                 result = self.analyzer.merge(src, self.layout.output, name, seg_plan)

@@ -80,3 +80,29 @@ def test_a_worker_killed_mid_segment_costs_that_segment_only(broker_settings, st
     assert all(p.attempts == 1 for k, p in parts.items() if k != killed_in.segment)
     summary = json.loads((Layout(s.data).output / "longer" / outputs.SUMMARY).read_text())
     assert summary["frames"]["analysed"] == 40 and summary["segments"]["count"] == 10
+
+
+def test_a_merger_killed_mid_merge_is_replaced_and_the_result_is_complete(broker_settings, store, intake,
+                                                                          untrained_settings, spawn, make_video):
+    s = segment_settings(broker_settings, untrained_settings, lease_seconds=4, reconcile_seconds=1)
+    producer = spawn(s, "producer", node="p0")      # its reconciler queues the video again
+    a = spawn(s, "worker", node="wa")
+    wait_consuming(s, 1, (a,), timeout=180)
+    video = make_video("merged.mp4", frames=60, fps=10)
+    job_id = submit_file(intake, video).job.id
+    wait_for(lambda: any(f"job {job_id}" in line and "merging" in line for line in log_lines(s)), 240,
+             "worker A to start the merge", interval=0.02, procs=(a,))
+    a.signal(signal.SIGKILL)
+    assert store.get(job_id).status is JobStatus.RUNNING        # killed mid-merge, not after it
+    b = spawn(s, "worker", node="wb")
+    jobs = wait_for(lambda: all_finished(store, 1), 240, "worker B to merge", interval=0.5, procs=(b, producer))
+    job = jobs[job_id]
+    assert job.status is JobStatus.DONE and job.node == "wb" and job.attempts == 2, job.error
+    assert all(p.attempts == 1 and p.node == "wa" for p in store.segment_jobs(job_id))   # none redone
+    merges = [line for line in log_lines(s) if f"job {job_id}" in line and "merging" in line]
+    assert len(merges) == 2
+    lay = Layout(s.data)
+    assert sorted(p.name for p in lay.output.iterdir()) == ["merged"]          # nothing half-written left
+    assert sorted(p.name for p in (lay.output / "merged").iterdir()) == sorted(outputs.ALL_FILES)
+    summary = json.loads((lay.output / "merged" / outputs.SUMMARY).read_text())
+    assert summary["frames"]["analysed"] == 30 and summary["segments"]["count"] == 8

@@ -127,7 +127,13 @@ def finished(where: Path, k: int) -> bool:
 
 
 def remove(out_root: Path, name: str) -> None:
-    shutil.rmtree(folder(out_root, name), ignore_errors=True)
+    """The segments of ``name`` (merged), and the segments folder once no other video has any there."""
+    where = folder(out_root, name)
+    shutil.rmtree(where, ignore_errors=True)
+    try:
+        where.parent.rmdir()
+    except OSError:
+        pass
 
 
 # --- a segment's frames on disk ---------------------------------------------------------------
