@@ -126,3 +126,12 @@ def test_retrying_a_split_video_keeps_its_finished_segments(store):
     assert again.status is JobStatus.QUEUED and again.input_name == "long-2.mp4"
     assert [j.segment for j in store.segment_jobs(ID)] == [0]   # the unfinished ones go; split makes them anew
     assert store.get(segment_id(ID, 0)).input_name == "long-2.mp4"
+
+
+def test_segments_of_a_failed_video_are_never_requeued_or_republished(store):
+    split(store)
+    running = store.claim(segment_id(ID, 2), "w2/b", "w2")
+    store.fail_split(ID, "segment 1: not a video")
+    with store.db.connection() as conn:   # segment 2's worker died meanwhile: its lease is long gone
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 hour' WHERE id = %s", (running.id,))
+    assert store.requeue_expired(0) == [] and store.pending() == [] and store.unannounced(0) == []

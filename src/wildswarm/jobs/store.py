@@ -350,19 +350,20 @@ class JobStore:
                           "UPDATE jobs SET status = 'queued', publish_pending = true, lease_owner = NULL, "
                           "lease_until = NULL, error = 'the worker running it stopped answering', "
                           f"{CHANGED} WHERE status = 'running' AND lease_until < now() - "
-                          "make_interval(secs => %s) RETURNING *", (float(grace_seconds),))
+                          f"make_interval(secs => %s) AND {PARENT_WAITS} RETURNING *", (float(grace_seconds),))
 
     def pending(self, limit: int = 100) -> list[Job]:
         """Queued jobs whose message is not confirmed yet (the broker was down), oldest first."""
         return self._many("listing pending jobs", "SELECT * FROM jobs WHERE publish_pending AND status = 'queued' "
-                                                  "ORDER BY created_at LIMIT %s", (limit,))
+                                                  f"AND {PARENT_WAITS} ORDER BY created_at LIMIT %s", (limit,))
 
     def unannounced(self, older_than_seconds: float, limit: int = 100) -> list[Job]:
         """Queued jobs last published over ``older_than_seconds`` ago and due now, oldest first."""
         return self._many("listing stale jobs",
                           "SELECT * FROM jobs WHERE status = 'queued' AND NOT publish_pending "
                           "AND (published_at IS NULL OR published_at < now() - make_interval(secs => %s)) "
-                          "AND (retry_at IS NULL OR retry_at <= now()) ORDER BY published_at NULLS FIRST LIMIT %s",
+                          f"AND (retry_at IS NULL OR retry_at <= now()) AND {PARENT_WAITS} "
+                          "ORDER BY published_at NULLS FIRST LIMIT %s",
                           (float(older_than_seconds), limit))
 
     # --- a person's transition ----------------------------------------------------------------------
