@@ -104,9 +104,10 @@ def test_upload_watch_play_download(browser, stack, make_video, tmp_path):
     assert status == "done", f"{job.error}\n{stack.worker.output()[-3000:]}"
     assert job.node == "worker-1" and job.untrained
 
-    # the annotated video plays: no media error, data loaded, time advances
-    wait(driver, lambda d: d.execute_script("return document.getElementById('labeled').readyState") >= 2, 20,
-         "the video's data")
+    # the annotated video plays: no media error, data loaded, time advances. (The status turns "done"
+    # just before the page's script reloads it with the results: until then there is no video element.)
+    wait(driver, lambda d: d.execute_script("const v = document.getElementById('labeled'); "
+                                            "return v ? v.readyState : -1") >= 2, 20, "the video's data")
     state = driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         const v = document.getElementById('labeled');
