@@ -162,22 +162,29 @@ class JobRunner:
         if job.attempts > 1:
             from wildswarm.pipeline.outputs import clean_partial   # what a dead attempt left
             clean_partial(self.layout.output, name)
+        result, verdict = self._leased(job, cancel, lambda: self.analyzer.analyze(
+            src, self.layout.output, name=name, progress=self._progress(job, cancel)))
+        return verdict or self._finish(job, src, result)
+
+    def _leased(self, job: Job, cancel: threading.Event, work: Callable[[], object]) -> tuple[object, Verdict | None]:
+        """``work()`` while this worker renews ``job``'s lease: (its result, None), or (None, the verdict)
+        when it was stopped, the video is bad, it failed (tried again, a bounded number of times), or
+        the lease was lost."""
         try:
             with Lease(self.store, job.id, self.owner, cancel.set) as lease:
-                result = self.analyzer.analyze(src, self.layout.output, name=name,
-                                               progress=self._progress(job, cancel))
+                result = work()
         except _Stop:
-            return self._stopped(job, lease)
+            return None, self._stopped(job, lease)
         except VideoError as exc:
-            return self._fail(job, str(exc))
+            return None, self._fail(job, str(exc))
         except Exception as exc:  # PipelineError, the filesystem, or a bug: tried again a bounded number of times
             if cancel.is_set():
-                return self._stopped(job, lease)
+                return None, self._stopped(job, lease)
             log.exception("job %s failed on attempt %d", job.id, job.attempts)
-            return self._retry(job, f"{type(exc).__name__}: {exc}")
+            return None, self._retry(job, f"{type(exc).__name__}: {exc}")
         if lease.lost.is_set():
-            return self._stopped(job, lease)
-        return self._finish(job, src, result)
+            return None, self._stopped(job, lease)
+        return result, None
 
     def _not_claimed(self, msg: JobMessage, redelivered: bool) -> Verdict:
         job = self.call(self.store.find, msg.job_id)
@@ -310,21 +317,10 @@ class JobRunner:
         total = (stop if stop is not None else seg_plan.total) - first
         self.note(job, f"segment {job.segment + 1} of {seg_plan.count} started (attempt {job.attempts})")
         progress = self._progress(job, cancel)
-        try:
-            with Lease(self.store, job.id, self.owner, cancel.set) as lease:
-                frames = self.analyzer.analyze_segment(src, self.layout.output, name, job.segment, seg_plan,
-                                                       report=lambda n: progress(min(n, total), total))
-        except _Stop:
-            return self._stopped(job, lease)
-        except VideoError as exc:
-            return self._fail(job, str(exc))
-        except Exception as exc:
-            if cancel.is_set():
-                return self._stopped(job, lease)
-            log.exception("job %s failed on attempt %d", job.id, job.attempts)
-            return self._retry(job, f"{type(exc).__name__}: {exc}")
-        if lease.lost.is_set():
-            return self._stopped(job, lease)
+        frames, verdict = self._leased(job, cancel, lambda: self.analyzer.analyze_segment(
+            src, self.layout.output, name, job.segment, seg_plan, report=lambda n: progress(min(n, total), total)))
+        if verdict is not None:
+            return verdict
         owned = min(frames, total) if stop is not None else frames
         if self.call(self.store.finish, job.id, self.owner, output=name, outputs=[], frames=owned,
                      untrained=bool(getattr(self.analyzer, "untrained", False)), timings={}) is None:

@@ -48,7 +48,7 @@ from psycopg.types.json import Jsonb
 from wildswarm.config import Settings
 from wildswarm.errors import JobConflict, JobError
 from wildswarm.jobs.db import Database
-from wildswarm.jobs.model import Job, JobStatus
+from wildswarm.jobs.model import Job, JobStatus, segment_id
 
 JOB_ID = re.compile(r"[0-9a-f]{8,64}")
 CHANGED = "seq = nextval('job_seq'), updated_at = now()"
@@ -272,7 +272,6 @@ class JobStore:
                 return None
             job = Job.from_row(row)
             for k, done in enumerate(finished):
-                from wildswarm.jobs.model import segment_id
                 params = {"id": segment_id(job_id, k), "parent": job_id, "k": k, "name": job.input_name,
                           "size": job.size_bytes, "done": bool(done)}
                 conn.execute(

@@ -133,7 +133,7 @@ class Pipeline:
         report = (lambda done: progress(done, max(total, done))) if progress else None
         with outputs.OutputFolder(out_root, name) as tmp:
             frames = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, report=report)
-            result = self._write(tmp, video, info, frames, started, segments=None)
+            result = self._write(tmp, video, info, frames, started, segmented=None)
         if progress:
             progress(len(frames.meta), len(frames.meta))
         return replace(result, output_dir=Path(out_root) / name, name=name)
@@ -216,7 +216,7 @@ class Pipeline:
             frames.timings["join"] = time.perf_counter() - t
             labels = [{"segment": k + 1, "label": f"{k + 1}.{local}", "id": tid}
                       for k, m in enumerate(local_maps) for local, tid in sorted(m.items())]
-            result = self._write(tmp, video, info, frames, started, segments={
+            result = self._write(tmp, video, info, frames, started, segmented={
                 "count": seg_plan.count, "frames_each": seg_plan.length, "overlap": seg_plan.overlap,
                 "parts": made_by, "labels": labels})
         segments.remove(out_root, name)
@@ -303,7 +303,7 @@ class Pipeline:
         return frames
 
     def _write(self, tmp: Path, video: Path, info: VideoInfo, frames: "Frames", started: float, *,
-               segments: dict | None) -> Result:
+               segmented: dict | None) -> Result:
         """Every result file but the labeled video, from the analysed frames, into ``tmp``."""
         from wildswarm.pipeline.render import trajectory_plot
         from wildswarm.pipeline.track import track_summary
@@ -330,14 +330,14 @@ class Pipeline:
                         height=info.height, pose_threshold=s.pose_threshold,
                         title=f"{video.name}: one path per animal", untrained=self.untrained)
         timings["write"] += time.perf_counter() - t
-        timings["total"] = time.perf_counter() - started if segments is None else \
+        timings["total"] = time.perf_counter() - started if segmented is None else \
             sum(v for k, v in timings.items() if k != "total") + (time.perf_counter() - started)
         tracks = track_summary(frames.meta, frames.dets)
         summary = self._summary(video, info, frames.read, frames.meta, frames.dets, frames.poses, tracks,
                                 out_fps, timings)
         summary["frames"]["decoded"] = frames.decoded
-        if segments is not None:
-            summary["segments"] = segments
+        if segmented is not None:
+            summary["segments"] = segmented
         outputs.write_summary(tmp / outputs.SUMMARY, summary)
         return Result(name="", output_dir=tmp, files=outputs.expected(s.smooth != "none"),
                       frames_read=frames.read, frames_analysed=len(frames.meta),
