@@ -17,6 +17,8 @@ finds one box moving across the frame, and a pose model that puts 4 keypoints in
 
 Workers are processes that take the next unfinished segment from a shared counter, as workers of
 the stack take segment tasks from the queue (the broker's share is measured by bench/dispatch.py).
+For N workers the video is cut as a worker of the stack cuts it when N workers consume the queue:
+into a multiple of N segments, so that the last round is full.
 
 It prints, in one run: wall time and speedup against 1 worker for each worker count (target:
 >= 0.85 x N); the merge's time as a share of the 1-worker time (target: < 3 %); and the frames
@@ -179,7 +181,8 @@ def main() -> None:
         settings = Settings(data=work, fps=args.fps, batch_size=4, segment_seconds=args.segment_seconds,
                             segment_overlap_seconds=2.0, detection_threshold=0.2)
         p = stand_in_pipeline(settings, per_frame)
-        plan = p.plan(probe(video))
+        info = probe(video)
+        plan = p.plan(info)
         # A worker has these loaded after its first job: the merge is timed without their import.
         import matplotlib.pyplot  # noqa: F401
         import pandas  # noqa: F401
@@ -189,21 +192,24 @@ def main() -> None:
         rows = []
         for n in counts:
             out = work / f"out-{n}"
-            p.prepare_segments(video, out, "v", plan)
-            seconds, frames = run(settings, per_frame, video, out, "v", plan, n)
+            cut = p.plan(info, workers=n)      # as a worker cuts it for the n consumers of the queue
+            p.prepare_segments(video, out, "v", cut)
+            seconds, frames = run(settings, per_frame, video, out, "v", cut, n)
             t = time.perf_counter()
-            result = p.merge(video, out, "v", plan)
+            result = p.merge(video, out, "v", cut)
             merge = time.perf_counter() - t
-            rows.append({"workers": n, "segments_s": seconds, "merge_s": merge, "total_s": seconds + merge,
-                         "frames": result.frames_analysed, "frames_processed": frames})
+            rows.append({"workers": n, "segments": cut.count, "length": cut.length, "segments_s": seconds,
+                         "merge_s": merge, "total_s": seconds + merge, "frames": result.frames_analysed,
+                         "frames_processed": frames})
             shutil.rmtree(out)
         base = rows[0]["total_s"]
-        print(f"\n{'workers':>7} {'total s':>9} {'segments s':>11} {'merge s':>8} {'speedup':>8} {'x N':>6}")
+        print(f"\n{'workers':>7} {'segments':>9} {'total s':>9} {'segments s':>11} {'merge s':>8} {'speedup':>8} "
+              f"{'x N':>6}")
         for r in rows:
             r["speedup"] = base / r["total_s"]
             r["efficiency"] = r["speedup"] / r["workers"] * rows[0]["workers"]
-            print(f"{r['workers']:>7} {r['total_s']:>9.1f} {r['segments_s']:>11.1f} {r['merge_s']:>8.2f} "
-                  f"{r['speedup']:>8.2f} {r['efficiency']:>6.2f}")
+            print(f"{r['workers']:>7} {r['segments']:>4} x{r['length']:>4} {r['total_s']:>9.1f} "
+                  f"{r['segments_s']:>11.1f} {r['merge_s']:>8.2f} {r['speedup']:>8.2f} {r['efficiency']:>6.2f}")
         merge_share = rows[0]["merge_s"] / rows[0]["total_s"]
         print(f"\nmerge: {rows[0]['merge_s']:.2f} s = {100 * merge_share:.2f} % of the {rows[0]['workers']}-worker "
               f"time (target < 3 %)")

@@ -138,7 +138,10 @@ class JobRunner:
                     raise
                 pause = min(pause * 2, 15.0)
 
-    def run(self, msg: JobMessage, redelivered: bool = False, cancel: threading.Event | None = None) -> Verdict:
+    def run(self, msg: JobMessage, redelivered: bool = False, cancel: threading.Event | None = None,
+            workers: int | None = None) -> Verdict:
+        """Do the job of ``msg``; ``workers``: how many take jobs off the queue now (a long video is cut
+        into a multiple of them), None when not known."""
         cancel = cancel or threading.Event()
         job = self.call(self.store.claim, msg.job_id, self.owner, self.node)
         if job is None:
@@ -152,7 +155,7 @@ class JobRunner:
         if job.is_segment:
             return self._segment(job, src, cancel)
         try:
-            seg_plan = self._plan(src)
+            seg_plan = self._plan(job, src, workers)
         except VideoError as exc:
             return self._fail(job, str(exc))
         if seg_plan is not None:
@@ -276,13 +279,18 @@ class JobRunner:
         return Verdict(Outcome.RETRIED, delay=delay, message=JobMessage(job.id, job.input_name))
 
     # --- long videos: split, segments, merge ------------------------------------------------------------
-    def _plan(self, src: Path):
-        """The segment plan of a long video, or None (a short one, or an analyser without segments)."""
+    def _plan(self, job: Job, src: Path, workers: int | None):
+        """The segment plan of a long video, or None (a short one, or an analyser without segments).
+        A video split before (a retry, a split cut short) keeps its plan, and so its finished segments,
+        whatever the number of workers now."""
         planner = getattr(self.analyzer, "plan", None)
         if planner is None:
             return None
+        if job.plan:
+            from wildswarm.pipeline.segments import SegmentPlan
+            return SegmentPlan(**job.plan)
         from wildswarm.pipeline.video import probe
-        return planner(probe(src))
+        return planner(probe(src), workers=workers)
 
     def _split(self, job: Job, src: Path, seg_plan, cancel: threading.Event) -> Verdict:
         """Hand a long video to its segment jobs: their messages go on the queue, any worker takes one."""

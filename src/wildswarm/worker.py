@@ -83,6 +83,7 @@ class _Current:
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     ended_at: float | None = None       # monotonic time its thread handed back an outcome
+    workers: int | None = None          # consumers of the job queue when it was delivered
 
 
 class Worker:
@@ -161,11 +162,18 @@ class Worker:
         if self.stopping.is_set() or self.current is not None:
             self.broker.requeue(delivery)
             return
-        current = _Current(delivery, msg.job_id)
+        current = _Current(delivery, msg.job_id, workers=self._workers())
         current.thread = threading.Thread(target=self._work, args=(current, msg), daemon=True,
                                           name=f"job-{msg.job_id}")
         self.current = current
         current.thread.start()
+
+    def _workers(self) -> int | None:
+        """How many workers consume the job queue (this one included): a long video is cut for them."""
+        try:
+            return self.broker.counts()[1] or None
+        except BrokerError:
+            return None
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
         self.broker.dead_letter(delivery, reason)
@@ -220,7 +228,7 @@ class Worker:
         verdict: Verdict | None = None
         metrics.JOBS_IN_PROGRESS.inc()
         try:
-            verdict = self.runner.run(msg, seen_before(current.delivery), current.cancel)
+            verdict = self.runner.run(msg, seen_before(current.delivery), current.cancel, current.workers)
         except BaseException as exc:   # never leave a delivery unsettled
             log.exception("job %s: unexpected error; giving the message back", msg.job_id)
             self.runner.layout.log(self.settings.node, f"job {msg.job_id}: error, given back: "

@@ -18,34 +18,35 @@ pytestmark = pytest.mark.slow
 
 def segment_settings(broker_settings, untrained_settings, **more):
     u = untrained_settings
-    return broker_settings.replace(analyzer="", models_dir=u.models_dir, untrained=True, device="cpu",
-                                   detection_threshold=u.detection_threshold, max_animals=u.max_animals,
-                                   detector_image_size=u.detector_image_size, fps=5, batch_size=4,
-                                   pose="superanimal_topviewmouse", segment_seconds=0.8,
-                                   segment_overlap_seconds=0.8, **more)
+    return broker_settings.replace(**{
+        "analyzer": "", "models_dir": u.models_dir, "untrained": True, "device": "cpu",
+        "detection_threshold": u.detection_threshold, "max_animals": u.max_animals,
+        "detector_image_size": u.detector_image_size, "fps": 5, "batch_size": 4,
+        "pose": "superanimal_topviewmouse", "segment_seconds": 0.8, "segment_overlap_seconds": 0.8, **more})
 
 
 def test_a_long_video_is_shared_by_two_workers_and_merged_once(broker_settings, store, intake, untrained_settings,
                                                                  spawn, make_video):
-    s = segment_settings(broker_settings, untrained_settings, lease_seconds=30)
+    s = segment_settings(broker_settings, untrained_settings, lease_seconds=30, segment_seconds=2.4)
     workers = [spawn(s, "worker", node=f"w{i}") for i in range(2)]
     wait_consuming(s, 2, tuple(workers), timeout=180)
-    video = make_video("long.mp4", frames=60, fps=10)            # 30 analysed frames: 8 segments of 4
+    video = make_video("long.mp4", frames=60, fps=10)   # 30 analysed frames: 3 segments of 12, cut as 4 of 8 for 2
     job_id = submit_file(intake, video).job.id
     jobs = wait_for(lambda: all_finished(store, 1), 300, "the long video analysed", interval=0.5,
                     procs=tuple(workers))
     job = jobs[job_id]
     assert job.status is JobStatus.DONE, job.error
-    assert job.attempts == 1 and job.segments == 8 and job.frames_done == job.frames_total == 30
+    assert job.attempts == 1 and job.segments == 4 and job.frames_done == job.frames_total == 30
+    assert job.plan == {"total": 30, "length": 8, "overlap": 4}
     parts = store.segment_jobs(job_id)
-    assert [p.segment for p in parts] == list(range(8)) and all(p.status is JobStatus.DONE for p in parts)
+    assert [p.segment for p in parts] == list(range(4)) and all(p.status is JobStatus.DONE for p in parts)
     assert all(p.attempts == 1 for p in parts)
     assert {p.node for p in parts} == {"w0", "w1"}                  # both workers took segments
     lay = Layout(s.data)
     folder = lay.output / "long"
     assert sorted(p.name for p in folder.iterdir()) == sorted(outputs.ALL_FILES)
     summary = json.loads((folder / outputs.SUMMARY).read_text())
-    assert summary["segments"]["count"] == 8 and summary["frames"]["analysed"] == 30
+    assert summary["segments"]["count"] == 4 and summary["frames"]["analysed"] == 30
     assert len({p["pid"] for p in summary["segments"]["parts"]}) == 2
     assert not (lay.output / segments.SEGMENTS_DIR / "long").exists()
     assert [p.name for p in lay.input_done.iterdir()] == ["long.mp4"] and not any(lay.input.iterdir())

@@ -14,6 +14,7 @@ class FakeBroker:
 
     def __init__(self, fail: bool = False):
         self.fail = fail
+        self.consumers = 0                     # workers the queue reports
         self.published: list[dict] = []        # decoded message bodies, in order
         self.delayed: list[tuple[dict, float]] = []
         self.acked, self.requeued, self.dead = [], [], []
@@ -64,7 +65,7 @@ class FakeBroker:
     def counts(self, queue=None):
         if self.fail:
             raise BrokerError("cannot inspect the queue")
-        return self.ready, 0
+        return self.ready, self.consumers
 
     def get(self, queue=None, ack=True):
         return None

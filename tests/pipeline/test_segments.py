@@ -33,6 +33,18 @@ def test_plan_cuts_whole_batches_and_leaves_short_videos_alone():
     assert (q.length, q.overlap) == (16, 8)
 
 
+def test_plan_cuts_a_multiple_of_the_workers_so_the_last_round_is_full():
+    one_hour = dict(segment_seconds=60, overlap_seconds=2, batch_size=4)
+    assert segments.plan(18000, 5.0, **one_hour, workers=1).count == 60
+    eight = segments.plan(18000, 5.0, **one_hour, workers=8)
+    assert (eight.count, eight.length, eight.overlap) == (64, 284, 12)    # 8 full rounds instead of 7.5
+    assert eight.owned(63) == (63 * 284, None)
+    assert segments.plan(18000, 5.0, **one_hour, workers=6).count == 60  # already a multiple: as set
+    assert segments.plan(18000, 5.0, **one_hour, workers=None).count == 60
+    few = segments.plan(900, 5.0, **one_hour, workers=8)                 # 3 segments for 8 workers:
+    assert (few.count, few.length) == (6, 152)                           # halved, never shorter
+
+
 def test_a_segment_is_decoded_from_the_keyframe_before_it_and_frames_match_a_whole_decode(tmp_path):
     video = write_video(tmp_path / "long.mp4", frames=600, size=(96, 64), fps=25)  # one keyframe every 250
     whole = list(read_frames(video, 5.0))

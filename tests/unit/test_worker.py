@@ -16,7 +16,10 @@ from wildswarm.jobs import JobStatus, JobStore, job_id_for
 from wildswarm.layout import Layout
 from wildswarm.messages import JobMessage
 from wildswarm.runner import JobRunner, Outcome
+from wildswarm.pipeline import segments
+from wildswarm.pipeline.video import probe
 from wildswarm.testing import SleepAnalyzer, write_clip
+from kit.videos import write_video
 from wildswarm.worker import Worker, load_analyzer
 
 
@@ -203,6 +206,54 @@ def test_a_lost_lease_stops_the_analysis_and_records_nothing(settings, store):
     job = store.get(msg.job_id)
     assert job.status is JobStatus.RUNNING and job.node == "n9"
     assert (r.layout.input / "clip.mp4").exists() and not (r.layout.output / "clip").exists()
+
+
+# --- long videos: how they are cut ---------------------------------------------------------------------
+class Planner(SleepAnalyzer):
+    """Cuts videos as the pipeline does (its plan and segment folder), without models."""
+
+    def plan(self, info, workers=None):
+        s = self.settings
+        return segments.plan(info.sampled(s.fps), s.fps, segment_seconds=s.segment_seconds,
+                             overlap_seconds=s.segment_overlap_seconds, batch_size=s.batch_size, workers=workers)
+
+    def prepare_segments(self, video, out_root, name, seg_plan):
+        return segments.prepare(out_root, name, "same video, same settings", seg_plan)
+
+
+def long_video(store, settings, name="long.mp4") -> JobMessage:
+    path = write_video(Layout(settings.data).input / name, frames=60, fps=10)   # 30 frames at 5 fps
+    job, _ = store.submit(job_id_for(path), name, path.stat().st_size)
+    store.mark_published(job.id)
+    return JobMessage(job.id, name)
+
+
+@pytest.fixture
+def cut(settings):
+    return settings.replace(fps=5, batch_size=4, segment_seconds=2.4, segment_overlap_seconds=0.8)
+
+
+def test_a_long_video_is_cut_for_the_workers_on_the_queue_and_keeps_its_plan_when_retried(cut, store):
+    assert Planner(cut).plan(probe(write_video(cut.data / "probe.mp4", frames=60, fps=10))).count == 3
+    msg = long_video(store, cut)
+    split = runner(cut, store, Planner(cut)).run(msg, workers=2)
+    assert split.outcome is Outcome.SPLIT and len(split.messages) == 4       # 3 segments of 12, or 4 of 8
+    assert store.get(msg.job_id).plan == {"total": 30, "length": 8, "overlap": 4}
+    store.fail_split(msg.job_id, "segment 1: boom")
+    store.reset_for_retry(msg.job_id, lambda j: j.input_name, 60)
+    again = runner(cut, store, Planner(cut), node="n2").run(msg, workers=5)  # the same cut, whoever is there
+    assert again.outcome is Outcome.SPLIT and len(again.messages) == 4
+    assert store.get(msg.job_id).plan == {"total": 30, "length": 8, "overlap": 4}
+
+
+def test_the_worker_tells_the_runner_how_many_workers_consume_the_queue(cut, store):
+    msg = long_video(store, cut)
+    broker = FakeBroker().connect()
+    broker.consumers = 2
+    worker = Worker(cut, Planner(cut), store, broker=broker)
+    run_delivery(worker, delivery(msg.encode()))
+    assert len(broker.acked) == 1 and len(broker.published) == 4             # the video and its 4 segment jobs
+    assert store.get(msg.job_id).segments == 4
 
 
 # --- the worker: what it tells the broker ------------------------------------------------------------

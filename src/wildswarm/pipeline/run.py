@@ -138,10 +138,11 @@ class Pipeline:
             progress(len(frames.meta), len(frames.meta))
         return replace(result, output_dir=Path(out_root) / name, name=name)
 
-    def plan(self, info: VideoInfo) -> SegmentPlan | None:
+    def plan(self, info: VideoInfo, workers: int | None = None) -> SegmentPlan | None:
+        """The segments of a long video (None: a short one), for ``workers`` taking them off the queue."""
         s = self.settings
         return segments.plan(info.sampled(s.fps), self.out_fps(info), segment_seconds=s.segment_seconds,
-                             overlap_seconds=s.segment_overlap_seconds, batch_size=s.batch_size)
+                             overlap_seconds=s.segment_overlap_seconds, batch_size=s.batch_size, workers=workers)
 
     def out_fps(self, info: VideoInfo) -> float:
         s = self.settings

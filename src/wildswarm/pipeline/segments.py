@@ -60,14 +60,26 @@ class SegmentPlan:
 
 
 def plan(total: int, out_fps: float, *, segment_seconds: float, overlap_seconds: float,
-         batch_size: int) -> SegmentPlan | None:
-    """The segments of a video of ``total`` analysed frames, or None when it is one segment long."""
+         batch_size: int, workers: int | None = None) -> SegmentPlan | None:
+    """The segments of a video of ``total`` analysed frames, or None when it is one segment long.
+
+    Segments are whole batches of at most ``segment_seconds``. Given the ``workers`` that take
+    segments off the queue, their number is rounded up to a multiple of the workers, so that the
+    last round keeps every worker busy instead of one finishing the tail alone (60 segments on 8
+    workers: 7.5 rounds, the last half idle; 64 slightly shorter ones: 8 full rounds). Segments are
+    never made shorter than half the setting, so few-segment videos keep their overlap overhead small.
+    """
     if segment_seconds <= 0 or total <= 0:
         return None
     whole = lambda seconds: max(batch_size, math.ceil(seconds * out_fps / batch_size) * batch_size)  # noqa: E731
+    batches = lambda frames: max(batch_size, math.ceil(frames / batch_size) * batch_size)  # noqa: E731
     length = whole(segment_seconds)
     if total <= length:
         return None
+    count = math.ceil(total / length)
+    if workers and workers > 1 and count % workers:
+        rounds = math.ceil(count / workers)
+        length = max(batches(total / (rounds * workers)), batches(length / 2))
     return SegmentPlan(total=total, length=length, overlap=whole(overlap_seconds))
 
 
