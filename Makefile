@@ -26,7 +26,8 @@ help: ## this list
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[pipeline,web,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[pipeline,web,export,dev]'
+	$(BIN)/pip install -q --no-deps megadetector==10.0.28
 	touch $@
 
 venv: $(BIN)/.installed ## create the virtual environment with the ML stack (about 7 GB)

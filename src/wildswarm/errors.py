@@ -55,3 +55,11 @@ class JobStoreUnavailable(JobStoreError):
 
 class UnsafePathError(WildswarmError):
     """A path built from user input would leave the data root."""
+
+
+class ExportError(WildswarmError):
+    """An export cannot be made as asked: what is missing, video by video (never invented)."""
+
+    def __init__(self, message: str, problems=()):
+        self.problems = list(problems)
+        super().__init__(message + "".join(f"\n  - {p}" for p in self.problems))

@@ -248,3 +248,18 @@ def untrained_settings(untrained_models_dir, tmp_path) -> Settings:
 
 
 __all__ = ["wait_for"]
+
+
+@pytest.fixture(scope="session")
+def seed_results(seed_videos, untrained_models_dir, tmp_path_factory) -> list[Path]:
+    """Real pipeline results of the seed videos, made once a session: the result folders.
+
+    Untrained weights (the detector's threshold lowered so boxes reach the pose model, the tracker
+    and the species classifier, which is on), so every output holds real structure."""
+    from wildswarm.pipeline.run import Pipeline
+    out = tmp_path_factory.mktemp("seed-results")
+    s = Settings(data=out / "data", models_dir=untrained_models_dir, untrained=True, device="cpu",
+                 detection_threshold=0.001, max_animals=2, detector_image_size=320, fps=5, batch_size=4,
+                 classifier="AI4GSnapshotSerengeti", pose="superanimal_quadruped")
+    pipeline = Pipeline(s)
+    return [pipeline.analyze(video, out, name=video.stem).output_dir for video in seed_videos]

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 import supervision as sv
 
+from kit.validators import megadetector_problems
+from wildswarm.exporters import megadetector as md
 from wildswarm.pipeline import outputs
 from wildswarm.pipeline.pose import KeyPoints
 
@@ -23,24 +25,50 @@ def test_output_folder_is_all_or_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "v").iterdir()] == ["b.txt"]
 
 
-def test_megadetector_json(tmp_path):
+def test_megadetector_json_is_format_1_6_with_the_video_as_one_entry(tmp_path):
     det = sv.Detections(xyxy=np.array([[10, 20, 110, 70], [0, 0, 5, 5]], np.float32),
                         confidence=np.array([0.9, 0.3], np.float32), class_id=np.array([0, 1]))
     det.data["species"] = np.array(["zebra", ""], dtype=object)
     det.data["species_confidence"] = np.array([0.7, 0.0], np.float32)
     path = tmp_path / "d.json"
-    outputs.write_detections(path, "v.mp4", [(0, 0.0), (5, 0.2)], [det, sv.Detections.empty()], (200, 100),
-                             detector="MDV6-yolov9-c", classifier={0: "lion", 1: "zebra"}, frame_rate=5.0,
-                             untrained=False)
+    info = md.info(detector="MDV6-yolov9-c", image_size=640, threshold=0.2, untrained=False,
+                   classifier="AI4GSnapshotSerengeti")
+    outputs.write_detections(path, "v.mp4", [(0, 0.0), (6, 0.2)], [det, sv.Detections.empty()], (200, 100),
+                             frame_rate=30.0, classifier={0: "lion", 1: "zebra"}, info=info)
     doc = json.loads(path.read_text())
-    assert doc["info"]["format_version"] == "1.4"
+    assert megadetector_problems(path) == ([], [])
+    assert doc["info"]["format_version"] == "1.6" and doc["info"]["classifier"] == "AI4GSnapshotSerengeti"
+    assert doc["info"]["detector_metadata"]["typical_detection_threshold"] == 0.2
     assert doc["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
-    first = doc["images"][0]
-    assert first["file"] == "v.mp4/frame000000.jpg" and first["max_detection_conf"] == pytest.approx(0.9)
-    assert first["detections"][0] == {"category": "1", "conf": 0.9, "bbox": [0.05, 0.2, 0.5, 0.5],
-                                      "classifications": [["1", 0.7]]}
-    assert "classifications" not in first["detections"][1]
-    assert doc["images"][1]["detections"] == [] and doc["images"][1]["frame_number"] == 5
+    assert doc["classification_categories"] == {"0": "lion", "1": "zebra"}
+    [video] = doc["images"]
+    assert video["file"] == "v.mp4" and video["frame_rate"] == 30.0 and video["frames_processed"] == [0, 6]
+    assert video["detections"][0] == {"category": "1", "conf": 0.9, "bbox": [0.05, 0.2, 0.5, 0.5],
+                                      "frame_number": 0, "classifications": [["1", 0.7]]}
+    assert video["detections"][1]["category"] == "2" and "classifications" not in video["detections"][1]
+    assert len(video["detections"]) == 2                                  # frame 6 had none
+
+
+def test_the_merged_batch_file_renumbers_species_by_name_and_validates(tmp_path):
+    def one(name, classifier, species):
+        det = sv.Detections(xyxy=np.array([[10, 20, 110, 70]], np.float32), confidence=np.array([0.8], np.float32),
+                            class_id=np.array([0]))
+        det.data["species"] = np.array([species], dtype=object)
+        det.data["species_confidence"] = np.array([0.6], np.float32)
+        path = tmp_path / f"{name}.json"
+        outputs.write_detections(path, name, [(3, 0.1)], [det], (200, 100), frame_rate=25.0, classifier=classifier,
+                                 info=md.info(detector="MDV5a", image_size=1280, threshold=0.1, untrained=False,
+                                              classifier="c"))
+        return json.loads(path.read_text())
+
+    a = one("a.mp4", {0: "lion", 1: "zebra"}, "zebra")
+    b = one("b.mp4", {0: "zebra", 1: "impala"}, "impala")
+    merged = md.merge([a, b], files=["site1/a.mp4", "site2/b.mp4"])
+    assert megadetector_problems(merged) == ([], [])
+    names = merged["classification_categories"]
+    assert [v["file"] for v in merged["images"]] == ["site1/a.mp4", "site2/b.mp4"]
+    assert [names[v["detections"][0]["classifications"][0][0]] for v in merged["images"]] == ["zebra", "impala"]
+    assert sorted(names.values()) == ["impala", "lion", "zebra"]
 
 
 def test_keypoint_table_is_deeplabcut_shaped(tmp_path):

@@ -9,6 +9,7 @@ from PIL import Image
 
 from wildswarm.config import Settings
 from wildswarm.errors import ModelError, VideoError
+from kit.validators import megadetector_problems
 from wildswarm.pipeline import outputs
 from wildswarm.pipeline.run import Pipeline
 
@@ -41,13 +42,15 @@ def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: 
         s = c.streams.video[0]
         assert (s.codec_context.name, s.codec_context.pix_fmt) == ("h264", "yuv420p")
         assert sum(1 for _ in c.decode(s)) == expected_analysed
+    assert megadetector_problems(folder / outputs.DETECTIONS) == ([], [])   # MegaDetector's own validator
     dets = json.loads((folder / outputs.DETECTIONS).read_text())
-    assert len(dets["images"]) == expected_analysed
-    assert dets["info"]["untrained_weights"] is True
-    for img in dets["images"]:
-        for d in img["detections"]:
-            assert d["category"] in dets["detection_categories"]
-            assert all(0 <= v <= 1.0001 for v in d["bbox"])
+    [entry] = dets["images"]
+    assert len(entry["frames_processed"]) == expected_analysed and entry["file"] == summary["video"]
+    assert entry["frame_rate"] == pytest.approx(summary["input"]["fps"])
+    assert dets["info"]["untrained_weights"] is True and dets["info"]["format_version"] == "1.6"
+    for d in entry["detections"]:
+        assert d["category"] in dets["detection_categories"] and d["frame_number"] in entry["frames_processed"]
+        assert all(0 <= v <= 1.0001 for v in d["bbox"])
     table = pd.read_hdf(folder / outputs.KEYPOINTS_H5)
     assert len(table) == expected_analysed
     assert table.columns.get_level_values("bodyparts").nunique() == bodyparts
@@ -111,10 +114,13 @@ def test_smoothing_writes_the_filtered_table_beside_the_raw_one(settings, make_v
 def test_classifier_labels_each_animal(settings, make_video, tmp_path):
     p = Pipeline(settings.replace(classifier="AI4GSnapshotSerengeti", detector_image_size=320))
     result = p.analyze(make_video(frames=5, fps=5), tmp_path, name="classified")
+    assert megadetector_problems(result.output_dir / outputs.DETECTIONS) == ([], [])
     dets = json.loads((result.output_dir / outputs.DETECTIONS).read_text())
     assert len(dets["classification_categories"]) == 10
-    animal_dets = [d for img in dets["images"] for d in img["detections"] if d["category"] == "1"]
-    per_frame = [[d for d in img["detections"] if d["category"] == "1"] for img in dets["images"]]
+    assert dets["info"]["classifier"] == "AI4GSnapshotSerengeti"
+    [entry] = dets["images"]
+    animal_dets = [d for d in entry["detections"] if d["category"] == "1"]
+    per_frame = [[d for d in animal_dets if d["frame_number"] == i] for i in entry["frames_processed"]]
     # the first max_animals (2) animal boxes of each frame carry a species, the rest do not
     for boxes in per_frame:
         assert [("classifications" in d) for d in boxes] == [True] * min(2, len(boxes)) + [False] * (len(boxes) - 2)

@@ -177,11 +177,11 @@ def test_a_segmented_run_gives_the_whole_runs_detections_and_keypoints_at_every_
     assert seg_plan is not None and seg_plan.count >= 3
     assert cut.summary["segments"]["count"] == seg_plan.count
     assert whole.frames_analysed == cut.frames_analysed and whole.frames_read == cut.frames_read
-    a = json.loads((whole.output_dir / outputs.DETECTIONS).read_text())["images"]
-    b = json.loads((cut.output_dir / outputs.DETECTIONS).read_text())["images"]
-    assert [i["frame_number"] for i in a] == [i["frame_number"] for i in b]
-    assert [i["detections"] for i in a] == [i["detections"] for i in b]  # every box, every frame, seams too
-    assert sum(len(i["detections"]) for i in a) > 0
+    [a] = json.loads((whole.output_dir / outputs.DETECTIONS).read_text())["images"]
+    [b] = json.loads((cut.output_dir / outputs.DETECTIONS).read_text())["images"]
+    assert a["frames_processed"] == b["frames_processed"]
+    assert a["detections"] == b["detections"]           # every box, with its frame number, seams too
+    assert len(a["detections"]) > 0
     assert poses_by_frame(whole.output_dir) == poses_by_frame(cut.output_dir)
     assert frames_of(whole.output_dir / outputs.LABELED_VIDEO) == frames_of(cut.output_dir / outputs.LABELED_VIDEO) \
         == whole.frames_analysed

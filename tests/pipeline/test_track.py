@@ -7,7 +7,7 @@ import supervision as sv
 from wildswarm.pipeline import outputs, smooth
 from wildswarm.pipeline.pose import KeyPoints
 from wildswarm.pipeline.render import track_paths, trajectory_plot
-from wildswarm.pipeline.track import Tracker
+from wildswarm.pipeline.track import Tracker, track_summary
 
 W, H = 640, 360
 
@@ -79,6 +79,24 @@ def test_ids_do_not_depend_on_other_trackers_in_the_process():
         other.update(frame((500, 300)))
         out.append(list(first.update(f).tracker_id))
     assert out == [[1, 2]] * 4
+
+
+def test_track_summary_gives_each_animal_its_span_and_the_species_most_of_its_boxes_got():
+    tracker = Tracker(fps=5.0, lost_seconds=2.0)
+    dets, meta = [], []
+    for i in range(6):
+        d = frame((100 + 10 * i, 100), (500, 250), conf=0.5 + 0.05 * i)
+        d.data["species"] = np.array(["zebra" if i != 2 else "wildebeest", "lion" if i < 3 else ""], dtype=object)
+        d.data["species_confidence"] = np.array([0.8, 0.6], np.float32)
+        dets.append(tracker.update(d))
+        meta.append((10 * i, 2.0 * i))
+    a, b = track_summary(meta, dets)
+    assert (a["id"], a["first_frame"], a["last_frame"], a["first_s"], a["last_s"], a["frames"]) == (1, 0, 50, 0, 10, 6)
+    assert a["species"] == "zebra" and a["species_confidence"] == pytest.approx(0.8) and a["max_conf"] == 0.75
+    assert b["species"] == "lion" and b["frames"] == 6
+    plain = Tracker(fps=5.0, lost_seconds=2.0)
+    [only] = track_summary(meta, [plain.update(frame((100, 100))) for _ in meta])    # no classifier ran
+    assert "species" not in only and only["frames"] == 6
 
 
 def pose_of(*xy, conf=0.9):

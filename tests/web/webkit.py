@@ -6,10 +6,14 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 from jsonschema import Draft202012Validator
 
+from wildswarm.exporters import megadetector as md
 from wildswarm.jobs import Job, JobStore, job_id_for
 from wildswarm.layout import Layout
+from wildswarm.pipeline.outputs import keypoint_table, write_keypoints
+from wildswarm.pipeline.pose import KeyPoints
 from wildswarm.web.openapi import document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,14 +49,21 @@ def make_done_job(store: JobStore, video: bytes, *, name: str = "fox", untrained
     out.mkdir(parents=True, exist_ok=True)
     (out / "labeled.mp4").write_bytes(video)
     (out / "trajectory.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-    (out / "detections.json").write_text(json.dumps({"images": [], "info": {"format_version": "1.4"}}))
-    (out / "keypoints.csv").write_text("scorer,x\n0,1\n")
-    (out / "keypoints.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (out / "detections.json").write_text(json.dumps(md.document(
+        [md.video_entry(f"{name}.mp4", 10.0, [0, 2, 4, 6, 8, 10],
+                        [md.detection(0, 0.9, (10, 20, 40, 60), (160, 96), 0)])],
+        md.info(detector="MDV6-yolov9-c", image_size=640, threshold=0.2, untrained=untrained))))
+    table = keypoint_table([(i, i / 10) for i in range(0, 12, 2)], [KeyPoints(np.full((1, 2, 2), 20.0, np.float32),
+                                                                               np.full((1, 2), 0.9, np.float32))] * 6,
+                           [np.array([1])] * 6, ["nose", "tail_base"], "wildswarm_test")
+    write_keypoints(out, table)
     (out / "tracks.csv").write_text("1,1,10.00,20.00,30.00,40.00,0.9000,-1,-1,-1\n")
     summary = {"video": f"{name}.mp4", "untrained_weights": untrained,
                "warning": "Made with UNTRAINED (random) weights: detections, species and keypoints are "
                           "meaningless." if untrained else None,
-               "frames": {"read": 12, "analysed": 6}, "animals": {"max_per_frame": 1, "distinct": 1},
+               "frames": {"read": 12, "analysed": 6, "output_fps": 5.0}, "animals": {"max_per_frame": 1, "distinct": 1},
+               "input": {"width": 160, "height": 96, "fps": 10.0, "frames": 12, "duration_s": 1.2},
+               "bodyparts": ["nose", "tail_base"], "skeleton": [[0, 1]],
                "tracks": [{"id": 1, "name": "animal1", "first_frame": 0, "last_frame": 10, "frames": 6}],
                "timings_s": {"detect": 0.5, "pose": 0.25}}
     (out / "summary.json").write_text(json.dumps(summary))

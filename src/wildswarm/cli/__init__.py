@@ -1,4 +1,4 @@
-"""The ``wildswarm`` command: wiring only (``cli/pipeline.py``, ``cli/jobs.py``, ``cli/web.py``).
+"""The ``wildswarm`` command: wiring only (``cli/pipeline.py``, ``cli/jobs.py``, ``cli/web.py``, ``cli/export.py``).
 
 Each command builds a :class:`Settings` (environment, then options), hands it
 to the module that does the work, and turns a :class:`WildswarmError` into a
@@ -45,3 +45,4 @@ def main(ctx: click.Context, data: str | None) -> None:
 from wildswarm.cli import pipeline as _pipeline  # noqa: E402,F401
 from wildswarm.cli import jobs as _jobs  # noqa: E402,F401
 from wildswarm.cli import web as _web  # noqa: E402,F401
+from wildswarm.cli import export as _export  # noqa: E402,F401

@@ -11,13 +11,13 @@ import os
 import re
 import shutil
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import supervision as sv
 
-from wildswarm.pipeline.detect import ANIMAL, CLASS_NAMES
+from wildswarm.exporters import megadetector as md
+from wildswarm.pipeline.detect import ANIMAL
 from wildswarm.pipeline.files import (DETECTIONS, FILTERED_CSV, FILTERED_H5, KEYPOINTS_CSV, KEYPOINTS_H5,  # noqa: F401
                                       LABELED_VIDEO, SUMMARY, TRACKS, TRAJECTORY, expected)
 from wildswarm.pipeline.pose import KeyPoints
@@ -69,37 +69,21 @@ def clean_partial(root: Path, name: str) -> None:
 
 
 def write_detections(path: Path, video_name: str, frames: list[tuple[int, float]], dets: list[sv.Detections],
-                     size: tuple[int, int], *, detector: str, classifier: dict[int, str] | None,
-                     frame_rate: float, untrained: bool) -> None:
-    """MegaDetector batch-output JSON (format 1.4), one entry per analysed frame."""
-    w, h = size
-    species_ids: dict[str, str] = {}
-    if classifier:
-        species_ids = {name: str(k) for k, name in classifier.items()}
-    images = []
-    for (index, t), det in zip(frames, dets):
-        entries = []
+                     size: tuple[int, int], *, frame_rate: float, classifier: dict[int, str] | None,
+                     info: dict) -> None:
+    """MegaDetector batch-output JSON (format 1.6): the video as one entry, every kept box with the
+    source ``frame_number`` it was seen in; ``frame_rate`` is the source video's."""
+    species_ids = {name: str(k) for k, name in classifier.items()} if classifier else {}
+    boxes = []
+    for (index, _), det in zip(frames, dets):
+        species = det.data.get("species")
         for j in range(len(det)):
-            x1, y1, x2, y2 = (float(v) for v in det.xyxy[j])
-            entry = {"category": str(int(det.class_id[j]) + 1), "conf": round(float(det.confidence[j]), 4),
-                     "bbox": [round(x1 / w, 4), round(y1 / h, 4), round((x2 - x1) / w, 4), round((y2 - y1) / h, 4)]}
-            species = det.data.get("species")
-            if species is not None and det.class_id[j] == ANIMAL and species[j]:
-                entry["classifications"] = [[species_ids[species[j]], round(float(det.data["species_confidence"][j]), 4)]]
-            entries.append(entry)
-        images.append({"file": f"{video_name}/frame{index:06d}.jpg", "frame_number": index,
-                       "time_s": round(t, 3), "max_detection_conf": max((e["conf"] for e in entries), default=0.0),
-                       "detections": entries})
-    doc = {
-        "info": {"format_version": "1.4", "detector": detector, "untrained_weights": untrained,
-                 "detection_completion_time": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-                 "video": video_name, "frame_rate": frame_rate},
-        "detection_categories": {str(k + 1): v for k, v in CLASS_NAMES.items()},
-        "images": images,
-    }
-    if classifier:
-        doc["classification_categories"] = {str(k): v for k, v in classifier.items()}
-    path.write_text(json.dumps(doc, indent=1))
+            named = species is not None and det.class_id[j] == ANIMAL and species[j]
+            boxes.append(md.detection(det.class_id[j], det.confidence[j], det.xyxy[j], size, index, species=(
+                species_ids[species[j]], det.data["species_confidence"][j]) if named else None))
+    entry = md.video_entry(video_name, frame_rate, [i for i, _ in frames], boxes)
+    names = {str(k): v for k, v in classifier.items()} if classifier else None
+    md.write(path, md.document([entry], info, names))
 
 
 def keypoint_table(frames: list[tuple[int, float]], poses: list[KeyPoints], ids: list[np.ndarray],

@@ -102,10 +102,11 @@ def trajectory_plot(path: Path, poses: list[KeyPoints], ids: list[np.ndarray], *
             if not seen.any():
                 continue
             colour = colours(n % colours.N)
+            first, last = np.flatnonzero(seen)[[0, -1]]
+            span = xy[first:last + 1]    # only the animal's span: a long video has many short tracks
             # a line where the animal was seen in consecutive analysed frames, a dot for every sighting
-            ax.plot(xy[:, 0], xy[:, 1], "-", color=colour, linewidth=1.2, alpha=0.8)
+            ax.plot(span[:, 0], span[:, 1], "-", color=colour, linewidth=1.2, alpha=0.8)
             ax.plot(xy[seen, 0], xy[seen, 1], "o", color=colour, markersize=2.5, label=f"animal {tid}")
-            first = np.flatnonzero(seen)[0]
             ax.annotate(str(tid), xy[first], color=colour, fontsize=8, fontweight="bold")
             drawn += int(seen.sum())
         if loose:

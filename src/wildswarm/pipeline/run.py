@@ -318,8 +318,8 @@ class Pipeline:
         scorer = f"wildswarm_{s.pose}_{s.detector}"
         outputs.write_detections(
             tmp / outputs.DETECTIONS, video.name, frames.meta, frames.dets, (info.width, info.height),
-            detector=s.detector, classifier=self.classifier.names if self.classifier else None,
-            frame_rate=out_fps, untrained=self.untrained)
+            frame_rate=info.fps or out_fps, classifier=self.classifier.names if self.classifier else None,
+            info=self.md_info())
         outputs.write_tracks(tmp / outputs.TRACKS, frames.meta, frames.dets)
         table = outputs.keypoint_table(frames.meta, frames.poses, ids, self.pose.bodyparts, scorer)
         outputs.write_keypoints(tmp, table)
@@ -344,6 +344,14 @@ class Pipeline:
                       frames_read=frames.read, frames_analysed=len(frames.meta),
                       animals=summary["animals"]["max_per_frame"], untrained=self.untrained,
                       timings=dict(timings), summary=summary)
+
+    def md_info(self) -> dict:
+        """The ``info`` of this pipeline's MegaDetector JSON: its models and threshold."""
+        from wildswarm.exporters import megadetector as md
+        s = self.settings
+        return md.info(detector=s.detector, image_size=s.detector_image_size, threshold=s.detection_threshold,
+                       untrained=self.untrained, classifier=s.classifier if self.classifier else None,
+                       extra={"wildswarm": {"version": __version__, "sampled_fps": s.fps}})
 
     def _summary(self, video, info, decoded, frames_meta, dets, poses, tracks, out_fps, timings) -> dict:
         from wildswarm.pipeline.detect import ANIMAL
@@ -376,8 +384,22 @@ class Pipeline:
                         "species": dict(species)},
             "tracks": tracks,
             "bodyparts": list(self.pose.bodyparts),
+            "skeleton": [[int(a), int(b)] for a, b in getattr(self.pose, "skeleton", [])],
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "software": _versions(),
             "model_load_s": round(self.load_seconds, 3),
             "host": platform.node(),
             "files": list(outputs.expected(s.smooth != "none")),
         }
+
+
+def _versions() -> dict[str, str]:
+    """The versions of what made a result (NWB and Camtrap DP exports name them)."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"wildswarm": __version__}
+    for dist in ("deeplabcut", "PytorchWildlife", "torch", "supervision"):
+        try:
+            out[dist.lower()] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -75,14 +75,36 @@ class Tracker:
 
 
 def track_summary(meta: list[tuple[int, float]], dets: list[sv.Detections]) -> list[dict]:
-    """Per track: its id and name, first and last source frame, and how many analysed frames show it."""
-    seen: dict[int, list[int]] = {}
-    for (index, _), det in zip(meta, dets):
-        if det.tracker_id is not None:
-            for tid in sorted({int(t) for t in det.tracker_id if t > 0}):
-                seen.setdefault(tid, []).append(index)
-    return [{"id": tid, "name": track_name(tid), "first_frame": f[0], "last_frame": f[-1], "frames": len(f)}
-            for tid, f in sorted(seen.items())]
+    """Per track: its id and name, first and last source frame and time, how many analysed frames show
+    it, its best detection confidence, and its species where a classifier ran: the one most of its
+    boxes were given, with their mean probability (a track is one animal, so one species)."""
+    seen: dict[int, dict] = {}
+    for (index, t), det in zip(meta, dets):
+        if det.tracker_id is None:
+            continue
+        species = det.data.get("species")
+        for j, tid in enumerate(det.tracker_id):
+            tid = int(tid)
+            if tid <= 0:
+                continue
+            track = seen.setdefault(tid, {"frames": [], "times": [], "conf": 0.0, "votes": {}})
+            if not track["frames"] or track["frames"][-1] != index:
+                track["frames"].append(index)
+                track["times"].append(t)
+            track["conf"] = max(track["conf"], float(det.confidence[j]))
+            if species is not None and species[j]:
+                track["votes"].setdefault(str(species[j]), []).append(float(det.data["species_confidence"][j]))
+    out = []
+    for tid, track in sorted(seen.items()):
+        row = {"id": tid, "name": track_name(tid), "first_frame": track["frames"][0],
+               "last_frame": track["frames"][-1], "first_s": round(track["times"][0], 3),
+               "last_s": round(track["times"][-1], 3), "frames": len(track["frames"]),
+               "max_conf": round(track["conf"], 4)}
+        if track["votes"]:
+            name, probs = max(track["votes"].items(), key=lambda kv: (len(kv[1]), sum(kv[1])))
+            row["species"], row["species_confidence"] = name, round(sum(probs) / len(probs), 4)
+        out.append(row)
+    return out
 
 
 def track_name(tid: int) -> str:

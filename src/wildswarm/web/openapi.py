@@ -5,6 +5,7 @@ The tests validate this document and every API response against it.
 from __future__ import annotations
 
 from wildswarm import __version__
+from wildswarm.exporters import FORMATS as EXPORT_FORMATS
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 
@@ -117,6 +118,16 @@ SCHEMAS = {
 
 _UNAUTHORIZED = _error("No valid login session or bearer token")
 _NOT_FOUND = _error("No such job, or no such file")
+_FORMAT = {"name": "format", "in": "path", "required": True, "description": "Export format (docs/exports.md)",
+           "schema": {"type": "string", "enum": list(EXPORT_FORMATS)}}
+_EXPORT = {"description": "The export, as an attachment: JSON for md-json, a zip for the others",
+           "content": {"application/json": {"schema": {"type": "object"}},
+                       "application/zip": {"schema": {"type": "string", "format": "binary"}}}}
+_REFUSED = {"description": "A job is unknown, not finished or without its result: each one named",
+            "content": {"application/json": {"schema": {
+                "type": "object", "required": ["error", "reason", "problems"],
+                "properties": {"error": {"type": "string"}, "reason": {"type": "string"},
+                               "problems": {"type": "array", "items": {"type": "string"}}}}}}}
 
 
 def _json(ref: str, description: str) -> dict:
@@ -202,6 +213,26 @@ PATHS = {
                 "parameters": [_JOB_ID],
                 "responses": {"200": {"description": "The zip", "content": {"application/zip": {"schema": {
                     "type": "string", "format": "binary"}}}}, "401": _UNAUTHORIZED, "404": _NOT_FOUND}},
+    },
+    "/api/jobs/{job_id}/export/{format}": {
+        "get": {"operationId": "exportJob", "summary": "One finished job's result in a field format (a file)",
+                "parameters": [_JOB_ID, _FORMAT],
+                "responses": {"200": _EXPORT, "400": _error("No such format"), "401": _UNAUTHORIZED,
+                              "404": _NOT_FOUND, "409": _REFUSED}},
+    },
+    "/api/exports": {
+        "post": {"operationId": "exportJobs", "summary": "Many finished jobs' results in one file of a field format",
+                 "requestBody": {"required": True, "content": {
+                     "application/json": {"schema": {
+                         "type": "object", "required": ["format", "jobs"],
+                         "properties": {"format": {"type": "string", "enum": list(EXPORT_FORMATS)},
+                                        "jobs": {"type": "array", "minItems": 1, "maxItems": 2000,
+                                                 "items": {"type": "string"}}}}},
+                     "application/x-www-form-urlencoded": {"schema": {
+                         "type": "object", "properties": {"format": {"type": "string"},
+                                                          "job": {"type": "array", "items": {"type": "string"}}}}}}},
+                 "responses": {"200": _EXPORT, "400": _error("Bad format or job list"), "401": _UNAUTHORIZED,
+                               "409": _REFUSED}},
     },
     "/api/openapi.json": {
         "get": {"operationId": "openapi", "summary": "This document", "security": [],

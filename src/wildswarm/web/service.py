@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import current_app, url_for
 
+from wildswarm.exporters import FORMATS
 from wildswarm.jobs import Job, JobStatus, JobStore
 from wildswarm.layout import Layout
 from wildswarm.web import results
@@ -28,6 +29,8 @@ def job_json(job: Job, detail: bool = False) -> dict:
                           "url": url_for("files.job_file", job_id=job.id, filename=f.name)} for f in files]
         if files:
             data["links"]["zip"] = url_for("files.job_zip", job_id=job.id)
+            data["links"]["exports"] = {fmt: url_for("exports.api_job_export", job_id=job.id, format=fmt)
+                                        for fmt in FORMATS}
         summary = results.read_summary(folder)
         data["warning"] = None
         if summary and (summary.get("untrained_weights") or summary.get("warning")):

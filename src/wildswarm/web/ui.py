@@ -5,7 +5,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from wildswarm.errors import JobConflict
 from wildswarm.jobs import JobStatus
-from wildswarm.web import results, service
+from wildswarm.web import exports, results, service
 from wildswarm.web.query import TOTAL_CAP, BadQuery, job_query
 from wildswarm.web.uploads import UploadRefused, accept_counted, upload_limit, uploaded
 
@@ -91,7 +91,8 @@ def job(job_id: str):
     return render_template("job.html", job=record, data=data, files=files, summary=summary,
                            summary_rows=results.summary_rows(summary), retriable=service.retriable(record),
                            has_video=results.VIDEO in names, has_plot=results.PLOT in names,
-                           pending=record.publish_pending, output=results.output_name(record))
+                           pending=record.publish_pending, output=results.output_name(record),
+                           exports=exports.offered())
 
 
 @bp.post("/jobs/<job_id>/retry")

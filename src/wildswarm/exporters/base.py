@@ -1,0 +1,151 @@
+"""What every exporter shares: a finished video's result as exporters read it, and their interface.
+
+An exporter is one module with one class: a ``name`` (``md-json``), a ``label``, the ``suffix`` and
+``mimetype`` of the one file it writes, and ``write(results, out, options)`` that writes that file
+to a binary stream. It reads only the canonical result the pipeline wrote (``output/<name>/``) and
+the job's record; it never runs a model. The next format is one more module.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO, ClassVar, Iterable
+
+from wildswarm.errors import ExportError
+from wildswarm.pipeline import files
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    deployment: dict | None = None     # Camtrap DP: the deployment the videos come from
+    media_observations: bool = False   # Camtrap DP: per-box rows as well as per-track ones
+    title: str | None = None
+    subject: dict | None = None        # NWB: species (Latin or an NCBI taxon IRI), sex, age (ISO 8601)
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """One finished job's result: its record and its output folder; where its video is now."""
+
+    job_id: str
+    video: str                           # the input's file name
+    folder: Path                         # output/<name>/
+    source: Path | None = None           # the video itself (input_done/), where it is still kept
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    deployment: dict | None = None
+    media: dict = field(default_factory=dict)   # the video's own metadata (creation time, camera)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @cached_property
+    def summary(self) -> dict:
+        return self._json(files.SUMMARY)
+
+    @cached_property
+    def detections(self) -> dict:
+        return self._json(files.DETECTIONS)
+
+    @property
+    def entry(self) -> dict:
+        """The video's entry of its MegaDetector JSON."""
+        images = self.detections.get("images") or []
+        if len(images) != 1:
+            raise ExportError(f"{self.name}: {files.DETECTIONS} is not one video's result (format 1.6 keeps a "
+                              "video as one entry); analyse the video again to export it")
+        return images[0]
+
+    def tracks(self) -> list[dict]:
+        """The MOTChallenge rows of ``tracks.csv`` (frame 1-based, boxes in pixels)."""
+        path = self.folder / files.TRACKS
+        if not path.is_file():
+            return []
+        keys = ("frame", "id", "left", "top", "width", "height", "conf")
+        with open(path, newline="") as f:
+            return [{k: (int(v) if k in ("frame", "id") else float(v)) for k, v in zip(keys, row)}
+                    for row in csv.reader(f) if row]
+
+    def keypoints(self):
+        """The DeepLabCut-style table (pandas), or None when the video has none."""
+        import pandas as pd
+        path = self.folder / files.KEYPOINTS_H5
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_hdf(path, "df_with_missing")
+        except Exception as exc:   # tables' HDF5 errors, a missing key, a truncated file
+            raise ExportError(f"cannot export {self.name}:", [f"{files.KEYPOINTS_H5} cannot be read: "
+                                                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"])
+
+    def _json(self, name: str) -> dict:
+        path = self.folder / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ExportError(f"{self.name}: its result has no {name}") from None
+        except ValueError as exc:
+            raise ExportError(f"{self.name}: {name} is not valid JSON ({exc})") from None
+
+
+class Exporter:
+    name: ClassVar[str]
+    label: ClassVar[str]
+    suffix: ClassVar[str]
+    mimetype: ClassVar[str]
+
+    def write(self, results: list[VideoResult], out: BinaryIO, options: ExportOptions) -> None:
+        raise NotImplementedError
+
+    def filename(self, results: list[VideoResult]) -> str:
+        stem = results[0].name if len(results) == 1 else f"wildswarm-{len(results)}-videos"
+        return f"{stem}-{self.name}{self.suffix}"
+
+
+def csv_text(header: list[str], rows: Iterable[Iterable]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def zip_writer(out: BinaryIO) -> zipfile.ZipFile:
+    """A zip written straight to ``out`` (a response stream need not be seekable)."""
+    return zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6)
+
+
+def select(store, layout, job_ids: Iterable[str]) -> list[VideoResult]:
+    """The results of finished jobs, in the order asked; an unknown or unfinished job is an error
+    naming each one (an export never silently leaves a video out)."""
+    from wildswarm.jobs import JobStatus
+    results, problems = [], []
+    for job_id in dict.fromkeys(job_ids):
+        job = store.find(job_id)
+        if job is None or job.is_segment:
+            problems.append(f"{job_id}: no such job")
+        elif job.status is not JobStatus.DONE or not job.output:
+            problems.append(f"{job_id} ({job.input_name}): {job.status.value}, not done")
+        elif not layout.output_dir(job.output).is_dir():
+            problems.append(f"{job_id} ({job.input_name}): its result folder output/{job.output} is gone")
+        else:
+            source = layout.input_done / job.input_name
+            results.append(VideoResult(job.id, job.input_name, layout.output_dir(job.output),
+                                       source if source.is_file() else None, job.created_at, job.finished_at))
+    if problems:
+        raise ExportError("cannot export these jobs:", problems)
+    if not results:
+        raise ExportError("no jobs to export")
+    return results
+
+
+def export(fmt: str, results: list[VideoResult], out: BinaryIO, options: ExportOptions | None = None) -> None:
+    from wildswarm.exporters import get
+    get(fmt).write(results, out, options or ExportOptions())

@@ -1,0 +1,81 @@
+"""Exports over the web: one job's result in a field format, many jobs' in one file, refusals."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from kit.validators import megadetector_problems
+from webkit import make_running_job
+from wildswarm.layout import Layout
+
+pytestmark = pytest.mark.slow          # the seed videos are analysed once for the session
+
+
+@pytest.fixture
+def finished(store, settings, seed_results, seed_videos):
+    """The seed videos' real results as finished jobs of this test's job store."""
+    layout = Layout(settings.data)
+    jobs = []
+    for n, (folder, video) in enumerate(zip(seed_results, seed_videos)):
+        shutil.copytree(folder, layout.output / folder.name)
+        shutil.copy2(video, layout.input_done / video.name)
+        job_id = f"5eed{n:012x}"
+        store.submit(job_id, video.name, video.stat().st_size)
+        store.claim(job_id, "w/x", "w")
+        jobs.append(store.finish(job_id, "w/x", output=folder.name, outputs=[], frames=1, untrained=True, timings={}))
+    return jobs
+
+
+def test_one_job_exports_in_each_format(client, finished):
+    job = finished[0]
+    r = client.get(f"/jobs/{job.id}/export/md-json")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    assert f'filename={job.output}-md-json.json' in r.headers["Content-Disposition"]
+    doc = json.loads(r.data)
+    assert megadetector_problems(doc) == ([], []) and [e["file"] for e in doc["images"]] == [job.input_name]
+    for fmt, inside in (("csv", "detections.csv"), ("mot", f"{job.output}.txt"), ("nwb", f"{job.output}.nwb")):
+        r = client.get(f"/jobs/{job.id}/export/{fmt}")
+        assert r.status_code == 200 and r.mimetype == "application/zip", (fmt, r.data[:200])
+        assert inside in zipfile.ZipFile(io.BytesIO(r.data)).namelist()
+    assert client.get(f"/jobs/{job.id}/export/xls").status_code == 400
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)          # the job page offers each format
+    assert all(f'href="/jobs/{job.id}/export/{fmt}"' in page for fmt in ("md-json", "nwb", "csv", "mot"))
+    links = client.get(f"/api/jobs/{job.id}").get_json()["links"]["exports"]
+    assert links["nwb"] == f"/api/jobs/{job.id}/export/nwb"
+
+
+def test_many_jobs_export_to_one_file_through_the_api(app, finished, bearer, openapi):
+    c = app.test_client()
+    r = c.post("/api/exports", json={"format": "md-json", "jobs": [j.id for j in finished]}, headers=bearer)
+    assert r.status_code == 200, r.data
+    openapi.check("POST", "/api/exports", r)
+    doc = json.loads(r.data)
+    assert megadetector_problems(doc) == ([], []) and len(doc["images"]) == 2
+    assert "wildswarm-2-videos-md-json.json" in r.headers["Content-Disposition"]
+
+
+def test_an_export_naming_an_unfinished_or_unknown_job_is_refused_and_says_which(app, store, finished, bearer,
+                                                                               openapi):
+    running = make_running_job(store)
+    c = app.test_client()
+    r = c.post("/api/exports", json={"format": "csv", "jobs": [finished[0].id, running.id, "0000000000000bad"]},
+               headers=bearer)
+    assert r.status_code == 409
+    openapi.check("POST", "/api/exports", r)
+    body = r.get_json()
+    assert body["reason"] == "export_refused" and len(body["problems"]) == 2
+    assert any(running.id in p and "running" in p for p in body["problems"])
+    assert any("0000000000000bad" in p and "no such job" in p for p in body["problems"])
+    for bad in ({"format": "csv", "jobs": []}, {"format": "xls", "jobs": [finished[0].id]}, {"jobs": "x"}, [1]):
+        assert c.post("/api/exports", json=bad, headers=bearer).status_code == 400
+
+
+def test_the_export_form_needs_the_csrf_token(client, finished):
+    form = {"format": "md-json", "job": [j.id for j in finished]}
+    assert client.post("/api/exports", data=form).status_code in (400, 403)
+    r = client.post("/api/exports", data={**form, "csrf_token": client.csrf})
+    assert r.status_code == 200 and len(json.loads(r.data)["images"]) == 2
