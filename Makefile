@@ -26,7 +26,7 @@ help: ## this list
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[pipeline,web,export,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[pipeline,web,intake,export,dev]'
 	$(BIN)/pip install -q --no-deps megadetector==10.0.28
 	touch $@
 

@@ -28,6 +28,7 @@ from wildswarm.publisher import Publisher
 from wildswarm.config import Settings
 from wildswarm.errors import JobConflict, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
+from wildswarm.jobs.deployments import Deployments, parse_time
 from wildswarm.layout import Layout, move_into, safe_name
 from wildswarm.messages import JobMessage
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class Refused(VideoError):
-    """Not a video we take; ``kind`` says why: bad_type | too_large | empty."""
+    """Not a video we take; ``kind`` says why: bad_type | too_large | empty | bad_deployment | bad_time."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -70,16 +71,21 @@ class Intake:
         self.store = store
         self.publisher = publisher
         self.layout = Layout(settings.data)
+        self.deployments = Deployments(store.db)
 
     def note(self, line: str) -> None:
         log.info(line)
         self.layout.log(self.settings.node, line)
 
     # --- a complete copy, staged outside input/ (web upload, wildswarm submit) -----------------
-    def admit_staged(self, staged: Path, name: str, source: str) -> Admission:
-        """Queue the video written to ``staged`` under the name ``name``; ``staged`` is gone afterwards."""
+    def admit_staged(self, staged: Path, name: str, source: str, *, deployment_id: str | None = None,
+                     recorded_at: str | None = None) -> Admission:
+        """Queue the video written to ``staged`` under the name ``name``; ``staged`` is gone afterwards.
+        ``deployment_id``: the known deployment it was recorded in; ``recorded_at``: when it was
+        recorded (ISO 8601), for a video whose own metadata does not say or says wrong."""
         try:
             self._check(name, staged.stat().st_size)
+            media = self._media(staged, deployment_id, recorded_at)
             job_id = job_id_for(staged)
             known = self.store.find(job_id)
             if known is not None:
@@ -92,7 +98,7 @@ class Intake:
             final = self.layout.claim_input(staged, name)
         finally:
             staged.unlink(missing_ok=True)
-        return self._record_and_publish(job_id, final, source)
+        return self._record_and_publish(job_id, final, source, deployment_id=deployment_id, media=media)
 
     # --- a file settled in input/ (the producer) --------------------------------------------------------
     def admit_dropped(self, path: Path) -> Admission:
@@ -109,7 +115,7 @@ class Intake:
             renamed = self.layout.claim_input(path, path.name)
             self.note(f"{path.name}: renamed to {renamed.name} (unsafe or already taken)")
             path = renamed
-        return self._record_and_publish(job_id, path, "dropped into input/")
+        return self._record_and_publish(job_id, path, "dropped into input/", media=self._media(path))
 
     # --- retry --------------------------------------------------------------------------------------------
     def retry(self, job_id: str, copy: Path | None = None, how: str = "retried") -> Admission:
@@ -137,8 +143,28 @@ class Intake:
         if why:
             raise Refused(why[0], f"{name}: {why[1]}")
 
-    def _record_and_publish(self, job_id: str, final: Path, source: str) -> Admission:
-        job, created = self.store.submit(job_id, final.name, final.stat().st_size)
+    def _media(self, video: Path, deployment_id: str | None = None, recorded_at: str | None = None) -> dict:
+        """The video's own metadata, and the recording time given with it; checks the deployment
+        is known first (:class:`Refused`), so nothing is claimed for an upload that names none."""
+        if deployment_id is not None and self.deployments.get(deployment_id) is None:
+            raise Refused("bad_deployment", f"there is no deployment {deployment_id!r}: add it first, or choose "
+                                            "one that is known")
+        from wildswarm.pipeline.video import media_metadata   # PyAV: the web and producer images have it
+        try:
+            media = media_metadata(video)
+        except VideoError:
+            media = {}           # not a readable video: the worker says so, with its reason
+        if recorded_at:
+            try:
+                media["given_time"] = parse_time(recorded_at).isoformat(timespec="seconds")
+            except ValueError as exc:
+                raise Refused("bad_time", f"recorded at: {exc}") from None
+        return media
+
+    def _record_and_publish(self, job_id: str, final: Path, source: str, *, deployment_id: str | None = None,
+                            media: dict | None = None) -> Admission:
+        job, created = self.store.submit(job_id, final.name, final.stat().st_size, deployment_id=deployment_id,
+                                         media=media)
         if not created:          # the same video, admitted at the same moment by another path
             moved = move_into(final, self.layout.input_failed, job_id[:8])
             self.note(f"{final.name}: same content as job {job_id} ({job.input_name}); not queued again"

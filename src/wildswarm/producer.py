@@ -39,8 +39,9 @@ from wildswarm.reconciler import Reconciler, safe_run
 log = logging.getLogger(__name__)
 
 
-def submit_file(intake: Intake, video: Path) -> Admission:
-    """Copy ``video`` into uploads/ and admit it (``wildswarm submit``)."""
+def submit_file(intake: Intake, video: Path, **given) -> Admission:
+    """Copy ``video`` into uploads/ and admit it (``wildswarm submit``); ``given``: its
+    ``deployment_id`` and ``recorded_at``, as :meth:`Intake.admit_staged` takes them."""
     video = Path(video)
     if not video.is_file():
         raise VideoError(f"{video}: no such file")
@@ -56,7 +57,7 @@ def submit_file(intake: Intake, video: Path) -> Admission:
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
-    return intake.admit_staged(staged, name, source=f"submitted from {video.name}")
+    return intake.admit_staged(staged, name, source=f"submitted from {video.name}", **given)
 
 
 @dataclass

@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 import zipfile
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 
-from kit.validators import megadetector_problems, nwb_problems, nwb_suggestions
+from kit.validators import camtrap_problems, megadetector_problems, nwb_problems, nwb_suggestions
 from wildswarm import exporters
 from wildswarm.errors import ExportError
 from wildswarm.exporters.base import ExportOptions, VideoResult
@@ -144,3 +145,97 @@ def test_the_cli_exports_result_folders(seed_results, tmp_path):
                           "--format", "md-json"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nothing to export" in bad.stderr
     assert not list(tmp_path.glob(".*.part"))
+
+
+CAM = {"id": "cam42-2026-07", "location_name": "Mara river", "latitude": -1.4061, "longitude": 35.0112,
+       "coordinate_uncertainty": 30, "deployment_start": "2026-07-01T06:00:00+03:00",
+       "deployment_end": "2026-07-21T18:00:00+03:00", "camera_model": "Reconyx-HF2X"}
+PACKAGE = ExportOptions(contributors=({"title": "A. Ranger", "email": "ranger@example.org"},),
+                        sampling_design="targeted", capture_method="activityDetection", title="Seed videos")
+
+
+def placed(results, deployment=CAM, times=("2026-07-03T05:12:00+03:00", "2026-07-04T21:05:09+00:00")):
+    from dataclasses import replace
+    return [replace(r, deployment=dict(deployment), media={"given_time": t}) for r, t in zip(results, times)]
+
+
+def test_camtrap_dp_passes_frictionless_against_the_official_profile_and_schemas(results, tmp_path):
+    data = export("camtrap-dp", placed(results), replace_options(media_observations=True))
+    assert camtrap_problems(data, tmp_path) == []
+    pkg = json.loads((tmp_path / "datapackage.json").read_text())
+    assert pkg["profile"] == "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/camtrap-dp-profile.json"
+    assert pkg["spatial"] == {"type": "Point", "coordinates": [35.0112, -1.4061]}
+    assert pkg["temporal"] == {"start": "2026-07-01", "end": "2026-07-21"}
+    media = list(csv.DictReader(open(tmp_path / "media.csv")))
+    assert [m["filePath"] for m in media] == [r.video for r in results]
+    assert media[0]["timestamp"] == "2026-07-03T05:12:00+03:00" and media[0]["fileMediatype"] == "video/mp4"
+    obs = list(csv.DictReader(open(tmp_path / "observations.csv")))
+    events = [o for o in obs if o["observationLevel"] == "event" and o["observationType"] == "animal"]
+    assert len(events) == sum(len(r.summary["tracks"]) for r in results) > 0
+    assert all(o["classificationMethod"] == "machine" and o["count"] == "1" for o in events)
+    first = results[0].summary["tracks"][0]
+    row = next(o for o in events if o["observationID"] == f"job0-{first['name']}")
+    start = datetime.fromisoformat("2026-07-03T05:12:00+03:00")
+    offset = datetime.fromisoformat(row["eventStart"]) - start           # whole seconds, as the schema writes them
+    assert timedelta(0) <= timedelta(seconds=first["first_s"]) - offset < timedelta(seconds=1)
+    named = [o["scientificName"] for o in events if o["scientificName"]]
+    assert {n["scientificName"] for n in pkg["taxonomic"]} == set(named)
+    boxes = [o for o in obs if o["observationLevel"] == "media"]
+    assert len(boxes) == len(events) and all(0 <= float(o["bboxX"]) <= 1 for o in boxes)
+
+
+def replace_options(**changes) -> ExportOptions:
+    from dataclasses import replace
+    return replace(PACKAGE, **changes)
+
+
+def test_camtrap_dp_asks_for_what_is_missing_and_invents_nothing(results):
+    no_time = [VideoResult(r.job_id, r.video, r.folder, deployment=dict(CAM)) for r in results]
+    with pytest.raises(ExportError) as caught:
+        export("camtrap-dp", no_time, ExportOptions())
+    text = str(caught.value)
+    assert "contributors" in text and "sampling design" in text and "capture-method" in text
+    assert all(f"{r.video}: when it was recorded" in text for r in results)
+    bare = placed(results, deployment={"id": "cam1", "latitude": None, "longitude": None,
+                                       "deployment_start": None, "deployment_end": None})
+    with pytest.raises(ExportError, match="deployment cam1: latitude, longitude, deployment_start, deployment_end"):
+        export("camtrap-dp", bare, PACKAGE)
+    with pytest.raises(ExportError, match="its deployment"):
+        export("camtrap-dp", [VideoResult("j", "v.mp4", results[0].folder, media={"given_time": "2026-01-01"})],
+               PACKAGE)
+
+
+def test_a_classifier_label_maps_to_a_scientific_name_or_none():
+    from wildswarm.exporters.taxa import scientific_name
+    assert scientific_name("zebra") == "Equus quagga" and scientific_name("Dasyprocta") == "Dasyprocta"
+    assert scientific_name("other") is None and scientific_name("Human") is None and scientific_name("") is None
+
+
+def test_the_cli_exports_a_deployment_as_a_camtrap_package(db_settings, store, seed_results, seed_videos, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from kit.procs import settings_env
+    from wildswarm.cli import main
+    from wildswarm.jobs.deployments import Deployment, Deployments
+    from wildswarm.layout import Layout
+
+    layout = Layout(db_settings.data).ensure()
+    Deployments(store.db).save(Deployment.parse(CAM))
+    for n, (folder, video) in enumerate(zip(seed_results, seed_videos)):
+        shutil.copytree(folder, layout.output / folder.name)
+        job_id = f"5eed{n:012x}"
+        store.submit(job_id, video.name, 1, deployment_id=CAM["id"], media={"given_time": "2026-07-05T10:00:00Z"})
+        store.claim(job_id, "w/x", "w")
+        store.finish(job_id, "w/x", output=folder.name, outputs=[], frames=1, untrained=True, timings={})
+    env = {k: v for k, v in settings_env(db_settings).items() if k.startswith("WILDSWARM_")}
+    out = tmp_path / "package.zip"
+    args = ["export", "--format", "camtrap-dp", "--deployment", CAM["id"], "-o", str(out)]
+    asked = CliRunner().invoke(main, args, env=env)
+    assert asked.exit_code == 2 and "sampling design" in asked.output and not out.exists()
+    done = CliRunner().invoke(main, [*args, "--contributor", "A. Ranger <ranger@example.org>", "--sampling-design",
+                                     "targeted", "--capture-method", "activityDetection"], env=env)
+    assert done.exit_code == 0, done.output
+    assert camtrap_problems(out.read_bytes(), tmp_path / "check") == []
+    assert len(list(csv.DictReader(open(tmp_path / "check" / "media.csv")))) == 2

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: ../shared beside a checkout (and in CI): the seed videos and the field formats' standards.
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 #: The two real camera-trap videos beside a checkout (and in CI): WILDSWARM_SEED_VIDEOS, or ../shared/...
 SEED_VIDEOS = Path(os.environ.get("WILDSWARM_SEED_VIDEOS") or
                    Path(__file__).resolve().parents[3] / "shared" / "data" / "seed-examples")

@@ -49,3 +49,22 @@ def test_submit_without_a_broker_records_the_job_to_be_queued_later(db_settings,
     assert "queued when the broker answers" in out.output
     (job,) = store.list()
     assert job.publish_pending and (db_settings.data / "input" / "a.mp4").exists()
+
+
+def test_deployments_are_added_and_listed_and_submit_keeps_one_with_the_recording_time(db_settings, store, tmp_path):
+    out = invoke(db_settings, "deployments", "--add", "id=cam7", "--add", "latitude=52.1", "--add", "longitude=4.3",
+                 "--add", "location_name=Dune edge")
+    assert out.exit_code == 0 and "saved deployment cam7" in out.output, out.output
+    listed = invoke(db_settings, "deployments")
+    assert listed.output.startswith("cam7  Dune edge  (52.1, 4.3)")
+    bad = invoke(db_settings, "deployments", "--add", "id=cam8", "--add", "latitude=95", "--add", "longitude=0")
+    assert bad.exit_code == 2 and "latitude must be between -90 and 90" in bad.output
+    video = tmp_path / "b.mp4"
+    video.write_bytes(b"not a video, but the worker says so")
+    out = invoke(db_settings.replace(broker_port=1), "submit", "--deployment", "cam7", "--recorded-at",
+                 "2026-05-01T04:00:00Z", str(video))
+    assert out.exit_code == 0, out.output
+    (job,) = store.list()
+    assert job.deployment_id == "cam7" and job.media == {"given_time": "2026-05-01T04:00:00+00:00"}
+    unknown = invoke(db_settings.replace(broker_port=1), "submit", "--deployment", "nowhere", str(video))
+    assert unknown.exit_code == 2 and "no deployment 'nowhere'" in unknown.output

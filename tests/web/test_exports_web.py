@@ -8,23 +8,29 @@ import zipfile
 
 import pytest
 
-from kit.validators import megadetector_problems
+from kit.validators import camtrap_problems, megadetector_problems
 from webkit import make_running_job
+from wildswarm.jobs.deployments import Deployment, Deployments
 from wildswarm.layout import Layout
+
+CAM = {"id": "cam42-2026-07", "location_name": "Mara river", "latitude": -1.4061, "longitude": 35.0112,
+       "deployment_start": "2026-07-01T06:00:00+03:00", "deployment_end": "2026-07-21T18:00:00+03:00"}
 
 pytestmark = pytest.mark.slow          # the seed videos are analysed once for the session
 
 
 @pytest.fixture
 def finished(store, settings, seed_results, seed_videos):
-    """The seed videos' real results as finished jobs of this test's job store."""
+    """The seed videos' real results as finished jobs of this test's job store, recorded at a deployment."""
     layout = Layout(settings.data)
+    Deployments(store.db).save(Deployment.parse(CAM))
     jobs = []
     for n, (folder, video) in enumerate(zip(seed_results, seed_videos)):
         shutil.copytree(folder, layout.output / folder.name)
         shutil.copy2(video, layout.input_done / video.name)
         job_id = f"5eed{n:012x}"
-        store.submit(job_id, video.name, video.stat().st_size)
+        store.submit(job_id, video.name, video.stat().st_size, deployment_id=CAM["id"],
+                     media={"given_time": f"2026-07-0{n + 3}T05:12:00+03:00"})
         store.claim(job_id, "w/x", "w")
         jobs.append(store.finish(job_id, "w/x", output=folder.name, outputs=[], frames=1, untrained=True, timings={}))
     return jobs
@@ -44,6 +50,7 @@ def test_one_job_exports_in_each_format(client, finished):
     assert client.get(f"/jobs/{job.id}/export/xls").status_code == 400
     page = client.get(f"/jobs/{job.id}").get_data(as_text=True)          # the job page offers each format
     assert all(f'href="/jobs/{job.id}/export/{fmt}"' in page for fmt in ("md-json", "nwb", "csv", "mot"))
+    assert 'id="camtrap-export"' in page and 'value="camtrap-dp"' in page   # a form: it asks what it needs
     links = client.get(f"/api/jobs/{job.id}").get_json()["links"]["exports"]
     assert links["nwb"] == f"/api/jobs/{job.id}/export/nwb"
 
@@ -79,3 +86,34 @@ def test_the_export_form_needs_the_csrf_token(client, finished):
     assert client.post("/api/exports", data=form).status_code in (400, 403)
     r = client.post("/api/exports", data={**form, "csrf_token": client.csrf})
     assert r.status_code == 200 and len(json.loads(r.data)["images"]) == 2
+
+
+def test_a_camera_trap_data_package_of_a_deployment_validates_and_missing_metadata_is_asked_for(app, finished,
+                                                                                               bearer, tmp_path):
+    c = app.test_client()
+    ids = [j.id for j in finished]
+    r = c.post("/api/exports", json={"format": "camtrap-dp", "jobs": ids}, headers=bearer)
+    assert r.status_code == 409
+    problems = r.get_json()["problems"]
+    assert any("contributors" in p for p in problems) and any("sampling design" in p for p in problems)
+    options = {"contributors": ["A. Ranger <ranger@example.org>"], "sampling_design": "targeted",
+               "capture_method": "activityDetection", "title": "Mara river, July"}
+    r = c.post("/api/exports", json={"format": "camtrap-dp", "jobs": ids, "options": options}, headers=bearer)
+    assert r.status_code == 200 and r.mimetype == "application/zip", r.data[:300]
+    assert camtrap_problems(r.data, tmp_path) == []
+    package = json.loads((tmp_path / "datapackage.json").read_text())
+    assert package["title"] == "Mara river, July" and package["contributors"][0]["email"] == "ranger@example.org"
+    bad = c.post("/api/exports", json={"format": "camtrap-dp", "jobs": ids, "options": {"colour": 1}}, headers=bearer)
+    assert bad.status_code == 400 and "colour" in bad.get_json()["error"]
+
+
+def test_the_job_page_s_camtrap_form_exports_the_package(client, finished, tmp_path):
+    form = {"csrf_token": client.csrf, "format": "camtrap-dp", "job": finished[0].id,
+            "contributors": "A. Ranger <ranger@example.org>\nB. Tracker", "sampling_design": "opportunistic",
+            "capture_method": "activityDetection", "media_observations": "1"}
+    r = client.post("/api/exports", data=form)
+    assert r.status_code == 200 and r.mimetype == "application/zip", r.data[:300]
+    assert camtrap_problems(r.data, tmp_path) == []
+    package = json.loads((tmp_path / "datapackage.json").read_text())
+    assert [c["title"] for c in package["contributors"]] == ["A. Ranger", "B. Tracker"]
+    assert package["project"]["observationLevel"] == ["event", "media"]

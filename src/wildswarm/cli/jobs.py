@@ -76,9 +76,14 @@ def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
 @main.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="Show each job's progress until it is done or failed.")
+@click.option("--deployment", default=None, help="The known deployment the videos were recorded in "
+                                                 "(wildswarm deployments).")
+@click.option("--recorded-at", default=None, help="When the video was recorded (ISO 8601), for a video whose "
+                                                  "own metadata does not say.")
 @click.pass_obj
 @friendly_errors
-def submit(settings: Settings, videos: tuple[Path, ...], wait: bool) -> None:
+def submit(settings: Settings, videos: tuple[Path, ...], wait: bool, deployment: str | None,
+           recorded_at: str | None) -> None:
     """Copy VIDEOS into input/ and queue a job for each (once per content)."""
     from wildswarm.publisher import Publisher
     from wildswarm.errors import VideoError
@@ -93,7 +98,7 @@ def submit(settings: Settings, videos: tuple[Path, ...], wait: bool) -> None:
     try:
         for video in videos:
             try:
-                admission = submit_file(intake, video)
+                admission = submit_file(intake, video, deployment_id=deployment, recorded_at=recorded_at)
             except (Refused, VideoError) as exc:
                 click.secho(f"refused: {exc}", fg="red", err=True)
                 refused += 1
@@ -173,3 +178,35 @@ def status(settings: Settings, job_id: str | None, status_: str | None, search: 
         click.echo(("" if jobs else "no jobs match\n") + "  ".join(f"{k} {v}" for k, v in counts.items()))
     finally:
         store.close()
+
+
+@main.command()
+@click.option("--add", "fields", multiple=True, metavar="FIELD=VALUE",
+              help="Add (or replace, by id) a deployment: id=..., latitude=..., longitude=..., deployment_start=..., "
+                   "deployment_end=..., location_name=..., camera_model=..., ... (repeat).")
+@click.pass_obj
+@friendly_errors
+def deployments(settings: Settings, fields: tuple[str, ...]) -> None:
+    """List the deployments (where and when cameras recorded), or add one with --add."""
+    from wildswarm.errors import JobError
+    from wildswarm.jobs import JobStore
+    from wildswarm.jobs.deployments import Deployment, Deployments
+
+    store = JobStore.connect(settings)
+    try:
+        known = Deployments(store.db)
+        if fields:
+            pairs = [f.partition("=") for f in fields]
+            bad = [f for f, (_, eq, _) in zip(fields, pairs) if not eq]
+            if bad:
+                raise JobError(f"--add takes FIELD=VALUE, not {bad[0]!r}")
+            dep = known.save(Deployment.parse({k.strip(): v for k, _, v in pairs}))
+            click.echo(f"saved deployment {dep.id}")
+            return
+        for d in known.all():
+            where = f"{d.latitude}, {d.longitude}" if d.latitude is not None else "no coordinates"
+            click.echo(f"{d.id}  {d.location_name or '-'}  ({where})  {d.deployment_start or '?'} .. "
+                       f"{d.deployment_end or '?'}  {d.camera_model or ''}".rstrip())
+    finally:
+        store.close()
+

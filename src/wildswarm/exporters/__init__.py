@@ -16,6 +16,7 @@ from wildswarm.errors import ExportError
 #: format name -> module:class, in the order they are offered.
 FORMATS = {
     "md-json": "mdjson:MegaDetectorJSON",
+    "camtrap-dp": "camtrap_dp:CamtrapDP",
     "nwb": "nwb:NWB",
     "csv": "csvfiles:CSVTables",
     "mot": "mot:MOTChallenge",

@@ -23,10 +23,24 @@ from wildswarm.pipeline import files
 
 @dataclass(frozen=True)
 class ExportOptions:
-    deployment: dict | None = None     # Camtrap DP: the deployment the videos come from
-    media_observations: bool = False   # Camtrap DP: per-box rows as well as per-track ones
     title: str | None = None
-    subject: dict | None = None        # NWB: species (Latin or an NCBI taxon IRI), sex, age (ISO 8601)
+    # Camtrap DP: what the package must say and no video does
+    contributors: tuple[dict, ...] = ()      # {"title": name, "email": ..., "role": ...}
+    sampling_design: str | None = None       # simpleRandom, systematicRandom, ... opportunistic
+    capture_method: str | None = None        # activityDetection | timeLapse
+    project_title: str | None = None
+    media_observations: bool = False         # a media-level row (with its box) per animal as well
+    # NWB: species (Latin or an NCBI taxon IRI), sex, age (ISO 8601 duration)
+    subject: dict | None = None
+
+
+def contributor(text: str) -> dict:
+    """``Name <email>`` (the email optional) as a Data Package contributor."""
+    name, _, rest = text.partition("<")
+    out = {"title": name.strip() or text.strip()}
+    if rest.strip().rstrip(">").strip():
+        out["email"] = rest.strip().rstrip(">").strip()
+    return out
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,8 @@ def select(store, layout, job_ids: Iterable[str]) -> list[VideoResult]:
     """The results of finished jobs, in the order asked; an unknown or unfinished job is an error
     naming each one (an export never silently leaves a video out)."""
     from wildswarm.jobs import JobStatus
+    from wildswarm.jobs.deployments import Deployments
+    known = Deployments(store.db)
     results, problems = [], []
     for job_id in dict.fromkeys(job_ids):
         job = store.find(job_id)
@@ -137,8 +153,10 @@ def select(store, layout, job_ids: Iterable[str]) -> list[VideoResult]:
             problems.append(f"{job_id} ({job.input_name}): its result folder output/{job.output} is gone")
         else:
             source = layout.input_done / job.input_name
+            deployment = known.get(job.deployment_id) if job.deployment_id else None
             results.append(VideoResult(job.id, job.input_name, layout.output_dir(job.output),
-                                       source if source.is_file() else None, job.created_at, job.finished_at))
+                                       source if source.is_file() else None, job.created_at, job.finished_at,
+                                       deployment.to_dict() if deployment else None, dict(job.media)))
     if problems:
         raise ExportError("cannot export these jobs:", problems)
     if not results:

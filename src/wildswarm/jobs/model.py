@@ -70,6 +70,8 @@ class Job:
     segment: int | None = None         # a segment job: its number, from 0
     segments: int = 0                  # a split job: how many segment jobs it has
     plan: dict | None = None           # a split job: its segment plan (total, length, overlap)
+    deployment_id: str | None = None   # where and when its video was recorded (jobs.deployments)
+    media: dict = field(default_factory=dict)   # the video's own metadata, read at intake
 
     @property
     def is_segment(self) -> bool:
@@ -97,6 +99,7 @@ class Job:
         values["outputs"] = list(values.get("outputs") or [])
         values["timings"] = dict(values.get("timings") or {})
         values["segments"] = values.get("segments") or 0
+        values["media"] = dict(values.get("media") or {})
         return cls(**values)
 
 

@@ -43,10 +43,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Callable
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from wildswarm.config import Settings
-from wildswarm.errors import JobConflict, JobError
+from wildswarm.errors import JobConflict, JobError, JobStoreError
 from wildswarm.jobs.db import Database
 from wildswarm.jobs.model import Job, JobStatus, segment_id
 
@@ -187,11 +188,20 @@ class JobStore:
             return conn.execute("SELECT coalesce(max(seq), 0) AS s FROM jobs").fetchone()["s"]
 
     # --- admitting -------------------------------------------------------------------------
-    def submit(self, job_id: str, input_name: str, size_bytes: int | None = None) -> tuple[Job, bool]:
-        """Record a new job, its message not yet published: (the job, True); (the existing one, False)."""
-        job = self._one("recording a job", "INSERT INTO jobs (id, input_name, size_bytes, publish_pending) "
-                                           "VALUES (%s, %s, %s, true) ON CONFLICT (id) DO NOTHING RETURNING *",
-                        (job_id, input_name, size_bytes))
+    def submit(self, job_id: str, input_name: str, size_bytes: int | None = None, *,
+               deployment_id: str | None = None, media: dict | None = None) -> tuple[Job, bool]:
+        """Record a new job, its message not yet published: (the job, True); (the existing one, False).
+        ``deployment_id``: a known deployment (:class:`JobError` if it is not); ``media``: the video's
+        own metadata."""
+        try:
+            job = self._one("recording a job", "INSERT INTO jobs (id, input_name, size_bytes, publish_pending, "
+                                               "deployment_id, media) VALUES (%s, %s, %s, true, %s, %s) "
+                                               "ON CONFLICT (id) DO NOTHING RETURNING *",
+                            (job_id, input_name, size_bytes, deployment_id, Jsonb(media or {})))
+        except JobStoreError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                raise JobError(f"there is no deployment {deployment_id!r}; add it first") from None
+            raise
         return (job, True) if job else (self.get(job_id), False)
 
     def refuse(self, job_id: str, input_name: str, size_bytes: int | None, reason: str, node: str) -> Job:

@@ -62,7 +62,9 @@ def submit():
         metrics.UPLOADS_REFUSED.labels("no_file").inc()
         return _error(400, "no file: send the video as multipart/form-data field 'file'", "no_file")
     try:
-        accepted = accept_counted(cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_INTAKE"], files[0])
+        accepted = accept_counted(cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_INTAKE"], files[0],
+                                  deployment_id=request.form.get("deployment"),
+                                  recorded_at=request.form.get("recorded_at"))
     except UploadRefused as exc:
         return _error(exc.status, exc.message, exc.reason)
     body = {"job": service.job_json(accepted.job), "result": accepted.result, "message": accepted.message}

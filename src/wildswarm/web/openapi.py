@@ -100,6 +100,19 @@ SCHEMAS = {
     "Retried": {"type": "object", "required": ["job", "published", "message"],
                 "properties": {"job": {"$ref": "#/components/schemas/Job"}, "published": {"type": "boolean"},
                                "message": {"type": "string"}}},
+    "Deployment": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
+        "location_id": {"type": ["string", "null"]}, "location_name": {"type": ["string", "null"]},
+        "latitude": {"type": ["number", "null"], "minimum": -90, "maximum": 90},
+        "longitude": {"type": ["number", "null"], "minimum": -180, "maximum": 180},
+        "coordinate_uncertainty": {"type": ["integer", "null"], "minimum": 1},
+        "deployment_start": {"type": ["string", "null"], "description": "ISO 8601"},
+        "deployment_end": {"type": ["string", "null"], "description": "ISO 8601"},
+        "camera_id": {"type": ["string", "null"]}, "camera_model": {"type": ["string", "null"]},
+        "camera_height": {"type": ["number", "null"], "minimum": 0},
+        "habitat": {"type": ["string", "null"]}, "comments": {"type": ["string", "null"]}}},
+    "DeploymentList": {"type": "object", "required": ["deployments"], "properties": {
+        "deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}}}},
     "Error": {"type": "object", "required": ["error", "reason"],
               "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}},
     "Health": {"type": "object", "required": ["status", "data", "broker"],
@@ -171,7 +184,11 @@ PATHS = {
                            "not an MP4 video (415), empty (400), over the size limit (413).",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["file"],
-                "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+                "properties": {"file": {"type": "string", "format": "binary"},
+                               "deployment": {"type": "string", "description": "A known deployment's id "
+                                              "(GET /api/deployments), sent before the file"},
+                               "recorded_at": {"type": "string", "description": "When the video was recorded "
+                                               "(ISO 8601), for a video whose metadata does not say"}}}}}},
             "responses": {"201": _json("#/components/schemas/Submitted", "Saved and queued (or pending)"),
                           "200": _json("#/components/schemas/Submitted", "This video is already a job"),
                           "400": _error("No file, or a hostile or unusable file name"), "401": _UNAUTHORIZED,
@@ -227,12 +244,32 @@ PATHS = {
                          "type": "object", "required": ["format", "jobs"],
                          "properties": {"format": {"type": "string", "enum": list(EXPORT_FORMATS)},
                                         "jobs": {"type": "array", "minItems": 1, "maxItems": 2000,
-                                                 "items": {"type": "string"}}}}},
+                                                 "items": {"type": "string"}},
+                                        "options": {"type": "object", "description": "What a format asks for "
+                                                    "and no video says (docs/exports.md)", "properties": {
+                                            "title": {"type": "string"},
+                                            "contributors": {"type": "array", "items": {"type": "object"}},
+                                            "sampling_design": {"type": "string"},
+                                            "capture_method": {"type": "string",
+                                                               "enum": ["activityDetection", "timeLapse"]},
+                                            "project_title": {"type": "string"},
+                                            "media_observations": {"type": "boolean"},
+                                            "subject": {"type": "object"}}}}}},
                      "application/x-www-form-urlencoded": {"schema": {
                          "type": "object", "properties": {"format": {"type": "string"},
                                                           "job": {"type": "array", "items": {"type": "string"}}}}}}},
                  "responses": {"200": _EXPORT, "400": _error("Bad format or job list"), "401": _UNAUTHORIZED,
                                "409": _REFUSED}},
+    },
+    "/api/deployments": {
+        "get": {"operationId": "listDeployments", "summary": "Deployments: where and when cameras recorded",
+                "responses": {"200": _json("#/components/schemas/DeploymentList", "Every deployment"),
+                              "401": _UNAUTHORIZED}},
+        "post": {"operationId": "saveDeployment", "summary": "Add a deployment, or replace the one of the same id",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "$ref": "#/components/schemas/Deployment"}}}},
+                 "responses": {"201": _json("#/components/schemas/Deployment", "Saved"),
+                               "400": _error("A field is missing or out of range"), "401": _UNAUTHORIZED}},
     },
     "/api/openapi.json": {
         "get": {"operationId": "openapi", "summary": "This document", "security": [],

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
 from wildswarm.errors import JobConflict
+from wildswarm.exporters.camtrap_dp import CAPTURE_METHODS, SAMPLING_DESIGNS
 from wildswarm.jobs import JobStatus
 from wildswarm.web import exports, results, service
 from wildswarm.web.query import TOTAL_CAP, BadQuery, job_query
@@ -22,8 +23,14 @@ def _ctx():
 
 def _upload_page(errors: list[str] | None = None, status: int = 200):
     settings, _, _ = _ctx()
+    from wildswarm.errors import JobStoreError
+    from wildswarm.web.deployments import known
+    try:
+        deployments = known().all()
+    except JobStoreError:       # the page still loads; the upload itself says if the store is down
+        deployments = []
     return render_template("upload.html", limit=upload_limit(settings), errors=errors or [],
-                           extensions=", ".join(settings.extensions)), status
+                           extensions=", ".join(settings.extensions), deployments=deployments), status
 
 
 @bp.get("/")
@@ -43,7 +50,8 @@ def upload():
     accepted, errors, status = [], [], 200
     for f in uploads:
         try:
-            accepted.append(accept_counted(settings, intake, f))
+            accepted.append(accept_counted(settings, intake, f, deployment_id=request.form.get("deployment"),
+                                           recorded_at=request.form.get("recorded_at")))
         except UploadRefused as exc:
             errors.append(exc.message)
             status = exc.status if status == 200 else status
@@ -81,6 +89,7 @@ def jobs():
 
 @bp.get("/jobs/<job_id>")
 def job(job_id: str):
+    from wildswarm.web.deployments import known
     _, layout, _ = _ctx()
     record = service.store().get(job_id)
     folder = results.job_folder(layout, record) if record.status is JobStatus.DONE else None
@@ -92,7 +101,9 @@ def job(job_id: str):
                            summary_rows=results.summary_rows(summary), retriable=service.retriable(record),
                            has_video=results.VIDEO in names, has_plot=results.PLOT in names,
                            pending=record.publish_pending, output=results.output_name(record),
-                           exports=exports.offered())
+                           exports=exports.offered(), sampling_designs=SAMPLING_DESIGNS,
+                           capture_methods=CAPTURE_METHODS,
+                           deployment=known().get(record.deployment_id) if record.deployment_id else None)
 
 
 @bp.post("/jobs/<job_id>/retry")

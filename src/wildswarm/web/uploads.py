@@ -159,8 +159,10 @@ class Accepted:
         return self.admission.message
 
 
-def accept(settings: Settings, intake: Intake, upload: FileStorage) -> Accepted:
-    """Check one uploaded file (already streamed to its part file) and admit it."""
+def accept(settings: Settings, intake: Intake, upload: FileStorage, *, deployment_id: str | None = None,
+           recorded_at: str | None = None) -> Accepted:
+    """Check one uploaded file (already streamed to its part file) and admit it, with the deployment
+    it was recorded in and when, where given."""
     layout = Layout(settings.data)
     clean = check_name(upload.filename)
     stream = upload.stream
@@ -182,9 +184,11 @@ def accept(settings: Settings, intake: Intake, upload: FileStorage) -> Accepted:
     metrics.UPLOAD_BYTES.inc(size)
     try:
         admission = intake.admit_staged(tmp, clean, source="uploaded"
-                                        + (f" as {upload.filename}" if upload.filename != clean else ""))
+                                        + (f" as {upload.filename}" if upload.filename != clean else ""),
+                                        deployment_id=deployment_id or None, recorded_at=recorded_at or None)
     except Refused as exc:
-        raise UploadRefused(exc.kind, {"bad_type": 415, "empty": 400}.get(exc.kind, 413), str(exc)) from None
+        status = {"bad_type": 415, "empty": 400, "bad_deployment": 400, "bad_time": 400}.get(exc.kind, 413)
+        raise UploadRefused(exc.kind, status, str(exc)) from None
     except OSError as exc:
         if exc.errno in FULL:
             raise InsufficientStorage() from None
@@ -192,10 +196,10 @@ def accept(settings: Settings, intake: Intake, upload: FileStorage) -> Accepted:
     return Accepted(admission)
 
 
-def accept_counted(settings: Settings, intake: Intake, upload: FileStorage) -> Accepted:
+def accept_counted(settings: Settings, intake: Intake, upload: FileStorage, **given) -> Accepted:
     """:func:`accept`, counted in the upload metrics."""
     try:
-        result = accept(settings, intake, upload)
+        result = accept(settings, intake, upload, **given)
     except UploadRefused as exc:
         metrics.UPLOADS_REFUSED.labels(exc.reason).inc()
         raise

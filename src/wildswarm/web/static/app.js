@@ -65,6 +65,10 @@
       return new Promise((resolve) => {
         const xhr = new XMLHttpRequest();
         const data = new FormData();
+        for (const name of ["deployment", "recorded_at"]) {
+          const field = form.elements[name];
+          if (field && field.value) data.append(name, field.value);
+        }
         data.append("file", item.file, item.file.name);
         xhr.open("POST", form.dataset.api);
         xhr.setRequestHeader("X-CSRF-Token", csrf());

@@ -1,0 +1,139 @@
+"""Deployments: where and when a camera recorded, kept with the jobs of its videos (PostgreSQL).
+
+A deployment is one camera at one place for a while (Camtrap DP's deployment). Users give one with
+an upload (or choose one already known); exports that need its fields (Camtrap DP) ask for what is
+missing rather than inventing it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+
+from wildswarm.errors import JobError
+
+ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+TEXT_MAX = 500
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    location_id: str | None = None
+    location_name: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    coordinate_uncertainty: int | None = None     # metres
+    deployment_start: datetime | None = None
+    deployment_end: datetime | None = None
+    camera_id: str | None = None
+    camera_model: str | None = None
+    camera_height: float | None = None            # metres
+    habitat: str | None = None
+    comments: str | None = None
+
+    @classmethod
+    def parse(cls, data: dict) -> "Deployment":
+        """From a form or JSON (strings or numbers; empty means absent): a checked deployment, or
+        :class:`JobError` saying what is wrong."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise JobError(f"unknown deployment field(s): {', '.join(unknown)}")
+        values = {k: (v.strip() if isinstance(v, str) else v) for k, v in data.items()}
+        values = {k: v for k, v in values.items() if v not in (None, "")}
+        dep_id = values.get("id")
+        if not isinstance(dep_id, str) or not ID.match(dep_id):
+            raise JobError("a deployment id is 1-64 letters, digits and _.:- (starting with a letter or digit)")
+        try:
+            for key in ("latitude", "longitude", "camera_height"):
+                if key in values:
+                    values[key] = float(values[key])
+            if "coordinate_uncertainty" in values:
+                values["coordinate_uncertainty"] = int(values["coordinate_uncertainty"])
+            for key in ("deployment_start", "deployment_end"):
+                if key in values and not isinstance(values[key], datetime):
+                    values[key] = parse_time(str(values[key]))
+        except ValueError as exc:
+            raise JobError(f"deployment {dep_id}: {exc}") from None
+        dep = cls(**values)
+        dep.check()
+        return dep
+
+    def check(self) -> None:
+        problems = []
+        if (self.latitude is None) != (self.longitude is None):
+            problems.append("give both latitude and longitude, or neither")
+        if self.latitude is not None and not -90 <= self.latitude <= 90:
+            problems.append("latitude must be between -90 and 90")
+        if self.longitude is not None and not -180 <= self.longitude <= 180:
+            problems.append("longitude must be between -180 and 180")
+        if self.coordinate_uncertainty is not None and self.coordinate_uncertainty < 1:
+            problems.append("coordinate uncertainty is in whole metres, at least 1")
+        if self.camera_height is not None and self.camera_height < 0:
+            problems.append("camera height cannot be negative")
+        if self.deployment_start and self.deployment_end and self.deployment_end < self.deployment_start:
+            problems.append("the deployment ends before it starts")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and (len(value) > TEXT_MAX or "\x00" in value):
+                problems.append(f"{f.name} is longer than {TEXT_MAX} characters or holds a NUL")
+        if problems:
+            raise JobError(f"deployment {self.id}: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("deployment_start", "deployment_end"):
+            if d[key] is not None:
+                d[key] = d[key].isoformat(timespec="seconds")
+        return d
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 date and time; without a zone it is taken as UTC (and says so nowhere else)."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date and time (e.g. 2026-07-01T06:30:00+02:00)") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+class Deployments:
+    """The deployments table, on the job store's connection pool."""
+
+    COLUMNS = [f.name for f in fields(Deployment)]
+
+    def __init__(self, db):
+        self.db = db
+
+    def save(self, dep: Deployment) -> Deployment:
+        """Add ``dep``, or replace the deployment of the same id (its jobs keep it)."""
+        dep.check()
+        cols = self.COLUMNS
+        values = {c: getattr(dep, c) for c in cols}
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "id")
+        with self.db.connection("saving a deployment") as conn:
+            row = conn.execute(f"INSERT INTO deployments ({', '.join(cols)}) VALUES "
+                               f"({', '.join(f'%({c})s' for c in cols)}) ON CONFLICT (id) DO UPDATE SET "
+                               f"{updates}, updated_at = now() RETURNING *", values).fetchone()
+        return self._from_row(row)
+
+    def get(self, dep_id: str) -> Deployment | None:
+        with self.db.connection("reading a deployment") as conn:
+            row = conn.execute("SELECT * FROM deployments WHERE id = %s", (dep_id,)).fetchone()
+        return self._from_row(row) if row else None
+
+    def all(self) -> list[Deployment]:
+        with self.db.connection("listing deployments") as conn:
+            rows = conn.execute("SELECT * FROM deployments ORDER BY id").fetchall()
+        return [self._from_row(r) for r in rows]
+
+    def finished_jobs(self, dep_id: str) -> list[str]:
+        """The ids of the finished videos recorded in deployment ``dep_id``, oldest first."""
+        with self.db.connection("listing a deployment's jobs") as conn:
+            rows = conn.execute("SELECT id FROM jobs WHERE deployment_id = %s AND status = 'done' AND parent_id IS NULL "
+                                "ORDER BY created_at, id", (dep_id,)).fetchall()
+        return [r["id"] for r in rows]
+
+    def _from_row(self, row: dict) -> Deployment:
+        return Deployment(**{c: row[c] for c in self.COLUMNS})
