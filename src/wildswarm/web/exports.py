@@ -61,6 +61,8 @@ def options_from(given) -> ExportOptions:
 
 
 def _send(fmt: str, job_ids: list[str], options: ExportOptions | None = None):
+    if fmt not in exporters.FORMATS:
+        return _error(400, f"no export format {fmt!r}; there are: {', '.join(exporters.FORMATS)}", "bad_request")
     try:
         exporter = exporters.get(fmt)
         results = select(service.store(), service.layout(), job_ids)
@@ -71,7 +73,7 @@ def _send(fmt: str, job_ids: list[str], options: ExportOptions | None = None):
             spool.close()
             raise
     except ExportError as exc:
-        return _error(409 if exc.problems else 400, str(exc).split("\n")[0], "export_refused", exc.problems)
+        return _error(409, str(exc).split("\n")[0], "export_refused", exc.problems or [str(exc)])
     spool.seek(0)
     response = send_file(spool, mimetype=exporter.mimetype, as_attachment=True,
                          download_name=exporter.filename(results), conditional=False, max_age=0)
