@@ -68,8 +68,12 @@ def login(driver, base: str, path: str = "/") -> None:
 
 
 def wait(driver, predicate, timeout: float, what: str = "the page"):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(predicate, f"timed out waiting for {what}")
+    # a page being replaced (a form posted, a reload) answers for its old elements with these: look again
+    return WebDriverWait(driver, timeout, poll_frequency=0.25,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+        predicate, f"timed out waiting for {what}")
 
 
 def no_console_errors(driver, allow: tuple[str, ...] = ()) -> None:
@@ -198,3 +202,50 @@ def test_refusals_show_in_the_page_and_jobs_update_live(browser, broker_settings
     wait(driver, lambda d: "script.mp4" in d.find_element(By.ID, "jobs").text, 10, "the new job, live")
     assert not driver.find_element(By.ID, "no-jobs").is_displayed()
     no_console_errors(driver, allow=("/api/jobs - Failed to load resource: the server responded with a status of 415",))
+
+
+def test_upload_with_a_deployment_and_download_a_camera_trap_data_package(browser, stack, make_video, tmp_path):
+    """A camera-trap user: add the deployment, upload a video recorded there (giving its time, which
+    the video does not hold), and take the finished job away as a Camtrap DP that validates."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from kit.validators import camtrap_problems
+    driver, base = browser, stack.base
+    login(driver, base, "/deployments")
+    for name, value in (("id", "cam7-dunes"), ("location_name", "Dune edge"), ("latitude", "52.1"),
+                        ("longitude", "4.3"), ("deployment_start", "2026-05-01T06:00:00+02:00"),
+                        ("deployment_end", "2026-05-20T18:00:00+02:00"), ("camera_model", "Browning BTC-8E")):
+        driver.find_element(By.CSS_SELECTOR, f"#deployment-form input[name='{name}']").send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#deployment-form button[type=submit]").click()
+    wait(driver, lambda d: "cam7-dunes" in d.find_element(By.ID, "deployments").text, 10, "the saved deployment")
+    shot(driver, "deployments")
+
+    driver.find_element(By.LINK_TEXT, "Upload").click()
+    Select(driver.find_element(By.ID, "deployment")).select_by_value("cam7-dunes")
+    driver.find_element(By.ID, "recorded_at").send_keys("2026-05-03T05:40:00+02:00")
+    driver.find_element(By.ID, "files").send_keys(str(make_video("badger.mp4", frames=12)))
+    driver.find_element(By.ID, "upload-button").click()
+    wait(driver, lambda d: "/jobs/" in d.current_url, 30, "the job page")
+    job_id = driver.current_url.rstrip("/").rsplit("/", 1)[1]
+    wait(driver, lambda d: d.find_element(By.ID, "job-status").text in ("done", "failed"), 240, "the job to finish")
+    assert driver.find_element(By.ID, "job-status").text == "done", stack.store.get(job_id).error
+    driver.get(f"{base}/jobs/{job_id}")      # a page rendered done: its script has nothing left to reload
+    wait(driver, lambda d: d.find_elements(By.ID, "camtrap-export"), 20, "the results")
+    assert "cam7-dunes" in driver.find_element(By.ID, "job-deployment").text
+    assert "2026-05-03T05:40:00+02:00 (given)" in driver.find_element(By.ID, "job-recorded").text
+
+    driver.find_element(By.CSS_SELECTOR, "#camtrap-export summary").click()
+    driver.find_element(By.CSS_SELECTOR, "#camtrap-export textarea[name=contributors]").send_keys(
+        "A. Ranger <ranger@example.org>")
+    Select(driver.find_element(By.CSS_SELECTOR, "#camtrap-export select[name=sampling_design]")).select_by_value(
+        "targeted")
+    shot(driver, "job-camtrap-export")
+    driver.find_element(By.ID, "camtrap-export-button").click()
+    downloads = driver.downloads
+    wanted = "badger-camtrap-dp.zip"
+    wait(driver, lambda d: (downloads / wanted).exists() and not any(p.suffix == ".crdownload"
+                                                                    for p in downloads.iterdir()), 60, "the package")
+    assert camtrap_problems((downloads / wanted).read_bytes(), tmp_path / "package") == []
+    media = (tmp_path / "package" / "media.csv").read_text()
+    assert "cam7-dunes" in media and "2026-05-03T05:40:00+02:00" in media and "badger.mp4" in media

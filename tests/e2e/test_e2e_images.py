@@ -38,7 +38,9 @@ def test_only_the_worker_carries_the_ml_stack(images, name):
     out = sh("docker", "run", "--rm", "--network", "none", images[name], "python3", "-c", code)
     assert out.split() == (["True", "True"] if name == "worker" else ["False", "True"])
     size = int(inspect(images[name], "{{.Size}}"))
-    assert (size > 2e9) if name == "worker" else (size < 400e6), f"{name}: {size / 1e6:.0f} MB"
+    # the web image exports (pandas, PyTables, h5py, pynwb for NWB): larger than the producer, far from torch
+    limit = {"producer": 400e6, "web": 600e6}.get(name)
+    assert (size > 2e9) if name == "worker" else (size < limit), f"{name}: {size / 1e6:.0f} MB"
 
 
 def test_entrypoint_only_wires_commands(images):

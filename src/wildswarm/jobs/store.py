@@ -39,8 +39,6 @@ Times are the database's ``now()``: the clocks of the nodes never matter.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import date
 from typing import Callable
 
 import psycopg
@@ -50,6 +48,7 @@ from wildswarm.config import Settings
 from wildswarm.errors import JobConflict, JobError, JobStoreError
 from wildswarm.jobs.db import Database
 from wildswarm.jobs.model import Job, JobStatus, segment_id
+from wildswarm.jobs.query import WHOLE, JobQuery
 
 JOB_ID = re.compile(r"[0-9a-f]{8,64}")
 CHANGED = "seq = nextval('job_seq'), updated_at = now()"
@@ -59,56 +58,14 @@ EXPIRED = "status = 'running' AND lease_until < now()"
 RESET = ("frames_done = 0, frames_total = 0, node = NULL, started_at = NULL, finished_at = NULL, "
          "lease_owner = NULL, lease_until = NULL, retry_at = NULL, error = NULL")
 SPLIT_OWNER = "segments"      # the lease owner of a split job while its segment jobs run
-WHOLE = "parent_id IS NULL"   # a video's own job (not one of its segments)
 # A segment job may run only while its video's job waits for it.
 PARENT_WAITS = (f"(parent_id IS NULL OR EXISTS (SELECT 1 FROM jobs p WHERE p.id = jobs.parent_id "
                 f"AND p.status = 'running' AND p.lease_owner = '{SPLIT_OWNER}'))")
 
 
-@dataclass(frozen=True)
-class JobQuery:
-    """A filtered, sorted, paged listing. Every filter is optional."""
-
-    status: JobStatus | None = None
-    node: str | None = None
-    search: str | None = None          # substring of the input name, any case
-    created_from: date | None = None   # inclusive
-    created_to: date | None = None     # inclusive
-    untrained: bool | None = None
-    oldest_first: bool = False
-    limit: int = 50
-    offset: int = 0
-
-    def where(self) -> tuple[str, dict]:
-        clauses, params = [WHOLE], {}
-        if self.status is not None:
-            clauses.append("status = %(status)s")
-            params["status"] = JobStatus(self.status).value
-        if self.node:
-            clauses.append("node = %(node)s")
-            params["node"] = self.node
-        if self.search:
-            clauses.append("lower(input_name) LIKE %(search)s")
-            params["search"] = "%" + _like_escape(self.search.lower()) + "%"
-        if self.created_from:
-            clauses.append("created_at >= %(created_from)s")
-            params["created_from"] = self.created_from
-        if self.created_to:
-            clauses.append("created_at < %(created_to)s::date + 1")
-            params["created_to"] = self.created_to
-        if self.untrained is not None:
-            clauses.append("untrained = %(untrained)s")
-            params["untrained"] = self.untrained
-        return " WHERE " + " AND ".join(clauses), params
-
-
 def _text(reason: str, limit: int = 4000) -> str:
     """A reason as PostgreSQL text takes it: no NUL characters, bounded length."""
     return reason.replace("\x00", "\\0")[:limit]
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class JobStore:

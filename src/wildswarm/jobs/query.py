@@ -1,0 +1,51 @@
+"""A listing of jobs: filters, order and page, as one SQL WHERE clause (:meth:`JobStore.list`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from wildswarm.jobs.model import JobStatus
+
+WHOLE = "parent_id IS NULL"   # a video's own job (not one of its segments)
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """A filtered, sorted, paged listing. Every filter is optional."""
+
+    status: JobStatus | None = None
+    node: str | None = None
+    search: str | None = None          # substring of the input name, any case
+    created_from: date | None = None   # inclusive
+    created_to: date | None = None     # inclusive
+    untrained: bool | None = None
+    oldest_first: bool = False
+    limit: int = 50
+    offset: int = 0
+
+    def where(self) -> tuple[str, dict]:
+        clauses, params = [WHOLE], {}
+        if self.status is not None:
+            clauses.append("status = %(status)s")
+            params["status"] = JobStatus(self.status).value
+        if self.node:
+            clauses.append("node = %(node)s")
+            params["node"] = self.node
+        if self.search:
+            clauses.append("lower(input_name) LIKE %(search)s")
+            params["search"] = "%" + _like_escape(self.search.lower()) + "%"
+        if self.created_from:
+            clauses.append("created_at >= %(created_from)s")
+            params["created_from"] = self.created_from
+        if self.created_to:
+            clauses.append("created_at < %(created_to)s::date + 1")
+            params["created_to"] = self.created_to
+        if self.untrained is not None:
+            clauses.append("untrained = %(untrained)s")
+            params["untrained"] = self.untrained
+        return " WHERE " + " AND ".join(clauses), params
+
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
