@@ -249,3 +249,15 @@ def test_upload_with_a_deployment_and_download_a_camera_trap_data_package(browse
     assert camtrap_problems((downloads / wanted).read_bytes(), tmp_path / "package") == []
     media = (tmp_path / "package" / "media.csv").read_text()
     assert "cam7-dunes" in media and "2026-05-03T05:40:00+02:00" in media and "badger.mp4" in media
+
+    # the jobs page: tick the finished job, export it as a MegaDetector batch file
+    driver.get(f"{base}/jobs")
+    box = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"input[name=job][value='{job_id}']"), 10, "its box")
+    box.click()
+    Select(driver.find_element(By.ID, "export-format")).select_by_value("md-json")
+    shot(driver, "jobs-export")
+    driver.find_element(By.ID, "export-button").click()
+    wait(driver, lambda d: (downloads / "badger-md-json.json").exists(), 30, "the batch file")
+    from kit.validators import megadetector_problems
+    assert megadetector_problems(downloads / "badger-md-json.json") == ([], [])
+    no_console_errors(driver)

@@ -117,3 +117,16 @@ def test_the_job_page_s_camtrap_form_exports_the_package(client, finished, tmp_p
     package = json.loads((tmp_path / "datapackage.json").read_text())
     assert [c["title"] for c in package["contributors"]] == ["A. Ranger", "B. Tracker"]
     assert package["project"]["observationLevel"] == ["event", "media"]
+
+
+def test_the_jobs_page_exports_the_ticked_jobs(client, finished, store):
+    from webkit import make_running_job
+    running = make_running_job(store)
+    page = client.get("/jobs").get_data(as_text=True)
+    for job in finished:                                 # a box to tick for each finished job, none for others
+        assert f'name="job" value="{job.id}" form="export-form"' in page
+    assert f'value="{running.id}" form="export-form"' not in page
+    assert 'id="export-form"' in page and '<option value="camtrap-dp">' in page
+    r = client.post("/api/exports", data={"csrf_token": client.csrf, "format": "csv",
+                                          "job": [j.id for j in finished]})
+    assert r.status_code == 200 and "wildswarm-2-videos-csv.zip" in r.headers["Content-Disposition"]

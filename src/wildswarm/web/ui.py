@@ -84,7 +84,8 @@ def jobs():
     live = not filters and query.offset == 0      # the first page of everything updates itself
     return render_template("jobs.html", jobs=found, page=page, new=new, filters=filters, live=live,
                            statuses=[s.value for s in JobStatus], nodes=store.nodes(), seq=store.latest_seq(),
-                           api=url_for("api.jobs"))
+                           api=url_for("api.jobs"), exports=exports.offered(), sampling_designs=SAMPLING_DESIGNS,
+                           capture_methods=CAPTURE_METHODS)
 
 
 @bp.get("/jobs/<job_id>")

@@ -197,7 +197,18 @@
       bar.max = 1;
       bar.value = j.progress;
       const frames = j.frames_total ? " · " + j.frames_done + "/" + j.frames_total : "";
-      tr.append(cell("Video", label), cell("Status", el("span", "status " + j.status, statusText(j))),
+      const pick = el("td", "pick");
+      pick.dataset.label = "Export";
+      if (j.status === "done") {
+        const box = el("input");
+        box.type = "checkbox";
+        box.name = "job";
+        box.value = j.id;
+        box.setAttribute("form", "export-form");
+        box.setAttribute("aria-label", "export " + j.input_name);
+        pick.append(box);
+      }
+      tr.append(pick, cell("Video", label), cell("Status", el("span", "status " + j.status, statusText(j))),
         cell("Progress", bar, el("small", "", pct(j.progress) + frames)),
         cell("Node", document.createTextNode(j.node || "–")),
         cell("Created", document.createTextNode(when(j.created_at))),
@@ -211,7 +222,13 @@
       // oldest change first: a job created later ends up above one created earlier
       for (const j of data.jobs) {
         const old = rows.get(j.id);
-        if (old) old.replaceWith(row(j));
+        if (old) {
+          const ticked = old.querySelector("input[name=job]:checked");   // a ticked job stays ticked
+          const fresh = row(j);
+          const box = fresh.querySelector("input[name=job]");
+          if (ticked && box) box.checked = true;
+          old.replaceWith(fresh);
+        }
         else if (live) tbody.prepend(row(j));
       }
       while (live && tbody.rows.length > limit) tbody.deleteRow(-1);
