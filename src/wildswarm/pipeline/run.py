@@ -29,6 +29,7 @@ from wildswarm.layout import stem_of
 from wildswarm.pipeline import models as catalogue
 from wildswarm.pipeline import outputs, segments, smooth
 from wildswarm.pipeline.segments import SegmentPlan
+from wildswarm.pipeline.summary import build_summary
 from wildswarm.pipeline.video import Frame, VideoInfo, VideoWriter, probe, read_frames, sample_step
 
 ProgressFn = Callable[[int, int], None]
@@ -334,7 +335,7 @@ class Pipeline:
         timings["total"] = time.perf_counter() - started if segmented is None else \
             sum(v for k, v in timings.items() if k != "total") + (time.perf_counter() - started)
         tracks = track_summary(frames.meta, frames.dets)
-        summary = self._summary(video, info, frames.read, frames.meta, frames.dets, frames.poses, tracks,
+        summary = build_summary(self, video, info, frames.read, frames.meta, frames.dets, frames.poses, tracks,
                                 out_fps, timings)
         summary["frames"]["decoded"] = frames.decoded
         if segmented is not None:
@@ -352,54 +353,3 @@ class Pipeline:
         return md.info(detector=s.detector, image_size=s.detector_image_size, threshold=s.detection_threshold,
                        untrained=self.untrained, classifier=s.classifier if self.classifier else None,
                        extra={"wildswarm": {"version": __version__, "sampled_fps": s.fps}})
-
-    def _summary(self, video, info, decoded, frames_meta, dets, poses, tracks, out_fps, timings) -> dict:
-        from wildswarm.pipeline.detect import ANIMAL
-        s = self.settings
-        per_frame = [int((d.class_id == ANIMAL).sum()) if len(d) else 0 for d in dets]
-        species: dict[str, int] = defaultdict(int)
-        for d in dets:
-            for sp in d.data.get("species", []):
-                if sp:
-                    species[sp] += 1
-        return {
-            "video": video.name,
-            "wildswarm_version": __version__,
-            "untrained_weights": self.untrained,
-            "warning": ("Made with UNTRAINED (random) weights: detections, species and keypoints are "
-                        "meaningless.") if self.untrained else None,
-            "models": {w.spec.kind: w.describe() for w in self.weights},
-            "settings": {"fps": s.fps, "detector_image_size": s.detector_image_size,
-                         "detection_threshold": s.detection_threshold, "pose_threshold": s.pose_threshold,
-                         "max_animals": s.max_animals, "batch_size": s.batch_size, "device": self.device,
-                         "track_lost_seconds": s.track_lost_seconds, "smooth": s.smooth,
-                         "smooth_window": s.smooth_window},
-            "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames,
-                      "duration_s": round(info.duration, 3), "codec": info.codec},
-            "frames": {"read": decoded, "analysed": len(frames_meta),
-                       "output_fps": round(out_fps, 3)},
-            "animals": {"frames_with_animals": sum(1 for n in per_frame if n),
-                        "max_per_frame": max(per_frame, default=0), "detections": sum(per_frame),
-                        "distinct": len(tracks), "poses": sum(len(p) for p in poses),
-                        "species": dict(species)},
-            "tracks": tracks,
-            "bodyparts": list(self.pose.bodyparts),
-            "skeleton": [[int(a), int(b)] for a, b in getattr(self.pose, "skeleton", [])],
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "software": _versions(),
-            "model_load_s": round(self.load_seconds, 3),
-            "host": platform.node(),
-            "files": list(outputs.expected(s.smooth != "none")),
-        }
-
-
-def _versions() -> dict[str, str]:
-    """The versions of what made a result (NWB and Camtrap DP exports name them)."""
-    from importlib.metadata import PackageNotFoundError, version
-    out = {"wildswarm": __version__}
-    for dist in ("deeplabcut", "PytorchWildlife", "torch", "supervision"):
-        try:
-            out[dist.lower()] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
