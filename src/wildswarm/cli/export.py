@@ -58,9 +58,10 @@ def export(settings: Settings, jobs: tuple[str, ...], fmt: str, everything: bool
             if everything:
                 ids += [j.id for j in store.list(JobQuery(status=JobStatus.DONE, search=search, limit=100_000))]
             if deployment:
-                if Deployments(store.db).get(deployment) is None:
+                known = Deployments(store.db)
+                if known.get(deployment) is None:
                     raise ExportError(f"there is no deployment {deployment!r}")
-                ids += Deployments(store.db).finished_jobs(deployment)
+                ids += known.finished_jobs(deployment)
             results += select(store, Layout(settings.data), ids)
         finally:
             store.close()

@@ -23,6 +23,7 @@ from wildswarm import __version__
 from wildswarm.errors import ExportError
 from wildswarm.exporters import taxa
 from wildswarm.exporters.base import Exporter, ExportOptions, VideoResult, csv_text, zip_writer
+from wildswarm.jobs.deployments import parse_time
 
 VERSION = "1.0.2"
 BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}"
@@ -83,6 +84,7 @@ class CamtrapDP(Exporter):
         base = {"deploymentID": r.deployment["id"], "eventID": media_id(r), "classificationMethod": "machine",
                 "classifiedBy": by, "classificationTimestamp": when}
         rows = []
+        best = _best_boxes(r) if options.media_observations else {}
         for t in s.get("tracks", []):
             label = t.get("species")
             row = {**base, "observationID": f"{media_id(r)}-{t['name']}", "observationLevel": "event",
@@ -95,7 +97,7 @@ class CamtrapDP(Exporter):
                                           + (f"; classified as {label}" if label else "")}
             rows.append(row)
             if options.media_observations:
-                rows.append(self._media_level(r, row, t))
+                rows.append(self._media_level(r, row, best.get(t["id"])))
         fps = float(entry.get("frame_rate") or 0) or 1.0
         for category, kind in (("2", "human"), ("3", "vehicle")):
             frames = [d["frame_number"] for d in entry.get("detections", []) if d["category"] == category]
@@ -114,18 +116,16 @@ class CamtrapDP(Exporter):
                          "observationType": "blank", "classifiedBy": info.get("detector") or by})
         return rows
 
-    def _media_level(self, r: VideoResult, event: dict, track: dict) -> dict:
+    def _media_level(self, r: VideoResult, event: dict, box: dict | None) -> dict:
         i = r.summary.get("input", {})
         w, h = float(i.get("width") or 1), float(i.get("height") or 1)
-        boxes = [b for b in r.tracks() if b["id"] == track["id"]]
         row = {**event, "observationID": f"{event['observationID']}-media", "mediaID": media_id(r),
                "observationLevel": "media"}
-        if boxes:
-            b = max(boxes, key=lambda b: b["conf"])
-            x, y = min(max(b["left"] / w, 0.0), 1.0), min(max(b["top"] / h, 0.0), 1.0)
+        if box is not None:
+            x, y = min(max(box["left"] / w, 0.0), 1.0), min(max(box["top"] / h, 0.0), 1.0)
             row.update(bboxX=round(x, 4), bboxY=round(y, 4),
-                       bboxWidth=round(max(min(b["width"] / w, 1.0 - x), 1e-4), 4),
-                       bboxHeight=round(max(min(b["height"] / h, 1.0 - y), 1e-4), 4))
+                       bboxWidth=round(max(min(box["width"] / w, 1.0 - x), 1e-4), 4),
+                       bboxHeight=round(max(min(box["height"] / h, 1.0 - y), 1e-4), 4))
         return row
 
     def _package(self, results, deployments: dict, names: list[str], options: ExportOptions) -> dict:
@@ -137,8 +137,8 @@ class CamtrapDP(Exporter):
             spatial = {"type": "Polygon", "coordinates": [[[min(lons), min(lats)], [max(lons), min(lats)],
                                                            [max(lons), max(lats)], [min(lons), max(lats)],
                                                            [min(lons), min(lats)]]]}
-        starts = [_parse(d["deployment_start"]) for d in deployments.values()]
-        ends = [_parse(d["deployment_end"]) for d in deployments.values()]
+        starts = [parse_time(d["deployment_start"]) for d in deployments.values()]
+        ends = [parse_time(d["deployment_end"]) for d in deployments.values()]
         title = options.title or f"wildswarm export of {len(results)} video{'s' if len(results) != 1 else ''}"
         key = ",".join(sorted(r.job_id or r.name for r in results))
         observation_level = ["event", "media"] if options.media_observations else ["event"]
@@ -193,7 +193,16 @@ def missing(results: list[VideoResult], options: ExportOptions) -> list[str]:
 
 def recorded(r: VideoResult) -> datetime | None:
     text = (r.media or {}).get("given_time") or (r.media or {}).get("creation_time")
-    return _parse(text) if text else None
+    return parse_time(text) if text else None
+
+
+def _best_boxes(r: VideoResult) -> dict[int, dict]:
+    """Each track's most confident box of ``tracks.csv`` (read once per video)."""
+    best: dict[int, dict] = {}
+    for b in r.tracks():
+        if b["id"] not in best or b["conf"] > best[b["id"]]["conf"]:
+            best[b["id"]] = b
+    return best
 
 
 def media_id(r: VideoResult) -> str:
@@ -204,22 +213,14 @@ def _deployment(d: dict) -> dict:
     return {"deploymentID": d["id"], "locationID": d.get("location_id"), "locationName": d.get("location_name"),
             "latitude": d["latitude"], "longitude": d["longitude"],
             "coordinateUncertainty": d.get("coordinate_uncertainty"),
-            "deploymentStart": _time(_parse(d["deployment_start"])),
-            "deploymentEnd": _time(_parse(d["deployment_end"])), "cameraID": d.get("camera_id"),
+            "deploymentStart": _time(parse_time(d["deployment_start"])),
+            "deploymentEnd": _time(parse_time(d["deployment_end"])), "cameraID": d.get("camera_id"),
             "cameraModel": d.get("camera_model"), "cameraHeight": d.get("camera_height"),
             "habitat": d.get("habitat"), "deploymentComments": d.get("comments")}
 
 
-def _parse(value) -> datetime:
-    if isinstance(value, datetime):
-        t = value
-    else:
-        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
 def _time(t: datetime) -> str:
-    return _parse(t).isoformat(timespec="seconds")
+    return parse_time(t).isoformat(timespec="seconds")
 
 
 def _table(header: list[str], rows: list[dict]) -> str:

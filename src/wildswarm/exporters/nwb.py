@@ -27,6 +27,7 @@ import numpy as np
 
 from wildswarm import __version__
 from wildswarm.exporters.base import Exporter, ExportOptions, VideoResult, zip_writer
+from wildswarm.jobs.deployments import parse_time
 from wildswarm.pipeline import files
 
 REFERENCE_FRAME = "(0,0) is the top left corner of the source video frame; x to the right, y down, in pixels"
@@ -62,12 +63,9 @@ def session_start(r: VideoResult) -> tuple[datetime, str]:
     """(start, how it is known)."""
     created = (r.media or {}).get("creation_time")
     if created:
-        t = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)), "the video's own creation time"
+        return parse_time(created), "the video's own creation time"
     if r.created_at is not None:
-        t = r.created_at
-        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)), \
-            "the time the video was submitted (the video records no creation time)"
+        return parse_time(r.created_at), "the time the video was submitted (the video records no creation time)"
     t = datetime.fromtimestamp(r.folder.stat().st_mtime, timezone.utc)
     return t, "the time the result was written (the video records no creation time)"
 

@@ -52,8 +52,8 @@ class Deployment:
             if "coordinate_uncertainty" in values:
                 values["coordinate_uncertainty"] = int(values["coordinate_uncertainty"])
             for key in ("deployment_start", "deployment_end"):
-                if key in values and not isinstance(values[key], datetime):
-                    values[key] = parse_time(str(values[key]))
+                if key in values:
+                    values[key] = parse_time(values[key])
         except ValueError as exc:
             raise JobError(f"deployment {dep_id}: {exc}") from None
         dep = cls(**values)
@@ -89,12 +89,15 @@ class Deployment:
         return d
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 date and time; without a zone it is taken as UTC (and says so nowhere else)."""
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 date and time (e.g. 2026-07-01T06:30:00+02:00)") from None
+def parse_time(value: str | datetime) -> datetime:
+    """An ISO 8601 date and time (or a datetime); without a zone it is taken as UTC."""
+    if isinstance(value, datetime):
+        t = value
+    else:
+        try:
+            t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 date and time (e.g. 2026-07-01T06:30:00+02:00)") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
