@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 
 from wildswarm.errors import JobError
 from wildswarm.jobs.deployments import Deployment, Deployments
+from wildswarm.web.api import _error as api_error
 
 bp = Blueprint("deployments", __name__)
 
@@ -53,15 +54,11 @@ def api_list():
 def api_add():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        response = jsonify(error="send a JSON object of deployment fields", reason="bad_request")
-        response.status_code = 400
-        return response
+        return api_error(400, "send a JSON object of deployment fields", "bad_request")
     try:
         dep = known().save(Deployment.parse(body))
     except JobError as exc:
-        response = jsonify(error=str(exc), reason="bad_deployment")
-        response.status_code = 400
-        return response
+        return api_error(400, str(exc), "bad_deployment")
     response = jsonify(dep.to_dict())
     response.status_code = 201
     return response
