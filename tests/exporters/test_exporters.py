@@ -239,3 +239,14 @@ def test_the_cli_exports_a_deployment_as_a_camtrap_package(db_settings, store, s
     assert done.exit_code == 0, done.output
     assert camtrap_problems(out.read_bytes(), tmp_path / "check") == []
     assert len(list(csv.DictReader(open(tmp_path / "check" / "media.csv")))) == 2
+
+
+def test_the_nwb_session_starts_when_the_video_was_recorded_as_given_first(tmp_path):
+    """As the Camtrap DP export does: a recording time given on upload wins over the video's own
+    (a camera's clock is often wrong), which wins over the time it was submitted."""
+    from wildswarm.exporters.nwb import session_start
+    both = {"given_time": "2026-05-03T05:40:00+02:00", "creation_time": "2026-01-01T00:00:00+00:00"}
+    start, basis = session_start(VideoResult("j", "v.mp4", tmp_path, media=both))
+    assert start == datetime.fromisoformat("2026-05-03T05:40:00+02:00") and "given" in basis
+    start, basis = session_start(VideoResult("j", "v.mp4", tmp_path, media={"creation_time": both["creation_time"]}))
+    assert start == datetime.fromisoformat(both["creation_time"]) and "creation time" in basis

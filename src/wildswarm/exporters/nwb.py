@@ -60,8 +60,11 @@ def labeled_name(r: VideoResult) -> str:
 
 
 def session_start(r: VideoResult) -> tuple[datetime, str]:
-    """(start, how it is known)."""
-    created = (r.media or {}).get("creation_time")
+    """(start, how it is known): the recording time given with the video, else the video's own
+    creation time (as the Camtrap DP export reads them), else when it was submitted or written."""
+    given, created = (r.media or {}).get("given_time"), (r.media or {}).get("creation_time")
+    if given:
+        return parse_time(given), "the recording time given with the video"
     if created:
         return parse_time(created), "the video's own creation time"
     if r.created_at is not None:
