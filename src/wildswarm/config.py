@@ -26,6 +26,9 @@ class Settings:
     node: str = field(default_factory=socket.gethostname)
 
     # --- pipeline ----------------------------------------------------------
+    profile: str = "camera-trap"           # the analysis profile of a job that names none (profiles.py)
+    profiles_file: Path | None = None      # the operator's profiles (default: <data>/profiles.toml)
+    pipeline_cache_mb: int = 1024          # a worker keeps loaded pipelines while their models fit in this
     detector: str = "MDV6-yolov9-c"
     classifier: str = "none"
     pose: str = "superanimal_quadruped"
@@ -111,6 +114,10 @@ class Settings:
     @property
     def models(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data / "models"
+
+    @property
+    def profiles_path(self) -> Path:
+        return self.profiles_file if self.profiles_file is not None else self.data / "profiles.toml"
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -31,12 +31,14 @@ from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.jobs.deployments import Deployments, parse_time
 from wildswarm.layout import Layout, move_into, safe_name
 from wildswarm.messages import JobMessage
+from wildswarm.profiles import ProfileBook, ProfileError
 
 log = logging.getLogger(__name__)
 
 
 class Refused(VideoError):
-    """Not a video we take; ``kind`` says why: bad_type | too_large | empty | bad_deployment | bad_time."""
+    """Not a video we take; ``kind`` says why: bad_type | too_large | empty | bad_deployment | bad_time |
+    bad_profile."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -72,6 +74,7 @@ class Intake:
         self.publisher = publisher
         self.layout = Layout(settings.data)
         self.deployments = Deployments(store.db)
+        self.profiles = ProfileBook(settings)
 
     def note(self, line: str) -> None:
         log.info(line)
@@ -79,12 +82,14 @@ class Intake:
 
     # --- a complete copy, staged outside input/ (web upload, wildswarm submit) -----------------
     def admit_staged(self, staged: Path, name: str, source: str, *, deployment_id: str | None = None,
-                     recorded_at: str | None = None) -> Admission:
+                     recorded_at: str | None = None, profile: str | None = None) -> Admission:
         """Queue the video written to ``staged`` under the name ``name``; ``staged`` is gone afterwards.
         ``deployment_id``: the known deployment it was recorded in; ``recorded_at``: when it was
-        recorded (ISO 8601), for a video whose own metadata does not say or says wrong."""
+        recorded (ISO 8601), for a video whose own metadata does not say or says wrong; ``profile``:
+        the analysis profile to analyse it with (None: the default one)."""
         try:
             self._check(name, staged.stat().st_size)
+            profile = self.profile(profile)
             media = self._media(staged, deployment_id, recorded_at)
             job_id = job_id_for(staged)
             known = self.store.find(job_id)
@@ -98,24 +103,34 @@ class Intake:
             final = self.layout.claim_input(staged, name)
         finally:
             staged.unlink(missing_ok=True)
-        return self._record_and_publish(job_id, final, source, deployment_id=deployment_id, media=media)
+        return self._record_and_publish(job_id, final, source, deployment_id=deployment_id, media=media,
+                                        profile=profile)
 
     # --- a file settled in input/ (the producer) --------------------------------------------------------
-    def admit_dropped(self, path: Path) -> Admission:
-        """Queue, skip or refuse ``input/<name>``, a file someone copied there."""
+    def admit_dropped(self, path: Path, profile: str | None = None) -> Admission:
+        """Queue, skip or refuse ``input/<name>``, a file someone copied there; or ``input/<profile>/<name>``,
+        analysed with that profile (it moves to ``input/`` once it is a job)."""
         size = path.stat().st_size
         why = refusal(self.settings, path.name, size)
+        if why is None and profile is not None:
+            try:
+                self.profile(profile)
+            except Refused as exc:
+                why = (exc.kind, f"input/{profile}/: {exc}")
         if why:
             return self._refuse_dropped(path, size, why[1])
         job_id = job_id_for(path)
         known = self.store.find(job_id)
         if known is not None:
             return self._known_dropped(path, known)
-        if safe_name(path.name) != path.name or self._taken(path.name):
+        where = "input/" if profile is None else f"input/{profile}/"
+        if profile is not None or safe_name(path.name) != path.name or self._taken(path.name):
             renamed = self.layout.claim_input(path, path.name)
-            self.note(f"{path.name}: renamed to {renamed.name} (unsafe or already taken)")
+            if renamed.name != path.name:
+                self.note(f"{where}{path.name}: renamed to {renamed.name} (unsafe or already taken)")
             path = renamed
-        return self._record_and_publish(job_id, path, "dropped into input/", media=self._media(path))
+        return self._record_and_publish(job_id, path, f"dropped into {where}", media=self._media(path),
+                                        profile=self.profile(profile))
 
     # --- retry --------------------------------------------------------------------------------------------
     def retry(self, job_id: str, copy: Path | None = None, how: str = "retried") -> Admission:
@@ -138,6 +153,14 @@ class Intake:
                          admission.message)
 
     # --- the steps ----------------------------------------------------------------------------------------
+    def profile(self, name: str | None) -> str:
+        """The profile a job asking for ``name`` gets (None or "": the default one); :class:`Refused`
+        if there is no such profile."""
+        try:
+            return self.profiles.get(name or None).name
+        except ProfileError as exc:
+            raise Refused("bad_profile", str(exc)) from None
+
     def _check(self, name: str, size: int) -> None:
         why = refusal(self.settings, name, size)
         if why:
@@ -162,9 +185,9 @@ class Intake:
         return media
 
     def _record_and_publish(self, job_id: str, final: Path, source: str, *, deployment_id: str | None = None,
-                            media: dict | None = None) -> Admission:
+                            media: dict | None = None, profile: str | None = None) -> Admission:
         job, created = self.store.submit(job_id, final.name, final.stat().st_size, deployment_id=deployment_id,
-                                         media=media)
+                                         media=media, profile=profile)
         if not created:          # the same video, admitted at the same moment by another path
             moved = move_into(final, self.layout.input_failed, job_id[:8])
             self.note(f"{final.name}: same content as job {job_id} ({job.input_name}); not queued again"
@@ -192,7 +215,7 @@ class Intake:
         return any(p.name != name and p.stem == stem for p in lay.input.iterdir() if not p.name.startswith("."))
 
     def _known_dropped(self, path: Path, job: Job) -> Admission:
-        if job.input_name != path.name:
+        if job.input_name != path.name or path.parent != self.layout.input:
             moved = move_into(path, self.layout.input_failed, job.id[:8])
             self.note(f"{path.name}: same content as job {job.id} ({job.input_name}, {job.status.value}); "
                       f"not queued again, moved to input_failed/{moved.name if moved else '?'}")

@@ -30,6 +30,10 @@ MERGES = Counter("wildswarm_merges_total", "Merges of a long video's segments by
                  ["outcome"])
 JOBS_IN_PROGRESS = Gauge("wildswarm_inprogress_jobs", "Jobs this worker is analysing now (0 or 1)")
 MODEL_LOAD = Gauge("wildswarm_model_load_seconds", "Time the worker took to load its models at start")
+PIPELINES = Counter("wildswarm_pipelines_total",
+                    "Pipelines for a job's analysis profile: loaded, reused from the worker's cache, or dropped "
+                    "from it to make room", ["result"])
+PIPELINE_CACHE_BYTES = Gauge("wildswarm_pipeline_cache_bytes", "Memory of the models in the worker's pipeline cache")
 #: 0 while the worker's job loop can take work; else how long it has not been able to (its healthcheck reads it)
 WORKER_STALLED = Gauge("wildswarm_worker_stalled_seconds",
                        "Seconds the worker's job loop has been unable to take work (0: healthy)")

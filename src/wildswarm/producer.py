@@ -3,8 +3,10 @@
 A file is taken once it has stopped changing: the same size and mtime seen on
 polls spanning at least ``settle_seconds`` (watched, never guessed from the
 file's own mtime, so an scp that stalls for a while is not taken half-copied).
-Hidden files (``.name``: temporary copies), folders and symbolic links are
-ignored. Each settled file goes through :mod:`wildswarm.intake`: refused,
+Hidden files (``.name``: temporary copies) and symbolic links are ignored; a
+file in a folder of ``input/`` (one level down) is analysed with the profile the
+folder is named after (``input/lab-topview-mouse/x.mp4``), and refused, with
+that reason, if there is no such profile. Each settled file goes through :mod:`wildswarm.intake`: refused,
 known (the same content is already a job), or recorded and published.
 
 Every ``reconcile_seconds`` it runs the :class:`~wildswarm.reconciler.Reconciler`
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def submit_file(intake: Intake, video: Path, **given) -> Admission:
     """Copy ``video`` into uploads/ and admit it (``wildswarm submit``); ``given``: its
-    ``deployment_id`` and ``recorded_at``, as :meth:`Intake.admit_staged` takes them."""
+    ``deployment_id``, ``recorded_at`` and ``profile``, as :meth:`Intake.admit_staged` takes them."""
     video = Path(video)
     if not video.is_file():
         raise VideoError(f"{video}: no such file")
@@ -92,38 +94,54 @@ class Producer:
 
     # --- finding settled files -------------------------------------------------
     def scan(self) -> list[str]:
-        """Names in input/ that have stopped changing and are not dealt with yet."""
+        """Names in input/ (``name``, or ``<profile>/name`` one folder down) that have stopped changing
+        and are not dealt with yet."""
         now, settle = self.clock(), self.settings.settle_seconds
         present, ready = set(), []
-        with os.scandir(self.layout.input) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                key = (st.st_size, st.st_mtime_ns)
-                present.add(entry.name)
-                if self.handled.get(entry.name) == key:
-                    continue
-                seen = self.pending.get(entry.name)
-                if seen is None or (seen.size, seen.mtime_ns) != key:
-                    self.pending[entry.name] = _Seen(*key, since=now)
-                    continue
-                if now - seen.since >= settle:
-                    ready.append(entry.name)
+        for name, st in self._files():
+            key = (st.st_size, st.st_mtime_ns)
+            present.add(name)
+            if self.handled.get(name) == key:
+                continue
+            seen = self.pending.get(name)
+            if seen is None or (seen.size, seen.mtime_ns) != key:
+                self.pending[name] = _Seen(*key, since=now)
+                continue
+            if now - seen.since >= settle:
+                ready.append(name)
         for gone in set(self.pending) - present:
             del self.pending[gone]
         for gone in set(self.handled) - present:
             del self.handled[gone]
         return sorted(ready)
 
+    def _files(self):
+        """(name, stat) of each file in input/ and in its folders (a folder picks the analysis profile);
+        hidden names and symbolic links are ignored, and a folder is never followed through a link."""
+        def entries(folder: Path, prefix: str = ""):
+            try:
+                with os.scandir(folder) as it:
+                    listed = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            for entry in listed:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if not prefix and entry.is_dir(follow_symlinks=False):
+                        yield from entries(folder / entry.name, entry.name + "/")
+                    elif entry.is_file(follow_symlinks=False):
+                        yield prefix + entry.name, entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+        yield from entries(self.layout.input)
+
     # --- dealing with one file ---------------------------------------------------
     def handle(self, name: str) -> str:
         """Queue, skip or refuse ``input/<name>``; returns what happened (a metric label)."""
         self.pending.pop(name)
-        result = self.intake.admit_dropped(self.layout.input / name).result
+        profile = name.split("/", 1)[0] if "/" in name else None
+        result = self.intake.admit_dropped(self.layout.input / name, profile=profile).result
         path = self.layout.input / name
         try:
             st = path.stat()
@@ -155,6 +173,14 @@ class Producer:
             except OSError as exc:
                 log.warning("uploads/ not swept: %s", exc)
 
+    def profile_folders(self) -> None:
+        """``input/<profile>/`` for every analysis profile, so the drop zone shows what can be picked."""
+        for name in self.intake.profiles.current().names():
+            try:
+                (self.layout.input / name).mkdir(exist_ok=True)
+            except OSError as exc:
+                log.warning("input/%s/ not made: %s", name, exc)
+
     def import_legacy_records(self) -> None:
         from wildswarm.jobs.legacy import import_json_records
         try:
@@ -175,6 +201,7 @@ class Producer:
         s, admitted = self.settings, 0
         deadline = self.clock() + s.settle_seconds + 3 * s.poll_seconds + 1
         self.note(f"producer up: watching {self.layout.input} for {', '.join(s.extensions)}; queue {s.queue}")
+        self.profile_folders()
         self.import_legacy_records()
         while not self.stopping.is_set():
             admitted += sum(r in ("queued", "pending") for r in self.poll().values())

@@ -33,10 +33,12 @@ from typing import Callable, Protocol
 from wildswarm import metrics
 from wildswarm.broker import retry_delay
 from wildswarm.config import Settings
-from wildswarm.errors import JobStoreError, JobStoreUnavailable, VideoError
+from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore
 from wildswarm.layout import Layout, move_into, stem_of
 from wildswarm.messages import JobMessage
+from wildswarm.pipeline.cache import Fixed, Loaded, PipelineCache
+from wildswarm.profiles import ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,12 @@ class Lease:
 class JobRunner:
     """Does one job on the shared filesystem; knows nothing of the broker."""
 
-    def __init__(self, settings: Settings, analyzer: Analyzer, store: JobStore,
+    def __init__(self, settings: Settings, analyzer: "Analyzer | PipelineCache", store: JobStore,
                  stopping: threading.Event | None = None):
-        self.settings, self.analyzer, self.store = settings, analyzer, store
+        """``analyzer``: a :class:`~wildswarm.pipeline.cache.PipelineCache` (a pipeline per analysis
+        profile, as a worker has), or one analyser for every job whatever its profile."""
+        self.settings, self.store = settings, store
+        self.analyzers = analyzer if hasattr(analyzer, "book") else Fixed(analyzer)
         self.stopping = stopping or threading.Event()
         self.layout = Layout(settings.data)
         self.node = settings.node
@@ -152,22 +157,31 @@ class JobRunner:
         src = self.layout.input / job.input_name
         if not src.is_file():
             return self._fail(job, f"input file {job.input_name} is not in input/")
+        video = job
+        if job.is_segment:                      # analysed with its video's profile and plan
+            video = self.call(self.store.find, job.parent_id)
+            if video is None or not video.plan:
+                return self._fail(job, "its video's job has no segment plan")
+        loaded, verdict = self._leased(job, cancel, lambda: self.analyzers.get(video.profile))
+        if verdict is not None:
+            return verdict
         if job.is_segment:
-            return self._segment(job, src, cancel)
+            return self._segment(job, video, src, loaded, cancel)
         try:
-            seg_plan = self._plan(job, src, workers)
+            seg_plan = self._plan(job, src, workers, loaded.analyzer)
         except VideoError as exc:
             return self._fail(job, str(exc))
         if seg_plan is not None:
-            return self._split(job, src, seg_plan, cancel)
-        self.note(job, f"started (attempt {job.attempts} of {self.limit})")
+            return self._split(job, src, seg_plan, loaded, cancel)
+        self.note(job, f"started (attempt {job.attempts} of {self.limit})"
+                       + (f", profile {loaded.profile}" if loaded.profile else ""))
         name = stem_of(job.input_name)
         if job.attempts > 1:
             from wildswarm.pipeline.outputs import clean_partial   # what a dead attempt left
             clean_partial(self.layout.output, name)
-        result, verdict = self._leased(job, cancel, lambda: self.analyzer.analyze(
+        result, verdict = self._leased(job, cancel, lambda: loaded.analyzer.analyze(
             src, self.layout.output, name=name, progress=self._progress(job, cancel)))
-        return verdict or self._finish(job, src, result)
+        return verdict or self._finish(job, src, result, loaded)
 
     def _leased(self, job: Job, cancel: threading.Event, work: Callable[[], object]) -> tuple[object, Verdict | None]:
         """``work()`` while this worker renews ``job``'s lease: (its result, None), or (None, the verdict)
@@ -178,7 +192,7 @@ class JobRunner:
                 result = work()
         except _Stop:
             return None, self._stopped(job, lease)
-        except VideoError as exc:
+        except (VideoError, ProfileError, ModelError) as exc:   # the input, its profile or the weights: for good
             return None, self._fail(job, str(exc))
         except Exception as exc:  # PipelineError, the filesystem, or a bug: tried again a bounded number of times
             if cancel.is_set():
@@ -237,10 +251,11 @@ class JobRunner:
                 last[1] = 0
         return progress
 
-    def _finish(self, job: Job, src: Path, result) -> Verdict:
+    def _finish(self, job: Job, src: Path, result, loaded: Loaded) -> Verdict:
         timings = {k: round(v, 3) for k, v in (result.timings or {}).items()}
         done = self.call(self.store.finish, job.id, self.owner, output=result.name, outputs=list(result.files),
-                                 frames=result.frames_analysed, untrained=bool(result.untrained), timings=timings)
+                         frames=result.frames_analysed, untrained=bool(result.untrained), timings=timings,
+                         profile=loaded.profile, profile_settings=loaded.settings)
         if done is None:
             self.note(job, "finished, but another worker had taken the job over meanwhile; its record stands")
             return Verdict(Outcome.LOST)
@@ -279,11 +294,11 @@ class JobRunner:
         return Verdict(Outcome.RETRIED, delay=delay, message=JobMessage(job.id, job.input_name))
 
     # --- long videos: split, segments, merge ------------------------------------------------------------
-    def _plan(self, job: Job, src: Path, workers: int | None):
+    def _plan(self, job: Job, src: Path, workers: int | None, analyzer):
         """The segment plan of a long video, or None (a short one, or an analyser without segments).
         A video split before (a retry, a split cut short) keeps its plan, and so its finished segments,
         whatever the number of workers now."""
-        planner = getattr(self.analyzer, "plan", None)
+        planner = getattr(analyzer, "plan", None)
         if planner is None:
             return None
         if job.plan:
@@ -292,12 +307,12 @@ class JobRunner:
         from wildswarm.pipeline.video import probe
         return planner(probe(src), workers=workers)
 
-    def _split(self, job: Job, src: Path, seg_plan, cancel: threading.Event) -> Verdict:
+    def _split(self, job: Job, src: Path, seg_plan, loaded: Loaded, cancel: threading.Event) -> Verdict:
         """Hand a long video to its segment jobs: their messages go on the queue, any worker takes one."""
         from wildswarm.pipeline import segments
         name = stem_of(job.input_name)
         try:
-            where = self.analyzer.prepare_segments(src, self.layout.output, name, seg_plan)
+            where = loaded.analyzer.prepare_segments(src, self.layout.output, name, seg_plan)
             finished = [segments.finished(where, k) for k in range(seg_plan.count)]
         except OSError as exc:
             return self._retry(job, f"cannot prepare its segments: {exc}")
@@ -311,36 +326,33 @@ class JobRunner:
         if todo:
             return Verdict(Outcome.SPLIT, messages=tuple(JobMessage(c.id, c.input_name) for c in todo))
         video = self.call(self.store.claim_merge, job.id, self.owner, self.node)
-        return self._merge(video, src, seg_plan, cancel) if video is not None else Verdict(Outcome.SKIPPED)
+        return self._merge(video, src, seg_plan, loaded, cancel) if video is not None else Verdict(Outcome.SKIPPED)
 
-    def _segment(self, job: Job, src: Path, cancel: threading.Event) -> Verdict:
+    def _segment(self, job: Job, video: Job, src: Path, loaded: Loaded, cancel: threading.Event) -> Verdict:
         """Analyse one segment of a long video; the worker that finishes the last one merges them."""
         from wildswarm.pipeline.segments import SegmentPlan
-        video = self.call(self.store.find, job.parent_id)
-        if video is None or not video.plan:
-            return self._fail(job, "its video's job has no segment plan")
         seg_plan = SegmentPlan(**video.plan)
         name = stem_of(video.input_name)
         first, stop = seg_plan.owned(job.segment)
         total = (stop if stop is not None else seg_plan.total) - first
         self.note(job, f"segment {job.segment + 1} of {seg_plan.count} started (attempt {job.attempts})")
         progress = self._progress(job, cancel)
-        frames, verdict = self._leased(job, cancel, lambda: self.analyzer.analyze_segment(
+        frames, verdict = self._leased(job, cancel, lambda: loaded.analyzer.analyze_segment(
             src, self.layout.output, name, job.segment, seg_plan, report=lambda n: progress(min(n, total), total)))
         if verdict is not None:
             return verdict
         owned = min(frames, total) if stop is not None else frames
         if self.call(self.store.finish, job.id, self.owner, output=name, outputs=[], frames=owned,
-                     untrained=bool(getattr(self.analyzer, "untrained", False)), timings={}) is None:
+                     untrained=bool(getattr(loaded.analyzer, "untrained", False)), timings={}) is None:
             return Verdict(Outcome.LOST)
         metrics.SEGMENTS.labels("done").inc()
         self.note(job, f"segment {job.segment + 1} of {seg_plan.count} done ({owned} frames)")
         merging = self.call(self.store.claim_merge, video.id, self.owner, self.node)
         if merging is None:
             return Verdict(Outcome.DONE)
-        return self._merge(merging, src, seg_plan, cancel)
+        return self._merge(merging, src, seg_plan, loaded, cancel)
 
-    def _merge(self, video: Job, src: Path, seg_plan, cancel: threading.Event) -> Verdict:
+    def _merge(self, video: Job, src: Path, seg_plan, loaded: Loaded, cancel: threading.Event) -> Verdict:
         """Every segment is done and this worker won the merge: the video's result, as one run's."""
         self.note(video, f"merging its {seg_plan.count} segments")
         name = stem_of(video.input_name)
@@ -348,7 +360,7 @@ class JobRunner:
         clean_partial(self.layout.output, name)
         try:
             with Lease(self.store, video.id, self.owner, cancel.set) as lease:
-                result = self.analyzer.merge(src, self.layout.output, name, seg_plan)
+                result = loaded.analyzer.merge(src, self.layout.output, name, seg_plan)
         except Exception as exc:
             metrics.MERGES.labels("failed").inc()
             if lease.lost.is_set():
@@ -356,7 +368,7 @@ class JobRunner:
             log.exception("job %s: merge failed", video.id)
             return self._retry(video, f"merge failed: {type(exc).__name__}: {exc}")
         metrics.MERGES.labels("done").inc()
-        return self._finish(video, src, result)
+        return self._finish(video, src, result, loaded)
 
     def _stopped(self, job: Job, lease: Lease) -> Verdict:
         if lease.lost.is_set():

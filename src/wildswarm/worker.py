@@ -41,6 +41,7 @@ from wildswarm.config import Settings
 from wildswarm.errors import JobStoreError, BrokerError, ConfigError, MessageError
 from wildswarm.jobs import JobStore
 from wildswarm.messages import JobMessage
+from wildswarm.pipeline.cache import PipelineCache
 from wildswarm.runner import Analyzer, JobRunner, Outcome, Verdict
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,12 @@ UNEXPECTED_PAUSE = 5.0    # seconds before a delivery whose job hit a bug goes b
 STALL_AFTER = 30.0        # a job loop that cannot take work this long is reported stalled
 
 
-def load_analyzer(settings: Settings) -> tuple[Analyzer, float]:
-    """The analysing object and the seconds it took to load.
+def load_analyzer(settings: Settings) -> tuple[PipelineCache, float]:
+    """The worker's pipelines, one per analysis profile in use, with the default profile's loaded
+    first; and the seconds that took.
 
-    The real :class:`~wildswarm.pipeline.run.Pipeline`, unless ``settings.analyzer``
-    names a test aid (``module:Class``, e.g. ``wildswarm.testing:SleepAnalyzer``).
+    Real :class:`~wildswarm.pipeline.run.Pipeline` s, unless ``settings.analyzer`` names a test aid
+    (``module:Class``, e.g. ``wildswarm.testing:SleepAnalyzer``), built from a profile's settings.
     """
     started = time.perf_counter()
     if settings.analyzer:
@@ -63,11 +65,11 @@ def load_analyzer(settings: Settings) -> tuple[Analyzer, float]:
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"WILDSWARM_ANALYZER={settings.analyzer!r}: {exc}") from None
         log.warning("using %s as analyser: a test/benchmark aid, NOT the real pipeline", settings.analyzer)
-        analyzer = factory(settings)
+        cache = PipelineCache(settings, factory=factory)
     else:
-        from wildswarm.pipeline.run import Pipeline
-        analyzer = Pipeline(settings)
-    return analyzer, time.perf_counter() - started
+        cache = PipelineCache(settings)
+    cache.get(settings.profile)
+    return cache, time.perf_counter() - started
 
 
 def seen_before(delivery: Delivery) -> bool:

@@ -204,9 +204,11 @@ def test_refusals_show_in_the_page_and_jobs_update_live(browser, broker_settings
     no_console_errors(driver, allow=("/api/jobs - Failed to load resource: the server responded with a status of 415",))
 
 
-def test_upload_with_a_deployment_and_download_a_camera_trap_data_package(browser, stack, make_video, tmp_path):
-    """A camera-trap user: add the deployment, upload a video recorded there (giving its time, which
-    the video does not hold), and take the finished job away as a Camtrap DP that validates."""
+def test_upload_with_a_profile_and_a_deployment_and_download_a_camera_trap_data_package(browser, stack, make_video,
+                                                                                       tmp_path):
+    """A camera-trap user: add the deployment, upload a video recorded there with the species profile
+    (giving its time, which the video does not hold), and take the finished job away as a Camtrap DP
+    that validates. The worker loads that profile's pipeline (with its classifier) for this job."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -222,6 +224,8 @@ def test_upload_with_a_deployment_and_download_a_camera_trap_data_package(browse
     shot(driver, "deployments")
 
     driver.find_element(By.LINK_TEXT, "Upload").click()
+    assert Select(driver.find_element(By.ID, "profile")).first_selected_option.get_attribute("value") == "camera-trap"
+    Select(driver.find_element(By.ID, "profile")).select_by_value("camera-trap-serengeti")
     Select(driver.find_element(By.ID, "deployment")).select_by_value("cam7-dunes")
     driver.find_element(By.ID, "recorded_at").send_keys("2026-05-03T05:40:00+02:00")
     driver.find_element(By.ID, "files").send_keys(str(make_video("badger.mp4", frames=12)))
@@ -233,6 +237,9 @@ def test_upload_with_a_deployment_and_download_a_camera_trap_data_package(browse
     driver.get(f"{base}/jobs/{job_id}")      # a page rendered done: its script has nothing left to reload
     wait(driver, lambda d: d.find_elements(By.ID, "camtrap-export"), 20, "the results")
     assert "cam7-dunes" in driver.find_element(By.ID, "job-deployment").text
+    assert driver.find_element(By.ID, "job-profile").text.startswith("camera-trap-serengeti")
+    job = stack.store.get(job_id)
+    assert job.profile == "camera-trap-serengeti" and job.profile_settings["classifier"] == "AI4GSnapshotSerengeti"
     assert "2026-05-03T05:40:00+02:00 (given)" in driver.find_element(By.ID, "job-recorded").text
 
     driver.find_element(By.CSS_SELECTOR, "#camtrap-export summary").click()

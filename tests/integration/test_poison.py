@@ -1,7 +1,7 @@
 """Poison input ends failed or dead-lettered with its reason, and the worker goes on."""
 from __future__ import annotations
 
-from kit.observe import all_finished, jobs_of, wait_consuming
+from kit.observe import all_finished, jobs_of, wait_consuming, waiting_in_input
 from kit.waiting import wait_for
 from wildswarm.broker import REASON_HEADER, Broker, dead_letter_queue
 from wildswarm.jobs import JobStatus
@@ -84,7 +84,7 @@ def test_a_dead_lettered_job_ends_failed_with_its_reason_not_queued_forever(brok
                       "the reconciler to fail the dead-lettered job", procs=(producer,))
     assert "dead-lettered" in failed.error and "too many times" in failed.error
     lay = Layout(s.data)
-    assert [p.name for p in lay.input_failed.iterdir()] == ["stuck.mp4"] and not any(lay.input.iterdir())
+    assert [p.name for p in lay.input_failed.iterdir()] == ["stuck.mp4"] and waiting_in_input(s) == []
     assert broker.counts(dead_letter_queue(s.queue))[0] == 0
     # ... and it can be retried: a worker then finishes it, once
     assert intake.retry(job.id).result == "retried"

@@ -34,3 +34,10 @@ def log_lines(settings: Settings) -> list[str]:
 
 def started_lines(settings: Settings, job_id: str) -> list[str]:
     return [line for line in log_lines(settings) if f"job {job_id}" in line and "started" in line]
+
+
+def waiting_in_input(settings: Settings) -> list[str]:
+    """The files still in the drop zone: ``input/`` and its profile folders (which the producer makes)."""
+    root = Layout(settings.data).input
+    return sorted(str(p.relative_to(root)) for p in root.glob("*") if p.is_file()) + \
+        sorted(str(p.relative_to(root)) for p in root.glob("*/*") if p.is_file())

@@ -70,3 +70,18 @@ def test_analyze_good_and_bad_videos(env, make_video, tmp_path):
     assert [p.name for p in out_dir.iterdir()] == ["good_clip"]
     summary = json.loads((out_dir / "good_clip" / outputs.SUMMARY).read_text())
     assert summary["frames"]["analysed"] == 5 and summary["untrained_weights"] is True
+
+
+@pytest.mark.slow
+def test_analyze_with_a_profile_and_an_option_over_it(env, make_video, tmp_path):
+    video = make_video("arena.mp4", frames=20, fps=10)
+    code, out = run("analyze", str(video), "--out", str(tmp_path / "r"), "--profile", "lab-topview-mouse",
+                    "--fps", "5", "--untrained", "--device", "cpu", env={**env, "WILDSWARM_DETECTION_THRESHOLD": "0.001"})
+    assert code == 0, out
+    assert "profile lab-topview-mouse; loading models: MDV6-yolov9-c, none, superanimal_topviewmouse" in out
+    summary = json.loads((tmp_path / "r" / "arena" / outputs.SUMMARY).read_text())
+    assert summary["profile"] == "lab-topview-mouse" and len(summary["bodyparts"]) == 27
+    assert summary["settings"]["fps"] == 5.0 and summary["settings"]["smooth"] == "savgol"   # the option wins
+    assert summary["frames"]["analysed"] == 10
+    code, out = run("analyze", str(video), "--profile", "owls", env=env)
+    assert code != 0 and "no analysis profile 'owls'" in out and "Traceback" not in out

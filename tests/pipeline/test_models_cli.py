@@ -27,6 +27,21 @@ def test_verify_passes_on_recorded_files(models):
     assert out.count("UNTRAINED") == 2 and "sha256=" in out
 
 
+def test_verify_checks_every_profiles_models_or_one_profiles(models):
+    """Without names: every model any analysis profile uses (make up needs the default profile's at least)."""
+    code, out = run("models", "verify", models=models)
+    checked = [line.split(":")[0] for line in out.splitlines() if not line.startswith("warning")]
+    assert code == 1 and checked == ["MDV6-yolov9-c", "superanimal_quadruped", "AI4GAmazonRainforest",
+                                     "AI4GSnapshotSerengeti", "superanimal_topviewmouse"]
+    code, out = run("models", "verify", "--profile", "", models=models)             # the default profile's
+    assert code == 0 and out.count(": ok ") == 2, out
+    code, out = run("models", "verify", "--profile", "lab-topview-mouse", models=models)
+    assert code == 1 and "MDV6-yolov9-c: ok" in out and "superanimal_topviewmouse_hrnet_w32.pt is not in" in out
+    assert "superanimal_quadruped" not in out
+    code, out = run("models", "verify", "--profile", "owls", models=models)
+    assert code != 0 and "no analysis profile 'owls'" in out
+
+
 def test_verify_fails_on_a_junk_file_and_names_it(models):
     (models / "MDV6b-yolov9-c.pt").write_bytes(b"junk")
     code, out = run("models", "verify", "MDV6-yolov9-c", "superanimal_quadruped", models=models)

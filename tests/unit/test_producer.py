@@ -122,14 +122,60 @@ def test_refused_files_fail_with_their_reason(env, store, name, data, reason):
     assert job.status is JobStatus.FAILED and job.refused and reason in job.error and job.input_name == name
 
 
-def test_hidden_files_folders_and_links_are_ignored(env, tmp_path):
+def test_hidden_files_deep_folders_and_links_are_ignored(env, tmp_path):
     _, producer, broker, clock, lay = env
     drop(lay, ".partial.mp4")
     (lay.input / "sub").mkdir()
+    (lay.input / "lab-topview-mouse" / "deeper").mkdir(parents=True)
+    drop(lay, "lab-topview-mouse/deeper/two-down.mp4")            # only one level of folders is a profile
+    drop(lay, "lab-topview-mouse/.copying.mp4")
     (tmp_path / "elsewhere.mp4").write_bytes(b"not ours")
     (lay.input / "link.mp4").symlink_to(tmp_path / "elsewhere.mp4")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x.mp4").write_bytes(b"not ours either")
+    (lay.input / "camera-trap-species").symlink_to(tmp_path / "outside")   # a folder link is never followed
     assert settle(producer, clock) == {}
     assert (tmp_path / "elsewhere.mp4").exists() and (lay.input / "link.mp4").is_symlink()
+    assert (tmp_path / "outside" / "x.mp4").exists() and store_is_empty(producer)
+
+
+def store_is_empty(producer) -> bool:
+    return producer.store.list() == []
+
+
+def test_a_file_in_a_profile_folder_is_analysed_with_that_profile(env, store):
+    _, producer, broker, clock, lay = env
+    producer.profile_folders()
+    assert {"camera-trap", "lab-topview-mouse"} <= {p.name for p in lay.input.iterdir()}
+    drop(lay, "lab-topview-mouse/arena 3.mp4", b"mouse")
+    drop(lay, "trap.mp4", b"fox")
+    assert settle(producer, clock) == {"lab-topview-mouse/arena 3.mp4": "queued", "trap.mp4": "queued"}
+    jobs = {j.input_name: j for j in store.list()}
+    assert jobs["arena_3.mp4"].profile == "lab-topview-mouse" and jobs["trap.mp4"].profile == "camera-trap"
+    assert (lay.input / "arena_3.mp4").read_bytes() == b"mouse"            # moved up into input/ as its job's
+    assert not any((lay.input / "lab-topview-mouse").iterdir()) and sorted(names(broker)) == ["arena_3.mp4",
+                                                                                               "trap.mp4"]
+    assert "dropped into input/lab-topview-mouse/, queued" in (lay.logs / "test-node.log").read_text()
+
+
+def test_a_folder_that_is_no_profile_refuses_its_files_saying_so(env, store):
+    _, producer, broker, clock, lay = env
+    (lay.input / "mouse-lab").mkdir()
+    drop(lay, "mouse-lab/m.mp4", b"mouse")
+    assert settle(producer, clock) == {"mouse-lab/m.mp4": "refused"}
+    (job,) = store.list()
+    assert job.refused and "input/mouse-lab/: there is no analysis profile 'mouse-lab'" in job.error
+    assert "lab-topview-mouse" in job.error and (lay.input_failed / "m.mp4").exists() and broker.published == []
+
+
+def test_a_known_video_dropped_into_a_profile_folder_is_not_left_there(env, store):
+    _, producer, broker, clock, lay = env
+    drop(lay, "owl.mp4", b"owl")
+    settle(producer, clock)
+    (lay.input / "camera-trap").mkdir()
+    drop(lay, "camera-trap/owl.mp4", b"owl")                     # the same content, the same name
+    assert settle(producer, clock) == {"camera-trap/owl.mp4": "duplicate"}
+    assert not (lay.input / "camera-trap" / "owl.mp4").exists() and len(store.list()) == 1
 
 
 def test_unsafe_or_taken_names_are_renamed(env):
@@ -176,6 +222,17 @@ def test_submit_copies_through_uploads_then_publishes(env, store, tmp_path):
     assert broker.published[0]["job_id"] == admission.job.id
     again = submit_file(producer.intake, video)
     assert again.result == "duplicate" and again.job.id == admission.job.id and len(broker.published) == 1
+
+
+def test_submit_with_a_profile_and_with_one_that_does_not_exist(env, store, tmp_path):
+    _, producer, broker, _, lay = env
+    (tmp_path / "m.mp4").write_bytes(b"mouse")
+    assert submit_file(producer.intake, tmp_path / "m.mp4", profile="lab-topview-mouse").job.profile == \
+        "lab-topview-mouse"
+    (tmp_path / "n.mp4").write_bytes(b"other mouse")
+    with pytest.raises(Refused, match="no analysis profile 'mice'") as err:
+        submit_file(producer.intake, tmp_path / "n.mp4", profile="mice")
+    assert err.value.kind == "bad_profile" and len(store.list()) == 1 and not any(lay.uploads.iterdir())
 
 
 def test_submit_refuses_bad_files(env, tmp_path):

@@ -364,7 +364,8 @@ def test_a_delivery_never_settled_turns_the_worker_unhealthy(settings, store, mo
 
 
 def test_load_analyzer(settings):
-    analyzer, seconds = load_analyzer(settings.replace(analyzer="wildswarm.testing:SleepAnalyzer"))
-    assert isinstance(analyzer, SleepAnalyzer) and seconds >= 0
+    cache, seconds = load_analyzer(settings.replace(analyzer="wildswarm.testing:SleepAnalyzer"))
+    assert isinstance(cache.get().analyzer, SleepAnalyzer) and seconds >= 0
+    assert cache.loads == {"camera-trap": 1}          # the default profile, loaded at start, once
     with pytest.raises(ConfigError):
         load_analyzer(settings.replace(analyzer="wildswarm.testing:Nope"))

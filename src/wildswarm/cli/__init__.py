@@ -46,3 +46,4 @@ from wildswarm.cli import pipeline as _pipeline  # noqa: E402,F401
 from wildswarm.cli import jobs as _jobs  # noqa: E402,F401
 from wildswarm.cli import web as _web  # noqa: E402,F401
 from wildswarm.cli import export as _export  # noqa: E402,F401
+from wildswarm.cli import profiles as _profiles  # noqa: E402,F401

@@ -76,13 +76,14 @@ def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
 @main.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="Show each job's progress until it is done or failed.")
+@click.option("--profile", default=None, help="Analysis profile (`wildswarm profiles`; default: WILDSWARM_PROFILE).")
 @click.option("--deployment", default=None, help="The known deployment the videos were recorded in "
                                                  "(wildswarm deployments).")
 @click.option("--recorded-at", default=None, help="When the video was recorded (ISO 8601), for a video whose "
                                                   "own metadata does not say.")
 @click.pass_obj
 @friendly_errors
-def submit(settings: Settings, videos: tuple[Path, ...], wait: bool, deployment: str | None,
+def submit(settings: Settings, videos: tuple[Path, ...], wait: bool, profile: str | None, deployment: str | None,
            recorded_at: str | None) -> None:
     """Copy VIDEOS into input/ and queue a job for each (once per content)."""
     from wildswarm.publisher import Publisher
@@ -96,9 +97,11 @@ def submit(settings: Settings, videos: tuple[Path, ...], wait: bool, deployment:
     publisher = Publisher(settings, "submit")
     intake = Intake(settings, store, publisher)
     try:
+        profile = intake.profile(profile)            # an unknown one ends here, before any copy
         for video in videos:
             try:
-                admission = submit_file(intake, video, deployment_id=deployment, recorded_at=recorded_at)
+                admission = submit_file(intake, video, deployment_id=deployment, recorded_at=recorded_at,
+                                        profile=profile)
             except (Refused, VideoError) as exc:
                 click.secho(f"refused: {exc}", fg="red", err=True)
                 refused += 1

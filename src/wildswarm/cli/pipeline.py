@@ -13,6 +13,8 @@ from wildswarm.errors import WildswarmError
 
 def _pipeline_options(fn):
     for decorator in reversed((
+        click.option("--profile", default=None,
+                     help="Analysis profile (`wildswarm profiles`); the options below override its settings."),
         click.option("--fps", type=float, default=None, help="Frames analysed per second of video (0: all)."),
         click.option("--detector", default=None, help="Detector from `wildswarm models list`."),
         click.option("--classifier", default=None, help="Species classifier, or 'none'."),
@@ -44,9 +46,12 @@ def analyze(settings: Settings, videos: tuple[Path, ...], out: Path, **options) 
     """Analyse VIDEOS: detections, species, poses, labeled video, plot and summary per video."""
     from tqdm import tqdm
     from wildswarm.pipeline.run import Pipeline
+    from wildswarm.profiles import load
 
-    settings = settings.replace(**{k: v for k, v in options.items() if v is not None})
-    click.echo(f"loading models: {settings.detector}, {settings.classifier}, {settings.pose} ...", err=True)
+    profile = load(settings).get(options.pop("profile"))
+    settings = profile.apply(settings).replace(**{k: v for k, v in options.items() if v is not None})
+    click.echo(f"profile {profile.name}; loading models: {settings.detector}, {settings.classifier}, "
+               f"{settings.pose} ...", err=True)
     pipeline = Pipeline(settings)
     if pipeline.untrained:
         click.secho("WARNING: untrained (random) weights in use: the results are meaningless "
@@ -93,33 +98,53 @@ def models() -> None:
 def models_list(settings: Settings) -> None:
     """Every catalogued model and how its weights were recorded (`verify` checks them)."""
     from wildswarm.pipeline import models as cat
+    from wildswarm.profiles import load
+    needed = set(load(settings).models(settings))
     for s in cat.CATALOGUE.values():
         state = cat.state(settings.models, s)
         default = " (default)" if s.name in (settings.detector, settings.classifier, settings.pose) else ""
+        default = default or (" (a profile's)" if s.name in needed else "")
         click.echo(f"{s.kind:<10} {s.name:<24} {state:<15} {s.filename:<38} {s.description}{default}")
 
 
-def _names(settings: Settings, names: tuple[str, ...], all_: bool) -> list[str]:
+def _names(settings: Settings, names: tuple[str, ...], all_: bool, profiles: tuple[str, ...] = ()) -> list[str]:
     from wildswarm.pipeline import models as cat
+    from wildswarm.profiles import load
     if all_:
         return list(cat.CATALOGUE)
     if names:
         return list(names)
-    return [n for n in (settings.detector, settings.classifier, settings.pose) if n and n != "none"]
+    found = load(settings)
+    if profiles:
+        return list(dict.fromkeys(m for p in profiles for m in found.get(p or None).models(settings)))
+    return found.models(settings)      # what every analysis profile needs
+
+
+_PROFILE_OPTION = click.option("--profile", "profiles", multiple=True,
+                               help="Only the models of this analysis profile (repeatable; '' : the default one).")
 
 
 @models.command("fetch")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every catalogued model.")
+@_PROFILE_OPTION
 @click.pass_obj
 @friendly_errors
-def models_fetch(settings: Settings, names: tuple[str, ...], all_: bool) -> None:
-    """Download NAMES (default: the configured models) and record their SHA-256 in weights.lock.json."""
+def models_fetch(settings: Settings, names: tuple[str, ...], all_: bool, profiles: tuple[str, ...]) -> None:
+    """Download NAMES (default: every model an analysis profile uses) and record their SHA-256 in
+    weights.lock.json. One that cannot be fetched does not stop the others; exit 1 if any failed."""
     from wildswarm.pipeline import models as cat
     from wildswarm.pipeline import weights_lock
-    for name in _names(settings, names, all_):
-        path = cat.fetch(settings.models, cat.spec(name))
+    failed = 0
+    for name in _names(settings, names, all_, profiles):
+        try:
+            path = cat.fetch(settings.models, cat.spec(name))
+        except WildswarmError as exc:
+            click.secho(f"{name}: {exc}", fg="red", err=True)
+            failed += 1
+            continue
         click.echo(f"{name}: {path} (recorded in {weights_lock.LOCK_NAME})")
+    sys.exit(1 if failed else 0)
 
 
 TRUST_MEANS = ("Trusting a file records its SHA-256 in {lock}; workers then load it, and loading a checkpoint "
@@ -178,16 +203,18 @@ def models_trust(settings: Settings, names: tuple[str, ...], all_: bool) -> None
 @models.command("verify")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True)
+@_PROFILE_OPTION
 @click.pass_obj
-def models_verify(settings: Settings, names: tuple[str, ...], all_: bool) -> None:
-    """Check NAMES (default: the configured models) as workers do: exit 1 if any would be refused.
+@friendly_errors
+def models_verify(settings: Settings, names: tuple[str, ...], all_: bool, profiles: tuple[str, ...]) -> None:
+    """Check NAMES (default: every model an analysis profile uses) as workers do: exit 1 if any would be refused.
 
     A file passes if it matches the checksum upstream publishes or its entry in weights.lock.json.
     """
     from wildswarm.pipeline import models as cat
     bad = 0
     checked = []
-    for name in _names(settings, names, all_):
+    for name in _names(settings, names, all_, profiles):
         try:
             s = cat.spec(name)
             checked.append(s)
@@ -220,12 +247,14 @@ def models_path(settings: Settings, name: str | None) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every catalogued model that can be built.")
 @click.option("--force", is_flag=True, help="Rebuild an existing untrained stand-in.")
+@_PROFILE_OPTION
 @click.pass_obj
 @friendly_errors
-def models_untrained(settings: Settings, names: tuple[str, ...], all_: bool, force: bool) -> None:
+def models_untrained(settings: Settings, names: tuple[str, ...], all_: bool, force: bool,
+                     profiles: tuple[str, ...]) -> None:
     """Write NAMES with random weights in the real format, for tests (never over other weights)."""
     from wildswarm.pipeline import models as cat
-    for name in _names(settings, names, all_):
+    for name in _names(settings, names, all_, profiles):
         s = cat.spec(name)
         if all_ and not s.arch:
             click.echo(f"{name}: skipped (no published architecture to build)")

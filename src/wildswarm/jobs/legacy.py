@@ -14,6 +14,8 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
+from psycopg.types.json import Jsonb
+
 from wildswarm.jobs.model import Job, JobStatus
 from wildswarm.jobs.store import JobStore
 
@@ -69,10 +71,41 @@ def import_json_records(store: JobStore, folder: Path) -> dict[str, int] | None:
             log.warning("job record %s is unreadable; not imported", path)
         else:
             jobs.append(job)
-    counts = store.import_records(jobs, marker=MARKER)
+    counts = insert_once(store, jobs, marker=MARKER)
     if counts is None:
         return None
     counts["unreadable"] = unreadable
     if any(counts.values()):
         log.info("imported the JSON job records of %s: %s", folder, counts)
+    return counts
+
+
+def insert_once(store: JobStore, jobs: list[Job], marker: str) -> dict[str, int] | None:
+    """Insert jobs as they were (from JSON records), once: counts, or None if ``marker`` says it was done.
+
+    One transaction under an advisory lock: two importers starting together
+    import once, and a crash midway imports nothing.
+    """
+    with store.db.connection("importing jobs") as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (marker,))
+        if conn.execute("SELECT 1 FROM store_meta WHERE key = %s", (marker,)).fetchone():
+            return None
+        counts = {"imported": 0, "known": 0}
+        for job in jobs:
+            row = conn.execute(
+                "INSERT INTO jobs (id, input_name, status, frames_done, frames_total, node, attempts, "
+                "created_at, started_at, finished_at, output, outputs, error, refused, publish_pending, "
+                "untrained, size_bytes, timings) VALUES (%(id)s, %(input_name)s, %(status)s, %(frames_done)s, "
+                "%(frames_total)s, %(node)s, %(attempts)s, coalesce(%(created_at)s, now()), %(started_at)s, "
+                "%(finished_at)s, %(output)s, %(outputs)s, %(error)s, %(refused)s, %(publish)s, %(untrained)s, "
+                "%(size_bytes)s, %(timings)s) ON CONFLICT (id) DO NOTHING RETURNING id",
+                {"id": job.id, "input_name": job.input_name, "status": job.status.value,
+                 "frames_done": job.frames_done, "frames_total": job.frames_total, "node": job.node,
+                 "attempts": job.attempts, "created_at": job.created_at, "started_at": job.started_at,
+                 "finished_at": job.finished_at, "output": job.output, "outputs": Jsonb(job.outputs),
+                 "error": job.error, "refused": job.refused, "publish": job.status is JobStatus.QUEUED,
+                 "untrained": job.untrained, "size_bytes": job.size_bytes, "timings": Jsonb(job.timings)},
+            ).fetchone()
+            counts["imported" if row else "known"] += 1
+        conn.execute("INSERT INTO store_meta (key, value) VALUES (%s, %s)", (marker, str(counts)))
     return counts

@@ -72,6 +72,8 @@ class Job:
     plan: dict | None = None           # a split job: its segment plan (total, length, overlap)
     deployment_id: str | None = None   # where and when its video was recorded (jobs.deployments)
     media: dict = field(default_factory=dict)   # the video's own metadata, read at intake
+    profile: str | None = None         # the analysis profile it is analysed with (None: from before profiles)
+    profile_settings: dict = field(default_factory=dict)  # what that profile resolved to where it ran
 
     @property
     def is_segment(self) -> bool:
@@ -100,6 +102,7 @@ class Job:
         values["timings"] = dict(values.get("timings") or {})
         values["segments"] = values.get("segments") or 0
         values["media"] = dict(values.get("media") or {})
+        values["profile_settings"] = dict(values.get("profile_settings") or {})
         return cls(**values)
 
 

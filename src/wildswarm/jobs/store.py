@@ -146,15 +146,16 @@ class JobStore:
 
     # --- admitting -------------------------------------------------------------------------
     def submit(self, job_id: str, input_name: str, size_bytes: int | None = None, *,
-               deployment_id: str | None = None, media: dict | None = None) -> tuple[Job, bool]:
+               deployment_id: str | None = None, media: dict | None = None,
+               profile: str | None = None) -> tuple[Job, bool]:
         """Record a new job, its message not yet published: (the job, True); (the existing one, False).
         ``deployment_id``: a known deployment (:class:`JobError` if it is not); ``media``: the video's
-        own metadata."""
+        own metadata; ``profile``: the analysis profile it is analysed with."""
         try:
             job = self._one("recording a job", "INSERT INTO jobs (id, input_name, size_bytes, publish_pending, "
-                                               "deployment_id, media) VALUES (%s, %s, %s, true, %s, %s) "
-                                               "ON CONFLICT (id) DO NOTHING RETURNING *",
-                            (job_id, input_name, size_bytes, deployment_id, Jsonb(media or {})))
+                                               "deployment_id, media, profile) VALUES (%s, %s, %s, true, %s, %s, "
+                                               "%s) ON CONFLICT (id) DO NOTHING RETURNING *",
+                            (job_id, input_name, size_bytes, deployment_id, Jsonb(media or {}), profile))
         except JobStoreError as exc:
             if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                 raise JobError(f"there is no deployment {deployment_id!r}; add it first") from None
@@ -210,14 +211,20 @@ class JobStore:
                          {"id": parent_id})
 
     def finish(self, job_id: str, owner: str, *, output: str, outputs: list[str], frames: int,
-               untrained: bool, timings: dict[str, float]) -> Job | None:
+               untrained: bool, timings: dict[str, float], profile: str | None = None,
+               profile_settings: dict | None = None) -> Job | None:
+        """Record ``owner``'s job done; ``profile`` and ``profile_settings``: what it was analysed with
+        (a job from before profiles takes the profile its worker used)."""
         job = self._one("recording a finished job",
                          "UPDATE jobs SET status = 'done', output = %(output)s, outputs = %(outputs)s, "
                          "frames_done = %(frames)s, frames_total = %(frames)s, untrained = %(untrained)s, "
                          "timings = %(timings)s, finished_at = now(), error = NULL, lease_owner = NULL, "
+                         "profile = coalesce(profile, %(profile)s), "
+                         "profile_settings = coalesce(%(psettings)s, profile_settings), "
                          f"lease_until = NULL, {CHANGED} WHERE {MINE} RETURNING *",
                          self._params(job_id, owner, output=output, outputs=Jsonb(sorted(outputs)), frames=frames,
-                                      untrained=bool(untrained), timings=Jsonb(timings)))
+                                      untrained=bool(untrained), timings=Jsonb(timings), profile=profile or None,
+                                      psettings=Jsonb(profile_settings) if profile_settings else None))
         if job is not None and job.parent_id:
             self._sum_segments(job.parent_id)
         return job
@@ -240,10 +247,10 @@ class JobStore:
             job = Job.from_row(row)
             for k, done in enumerate(finished):
                 params = {"id": segment_id(job_id, k), "parent": job_id, "k": k, "name": job.input_name,
-                          "size": job.size_bytes, "done": bool(done)}
+                          "size": job.size_bytes, "done": bool(done), "profile": job.profile}
                 conn.execute(
-                    "INSERT INTO jobs (id, input_name, size_bytes, parent_id, segment, status, publish_pending, "
-                    "finished_at) VALUES (%(id)s, %(name)s, %(size)s, %(parent)s, %(k)s, "
+                    "INSERT INTO jobs (id, input_name, size_bytes, parent_id, segment, profile, status, "
+                    "publish_pending, finished_at) VALUES (%(id)s, %(name)s, %(size)s, %(parent)s, %(k)s, %(profile)s, "
                     "CASE WHEN %(done)s THEN 'done' ELSE 'queued' END, NOT %(done)s, "
                     "CASE WHEN %(done)s THEN now() END) ON CONFLICT (id) DO NOTHING", params)
                 # recorded done or failed, but its result is not (or is) on disk: the disk decides
@@ -367,34 +374,3 @@ class JobStore:
             conn.execute("DELETE FROM jobs WHERE parent_id = %s AND status <> 'done'", (job_id,))
             conn.execute("UPDATE jobs SET input_name = %s WHERE parent_id = %s", (name, job_id))
         return Job.from_row(row)
-
-    # --- records from before the job store ---------------------------------------------------------------
-    def import_records(self, jobs: list[Job], marker: str) -> dict[str, int] | None:
-        """Insert jobs as they were (from JSON records), once: counts, or None if ``marker`` says it was done.
-
-        One transaction under an advisory lock: two importers starting together
-        import once, and a crash midway imports nothing.
-        """
-        with self.db.connection("importing jobs") as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (marker,))
-            if conn.execute("SELECT 1 FROM store_meta WHERE key = %s", (marker,)).fetchone():
-                return None
-            counts = {"imported": 0, "known": 0}
-            for job in jobs:
-                row = conn.execute(
-                    "INSERT INTO jobs (id, input_name, status, frames_done, frames_total, node, attempts, "
-                    "created_at, started_at, finished_at, output, outputs, error, refused, publish_pending, "
-                    "untrained, size_bytes, timings) VALUES (%(id)s, %(input_name)s, %(status)s, %(frames_done)s, "
-                    "%(frames_total)s, %(node)s, %(attempts)s, coalesce(%(created_at)s, now()), %(started_at)s, "
-                    "%(finished_at)s, %(output)s, %(outputs)s, %(error)s, %(refused)s, %(publish)s, %(untrained)s, "
-                    "%(size_bytes)s, %(timings)s) ON CONFLICT (id) DO NOTHING RETURNING id",
-                    {"id": job.id, "input_name": job.input_name, "status": job.status.value,
-                     "frames_done": job.frames_done, "frames_total": job.frames_total, "node": job.node,
-                     "attempts": job.attempts, "created_at": job.created_at, "started_at": job.started_at,
-                     "finished_at": job.finished_at, "output": job.output, "outputs": Jsonb(job.outputs),
-                     "error": job.error, "refused": job.refused, "publish": job.status is JobStatus.QUEUED,
-                     "untrained": job.untrained, "size_bytes": job.size_bytes, "timings": Jsonb(job.timings)},
-                ).fetchone()
-                counts["imported" if row else "known"] += 1
-            conn.execute("INSERT INTO store_meta (key, value) VALUES (%s, %s)", (marker, str(counts)))
-        return counts

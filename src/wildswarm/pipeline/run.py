@@ -352,4 +352,4 @@ class Pipeline:
         s = self.settings
         return md.info(detector=s.detector, image_size=s.detector_image_size, threshold=s.detection_threshold,
                        untrained=self.untrained, classifier=s.classifier if self.classifier else None,
-                       extra={"wildswarm": {"version": __version__, "sampled_fps": s.fps}})
+                       extra={"wildswarm": {"version": __version__, "profile": s.profile, "sampled_fps": s.fps}})

@@ -25,8 +25,9 @@ def build_summary(p, video, info, decoded, frames_meta, dets, poses, tracks, out
         "untrained_weights": p.untrained,
         "warning": ("Made with UNTRAINED (random) weights: detections, species and keypoints are "
                     "meaningless.") if p.untrained else None,
+        "profile": s.profile,
         "models": {w.spec.kind: w.describe() for w in p.weights},
-        "settings": {"fps": s.fps, "detector_image_size": s.detector_image_size,
+        "settings": {"detector": s.detector, "classifier": s.classifier, "pose": s.pose, "fps": s.fps, "detector_image_size": s.detector_image_size,
                      "detection_threshold": s.detection_threshold, "pose_threshold": s.pose_threshold,
                      "max_animals": s.max_animals, "batch_size": s.batch_size, "device": p.device,
                      "track_lost_seconds": s.track_lost_seconds, "smooth": s.smooth,

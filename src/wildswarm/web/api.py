@@ -64,7 +64,8 @@ def submit():
     try:
         accepted = accept_counted(cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_INTAKE"], files[0],
                                   deployment_id=request.form.get("deployment"),
-                                  recorded_at=request.form.get("recorded_at"))
+                                  recorded_at=request.form.get("recorded_at"),
+                                  profile=request.form.get("profile"))
     except UploadRefused as exc:
         return _error(exc.status, exc.message, exc.reason)
     body = {"job": service.job_json(accepted.job), "result": accepted.result, "message": accepted.message}
@@ -84,3 +85,13 @@ def retry(job_id: str):
     response = jsonify(job=service.job_json(admission.job), published=published, message=message)
     response.status_code = 202
     return response
+
+
+@bp.get("/profiles")
+def profiles():
+    """The analysis profiles a job may name, each with the settings it resolves to."""
+    cfg = current_app.config
+    book = cfg["WILDSWARM_INTAKE"].profiles
+    current = book.current()
+    return jsonify(default=current.default, profiles=[p.describe(cfg["WILDSWARM_SETTINGS"]) for p in current],
+                   problem=book.problem)

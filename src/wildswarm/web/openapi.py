@@ -53,6 +53,10 @@ JOB = {
         "segments": {"type": "integer", "minimum": 0,
                      "description": "A long video analysed in segments across the workers: how many (0: one piece)"},
         "plan": {"type": ["object", "null"], "description": "Its segment plan: total, length and overlap in frames"},
+        "profile": {"type": ["string", "null"], "description": "The analysis profile it is analysed with "
+                                                               "(GET /api/profiles; null: from before profiles)"},
+        "profile_settings": {"type": "object", "description": "The settings that profile resolved to on the worker "
+                                                              "that analysed it (set once done)"},
         "links": {"type": "object", "required": ["self", "page"],
                   "properties": {"self": {"type": "string"}, "page": {"type": "string"}, "zip": {"type": "string"}}},
     },
@@ -76,7 +80,23 @@ JOB_DETAIL = {
     }],
 }
 
+PROFILE = {
+    "type": "object", "required": ["name", "description", "source", "sets", "settings"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"},
+        "description": {"type": "string"},
+        "source": {"type": "string", "description": "'shipped', or the operator's profiles file"},
+        "sets": {"type": "object", "description": "The settings the profile sets itself"},
+        "settings": {"type": "object", "description": "Every setting a profile may set, as a job gets it here"},
+    },
+}
+
 SCHEMAS = {
+    "Profile": PROFILE,
+    "ProfileList": {"type": "object", "required": ["default", "profiles"], "properties": {
+        "default": {"type": "string", "description": "The profile of a job that names none"},
+        "profiles": {"type": "array", "items": {"$ref": "#/components/schemas/Profile"}},
+        "problem": {"type": ["string", "null"], "description": "Why the operator's profiles file was not read"}}},
     "Job": JOB,
     "JobDetail": JOB_DETAIL,
     "File": {"type": "object", "required": ["name", "size", "label", "url"],
@@ -181,10 +201,12 @@ PATHS = {
             "operationId": "submitVideo", "summary": "Upload one MP4 video and queue its job",
             "description": "The job id comes from the video's content: a video uploaded before gives its "
                            "existing job (200). Refused: no file (400), a hostile name (400), not .mp4 (415), "
-                           "not an MP4 video (415), empty (400), over the size limit (413).",
+                           "not an MP4 video (415), empty (400), over the size limit (413), an unknown profile or deployment (400).",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["file"],
                 "properties": {"file": {"type": "string", "format": "binary"},
+                               "profile": {"type": "string", "description": "The analysis profile "
+                                           "(GET /api/profiles; default: the stack's), sent before the file"},
                                "deployment": {"type": "string", "description": "A known deployment's id "
                                               "(GET /api/deployments), sent before the file"},
                                "recorded_at": {"type": "string", "description": "When the video was recorded "
@@ -260,6 +282,11 @@ PATHS = {
                                                           "job": {"type": "array", "items": {"type": "string"}}}}}}},
                  "responses": {"200": _EXPORT, "400": _error("Bad format or job list"), "401": _UNAUTHORIZED,
                                "409": _REFUSED}},
+    },
+    "/api/profiles": {
+        "get": {"operationId": "listProfiles", "summary": "Analysis profiles: the models and settings a job may name",
+                "responses": {"200": _json("#/components/schemas/ProfileList", "Every profile"),
+                              "401": _UNAUTHORIZED}},
     },
     "/api/deployments": {
         "get": {"operationId": "listDeployments", "summary": "Deployments: where and when cameras recorded",

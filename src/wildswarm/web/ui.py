@@ -22,7 +22,7 @@ def _ctx():
 
 
 def _upload_page(errors: list[str] | None = None, status: int = 200):
-    settings, _, _ = _ctx()
+    settings, _, intake = _ctx()
     from wildswarm.errors import JobStoreError
     from wildswarm.web.deployments import known
     try:
@@ -30,7 +30,8 @@ def _upload_page(errors: list[str] | None = None, status: int = 200):
     except JobStoreError:       # the page still loads; the upload itself says if the store is down
         deployments = []
     return render_template("upload.html", limit=upload_limit(settings), errors=errors or [],
-                           extensions=", ".join(settings.extensions), deployments=deployments), status
+                           extensions=", ".join(settings.extensions), deployments=deployments,
+                           profiles=intake.profiles.current(), profile_problem=intake.profiles.problem), status
 
 
 @bp.get("/")
@@ -51,7 +52,8 @@ def upload():
     for f in uploads:
         try:
             accepted.append(accept_counted(settings, intake, f, deployment_id=request.form.get("deployment"),
-                                           recorded_at=request.form.get("recorded_at")))
+                                           recorded_at=request.form.get("recorded_at"),
+                                           profile=request.form.get("profile")))
         except UploadRefused as exc:
             errors.append(exc.message)
             status = exc.status if status == 200 else status

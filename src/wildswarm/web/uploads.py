@@ -160,9 +160,9 @@ class Accepted:
 
 
 def accept(settings: Settings, intake: Intake, upload: FileStorage, *, deployment_id: str | None = None,
-           recorded_at: str | None = None) -> Accepted:
+           recorded_at: str | None = None, profile: str | None = None) -> Accepted:
     """Check one uploaded file (already streamed to its part file) and admit it, with the deployment
-    it was recorded in and when, where given."""
+    it was recorded in and when, where given, to be analysed with ``profile`` (None: the default)."""
     layout = Layout(settings.data)
     clean = check_name(upload.filename)
     stream = upload.stream
@@ -185,9 +185,11 @@ def accept(settings: Settings, intake: Intake, upload: FileStorage, *, deploymen
     try:
         admission = intake.admit_staged(tmp, clean, source="uploaded"
                                         + (f" as {upload.filename}" if upload.filename != clean else ""),
-                                        deployment_id=deployment_id or None, recorded_at=recorded_at or None)
+                                        deployment_id=deployment_id or None, recorded_at=recorded_at or None,
+                                        profile=profile or None)
     except Refused as exc:
-        status = {"bad_type": 415, "empty": 400, "bad_deployment": 400, "bad_time": 400}.get(exc.kind, 413)
+        status = {"bad_type": 415, "empty": 400, "bad_deployment": 400, "bad_time": 400,
+                  "bad_profile": 400}.get(exc.kind, 413)
         raise UploadRefused(exc.kind, status, str(exc)) from None
     except OSError as exc:
         if exc.errno in FULL:
