@@ -84,6 +84,7 @@ class Producer:
         self.pending: dict[str, _Seen] = {}
         self.handled: dict[str, tuple[int, int]] = {}    # name -> (size, mtime_ns) already dealt with
         self._reconciled = float("-inf")
+        self._findings_after: str | None = ""     # backfill_findings: the id to go on after (None: done)
 
     def stop(self, *_args) -> None:
         self.stopping.set()
@@ -172,6 +173,21 @@ class Producer:
                 self.layout.sweep_uploads(self.settings.web_stale_upload_seconds)
             except OSError as exc:
                 log.warning("uploads/ not swept: %s", exc)
+            self.backfill_findings()
+
+    def backfill_findings(self) -> None:
+        """A batch of the done videos an older version analysed: their findings, from their summaries
+        (so the jobs page can filter them too); a batch per reconcile, until none is left."""
+        if self._findings_after is None:
+            return
+        from wildswarm.jobs.legacy import backfill_findings
+        try:
+            recorded, self._findings_after = backfill_findings(self.store, self.layout.output, self._findings_after)
+        except JobStoreError as exc:
+            log.warning("findings of earlier results not recorded yet: %s", exc)
+            return
+        if recorded:
+            self.note(f"recorded what {recorded} earlier result(s) found, from their summary.json")
 
     def profile_folders(self) -> None:
         """``input/<profile>/`` for every analysis profile, so the drop zone shows what can be picked."""

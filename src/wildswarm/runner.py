@@ -35,6 +35,7 @@ from wildswarm.broker import retry_delay
 from wildswarm.config import Settings
 from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore
+from wildswarm.jobs.model import findings_of
 from wildswarm.layout import Layout, move_into, stem_of
 from wildswarm.messages import JobMessage
 from wildswarm.pipeline.cache import Fixed, Loaded, PipelineCache
@@ -255,7 +256,8 @@ class JobRunner:
         timings = {k: round(v, 3) for k, v in (result.timings or {}).items()}
         done = self.call(self.store.finish, job.id, self.owner, output=result.name, outputs=list(result.files),
                          frames=result.frames_analysed, untrained=bool(result.untrained), timings=timings,
-                         profile=loaded.profile, profile_settings=loaded.settings)
+                         profile=loaded.profile, profile_settings=loaded.settings,
+                         findings=findings_of(getattr(result, "summary", None) or {}))
         if done is None:
             self.note(job, "finished, but another worker had taken the job over meanwhile; its record stands")
             return Verdict(Outcome.LOST)

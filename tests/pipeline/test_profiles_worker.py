@@ -56,6 +56,7 @@ def test_two_profiles_in_alternation_load_their_models_once_each(settings, store
         assert job.profile_settings["fps"] == summary["settings"]["fps"] == (10.0 if mouse else 5.0)
         assert job.profile_settings["detection_threshold"] == 0.001           # the stack's, kept by both
         assert len(summary["bodyparts"]) == (27 if mouse else 39)
+        assert (job.animals, job.tracks) == (summary["animals"]["max_per_frame"], summary["animals"]["distinct"])
         assert ("keypoints_filtered.csv" in job.outputs) == mouse              # the mouse profile smooths
         md = json.loads((out / f"v{k}" / "detections.json").read_text())
         assert md["info"]["wildswarm"]["profile"] == profile

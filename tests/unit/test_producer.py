@@ -425,3 +425,24 @@ def test_a_lost_message_that_cannot_be_republished_now_is_left_pending(env, stor
     monkeypatch.undo()
     producer.reconcile(force=True)
     assert not store.get(job.id).publish_pending and len(broker.published) == 2
+
+
+def test_results_analysed_before_findings_were_kept_get_them_from_their_summary(env, store):
+    import json
+    settings, producer, _, _, lay = env
+    for k, summary in enumerate(({"animals": {"max_per_frame": 2, "distinct": 3},
+                                  "tracks": [{"id": 1, "species": "zebra"}]}, None, {"animals": {"max_per_frame": 0}})):
+        job_id = f"b00000000000000{k}"
+        store.submit(job_id, f"old{k}.mp4", 10)
+        store.claim(job_id, "w/1", "w")
+        store.finish(job_id, "w/1", output=f"old{k}", outputs=[], frames=1, untrained=False, timings={})
+        if summary is not None:                            # old1's result folder is gone
+            (lay.output / f"old{k}").mkdir()
+            (lay.output / f"old{k}" / "summary.json").write_text(json.dumps(summary))
+    assert store.get("b000000000000000").animals is None
+    producer.reconcile(force=True)
+    old0, old1, old2 = (store.get(f"b00000000000000{k}") for k in range(3))
+    assert (old0.animals, old0.tracks, old0.species) == (2, 3, {"zebra": 1})
+    assert old1.animals is None and (old2.animals, old2.tracks) == (0, 0)
+    assert producer._findings_after is None                 # all looked at: not again
+    assert "recorded what 2 earlier result(s) found" in (lay.logs / "test-node.log").read_text()

@@ -57,8 +57,8 @@ def test_done_job_page_plays_the_video_and_offers_everything(client, settings, v
         assert f"/jobs/{job.id}/files/{name}?download=1" in page, name
     assert "Animal tracks (MOTChallenge CSV)" in page             # the label pipeline/files.py gives it
     assert "worker-1" in page and job.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC") in page
-    assert "frames" in page and "read: 12" in page               # the summary, readable
-    assert "animal1: frames 0–10 (6 analysed)" in page and "distinct: 1" in page
+    assert "1 animal tracked, up to 1 in one frame." in page        # the summary, readable
+    assert "<td>animal1</td>" in page and "frames 0–10" in page and "<dt>Frame size</dt><dd>160 × 96</dd>" in page
     r = client.get(f"/jobs/{job.id}/files/tracks.csv")
     assert r.status_code == 200 and r.mimetype == "text/csv"
 

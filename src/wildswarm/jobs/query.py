@@ -19,6 +19,10 @@ class JobQuery:
     created_from: date | None = None   # inclusive
     created_to: date | None = None     # inclusive
     untrained: bool | None = None
+    animals: bool | None = None        # True: done with animals found; False: done and empty
+    species: str | None = None         # done, with this species among its tracked animals (exact label)
+    profile: str | None = None
+    deployment: str | None = None
     oldest_first: bool = False
     limit: int = 50
     offset: int = 0
@@ -43,6 +47,17 @@ class JobQuery:
         if self.untrained is not None:
             clauses.append("untrained = %(untrained)s")
             params["untrained"] = self.untrained
+        if self.animals is not None:
+            clauses.append("animals > 0" if self.animals else "animals = 0")
+        if self.species:
+            clauses.append("species <> '{}' AND species ? %(species)s")
+            params["species"] = self.species
+        if self.profile:
+            clauses.append("profile = %(profile)s")
+            params["profile"] = self.profile
+        if self.deployment:
+            clauses.append("deployment_id = %(deployment)s")
+            params["deployment"] = self.deployment
         return " WHERE " + " AND ".join(clauses), params
 
 

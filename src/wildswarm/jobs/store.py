@@ -134,6 +134,14 @@ class JobStore:
             rows = conn.execute("SELECT DISTINCT node FROM jobs WHERE node IS NOT NULL ORDER BY node").fetchall()
         return [r["node"] for r in rows]
 
+    def species_seen(self, recent: int = 5000) -> list[str]:
+        """The species named in the ``recent`` latest videos where any was, for a filter to offer."""
+        with self.db.connection("listing species") as conn:
+            rows = conn.execute("SELECT DISTINCT jsonb_object_keys(species) AS s FROM (SELECT species FROM jobs "
+                                "WHERE parent_id IS NULL AND species <> '{}' ORDER BY created_at DESC LIMIT %s) r "
+                                "ORDER BY s", (recent,)).fetchall()
+        return [r["s"] for r in rows]
+
     def changes(self, since: int, limit: int = 500) -> tuple[list[Job], int]:
         """Jobs changed after change number ``since`` (oldest change first), and the number to ask from next."""
         jobs = self._many("reading changes", f"SELECT * FROM jobs WHERE seq > %s AND {WHOLE} ORDER BY seq LIMIT %s",
@@ -212,19 +220,24 @@ class JobStore:
 
     def finish(self, job_id: str, owner: str, *, output: str, outputs: list[str], frames: int,
                untrained: bool, timings: dict[str, float], profile: str | None = None,
-               profile_settings: dict | None = None) -> Job | None:
+               profile_settings: dict | None = None, findings: dict | None = None) -> Job | None:
         """Record ``owner``'s job done; ``profile`` and ``profile_settings``: what it was analysed with
-        (a job from before profiles takes the profile its worker used)."""
+        (a job from before profiles takes the profile its worker used); ``findings``: what it found
+        (``animals``, ``tracks``, ``species``; :func:`~wildswarm.jobs.model.findings_of` a summary)."""
+        found = findings or {}
         job = self._one("recording a finished job",
                          "UPDATE jobs SET status = 'done', output = %(output)s, outputs = %(outputs)s, "
                          "frames_done = %(frames)s, frames_total = %(frames)s, untrained = %(untrained)s, "
                          "timings = %(timings)s, finished_at = now(), error = NULL, lease_owner = NULL, "
                          "profile = coalesce(profile, %(profile)s), "
                          "profile_settings = coalesce(%(psettings)s, profile_settings), "
+                         "animals = %(animals)s, tracks = %(tracks)s, species = %(species)s, "
                          f"lease_until = NULL, {CHANGED} WHERE {MINE} RETURNING *",
                          self._params(job_id, owner, output=output, outputs=Jsonb(sorted(outputs)), frames=frames,
                                       untrained=bool(untrained), timings=Jsonb(timings), profile=profile or None,
-                                      psettings=Jsonb(profile_settings) if profile_settings else None))
+                                      psettings=Jsonb(profile_settings) if profile_settings else None,
+                                      animals=found.get("animals"), tracks=found.get("tracks"),
+                                      species=Jsonb(found.get("species") or {})))
         if job is not None and job.parent_id:
             self._sum_segments(job.parent_id)
         return job
@@ -338,6 +351,20 @@ class JobStore:
                           f"AND (retry_at IS NULL OR retry_at <= now()) AND {PARENT_WAITS} "
                           "ORDER BY published_at NULLS FIRST LIMIT %s",
                           (float(older_than_seconds), limit))
+
+    # --- results analysed before findings were recorded ----------------------------------------------
+    def without_findings(self, after: str, limit: int) -> list[Job]:
+        """Done videos whose findings are not recorded (analysed by an older version), by id after ``after``."""
+        return self._many("listing jobs without findings",
+                          "SELECT * FROM jobs WHERE status = 'done' AND parent_id IS NULL AND animals IS NULL "
+                          "AND output IS NOT NULL AND id > %s ORDER BY id LIMIT %s", (after, limit))
+
+    def record_findings(self, job_id: str, findings: dict) -> Job | None:
+        return self._one("recording findings",
+                         f"UPDATE jobs SET animals = %(animals)s, tracks = %(tracks)s, species = %(species)s, {CHANGED} "
+                         "WHERE id = %(id)s AND status = 'done' AND animals IS NULL RETURNING *",
+                         {"id": job_id, "animals": findings["animals"], "tracks": findings["tracks"],
+                          "species": Jsonb(findings["species"])})
 
     # --- a person's transition ----------------------------------------------------------------------
     def reset_for_retry(self, job_id: str, restore_input: Callable[[Job], str],

@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
                                  auth=settings.web_auth)
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["bytes"] = human_bytes
+    app.jinja_env.filters["found"] = found_text
     return app
 
 
@@ -163,6 +164,18 @@ def human_bytes(n: int | float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def found_text(job) -> str:
+    """What a done job found, in a few words (the jobs page's script writes the same: static/app.js)."""
+    if job.animals is None:
+        return "–"
+    if job.animals == 0:
+        return "no animals"
+    n = job.tracks or job.animals
+    species = list(job.species.items())
+    named = ", ".join(f"{s} {c}" for s, c in species[:3]) + (", …" if len(species) > 3 else "")
+    return f"{n} animal{'' if n == 1 else 's'}" + (f" · {named}" if named else "")
 
 
 def _when(stamp) -> str:

@@ -43,6 +43,13 @@ def _bad(name: str):
     raise BadQuery(f"{name} must be a date, YYYY-MM-DD")
 
 
+def _text(args: MultiDict, name: str, longest: int) -> str | None:
+    raw = (args.get(name) or "").strip() or None
+    if raw is not None and (len(raw) > longest or any(ord(c) < 32 for c in raw)):
+        raise BadQuery(f"{name} must be at most {longest} printable characters")
+    return raw
+
+
 def job_query(args: MultiDict, default_limit: int = 50) -> JobQuery:
     """The :class:`JobQuery` a listing URL asks for; :class:`BadQuery` if a value is not valid."""
     status = args.get("status") or None
@@ -57,6 +64,10 @@ def job_query(args: MultiDict, default_limit: int = 50) -> JobQuery:
     node = (args.get("node") or "").strip() or None
     if node is not None and (len(node) > 255 or any(ord(c) < 32 for c in node)):
         raise BadQuery("node must be a node name")
+    animals = args.get("animals") or None
+    if animals not in (None, "yes", "no"):
+        raise BadQuery("animals must be yes (some found) or no (none found)")
+    species, profile, deployment = (_text(args, name, 100) for name in ("species", "profile", "deployment"))
     order = args.get("order") or "newest"
     if order not in ("newest", "oldest"):
         raise BadQuery("order must be newest or oldest")
@@ -64,6 +75,8 @@ def job_query(args: MultiDict, default_limit: int = 50) -> JobQuery:
         status=JobStatus(status) if status else None, node=node, search=search,
         created_from=_day(args, "from"), created_to=_day(args, "to"),
         untrained=None if untrained is None else untrained in ("yes", "true", "1"),
+        animals=None if animals is None else animals == "yes", species=species, profile=profile,
+        deployment=deployment,
         oldest_first=order == "oldest",
         limit=whole_number(args, "limit", default_limit, 1, MAX_LIMIT),
         offset=whole_number(args, "offset", 0, 0, MAX_OFFSET),

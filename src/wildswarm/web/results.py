@@ -196,28 +196,59 @@ def log_path(layout: Layout, node: str) -> Path | None:
     return path if path.is_file() and not path.is_symlink() else None
 
 
-def summary_rows(summary: dict | None, max_text: int = 400) -> list[tuple[str, str]]:
-    """summary.json as (label, text) rows for a page: nested objects flattened one level."""
-    rows: list[tuple[str, str]] = []
-    for key, value in (summary or {}).items():
-        if key in ("warning", "files", "bodyparts") or value is None:
-            continue
-        if key == "tracks" and isinstance(value, list):
-            shown = [f"{t.get('name')}: frames {t.get('first_frame')}–{t.get('last_frame')} ({t.get('frames')} analysed)"
-                     for t in value[:10] if isinstance(t, dict)]
-            text = ", ".join(shown) + (f" … {len(value)} tracks in all" if len(value) > 10 else "") or "none"
-        elif isinstance(value, dict):
-            parts = []
-            for k, v in value.items():
-                if isinstance(v, dict):
-                    v = ", ".join(f"{a} {b}" for a, b in v.items() if not isinstance(b, (dict, list))) or "–"
-                elif isinstance(v, list):
-                    v = ", ".join(map(str, v[:10])) or "–"
-                parts.append(f"{k}: {v}")
-            text = " · ".join(parts) or "–"
-        elif isinstance(value, list):
-            text = ", ".join(map(str, value[:20]))
-        else:
-            text = str(value)
-        rows.append((str(key).replace("_", " "), text[:max_text]))
-    return rows
+STAGES = ("decode", "detect", "classify", "track", "pose", "render", "write", "join")
+
+
+def summary_card(summary: dict | None, size_bytes: int | None = None) -> dict | None:
+    """summary.json as the job page shows it: what was found, how, how long, from what input."""
+    if not summary:
+        return None
+    s = summary
+    animals, settings, models = s.get("animals") or {}, s.get("settings") or {}, s.get("models") or {}
+    frames, timings, inp = s.get("frames") or {}, s.get("timings_s") or {}, s.get("input") or {}
+    tracks = [t for t in (s.get("tracks") or []) if isinstance(t, dict)]
+    species: dict[str, int] = {}
+    for t in tracks:
+        if t.get("species"):
+            species[t["species"]] = species.get(t["species"], 0) + 1
+    total = float(timings.get("total") or sum(v for k, v in timings.items() if k in STAGES) or 0)
+    stages, x = [], 0.0
+    for name in STAGES:
+        seconds = float(timings.get(name) or 0)
+        if seconds > 0 and total > 0:
+            width = 100 * seconds / total
+            stages.append({"name": name, "seconds": seconds, "x": round(x, 2), "width": round(width, 2),
+                           "share": round(width)})
+            x += width
+    analysed = int(frames.get("analysed") or 0)
+    model = lambda kind: (models.get(kind) or {}).get("name")                    # noqa: E731
+    return {
+        "found": {"most": animals.get("max_per_frame"), "distinct": animals.get("distinct", len(tracks)),
+                  "frames_with": animals.get("frames_with_animals"), "analysed": analysed,
+                  "species": sorted(species.items(), key=lambda kv: (-kv[1], kv[0])),
+                  "tracks": tracks[:50], "more_tracks": max(0, len(tracks) - 50)},
+        "how": [(label, value) for label, value in (
+            ("Profile", s.get("profile")), ("Detector", model("detector")), ("Classifier", model("classifier") or "none"),
+            ("Pose", model("pose")), ("Sampled", f"{settings['fps']:g} frames/s" if settings.get("fps") else
+                                      "every frame" if "fps" in settings else None),
+            ("Detection threshold", settings.get("detection_threshold")),
+            ("Detector image size", f"{settings['detector_image_size']} px" if settings.get("detector_image_size")
+             else None),
+            ("Most animals posed", settings.get("max_animals")), ("Smoothing", _smoothing(settings)),
+            ("Device", settings.get("device")), ("wildswarm", s.get("wildswarm_version"))) if value is not None],
+        "time": {"total": total, "stages": stages,
+                 "rate": round(analysed / total, 2) if total and analysed else None,
+                 "load": s.get("model_load_s"), "host": s.get("host")},
+        "input": [(label, value) for label, value in (
+            ("Frame size", f"{inp['width']} × {inp['height']}" if inp.get("width") else None),
+            ("Frame rate", f"{inp['fps']:g} frames/s" if inp.get("fps") else None),
+            ("Duration", f"{inp['duration_s']:g} s" if inp.get("duration_s") is not None else None),
+            ("Frames", inp.get("frames")), ("Codec", inp.get("codec")),
+            ("File size", size_bytes)) if value is not None],
+    }
+
+
+def _smoothing(settings: dict) -> str | None:
+    if "smooth" not in settings:
+        return None
+    return "none" if settings["smooth"] == "none" else f"{settings['smooth']} over {settings.get('smooth_window')} frames"

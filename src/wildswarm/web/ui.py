@@ -13,7 +13,7 @@ from wildswarm.web.uploads import UploadRefused, accept_counted, upload_limit, u
 bp = Blueprint("ui", __name__)
 
 JOBS_SHOWN = 50       # jobs per page of the jobs page
-FILTERS = ("status", "q", "node", "from", "to", "untrained", "order")
+FILTERS = ("status", "q", "node", "from", "to", "animals", "species", "profile", "deployment", "untrained", "order")
 
 
 def _ctx():
@@ -87,7 +87,18 @@ def jobs():
     return render_template("jobs.html", jobs=found, page=page, new=new, filters=filters, live=live,
                            statuses=[s.value for s in JobStatus], nodes=store.nodes(), seq=store.latest_seq(),
                            api=url_for("api.jobs"), exports=exports.offered(), sampling_designs=SAMPLING_DESIGNS,
-                           capture_methods=CAPTURE_METHODS)
+                           capture_methods=CAPTURE_METHODS, species_seen=store.species_seen(),
+                           profile_names=_ctx()[2].profiles.current().names(),
+                           deployment_ids=[d.id for d in _deployments()])
+
+
+def _deployments():
+    from wildswarm.errors import JobStoreError
+    from wildswarm.web.deployments import known
+    try:
+        return known().all()
+    except JobStoreError:
+        return []
 
 
 @bp.get("/jobs/<job_id>")
@@ -101,7 +112,7 @@ def job(job_id: str):
     data = service.job_json(record, detail=True)
     summary = results.read_summary(folder)
     return render_template("job.html", job=record, data=data, files=files, summary=summary,
-                           summary_rows=results.summary_rows(summary), retriable=service.retriable(record),
+                           card=results.summary_card(summary, record.size_bytes), retriable=service.retriable(record),
                            has_video=results.VIDEO in names, has_plot=results.PLOT in names,
                            pending=record.publish_pending, output=results.output_name(record),
                            exports=exports.offered(), sampling_designs=SAMPLING_DESIGNS,

@@ -13,6 +13,15 @@
   const when = (s) => (s ? s.replace("T", " ").slice(0, 19) + (/(\+00:00|Z)$/.test(s) ? " UTC" : "") : "–");
   const pct = (p) => Math.round(100 * (p || 0)) + "%";
   const statusText = (j) => (j.pending_publish ? "waiting for the queue" : j.status);
+  // what a done job found, as the server's `found` filter writes it (web/__init__.py)
+  const found = (j) => {
+    if (j.animals === null || j.animals === undefined) return "–";
+    if (j.animals === 0) return "no animals";
+    const n = j.tracks || j.animals;
+    const species = Object.entries(j.species || {});
+    const named = species.slice(0, 3).map(([s, c]) => s + " " + c).join(", ") + (species.length > 3 ? ", …" : "");
+    return n + (n === 1 ? " animal" : " animals") + (named ? " · " + named : "");
+  };
   const humanBytes = (n) => {
     const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
@@ -193,6 +202,7 @@
       const label = el("span");
       label.append(link);
       if (j.untrained) label.append(" ", el("span", "tag warn", "untrained"));
+      if (j.profile) label.append(" ", el("span", "tag", j.profile));
       const bar = el("progress", "bar");
       bar.max = 1;
       bar.value = j.progress;
@@ -210,6 +220,7 @@
       }
       tr.append(pick, cell("Video", label), cell("Status", el("span", "status " + j.status, statusText(j))),
         cell("Progress", bar, el("small", "", pct(j.progress) + frames)),
+        cell("Found", document.createTextNode(found(j))),
         cell("Node", document.createTextNode(j.node || "–")),
         cell("Created", document.createTextNode(when(j.created_at))),
         cell("Finished", document.createTextNode(when(j.finished_at))));
