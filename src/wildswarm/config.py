@@ -15,7 +15,7 @@ from typing import Mapping
 
 from wildswarm.errors import ConfigError
 
-SECRET_FIELDS = ("broker_password", "db_password", "web_secret_key", "web_token", "web_password")
+SECRET_FIELDS = ("broker_password", "db_password", "web_secret_key", "web_token", "web_password", "server_token")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,10 @@ class Settings:
     # Test/benchmark aid only: "module:Class" of a stand-in for the real
     # Pipeline (e.g. wildswarm.testing:SleepAnalyzer). Empty: the real Pipeline.
     analyzer: str = ""
+
+    # --- a remote server (wildswarm submit|status|download --server) -----------
+    server: str = ""                       # the web app's address, https://host:8443
+    server_token: str = field(default="", repr=False)  # secret: its API token (the stack's web token)
 
     # --- metrics -----------------------------------------------------------
     worker_metrics_port: int = 9101

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -190,10 +191,16 @@ class Producer:
             self.note(f"recorded what {recorded} earlier result(s) found, from their summary.json")
 
     def profile_folders(self) -> None:
-        """``input/<profile>/`` for every analysis profile, so the drop zone shows what can be picked."""
+        """``input/<profile>/`` for every analysis profile, so the drop zone shows what can be picked; each
+        made with ``input/``'s own mode, so whoever may drop videos into ``input/`` may drop them there."""
         for name in self.intake.profiles.current().names():
+            folder = self.layout.input / name
             try:
-                (self.layout.input / name).mkdir(exist_ok=True)
+                mode = stat.S_IMODE(self.layout.input.stat().st_mode)
+                folder.mkdir()
+                os.chmod(folder, mode)
+            except FileExistsError:
+                pass                               # made before, or by someone: left as it is
             except OSError as exc:
                 log.warning("input/%s/ not made: %s", name, exc)
 

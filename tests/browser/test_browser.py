@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kit.net import free_port
+from kit.procs import start_web as kit_start_web
 from kit.waiting import wait_for
 
 PASSWORD = "browser test password"
@@ -21,23 +21,8 @@ TOKEN = "browser-test-token-0123456789"
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-def _healthy(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def start_web(settings, spawn):
-    port = free_port()
-    web_settings = settings.replace(web_password=PASSWORD, web_secret_key=SECRET, web_token=TOKEN, web_auth=True,
-                                    web_workers=2, web_threads=4,
-                                    web_bind=f"127.0.0.1:{port}", web_max_upload_bytes=50 * 1024 * 1024)
-    web = spawn(web_settings, "web", node="web")
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(base), 30, "the web server to answer /healthz", 0.2, (web,))
-    return web_settings, web, base
+    return kit_start_web(settings, spawn, password=PASSWORD, secret=SECRET, token=TOKEN)
 
 
 @pytest.fixture

@@ -50,3 +50,28 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             return self.popen.wait(5)
+
+
+def start_web(settings: Settings, spawn, *, password: str, secret: str, token: str, **changes):
+    """A real ``wildswarm web`` (gunicorn) on a free port of 127.0.0.1, answering /healthz:
+    (its settings, the process, its base URL)."""
+    import urllib.request
+
+    from kit.net import free_port
+    from kit.waiting import wait_for
+
+    def healthy(base: str) -> bool:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    port = free_port()
+    web_settings = settings.replace(web_password=password, web_secret_key=secret, web_token=token, web_auth=True,
+                                    web_workers=2, web_threads=4, web_bind=f"127.0.0.1:{port}",
+                                    web_max_upload_bytes=50 * 1024 * 1024, **changes)
+    web = spawn(web_settings, "web", node="web")
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: healthy(base), 30, "the web server to answer /healthz", 0.2, (web,))
+    return web_settings, web, base

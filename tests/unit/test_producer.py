@@ -145,8 +145,10 @@ def store_is_empty(producer) -> bool:
 
 def test_a_file_in_a_profile_folder_is_analysed_with_that_profile(env, store):
     _, producer, broker, clock, lay = env
+    lay.input.chmod(0o3775)                              # the drop zone's mode in the stack (stack.sh)
     producer.profile_folders()
     assert {"camera-trap", "lab-topview-mouse"} <= {p.name for p in lay.input.iterdir()}
+    assert oct((lay.input / "lab-topview-mouse").stat().st_mode & 0o7777) == oct(0o3775)
     drop(lay, "lab-topview-mouse/arena 3.mp4", b"mouse")
     drop(lay, "trap.mp4", b"fox")
     assert settle(producer, clock) == {"lab-topview-mouse/arena 3.mp4": "queued", "trap.mp4": "queued"}

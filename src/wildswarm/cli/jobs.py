@@ -1,4 +1,4 @@
-"""``wildswarm worker|producer|submit|status``: the job system's commands (wiring only)."""
+"""``wildswarm worker|producer|submit|status|download|deployments``: the job system's commands (wiring only)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from wildswarm.cli import friendly_errors, main
+from wildswarm.cli import friendly_errors, main, remote
 from wildswarm.config import Settings
 
 
@@ -81,11 +81,18 @@ def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
                                                  "(wildswarm deployments).")
 @click.option("--recorded-at", default=None, help="When the video was recorded (ISO 8601), for a video whose "
                                                   "own metadata does not say.")
+@remote.server_options
 @click.pass_obj
 @friendly_errors
 def submit(settings: Settings, videos: tuple[Path, ...], wait: bool, profile: str | None, deployment: str | None,
-           recorded_at: str | None) -> None:
-    """Copy VIDEOS into input/ and queue a job for each (once per content)."""
+           recorded_at: str | None, server: str | None, token: str | None, token_file: Path | None,
+           ca_bundle: Path | None) -> None:
+    """Copy VIDEOS into input/ and queue a job for each (once per content); with --server, upload them to
+    that web app instead (a video it already has is recognised by its content and not sent again)."""
+    if remote.remote(settings, server):
+        with remote.client(settings, remote.remote(settings, server), token, token_file, ca_bundle) as c:
+            sys.exit(remote.submit(c, videos, {"profile": profile, "deployment": deployment,
+                                               "recorded_at": recorded_at}, wait))
     from wildswarm.publisher import Publisher
     from wildswarm.errors import VideoError
     from wildswarm.intake import Intake, Refused
@@ -153,12 +160,20 @@ def _wait_for(store, job_ids: list[str]) -> int:
 @click.option("--node", default=None, help="Only jobs run on this node.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="How many (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@remote.server_options
 @click.pass_obj
 @friendly_errors
 def status(settings: Settings, job_id: str | None, status_: str | None, search: str | None, node: str | None,
-           limit: int, as_json: bool) -> None:
+           limit: int, as_json: bool, server: str | None, token: str | None, token_file: Path | None,
+           ca_bundle: Path | None) -> None:
     """List the newest jobs (filtered), or show job JOB_ID in detail; counts by status at the end."""
     from wildswarm.jobs import JobQuery, JobStatus, JobStore
+
+    if remote.remote(settings, server):
+        with remote.client(settings, remote.remote(settings, server), token, token_file, ca_bundle) as c:
+            remote.status(c, job_id, {"status": status_, "q": search, "node": node, "limit": min(limit, 1000)},
+                          as_json)
+        return
 
     store = JobStore.connect(settings)
     try:
@@ -181,6 +196,25 @@ def status(settings: Settings, job_id: str | None, status_: str | None, search: 
         click.echo(("" if jobs else "no jobs match\n") + "  ".join(f"{k} {v}" for k, v in counts.items()))
     finally:
         store.close()
+
+
+@main.command()
+@click.argument("job_id")
+@click.argument("names", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Folder to save into.")
+@remote.server_options
+@click.pass_obj
+@friendly_errors
+def download(settings: Settings, job_id: str, names: tuple[str, ...], out: Path, server: str | None,
+             token: str | None, token_file: Path | None, ca_bundle: Path | None) -> None:
+    """Save job JOB_ID's results from a wildswarm web app: all as one zip, or the files NAMES
+    (labeled.mp4, detections.json, ...). Needs --server (or WILDSWARM_SERVER); on the shared
+    filesystem they are in output/<name>/ already."""
+    if not remote.remote(settings, server):
+        raise click.UsageError("download needs --server URL (or WILDSWARM_SERVER)")
+    with remote.client(settings, remote.remote(settings, server), token, token_file, ca_bundle) as c:
+        remote.download(c, job_id, out, names)
 
 
 @main.command()

@@ -1,0 +1,135 @@
+"""A wildswarm server's JSON API, from anywhere: what ``wildswarm submit|status|download --server`` use.
+
+A user who has only the web address and a token (``WILDSWARM_WEB_TOKEN`` of the stack) needs neither
+the shared filesystem nor the broker. A video is hashed first: its job id comes from its content,
+so one the server already has is not uploaded again (``GET /api/jobs/<id>`` says so). Uploads are
+streamed (``requests-toolbelt``'s multipart encoder) with the form fields before the file, as the
+server reads them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import quote
+
+import requests
+
+from wildswarm.errors import WildswarmError
+
+CHUNK = 1 << 20
+
+
+class ServerError(WildswarmError):
+    """The server could not be reached, or answered with an error (``status``, ``reason``)."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What the server made of one video: ``result`` queued | pending | duplicate | retried | known."""
+
+    job: dict
+    result: str
+    message: str
+
+
+class Client:
+    def __init__(self, server: str, token: str, *, timeout: float = 30.0, verify: bool | str = True):
+        if not server.startswith(("http://", "https://")):
+            raise ServerError(f"--server {server!r}: give the web app's address, http(s)://host[:port]")
+        if not token:
+            raise ServerError("no API token: give --token, --token-file or WILDSWARM_SERVER_TOKEN(_FILE) "
+                              "(the stack's web token)")
+        self.base = server.rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        self.http.verify = verify
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- requests ----------------------------------------------------------------------------------
+    def _call(self, method: str, path: str, **kwargs) -> requests.Response:
+        try:
+            r = self.http.request(method, self.base + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except requests.RequestException as exc:
+            raise ServerError(f"{self.base} cannot be reached: {exc}") from None
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+            except ValueError:
+                body = {}
+            raise ServerError(f"{self.base}{path.split('?')[0]}: {r.status_code} "
+                              f"{body.get('error') or r.reason}", r.status_code, body.get("reason"))
+        return r
+
+    def job(self, job_id: str) -> dict | None:
+        """The job ``job_id`` (with its files), or None if the server has no such job."""
+        try:
+            return self._call("GET", f"/api/jobs/{quote(job_id)}").json()
+        except ServerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def jobs(self, **filters) -> dict:
+        """A listing (``GET /api/jobs``) with the given filters (None values left out)."""
+        return self._call("GET", "/api/jobs", params={k: v for k, v in filters.items() if v is not None}).json()
+
+    def submit(self, video: Path, *, fields: dict | None = None,
+               progress: Callable[[int], None] | None = None) -> Upload:
+        """Upload ``video``; ``fields`` (profile, deployment, recorded_at) go before it; ``progress``
+        gets the bytes sent so far."""
+        from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
+        with open(video, "rb") as fh:
+            parts = {k: str(v) for k, v in (fields or {}).items() if v}
+            parts["file"] = (Path(video).name, fh, "video/mp4")
+            encoder = MultipartEncoder(fields=parts)
+            body = MultipartEncoderMonitor(encoder, (lambda m: progress(m.bytes_read)) if progress else None)
+            r = self._call("POST", "/api/jobs", data=body, headers={"Content-Type": body.content_type},
+                           timeout=(self.timeout, None))      # the upload itself may take long
+        data = r.json()
+        return Upload(data["job"], data["result"], data["message"])
+
+    def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+        """Stream ``url_path`` into ``dest`` (a part file renamed at the end): nothing half-written is left."""
+        r = self._call("GET", url_path, stream=True)
+        total = int(r.headers.get("Content-Length") or 0)
+        part = dest.with_name(f".{dest.name}.part")
+        done = 0
+        try:
+            with open(part, "wb") as out:
+                for block in r.iter_content(CHUNK):
+                    out.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+            part.replace(dest)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        finally:
+            r.close()
+        return dest
+
+    def follow(self, job_ids: list[str], pause: float = 1.0) -> Iterator[list[dict]]:
+        """The jobs ``job_ids`` again and again, every ``pause`` s, until all are finished (the last
+        answer included)."""
+        import time
+        while True:
+            jobs = [self._call("GET", f"/api/jobs/{quote(i)}").json() for i in job_ids]
+            yield jobs
+            if all(j["status"] in ("done", "failed") for j in jobs):
+                return
+            time.sleep(pause)
