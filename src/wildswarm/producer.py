@@ -181,9 +181,9 @@ class Producer:
         (so the jobs page can filter them too); a batch per reconcile, until none is left."""
         if self._findings_after is None:
             return
-        from wildswarm.jobs.legacy import backfill_findings
+        from wildswarm.jobs import findings
         try:
-            recorded, self._findings_after = backfill_findings(self.store, self.layout.output, self._findings_after)
+            recorded, self._findings_after = findings.backfill(self.store, self.layout.output, self._findings_after)
         except JobStoreError as exc:
             log.warning("findings of earlier results not recorded yet: %s", exc)
             return

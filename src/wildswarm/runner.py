@@ -35,7 +35,7 @@ from wildswarm.broker import retry_delay
 from wildswarm.config import Settings
 from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore
-from wildswarm.jobs.model import findings_of
+from wildswarm.jobs.findings import findings_of
 from wildswarm.layout import Layout, move_into, stem_of
 from wildswarm.messages import JobMessage
 from wildswarm.pipeline.cache import Fixed, Loaded, PipelineCache

@@ -80,24 +80,6 @@ def import_json_records(store: JobStore, folder: Path) -> dict[str, int] | None:
     return counts
 
 
-def backfill_findings(store: JobStore, output: Path, after: str = "", batch: int = 200) -> tuple[int, str | None]:
-    """Record the findings of up to ``batch`` done videos analysed before findings were kept, from their
-    ``summary.json``: (how many were recorded, the id to go on after; None when none are left). A
-    result folder that is gone or unreadable is passed over (its video shows no findings)."""
-    from wildswarm.jobs.model import findings_of
-    jobs = store.without_findings(after, batch)
-    recorded = 0
-    for job in jobs:
-        try:
-            summary = json.loads((output / job.output / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        found = findings_of(summary) if isinstance(summary, dict) else {}
-        if found and store.record_findings(job.id, found) is not None:
-            recorded += 1
-    return recorded, (jobs[-1].id if len(jobs) == batch else None)
-
-
 def insert_once(store: JobStore, jobs: list[Job], marker: str) -> dict[str, int] | None:
     """Insert jobs as they were (from JSON records), once: counts, or None if ``marker`` says it was done.
 

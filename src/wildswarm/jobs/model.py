@@ -114,19 +114,3 @@ def segment_id(parent_id: str, k: int) -> str:
     """A segment job's id: its video's job id and the segment's number (4 hex digits)."""
     return f"{parent_id}{k:04x}"
 
-
-def findings_of(summary: dict) -> dict:
-    """What a run's ``summary.json`` says it found, as the job store records it: the most animals in
-    one frame, the distinct animals tracked, and each species with the tracked animals of it (the
-    detections of each species where no track carries one). Empty for a summary without animals."""
-    animals = (summary or {}).get("animals")
-    if not isinstance(animals, dict):
-        return {}
-    species: dict[str, int] = {}
-    for track in summary.get("tracks") or []:
-        if track.get("species"):
-            species[track["species"]] = species.get(track["species"], 0) + 1
-    if not species:
-        species = {str(k): int(v) for k, v in (animals.get("species") or {}).items() if k}
-    return {"animals": int(animals.get("max_per_frame") or 0), "tracks": int(animals.get("distinct") or 0),
-            "species": dict(sorted(species.items(), key=lambda kv: (-kv[1], kv[0])))}

@@ -134,14 +134,6 @@ class JobStore:
             rows = conn.execute("SELECT DISTINCT node FROM jobs WHERE node IS NOT NULL ORDER BY node").fetchall()
         return [r["node"] for r in rows]
 
-    def species_seen(self, recent: int = 5000) -> list[str]:
-        """The species named in the ``recent`` latest videos where any was, for a filter to offer."""
-        with self.db.connection("listing species") as conn:
-            rows = conn.execute("SELECT DISTINCT jsonb_object_keys(species) AS s FROM (SELECT species FROM jobs "
-                                "WHERE parent_id IS NULL AND species <> '{}' ORDER BY created_at DESC LIMIT %s) r "
-                                "ORDER BY s", (recent,)).fetchall()
-        return [r["s"] for r in rows]
-
     def changes(self, since: int, limit: int = 500) -> tuple[list[Job], int]:
         """Jobs changed after change number ``since`` (oldest change first), and the number to ask from next."""
         jobs = self._many("reading changes", f"SELECT * FROM jobs WHERE seq > %s AND {WHOLE} ORDER BY seq LIMIT %s",
@@ -352,21 +344,7 @@ class JobStore:
                           "ORDER BY published_at NULLS FIRST LIMIT %s",
                           (float(older_than_seconds), limit))
 
-    # --- results analysed before findings were recorded ----------------------------------------------
-    def without_findings(self, after: str, limit: int) -> list[Job]:
-        """Done videos whose findings are not recorded (analysed by an older version), by id after ``after``."""
-        return self._many("listing jobs without findings",
-                          "SELECT * FROM jobs WHERE status = 'done' AND parent_id IS NULL AND animals IS NULL "
-                          "AND output IS NOT NULL AND id > %s ORDER BY id LIMIT %s", (after, limit))
-
-    def record_findings(self, job_id: str, findings: dict) -> Job | None:
-        return self._one("recording findings",
-                         f"UPDATE jobs SET animals = %(animals)s, tracks = %(tracks)s, species = %(species)s, {CHANGED} "
-                         "WHERE id = %(id)s AND status = 'done' AND animals IS NULL RETURNING *",
-                         {"id": job_id, "animals": findings["animals"], "tracks": findings["tracks"],
-                          "species": Jsonb(findings["species"])})
-
-    # --- a person's transition ----------------------------------------------------------------------
+    # --- a person's transitions ----------------------------------------------------------------------
     def reset_for_retry(self, job_id: str, restore_input: Callable[[Job], str],
                         stale_seconds: float) -> Job:
         """Make a failed (or stranded) job queued again, publish pending; :class:`JobConflict` if it may not be.
@@ -401,3 +379,17 @@ class JobStore:
             conn.execute("DELETE FROM jobs WHERE parent_id = %s AND status <> 'done'", (job_id,))
             conn.execute("UPDATE jobs SET input_name = %s WHERE parent_id = %s", (name, job_id))
         return Job.from_row(row)
+
+    def delete(self, job_id: str) -> Job:
+        """Remove a finished video's record (and its segments'); :class:`JobConflict` unless it is done or
+        failed, :class:`JobError` if there is none. Its files are the caller's to remove."""
+        row = self._one("deleting a job", "DELETE FROM jobs WHERE id = %s AND parent_id IS NULL AND "
+                                          "status IN ('done', 'failed') RETURNING *", (job_id,))
+        if row is not None:
+            return row
+        job = self.find(job_id)
+        if job is None:
+            raise JobError(f"no job {job_id[:64]}")
+        if job.is_segment:
+            raise JobConflict(f"job {job.id} is segment {job.segment} of job {job.parent_id}; delete that one")
+        raise JobConflict(f"job {job.id} is {job.status.value}; only a done or failed job can be deleted")

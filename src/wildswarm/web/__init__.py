@@ -67,8 +67,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
         from werkzeug.middleware.proxy_fix import ProxyFix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.web_trusted_proxies, x_proto=settings.web_trusted_proxies)
 
-    from wildswarm.web import api, deployments, exports, files, ops, security, ui
-    for bp in (ui.bp, api.bp, files.bp, exports.bp, deployments.bp, security.bp, ops.bp):
+    from wildswarm.web import api, bulk, deployments, exports, files, ops, security, ui
+    for bp in (ui.bp, api.bp, files.bp, exports.bp, deployments.bp, bulk.bp, security.bp, ops.bp):
         app.register_blueprint(bp)
 
     app.before_request(_start)

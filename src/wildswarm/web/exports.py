@@ -88,6 +88,10 @@ def job_export(job_id: str, format: str):  # noqa: A002 -- the URL says format
     return _send(format, [job_id])
 
 
+# The jobs page's form also carries its bulk actions' fields (web/bulk.py): not export options.
+FORM_ONLY = ("format", "job", "csrf_token", "filter", "all", "action", "delete_inputs")
+
+
 @bp.post("/api/exports")
 def export_many():
     if request.is_json:
@@ -97,7 +101,7 @@ def export_many():
         fmt, jobs, given = body.get("format"), body.get("jobs"), body.get("options", {})
     else:
         fmt, jobs = request.form.get("format"), request.form.getlist("job")
-        given = {k: v for k, v in request.form.items() if k not in ("format", "job", "csrf_token") and v}
+        given = {k: v for k, v in request.form.items() if k not in FORM_ONLY and v}
     try:
         options = options_from(given)
     except ExportError as exc:

@@ -97,6 +97,14 @@ PROFILE = {
 }
 
 SCHEMAS = {
+    "BulkResult": {"type": "object", "required": ["action", "results", "counts"], "properties": {
+        "action": {"type": "string"},
+        "results": {"type": "array", "items": {"type": "object", "required": ["id", "result", "message"], "properties": {
+            "id": {"type": "string"},
+            "result": {"type": "string", "enum": ["retried", "pending", "deleted", "conflict", "missing"]},
+            "message": {"type": "string"},
+            "removed": {"type": "array", "items": {"type": "string"}, "description": "Paths removed (delete)"}}}},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
     "Profile": PROFILE,
     "ProfileList": {"type": "object", "required": ["default", "profiles"], "properties": {
         "default": {"type": "string", "description": "The profile of a job that names none"},
@@ -296,6 +304,22 @@ PATHS = {
                                                           "job": {"type": "array", "items": {"type": "string"}}}}}}},
                  "responses": {"200": _EXPORT, "400": _error("Bad format or job list"), "401": _UNAUTHORIZED,
                                "409": _REFUSED}},
+    },
+    "/api/jobs/bulk": {
+        "post": {"operationId": "bulkAction", "summary": "Retry or delete many jobs: a list, or every job a filter matches",
+                 "description": "At most 1000 jobs. Retry: failed (or stranded) jobs are queued again. Delete: done or "
+                                "failed jobs lose their record and result folder (and, with delete_inputs, their "
+                                "video in input_done/ or input_failed/). Each job's result is answered; one job's "
+                                "conflict does not stop the others.",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["action"], "properties": {
+                         "action": {"type": "string", "enum": ["retry", "delete"]},
+                         "jobs": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                         "filter": {"type": "object", "additionalProperties": {"type": "string"},
+                                    "description": "The listing's filters (GET /api/jobs), instead of jobs"},
+                         "delete_inputs": {"type": "boolean", "default": False}}}}}},
+                 "responses": {"200": _json("#/components/schemas/BulkResult", "What happened to each job"),
+                               "400": _error("No action, no jobs, or a bad filter"), "401": _UNAUTHORIZED}},
     },
     "/api/profiles": {
         "get": {"operationId": "listProfiles", "summary": "Analysis profiles: the models and settings a job may name",

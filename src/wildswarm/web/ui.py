@@ -1,11 +1,14 @@
 """Pages: upload, jobs, one job, node logs. Views only wire requests to the modules that do the work."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
 from wildswarm.errors import JobConflict
 from wildswarm.exporters.camtrap_dp import CAPTURE_METHODS, SAMPLING_DESIGNS
 from wildswarm.jobs import JobStatus
+from wildswarm.jobs.findings import species_seen
 from wildswarm.web import exports, results, service
 from wildswarm.web.query import TOTAL_CAP, BadQuery, job_query
 from wildswarm.web.uploads import UploadRefused, accept_counted, upload_limit, uploaded
@@ -87,8 +90,9 @@ def jobs():
     return render_template("jobs.html", jobs=found, page=page, new=new, filters=filters, live=live,
                            statuses=[s.value for s in JobStatus], nodes=store.nodes(), seq=store.latest_seq(),
                            api=url_for("api.jobs"), exports=exports.offered(), sampling_designs=SAMPLING_DESIGNS,
-                           capture_methods=CAPTURE_METHODS, species_seen=store.species_seen(),
+                           capture_methods=CAPTURE_METHODS, species_seen=species_seen(store),
                            profile_names=_ctx()[2].profiles.current().names(),
+                           query_string=urlencode({k: v for k, v in filters.items()}),
                            deployment_ids=[d.id for d in _deployments()])
 
 

@@ -208,16 +208,14 @@
       bar.value = j.progress;
       const frames = j.frames_total ? " · " + j.frames_done + "/" + j.frames_total : "";
       const pick = el("td", "pick");
-      pick.dataset.label = "Export";
-      if (j.status === "done") {
-        const box = el("input");
-        box.type = "checkbox";
-        box.name = "job";
-        box.value = j.id;
-        box.setAttribute("form", "export-form");
-        box.setAttribute("aria-label", "export " + j.input_name);
-        pick.append(box);
-      }
+      pick.dataset.label = "Select";
+      const box = el("input");
+      box.type = "checkbox";
+      box.name = "job";
+      box.value = j.id;
+      box.setAttribute("form", "export-form");
+      box.setAttribute("aria-label", "select " + j.input_name);
+      pick.append(box);
       tr.append(pick, cell("Video", label), cell("Status", el("span", "status " + j.status, statusText(j))),
         cell("Progress", bar, el("small", "", pct(j.progress) + frames)),
         cell("Found", document.createTextNode(found(j))),

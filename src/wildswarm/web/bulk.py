@@ -1,0 +1,174 @@
+"""Acting on many jobs at once: retry or delete a selection, or every job a filter matches.
+
+    POST /api/jobs/bulk   {"action": "retry" | "delete", "jobs": [id, ...]}, or {"action": ..., "filter":
+                          {"status": "failed", "q": "cam07", ...}} (the listing's filters); for delete,
+                          "delete_inputs": true also removes the videos from input_done/ and input_failed/.
+                          Answers each job's result: retried | pending | deleted | conflict | missing.
+    POST /jobs/bulk       the jobs page's form (the ticked jobs, or all that match its filters); a delete
+                          shows what will be removed and asks to confirm first
+
+Retry goes through intake (as one job's Retry does); delete removes the record first (only a done or
+failed job: the job store checks it in the same statement), then its result folder and, if asked,
+its input. Nothing outside the data root is touched, and links are never followed.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from wildswarm.errors import JobConflict, JobError, UnsafePathError
+from wildswarm.jobs import Job
+from wildswarm.layout import Layout
+from wildswarm.web import service
+from wildswarm.web.query import BadQuery, job_query
+
+bp = Blueprint("bulk", __name__)
+
+ACTIONS = ("retry", "delete")
+MAX_JOBS = 1000          # one request acts on at most this many jobs
+
+
+class BulkError(ValueError):
+    """A bulk request that cannot be acted on as sent (HTTP 400)."""
+
+
+def selection(jobs, filter_args: MultiDict | None) -> list[str]:
+    """The job ids a request means: the ones it lists, or every one its filter matches (newest first)."""
+    if filter_args is not None:
+        try:
+            query = job_query(filter_args, default_limit=MAX_JOBS)
+        except BadQuery as exc:
+            raise BulkError(f"filter: {exc}") from None
+        return [j.id for j in service.store().list(query)]
+    if not isinstance(jobs, list) or not jobs or not all(isinstance(j, str) and 0 < len(j) <= 64 for j in jobs):
+        raise BulkError("jobs must be a non-empty list of job ids (or send a filter)")
+    if len(jobs) > MAX_JOBS:
+        raise BulkError(f"at most {MAX_JOBS} jobs at once")
+    return list(dict.fromkeys(jobs))
+
+
+def act(action: str, job_ids: list[str], *, delete_inputs: bool = False) -> list[dict]:
+    """Do ``action`` to each job; one result per job, whatever happened to the others."""
+    from wildswarm.web import metrics
+    intake = current_app.config["WILDSWARM_INTAKE"]
+    results = []
+    for job_id in job_ids:
+        try:
+            if action == "retry":
+                admission = intake.retry(job_id, how="retried with others from the web app")
+                metrics.RETRIES.inc()
+                results.append({"id": job_id, "result": "retried" if admission.result != "pending" else "pending",
+                                "message": admission.message})
+            else:
+                job = service.store().delete(job_id)
+                removed = remove_files(service.layout(), job, delete_inputs)
+                results.append({"id": job_id, "result": "deleted", "removed": removed,
+                                "message": f"{job.input_name}: record deleted"
+                                           + (f"; removed {', '.join(removed)}" if removed else "")})
+        except JobConflict as exc:
+            results.append({"id": job_id, "result": "conflict", "message": str(exc)})
+        except JobError as exc:
+            results.append({"id": job_id, "result": "missing", "message": str(exc)})
+    return results
+
+
+def _inside(layout: Layout, path: Path) -> bool:
+    try:
+        layout.inside(path)
+    except (UnsafePathError, OSError, RuntimeError):    # outside the data root, or unresolvable
+        return False
+    return not path.is_symlink()
+
+
+def remove_files(layout: Layout, job: Job, delete_inputs: bool) -> list[str]:
+    """A deleted job's result folder (and its segments' leftovers) and, if asked, its input: the paths
+    removed, relative to the data root. Best effort: the record is gone already."""
+    def plain(name: str | None) -> bool:          # one name, never a path: nothing above its folder
+        return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+    targets: list[Path] = []
+    if plain(job.output):
+        targets += [layout.output / job.output, layout.output / ".segments" / job.output]
+    if delete_inputs and plain(job.input_name):
+        stem, ext, tag = Path(job.input_name).stem, Path(job.input_name).suffix, job.id[:8]
+        for folder in (layout.input_done, layout.input_failed):
+            targets += [folder / job.input_name, folder / f"{stem}-{tag}{ext}"]
+            targets += sorted(folder.glob(f"{stem}-{tag}-*{ext}"))
+    removed = []
+    for path in targets:
+        if path.parent not in (layout.output, layout.output / ".segments", layout.input_done, layout.input_failed):
+            continue
+        if not path.exists() or not _inside(layout, path):
+            continue
+        try:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        except OSError:
+            continue
+        removed.append(str(path.relative_to(layout.root)))
+    return removed
+
+
+def _counts(results: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["result"]] = counts.get(r["result"], 0) + 1
+    return counts
+
+
+@bp.post("/api/jobs/bulk")
+def api_bulk():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, 'send a JSON object: {"action": "retry" or "delete", "jobs": [...]} or "filter"')
+    action = body.get("action")
+    if action not in ACTIONS:
+        return _error(400, f"action must be one of: {', '.join(ACTIONS)}")
+    given = body.get("filter")
+    if given is not None and not (isinstance(given, dict) and all(isinstance(v, str) for v in given.values())):
+        return _error(400, "filter must be an object of the listing's filters, as strings")
+    try:
+        ids = selection(body.get("jobs"), MultiDict(given) if given is not None else None)
+    except BulkError as exc:
+        return _error(400, str(exc))
+    results = act(action, ids, delete_inputs=body.get("delete_inputs") is True)
+    return jsonify(action=action, results=results, counts=_counts(results))
+
+
+def _error(status: int, message: str):
+    response = jsonify(error=message, reason="bad_request")
+    response.status_code = status
+    return response
+
+
+@bp.post("/jobs/bulk")
+def page_bulk():
+    """The jobs page's form: the ticked jobs, or with ``all`` every job its filters match."""
+    form = request.form
+    action = form.get("action")
+    back = url_for("ui.jobs") + ("?" + form["filter"] if form.get("filter") else "")
+    if action not in ACTIONS:
+        flash("Choose what to do with the jobs: retry or delete.", "error")
+        return redirect(back, 303)
+    try:
+        ids = selection(form.getlist("job"), MultiDict(parse_qsl(form.get("filter", ""))) if form.get("all") else None)
+    except BulkError:
+        flash("No job was ticked: tick some, or choose every job that matches the filters.", "error")
+        return redirect(back, 303)
+    delete_inputs = form.get("delete_inputs") == "yes"
+    if action == "delete" and form.get("confirm") != "yes":
+        jobs = [j for j in (service.store().find(i) for i in ids) if j is not None]
+        return render_template("bulk_confirm.html", jobs=jobs, delete_inputs=delete_inputs, back=back,
+                               filter=form.get("filter", ""))
+    results = act(action, ids, delete_inputs=delete_inputs)
+    counts = _counts(results)
+    done = counts.get("retried", 0) + counts.get("pending", 0) + counts.get("deleted", 0)
+    verb = "queued again" if action == "retry" else "deleted"
+    flash(f"{done} of {len(results)} job(s) {verb}.", "ok" if done == len(results) else "warn")
+    for r in results:
+        if r["result"] in ("conflict", "missing"):
+            flash(r["message"], "error")
+    return redirect(back, 303)
