@@ -116,7 +116,7 @@ class JobRunner:
         """``analyzer``: a :class:`~wildswarm.pipeline.cache.PipelineCache` (a pipeline per analysis
         profile, as a worker has), or one analyser for every job whatever its profile."""
         self.settings, self.store = settings, store
-        self.analyzers = analyzer if hasattr(analyzer, "book") else Fixed(analyzer)
+        self.analyzers = analyzer if isinstance(analyzer, (PipelineCache, Fixed)) else Fixed(analyzer)
         self.stopping = stopping or threading.Event()
         self.layout = Layout(settings.data)
         self.node = settings.node

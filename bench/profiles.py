@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Benchmark: what each analysis profile's pipeline holds and takes to load, and what the worker's
+pipeline cache saves when jobs alternate between two profiles.
+
+    python bench/profiles.py [--jobs 8] [--models DIR] [--device cpu]
+    make bench-profiles
+
+Real pipelines (the real loading code, the libraries' own classes) are built for each shipped
+profile; without ``--models`` they load untrained stand-ins written to a temporary folder (the
+same architectures and file formats, so memory and load time are the real ones). For each profile
+it prints the memory of its networks (what the cache counts) and its load time. Then ``--jobs``
+jobs alternating camera-trap / lab-topview-mouse get their pipeline twice over, in one process:
+the baseline loads a pipeline per job (a worker without a cache), the cache loads each profile
+once (``PipelineCache.get``, as the worker asks it). It prints both times and their ratio. JSON
+goes to bench/results/profiles-<timestamp>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from wildswarm.config import Settings  # noqa: E402
+from wildswarm.pipeline.cache import PipelineCache, memory_bytes  # noqa: E402
+from wildswarm.pipeline.run import Pipeline  # noqa: E402
+from wildswarm.profiles import load  # noqa: E402
+
+MB = 1024 ** 2
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=8, help="jobs alternating two profiles")
+    ap.add_argument("--models", type=Path, default=None, help="a models folder with real weights (default: "
+                                                                 "untrained stand-ins in a temporary folder)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-profiles-"))
+    settings = Settings(data=tmp / "data", models_dir=args.models or tmp / "models", untrained=args.models is None,
+                        device=args.device)
+    profiles = load(settings)
+
+    Pipeline(profiles.get("camera-trap").apply(settings))   # the libraries' first import, not a profile's cost
+    each = {}
+    print(f"{'profile':<24} {'models':>10} {'load':>8}")
+    for p in profiles:
+        gc.collect()
+        started = time.perf_counter()
+        pipeline = Pipeline(p.apply(settings))
+        seconds = time.perf_counter() - started
+        each[p.name] = {"memory_mb": round(memory_bytes(pipeline) / MB, 1), "load_s": round(seconds, 2)}
+        print(f"{p.name:<24} {each[p.name]['memory_mb']:>7.1f} MB {seconds:>6.2f} s")
+        del pipeline
+
+    order = ["camera-trap", "lab-topview-mouse"] * (args.jobs // 2) + ["camera-trap"] * (args.jobs % 2)
+    gc.collect()
+    started = time.perf_counter()
+    for name in order:                      # the baseline: a worker that loads a pipeline for every job
+        pipeline = Pipeline(profiles.get(name).apply(settings))
+        del pipeline
+    baseline = time.perf_counter() - started
+    gc.collect()
+    cache = PipelineCache(settings)
+    started = time.perf_counter()
+    for name in order:
+        cache.get(name)
+    cached = time.perf_counter() - started
+    print(f"\n{len(order)} jobs alternating camera-trap / lab-topview-mouse, getting their pipeline:")
+    print(f"  baseline, a load per job: {baseline:7.2f} s")
+    print(f"  the worker's cache:       {cached:7.2f} s  ({cache.loads}; {cache.used / MB:.0f} MB held)")
+    print(f"  ratio baseline / cache:   {baseline / cached:7.1f} x")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"profiles-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"profiles": each, "jobs": len(order), "baseline_s": round(baseline, 3),
+                                "cached_s": round(cached, 3), "loads": cache.loads,
+                                "held_mb": round(cache.used / MB, 1)}, indent=2))
+    print(f"\n{path}")
+
+
+if __name__ == "__main__":
+    main()
