@@ -6,8 +6,9 @@ file's own mtime, so an scp that stalls for a while is not taken half-copied).
 Hidden files (``.name``: temporary copies) and symbolic links are ignored; a
 file in a folder of ``input/`` (one level down) is analysed with the profile the
 folder is named after (``input/lab-topview-mouse/x.mp4``), and refused, with
-that reason, if there is no such profile. Each settled file goes through :mod:`wildswarm.intake`: refused,
-known (the same content is already a job), or recorded and published.
+that reason, if there is no such profile. Each settled file goes through
+:mod:`wildswarm.intake`: refused, known (the same content is already a job), or
+recorded and published.
 
 Every ``reconcile_seconds`` it runs the :class:`~wildswarm.reconciler.Reconciler`
 (pending publishes, abandoned and dead-lettered jobs, lost messages). On its
