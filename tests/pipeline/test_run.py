@@ -59,6 +59,12 @@ def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: 
     assert csv.shape == table.shape
     with Image.open(folder / outputs.TRAJECTORY) as im:
         assert im.format == "PNG" and im.size[0] > 300
+    # the poster: the annotated frame with the most animals (the first such), at the video's size
+    with Image.open(folder / outputs.POSTER) as im:
+        w, h = summary["input"]["width"], summary["input"]["height"]
+        assert im.format == "JPEG" and im.size == ((w, h) if max(w, h) <= 1280 else im.size)
+    best = max((n, -f) for f, n in _animals_per_frame(folder))
+    assert (summary["poster"]["animals"], -summary["poster"]["frame"]) == best
     # one identity per animal: the MOT rows, the table's individuals and the summary name the same tracks
     tracks = {t["id"]: t for t in summary["tracks"]}
     assert summary["animals"]["distinct"] == len(tracks)
@@ -72,6 +78,15 @@ def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: 
     named = {n for n in table.columns.get_level_values("individuals") if not n.startswith("untracked")}
     assert named <= ({f"animal{t}" for t in tracks} or {"animal1"})
     return summary, table
+
+
+def _animals_per_frame(folder) -> list[tuple[int, int]]:
+    """(source frame, animal boxes) of every analysed frame, from detections.json."""
+    [entry] = json.loads((folder / outputs.DETECTIONS).read_text())["images"]
+    count = {f: 0 for f in entry["frames_processed"]}
+    for d in entry["detections"]:
+        count[d["frame_number"]] += d["category"] == "1"
+    return sorted(count.items())
 
 
 def test_seed_videos_end_to_end(pipeline, seed_videos, tmp_path):

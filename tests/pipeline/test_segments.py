@@ -187,6 +187,7 @@ def test_a_segmented_run_gives_the_whole_runs_detections_and_keypoints_at_every_
         == whole.frames_analysed
     # the same files, the same formats; the segments are gone once merged
     assert sorted(p.name for p in cut.output_dir.iterdir()) == sorted(outputs.ALL_FILES)
+    assert cut.summary["poster"] == whole.summary["poster"]     # the same fullest frame, chosen across segments
     assert not (tmp_path / "segmented" / segments.SEGMENTS_DIR / cut.name).exists()
     assert cut.summary["animals"]["distinct"] == len(cut.summary["tracks"]) >= 1
 

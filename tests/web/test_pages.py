@@ -174,3 +174,14 @@ def test_jobs_page_shows_one_page_of_the_newest_jobs(client, store, monkeypatch)
         store.submit(f"{n:016x}", f"v{n}.mp4")
     page = client.get("/jobs").get_data(as_text=True)
     assert "Jobs 1–2 of 3." in page and "v2.mp4" in page and "v0.mp4" not in page
+
+
+def test_a_result_with_a_poster_shows_it_before_the_video_plays(client, store, settings, video_bytes):
+    from PIL import Image
+    job = make_done_job(store, video_bytes)
+    Image.new("RGB", (160, 96), (40, 90, 40)).save(settings.data / "output" / "fox" / "poster.jpg", "JPEG")
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert f'poster="/jobs/{job.id}/files/poster.jpg"' in page
+    assert "Poster: the annotated frame with the most animals (JPEG)" in page
+    r = client.get(f"/jobs/{job.id}/files/poster.jpg")
+    assert r.status_code == 200 and r.mimetype == "image/jpeg"

@@ -26,11 +26,13 @@ KEYPOINTS_H5 = "keypoints.h5"
 KEYPOINTS_CSV = "keypoints.csv"
 FILTERED_H5 = "keypoints_filtered.h5"
 FILTERED_CSV = "keypoints_filtered.csv"
+POSTER = "poster.jpg"
 
 #: In the order the pages list them.
 RESULT_FILES = (
     ResultFile(LABELED_VIDEO, "Annotated video, each animal with its id (H.264 MP4)", "video/mp4"),
     ResultFile(TRAJECTORY, "Trajectory plot, one path per animal (PNG)", "image/png"),
+    ResultFile(POSTER, "Poster: the annotated frame with the most animals (JPEG)", "image/jpeg"),
     ResultFile(SUMMARY, "Summary (JSON)", "application/json"),
     ResultFile(DETECTIONS, "Detections (MegaDetector batch JSON)", "application/json"),
     ResultFile(TRACKS, "Animal tracks (MOTChallenge CSV)", "text/csv"),

@@ -19,7 +19,7 @@ import supervision as sv
 from wildswarm.exporters import megadetector as md
 from wildswarm.pipeline.detect import ANIMAL
 from wildswarm.pipeline.files import (DETECTIONS, FILTERED_CSV, FILTERED_H5, KEYPOINTS_CSV, KEYPOINTS_H5,  # noqa: F401
-                                      LABELED_VIDEO, SUMMARY, TRACKS, TRAJECTORY, expected)
+                                      LABELED_VIDEO, POSTER, SUMMARY, TRACKS, TRAJECTORY, expected)
 from wildswarm.pipeline.pose import KeyPoints
 from wildswarm.pipeline.track import track_name
 
@@ -182,6 +182,16 @@ def write_tracks(path: Path, frames: list[tuple[int, float]], dets: list[sv.Dete
                         f"{float(det.confidence[j]):.4f},-1,-1,-1\n")
     path.write_text("".join(rows))
     return len(rows)
+
+
+def write_poster(path: Path, image: np.ndarray, longest: int = 1280) -> None:
+    """An annotated RGB frame as a JPEG (at most ``longest`` pixels on its longer side): the still that
+    pages show for the video before it plays."""
+    from PIL import Image
+    still = Image.fromarray(np.ascontiguousarray(image))
+    if max(still.size) > longest:
+        still.thumbnail((longest, longest))
+    still.save(path, "JPEG", quality=85, optimize=True)
 
 
 def write_summary(path: Path, summary: dict) -> None:

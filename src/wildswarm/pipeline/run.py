@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -59,6 +60,9 @@ class Frames:
     decoded: int = 0                   # frames decoded, kept or not (a segment's seek and overlap decode some twice)
     read: int = 0                      # frames of the video these cover: the last one decoded + 1
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # (animals, source frame, annotated RGB image) of the frame with the most animals (the first such);
+    # after a merge the image is the best segment's file, already copied: None here
+    poster: tuple[int, int, np.ndarray | None] | None = None
 
     def pose_ids(self) -> list[np.ndarray]:
         """The track of each pose, frame by frame."""
@@ -184,6 +188,9 @@ class Pipeline:
                                           render=None if own_stop is None else own_stop - own_first,
                                           label_prefix=f"{k + 1}.", report=report)
             part = segments.save_frames(tmp / segments.FRAMES_FILE, frames)
+            if frames.poster is not None:
+                outputs.write_poster(tmp / outputs.POSTER, frames.poster[2])
+                part["poster"] = {"animals": frames.poster[0], "frame": frames.poster[1]}
             part.update(segment=k, first=first, frames=len(frames.meta), decoded=frames.decoded, read=frames.read,
                         timings={key: round(v, 4) for key, v in frames.timings.items()}, host=platform.node(),
                         pid=os.getpid())
@@ -200,9 +207,10 @@ class Pipeline:
         missing = [k for k in range(seg_plan.count) if not segments.finished(where, k)]
         if missing:
             raise PipelineError(f"{video.name}: cannot merge, segments {missing} are not finished")
-        parts, timings, made_by = [], defaultdict(float), []
+        parts, timings, made_by, part_meta = [], defaultdict(float), [], []
         for k in range(seg_plan.count):
             part = json.loads((where / segments.part_name(k) / segments.PART_FILE).read_text())
+            part_meta.append(part)
             parts.append(segments.load_frames(where / segments.part_name(k) / segments.FRAMES_FILE, part,
                                               len(self.pose.bodyparts)))
             for key, v in part.get("timings", {}).items():
@@ -211,11 +219,16 @@ class Pipeline:
                             "frames": part.get("frames")})
         frames, local_maps = segments.stitch(parts, seg_plan)
         frames.timings = timings
+        posters = [(p["poster"]["animals"], -k, p["poster"]["frame"]) for k, p in enumerate(part_meta) if p.get("poster")]
         with outputs.OutputFolder(out_root, name) as tmp:
             t = time.perf_counter()
             segments.join_videos([where / segments.part_name(k) / outputs.LABELED_VIDEO
                                   for k in range(seg_plan.count)], tmp / outputs.LABELED_VIDEO)
             frames.timings["join"] = time.perf_counter() - t
+            if posters:                                  # the fullest frame of the whole video: the earliest of the best
+                best = max(posters)
+                shutil.copyfile(where / segments.part_name(-best[1]) / outputs.POSTER, tmp / outputs.POSTER)
+                frames.poster = (best[0], best[2], None)
             labels = [{"segment": k + 1, "label": f"{k + 1}.{local}", "id": tid}
                       for k, m in enumerate(local_maps) for local, tid in sorted(m.items())]
             result = self._write(tmp, video, info, frames, started, segmented={
@@ -245,6 +258,7 @@ class Pipeline:
                         report: Callable[[int], None] | None = None) -> "Frames":
         """Analysed frames ``first <= m < stop`` of ``video``: decode, detect, classify, track, pose;
         the first ``render`` of them (all: None) drawn into ``labeled``."""
+        from wildswarm.pipeline.detect import animals
         from wildswarm.pipeline.render import FrameRenderer
         from wildswarm.pipeline.track import Tracker
         s = self.settings
@@ -278,7 +292,11 @@ class Pipeline:
                 with timed("render"):
                     for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=len(frames.meta)):
                         if render is None or n < render:
-                            writer.write(renderer.render(f.image, d, p))
+                            drawn = renderer.render(f.image, d, p)
+                            writer.write(drawn)
+                            count = len(animals(d)) if len(d) else 0
+                            if frames.poster is None or count > frames.poster[0]:
+                                frames.poster = (count, f.index, np.array(drawn))
                 frames.meta.extend((f.index, f.time) for f in batch)
                 frames.dets.extend(bdets)
                 frames.poses.extend(bposes)
@@ -338,6 +356,10 @@ class Pipeline:
         summary = build_summary(self, video, info, frames.read, frames.meta, frames.dets, frames.poses, tracks,
                                 out_fps, timings)
         summary["frames"]["decoded"] = frames.decoded
+        if frames.poster is not None:
+            if frames.poster[2] is not None:
+                outputs.write_poster(tmp / outputs.POSTER, frames.poster[2])
+            summary["poster"] = {"file": outputs.POSTER, "frame": frames.poster[1], "animals": frames.poster[0]}
         if segmented is not None:
             summary["segments"] = segmented
         outputs.write_summary(tmp / outputs.SUMMARY, summary)

@@ -22,6 +22,7 @@ from wildswarm.pipeline import files as result_files
 #: Result files in the order and with the words the pages use (pipeline/files.py defines them).
 LABELS = {f.name: f.label for f in result_files.RESULT_FILES}
 VIDEO, PLOT, SUMMARY = result_files.LABELED_VIDEO, result_files.TRAJECTORY, result_files.SUMMARY
+POSTER = result_files.POSTER
 COMPRESSIBLE = (".json", ".csv", ".txt", ".log")
 MAX_SUMMARY_BYTES = 1 << 20
 CHUNK = 1 << 20

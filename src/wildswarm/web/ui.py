@@ -118,6 +118,7 @@ def job(job_id: str):
     return render_template("job.html", job=record, data=data, files=files, summary=summary,
                            card=results.summary_card(summary, record.size_bytes), retriable=service.retriable(record),
                            has_video=results.VIDEO in names, has_plot=results.PLOT in names,
+                           has_poster=results.POSTER in names,
                            pending=record.publish_pending, output=results.output_name(record),
                            exports=exports.offered(), sampling_designs=SAMPLING_DESIGNS,
                            capture_methods=CAPTURE_METHODS,
