@@ -26,14 +26,8 @@ def _ctx():
 
 def _upload_page(errors: list[str] | None = None, status: int = 200):
     settings, _, intake = _ctx()
-    from wildswarm.errors import JobStoreError
-    from wildswarm.web.deployments import known
-    try:
-        deployments = known().all()
-    except JobStoreError:       # the page still loads; the upload itself says if the store is down
-        deployments = []
     return render_template("upload.html", limit=upload_limit(settings), errors=errors or [],
-                           extensions=", ".join(settings.extensions), deployments=deployments,
+                           extensions=", ".join(settings.extensions), deployments=_deployments(),
                            profiles=intake.profiles.current(), profile_problem=intake.profiles.problem), status
 
 
@@ -97,6 +91,8 @@ def jobs():
 
 
 def _deployments():
+    """The known deployments, to offer in a form; none while the store is down (the page still loads,
+    and the upload or filter itself says if the store is down)."""
     from wildswarm.errors import JobStoreError
     from wildswarm.web.deployments import known
     try:
