@@ -10,7 +10,9 @@ and mends what it finds:
   a lease ago is queued again and published -- but only once the store has answered
   this reconciler for a whole lease, and after an outage of the store for twice as long
   as that outage lasted: live workers could not renew their leases meanwhile, and their
-  connection pools retry with a doubling backoff, so they get that long to renew first;
+  connection pools retry with a doubling backoff, so they get that long to renew first.
+  An outage is a pass that failed, or one that waited longer than a renewal interval
+  for the store to answer (its pool got a connection once the store came back);
 * **dead-lettered**: each message on the dead-letter queue becomes a failed job
   with the reason (a malformed message is only logged), its input moved to
   ``input_failed/`` (a segment's fails its whole video); one for a job a live
@@ -77,15 +79,23 @@ class Reconciler:
     def run_once(self) -> Counter:
         """One pass; counts of what it did. BrokerError/JobStoreError propagate (tried again next pass)."""
         done: Counter = Counter()
+        asked = self.clock()
         try:
             pending = self.store.pending(BATCH)
         except JobStoreError:
             self.store_up_since = None
             if self.store_down_since is None:
-                self.store_down_since = self.clock()
+                self.store_down_since = asked
             raise
+        answered = self.clock()
+        if answered - asked > self.settings.lease_seconds / 4:
+            # The pass waited for a connection through an outage and then got one, so no error was seen;
+            # the workers' renewals (every quarter lease) failed meanwhile all the same.
+            self.store_up_since = None
+            if self.store_down_since is None:
+                self.store_down_since = asked
         if self.store_up_since is None:
-            self.store_up_since = self.clock()
+            self.store_up_since = answered
             outage = self.store_up_since - self.store_down_since if self.store_down_since is not None else 0.0
             self.quiet_seconds = max(self.settings.lease_seconds, 2 * outage)
             self.store_down_since = None

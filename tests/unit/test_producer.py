@@ -414,6 +414,34 @@ def test_after_an_outage_of_the_store_live_workers_get_time_to_renew_their_lease
     assert store.get(job_id).status is JobStatus.QUEUED        # it never renewed: abandoned
 
 
+def test_an_outage_the_store_waited_out_inside_one_pass_also_gives_workers_time(env, store):
+    """CI: PostgreSQL restarted while a job ran; the reconciler's pass waited for a connection the
+    whole outage and then got one, so it saw no error, judged the worker's lapsed lease at once and
+    queued the running job a second time. A pass that waited that long for the store is an outage."""
+    settings, producer, broker, clock, lay = env
+    drop(lay, "a.mp4")
+    settle(producer, clock)
+    job_id = broker.published[0]["job_id"]
+    assert store.claim(job_id, "live-worker", "n1")
+    real = store.pending
+
+    def waits_out_the_outage(*args):
+        clock.now += 10                             # the pool waited 10 s for a connection, then got one
+        return real(*args)
+    store.pending = waits_out_the_outage
+    with store.db.connection() as conn:             # meanwhile the worker's lease ran out (it could not renew)
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 minute' WHERE id = %s", (job_id,))
+    producer.reconcile(force=True)
+    store.pending = real
+    assert store.get(job_id).status is JobStatus.RUNNING
+    clock.now += 19
+    producer.reconcile(force=True)                  # twice the outage has not passed yet
+    assert store.get(job_id).status is JobStatus.RUNNING
+    clock.now += 2
+    producer.reconcile(force=True)
+    assert store.get(job_id).status is JobStatus.QUEUED        # it never renewed: abandoned
+
+
 def test_a_lost_message_that_cannot_be_republished_now_is_left_pending(env, store, monkeypatch):
     settings, producer, broker, clock, lay = env
     drop(lay, "a.mp4")
