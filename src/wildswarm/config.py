@@ -83,6 +83,7 @@ class Settings:
 
     # --- worker ------------------------------------------------------------
     stop_grace_seconds: float = 30.0
+    worker_heartbeat_seconds: float = 10.0  # how often a worker says it is alive (and lost after 3 missed)
     # Test/benchmark aid only: "module:Class" of a stand-in for the real
     # Pipeline (e.g. wildswarm.testing:SleepAnalyzer). Empty: the real Pipeline.
     analyzer: str = ""
@@ -114,6 +115,10 @@ class Settings:
     web_login_lock_seconds: float = 60.0   # ... this long, doubling with each further failure ...
     web_login_window_seconds: float = 900.0  # ... up to this; failures older than this are forgotten
     web_trusted_proxies: int = 0           # proxies in front whose X-Forwarded-For is believed (the stack: 1)
+    # The cluster page: node CPU and memory from Prometheus's HTTP API (empty: not shown), and the
+    # charting library it draws with, served by the app itself (Debian's libjs-chart.js).
+    prometheus_url: str = ""               # the stack: http://prometheus:9090/prometheus
+    chartjs_file: Path = Path("/usr/share/javascript/chart.js/chart.min.js")
 
     @property
     def models(self) -> Path:

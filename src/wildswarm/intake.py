@@ -172,9 +172,12 @@ class Intake:
         if deployment_id is not None and self.deployments.get(deployment_id) is None:
             raise Refused("bad_deployment", f"there is no deployment {deployment_id!r}: add it first, or choose "
                                             "one that is known")
-        from wildswarm.pipeline.video import media_metadata   # PyAV: the web and producer images have it
+        from wildswarm.pipeline.video import media_metadata, probe   # PyAV: the web and producer images have it
         try:
             media = media_metadata(video)
+            info = probe(video)      # its length: the cluster page's backlog counts the frames still to analyse
+            media.update(duration_s=round(info.duration, 3), fps=round(info.fps, 3), frames=info.frames,
+                         width=info.width, height=info.height, codec=info.codec)
         except VideoError:
             media = {}           # not a readable video: the worker says so, with its reason
         if recorded_at:

@@ -122,6 +122,7 @@ class JobRunner:
         self.node = settings.node
         self.owner = f"{settings.node}/{uuid.uuid4().hex[:12]}"   # this process: a restarted one is another
         self.limit = max(1, int(settings.delivery_limit))
+        self.frames = 0          # frames analysed by this runner, as its jobs report progress (the heartbeat's rate)
 
     def note(self, job: Job, line: str) -> None:
         self.layout.log(self.node, f"job {job.id} {job.input_name}: {line}")
@@ -230,11 +231,14 @@ class JobRunner:
         return Verdict(Outcome.DEFERRED, delay=self.store.lease_seconds)
 
     def _progress(self, job: Job, cancel: threading.Event) -> Callable[[int, int], None]:
-        last = [0.0, -1]   # time of the last write, last quarter logged
+        last = [0.0, -1, 0]   # time of the last write, last quarter logged, frames done at the last call
 
         def progress(done: int, total: int) -> None:
             if cancel.is_set():
                 raise _Stop()
+            if done > last[2]:
+                self.frames += done - last[2]
+                last[2] = done
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL or (done == 0 and last[1] < 0):
                 last[0] = now

@@ -32,14 +32,17 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable
 
-from wildswarm import metrics
+from wildswarm import __version__, metrics
 from wildswarm.broker import Backoff, Broker, Delivery
 from wildswarm.config import Settings
 from wildswarm.errors import JobStoreError, BrokerError, ConfigError, MessageError
 from wildswarm.jobs import JobStore
+from wildswarm.jobs.workers import Workers
 from wildswarm.messages import JobMessage
 from wildswarm.pipeline.cache import PipelineCache
 from wildswarm.runner import Analyzer, JobRunner, Outcome, Verdict
@@ -88,6 +91,57 @@ class _Current:
     workers: int | None = None          # consumers of the job queue when it was delivered
 
 
+class Heartbeat:
+    """Every ``worker_heartbeat_seconds``, this worker's row in the workers table: alive, the job it
+    runs, its frames/s over the last :attr:`WINDOW` seconds (the cluster page shows them). A store that
+    is down only skips beats; a clean stop is recorded."""
+
+    WINDOW = 300.0
+
+    def __init__(self, worker: "Worker", clock: Callable[[], float] = time.monotonic):
+        self.worker, self.clock = worker, clock
+        self.workers = Workers(worker.runner.store.db)
+        self.interval = max(0.05, worker.settings.worker_heartbeat_seconds)
+        self.samples: deque[tuple[float, int]] = deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def rate(self, now: float, frames: int) -> float:
+        """Frames per second over the samples of the last :attr:`WINDOW` seconds (``frames`` taken at ``now``)."""
+        self.samples.append((now, frames))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.WINDOW:
+            self.samples.popleft()
+        t0, f0 = self.samples[0]
+        return (frames - f0) / (now - t0) if now > t0 else 0.0
+
+    def beat(self) -> None:
+        w, runner = self.worker, self.worker.runner
+        current = w.current
+        try:
+            self.workers.beat(runner.owner, runner.node, pid=os.getpid(), version=__version__,
+                              job_id=current.job_id if current is not None else None, jobs_handled=w.handled,
+                              frames=runner.frames, frames_per_s=self.rate(self.clock(), runner.frames))
+        except JobStoreError as exc:
+            log.warning("heartbeat not recorded: %s", exc)
+
+    def _run(self) -> None:
+        self.beat()
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 15)
+        try:
+            self.workers.stopped(self.worker.runner.owner)
+        except JobStoreError as exc:
+            log.warning("stop not recorded in the workers table: %s", exc)
+
+
 class Worker:
     """Consumes the job queue, one job at a time, until stopped."""
 
@@ -128,6 +182,13 @@ class Worker:
     def run(self) -> int:
         s = self.settings
         self._say(f"worker up: queue {s.queue} on {s.broker_host}:{s.broker_port}, pid {os.getpid()}")
+        with Heartbeat(self):
+            self._consume()
+        self.broker.close()
+        self._say(f"worker stopped after {self.handled} job(s)")
+        return 0
+
+    def _consume(self) -> None:
         backoff = Backoff()
         while not self.stopping.is_set():
             self._tick = time.monotonic()
@@ -146,9 +207,6 @@ class Worker:
                 self._say(f"broker connection lost ({exc}); reconnecting")
                 self.broker.close()
                 self._wait_without_connection()
-        self.broker.close()
-        self._say(f"worker stopped after {self.handled} job(s)")
-        return 0
 
     def _connect_failed(self, exc: BrokerError, pause: float) -> None:
         self._tick = time.monotonic()          # waiting for the broker is not a stall of ours

@@ -244,6 +244,18 @@ def test_prometheus_scrapes_every_service_and_counts_the_finished_jobs(stack):
         return result and float(result[0]["value"][1]) == done
     wait_for(counted, 90, f"the worker job counter to reach {done}", 2.0, errors=STARTING)
 
+    # The cluster page reads the same Prometheus (inside the stack) for each node's CPU and memory,
+    # and the workers' own heartbeats for who is alive.
+    def cluster():
+        c = stack.api("GET", "/api/cluster").json()
+        node = next((n for n in c["nodes"] if n["node"] == node_hostname()), None)
+        return c if c["prometheus"]["reachable"] and node and node["cpu"] is not None and node["mem_total"] else None
+    c = wait_for(cluster, 120, "the cluster page's node figures from Prometheus", 2.0, errors=STARTING)
+    assert c["alive"] == 2 and {w["node"] for w in c["workers"] if w["state"] in ("idle", "running")} == {node_hostname()}
+    assert c["queue"]["done"] == done and c["chart"] is True
+    page = stack.api("GET", "/cluster")
+    assert page.status_code == 200 and 'id="prometheus-down"' not in page.text and "Workers" in page.text
+
 
 def test_a_worker_killed_mid_job_leaves_the_job_to_finish_once(stack, seed_videos):
     video = seed_videos[-1]

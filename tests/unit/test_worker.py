@@ -369,3 +369,34 @@ def test_load_analyzer(settings):
     assert cache.loads == {"camera-trap": 1}          # the default profile, loaded at start, once
     with pytest.raises(ConfigError):
         load_analyzer(settings.replace(analyzer="wildswarm.testing:Nope"))
+
+
+def test_the_heartbeat_records_the_worker_its_job_and_its_rate_then_its_stop(settings, store):
+    """The cluster page's view of a worker: alive, the job it runs and its frames/s; then stopped."""
+    from wildswarm.jobs.workers import Workers
+    from wildswarm.worker import Heartbeat
+    msg = queue_clip(store, settings, frames=5)
+    worker = Worker(settings.replace(worker_heartbeat_seconds=0.2), SleepAnalyzer(), store, broker=FakeBroker())
+    clock = [100.0]
+    beat = Heartbeat(worker, clock=lambda: clock[0])
+    registry = Workers(store.db)
+    beat.beat()
+    (w,) = registry.recent(0.2)
+    assert (w.node, w.state, w.job_id, w.frames, w.frames_per_s) == ("n1", "idle", None, 0, 0.0)
+    run_delivery(worker, delivery(msg.encode()))         # 5 frames
+    worker.current = type("Current", (), {"job_id": "feedfacefeedface"})()
+    clock[0] += 10
+    beat.beat()
+    (w,) = registry.recent(0.2)
+    assert (w.state, w.job_id, w.frames, w.jobs_handled, w.frames_per_s) == ("running", "feedfacefeedface", 5, 1, 0.5)
+    clock[0] += Heartbeat.WINDOW + 5                    # the window moved past the frames: idle since
+    beat.beat()
+    assert registry.recent(0.2)[0].frames_per_s == pytest.approx(0.0)
+    time.sleep(0.7)                                     # three beats missed: lost (killed, or its node gone)
+    assert registry.recent(0.2)[0].state == "lost" and registry.recent(0.2)[0].job_id is None
+    with beat:
+        time.sleep(0.3)
+        assert registry.recent(0.2)[0].state == "running"
+    (w,) = registry.recent(0.2)
+    assert w.state == "stopped" and w.frames_per_s == 0
+    assert registry.recent(0.2, within_seconds=0) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -67,8 +67,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
         from werkzeug.middleware.proxy_fix import ProxyFix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.web_trusted_proxies, x_proto=settings.web_trusted_proxies)
 
-    from wildswarm.web import api, bulk, deployments, exports, files, ops, security, ui
-    for bp in (ui.bp, api.bp, files.bp, exports.bp, deployments.bp, bulk.bp, security.bp, ops.bp):
+    from wildswarm.web import api, bulk, cluster, deployments, exports, files, ops, security, ui
+    for bp in (ui.bp, api.bp, files.bp, exports.bp, deployments.bp, bulk.bp, cluster.bp, security.bp, ops.bp):
         app.register_blueprint(bp)
 
     app.before_request(_start)
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
                                  auth=settings.web_auth)
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["bytes"] = human_bytes
+    app.jinja_env.filters["utc_time"] = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M")
     app.jinja_env.filters["found"] = found_text
     return app
 

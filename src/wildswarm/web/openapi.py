@@ -96,6 +96,43 @@ PROFILE = {
     },
 }
 
+_NUM = {"type": ["number", "null"]}
+CLUSTER = {
+    "type": "object", "required": ["at", "workers", "queue", "backlog", "nodes", "throughput", "prometheus", "store"],
+    "properties": {
+        "at": {"type": "string", "format": "date-time"},
+        "heartbeat_seconds": {"type": "number", "description": "How often workers report; lost after 3 missed"},
+        "alive": {"type": "integer", "minimum": 0},
+        "workers": {"type": "array", "items": {"type": "object", "required": ["owner", "node", "state"], "properties": {
+            "owner": {"type": "string"}, "node": {"type": "string"}, "job_name": {"type": ["string", "null"]},
+            "state": {"type": "string", "enum": ["running", "idle", "stopped", "lost"]},
+            "job_id": {"type": ["string", "null"]}, "frames_per_s": {"type": "number"},
+            "frames": {"type": "integer"}, "jobs_handled": {"type": "integer"},
+            "seen_seconds_ago": {"type": "number"}}}},
+        "queue": {"type": ["object", "null"], "description": "Null while the job store does not answer",
+                  "properties": {k: {"type": "integer", "minimum": 0} for k in (
+                      "queued", "retrying", "pending_publish", "running", "dead_lettered", "failed", "done")}},
+        "backlog": {"type": ["object", "null"], "properties": {
+            "frames": {"type": "integer", "description": "Frames still to analyse (estimated for jobs not started)"},
+            "jobs": {"type": "integer"}, "frames_per_s": {"type": "number", "description": "The alive workers' rate"},
+            "eta_seconds": {**_NUM, "description": "Backlog / rate; null when no worker analyses"}}},
+        "nodes": {"type": "array", "items": {"type": "object", "required": ["node"], "properties": {
+            "node": {"type": "string"}, "workers": {"type": "integer"}, "cpu": {**_NUM, "description": "0-1"},
+            "cores": {"type": ["integer", "null"]}, "mem_used": _NUM, "mem_total": _NUM, "gpu": _NUM,
+            "gpu_mem_used": _NUM}}},
+        "throughput": {"type": "object", "properties": {"bucket_seconds": {"type": "integer"}, "series": {
+            "type": "array", "items": {"type": "object", "required": ["t", "frames_per_s", "videos_per_hour"],
+                                       "properties": {"t": {"type": "number", "description": "Start (Unix time)"},
+                                                      "frames_per_s": {"type": "number"},
+                                                      "videos_per_hour": {"type": "number"}}}}}},
+        "prometheus": {"type": "object", "properties": {"url": {"type": ["string", "null"]},
+                                                        "reachable": {"type": ["boolean", "null"]},
+                                                        "error": {"type": ["string", "null"]}}},
+        "store": {"type": "object", "properties": {"reachable": {"type": "boolean"}, "error": {"type": ["string", "null"]}}},
+        "chart": {"type": "boolean", "description": "Whether the charting library is installed"},
+    },
+}
+
 SCHEMAS = {
     "BulkResult": {"type": "object", "required": ["action", "results", "counts"], "properties": {
         "action": {"type": "string"},
@@ -106,6 +143,7 @@ SCHEMAS = {
             "removed": {"type": "array", "items": {"type": "string"}, "description": "Paths removed (delete)"}}}},
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
     "Profile": PROFILE,
+    "Cluster": CLUSTER,
     "ProfileList": {"type": "object", "required": ["default", "profiles"], "properties": {
         "default": {"type": "string", "description": "The profile of a job that names none"},
         "profiles": {"type": "array", "items": {"$ref": "#/components/schemas/Profile"}},
@@ -324,6 +362,12 @@ PATHS = {
     "/api/profiles": {
         "get": {"operationId": "listProfiles", "summary": "Analysis profiles: the models and settings a job may name",
                 "responses": {"200": _json("#/components/schemas/ProfileList", "Every profile"),
+                              "401": _UNAUTHORIZED}},
+    },
+    "/api/cluster": {
+        "get": {"operationId": "cluster", "summary": "The cluster: workers, nodes (from Prometheus), queue, backlog "
+                                                     "and its time to finish, throughput of the last 6 hours",
+                "responses": {"200": _json("#/components/schemas/Cluster", "The cluster now"),
                               "401": _UNAUTHORIZED}},
     },
     "/api/deployments": {
