@@ -252,7 +252,7 @@ def test_prometheus_scrapes_every_service_and_counts_the_finished_jobs(stack):
         return c if c["prometheus"]["reachable"] and node and node["cpu"] is not None and node["mem_total"] else None
     c = wait_for(cluster, 120, "the cluster page's node figures from Prometheus", 2.0, errors=STARTING)
     assert c["alive"] == 2 and {w["node"] for w in c["workers"] if w["state"] in ("idle", "running")} == {node_hostname()}
-    assert c["queue"]["done"] == done and c["chart"] is True
+    assert c["queue"]["done"] >= 2 and c["chart"] is True
     page = stack.api("GET", "/cluster")
     assert page.status_code == 200 and 'id="prometheus-down"' not in page.text and "Workers" in page.text
 
