@@ -130,6 +130,6 @@ class Client:
         while True:
             jobs = [self._call("GET", f"/api/jobs/{quote(i)}").json() for i in job_ids]
             yield jobs
-            if all(j["status"] in ("done", "failed") for j in jobs):
+            if all(j["status"] in ("done", "failed", "cancelled") for j in jobs):
                 return
             time.sleep(pause)

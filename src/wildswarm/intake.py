@@ -198,6 +198,23 @@ class Intake:
             return Admission(job, "duplicate", f"{final.name} is job {job_id} ({job.input_name}, {job.status.value}).")
         return self._publish(job, source)
 
+    # --- cancel -----------------------------------------------------------------------------------------
+    def cancel(self, job_id: str, how: str = "cancelled") -> Job:
+        """Cancel a queued or running job (:class:`JobConflict` if it has ended): its message is acknowledged
+        without work when it comes, a running worker stops at its next batch of frames. Its video goes to
+        input_failed/, from where a retry takes it back."""
+        job = self.store.cancel(job_id, how)
+        src = self.layout.input / job.input_name
+        moved = None
+        if src.is_file() and not src.is_symlink():
+            try:
+                moved = move_into(src, self.layout.input_failed, job.id[:8])
+            except OSError as exc:        # the worker (or the producer) moves it on later
+                log.warning("job %s: input not moved: %s", job.id, exc)
+        self.note(f"job {job.id} {job.input_name}: {how}" + (f"; input moved to input_failed/{moved.name}"
+                                                             if moved else ""))
+        return job
+
     def _publish(self, job: Job, how: str) -> Admission:
         if self.publisher.publish(JobMessage(job.id, job.input_name)):
             job = self.store.mark_published(job.id) or self.store.get(job.id)

@@ -17,7 +17,8 @@ JOB_BUCKETS = (0.05, 0.25, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 72
 STAGE_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600)
 
 # --- worker ------------------------------------------------------------------
-#: outcome: done | failed | retried | duplicate | skipped | deferred | lost | rejected | interrupted | error
+#: outcome: done | failed | retried | duplicate | skipped | deferred | lost | rejected | interrupted | split |
+#: cancelled | error
 JOBS = Counter("wildswarm_jobs_total", "Jobs a worker finished handling, by outcome", ["outcome"])
 JOB_DURATION = Histogram("wildswarm_job_duration_seconds", "Wall time of handling one job, by outcome",
                          ["outcome"], buckets=JOB_BUCKETS)

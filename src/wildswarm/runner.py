@@ -64,6 +64,7 @@ class Outcome(str, Enum):
     REJECTED = "rejected"        # malformed, or no job behind it; dead-lettered with the reason, ack
     INTERRUPTED = "interrupted"  # the worker stopped first; given back, no ack: delivered again
     SPLIT = "split"              # a long video handed to its segment jobs: publish their messages, ack
+    CANCELLED = "cancelled"      # a person cancelled it while it ran: stopped, nothing recorded; ack
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,9 @@ class JobRunner:
                          profile=loaded.profile, profile_settings=loaded.settings,
                          findings=findings_of(getattr(result, "summary", None) or {}))
         if done is None:
+            if self._was_cancelled(job):
+                self.note(job, f"cancelled as it finished; its results stay in output/{result.name}/")
+                return Verdict(Outcome.CANCELLED)
             self.note(job, "finished, but another worker had taken the job over meanwhile; its record stands")
             return Verdict(Outcome.LOST)
         for stage, seconds in timings.items():
@@ -376,7 +380,21 @@ class JobRunner:
         metrics.MERGES.labels("done").inc()
         return self._finish(video, src, result, loaded)
 
+    def _was_cancelled(self, job: Job) -> bool:
+        try:
+            current = self.store.find(job.id)
+        except JobStoreError:
+            return False
+        return current is not None and current.status is JobStatus.CANCELLED
+
     def _stopped(self, job: Job, lease: Lease) -> Verdict:
+        if self._was_cancelled(job):      # the job is no longer this worker's: a person cancelled it
+            if not job.is_segment:
+                from wildswarm.pipeline.outputs import clean_partial
+                clean_partial(self.layout.output, stem_of(job.input_name))
+            self.note(job, ("segment " + str(job.segment) + ": " if job.is_segment else "")
+                      + "cancelled while it ran; stopped, nothing recorded")
+            return Verdict(Outcome.CANCELLED)
         if lease.lost.is_set():
             self.note(job, "another worker took the job over (this one stopped answering); stopped")
             return Verdict(Outcome.LOST)

@@ -22,7 +22,7 @@ def test_status_table_filters_and_detail(db_settings, store):
     assert header.split()[:3] == ["ID", "STATUS", "PROGRESS"]
     assert row_fox.split()[:5] == ["0123456789abcdef", "running", "50%", "1", "n1"] and row_fox.endswith("fox.mp4")
     assert row_owl.split()[1] == "pending"          # recorded, its message not confirmed yet
-    assert counts == "queued 1  running 1  done 0  failed 0"
+    assert counts == "queued 1  running 1  done 0  failed 0  cancelled 0"
     only = invoke(db_settings, "status", "--search", "FOX")
     assert "owl.mp4" not in only.output and "fox.mp4" in only.output
     detail = invoke(db_settings, "status", "0123456789abcdef")

@@ -228,7 +228,7 @@ def test_listing_filters_pages_and_counts_in_sql(store):
     assert store.list(JobQuery(created_to=date(2000, 1, 1))) == []
     assert store.count() == 5 and store.count(cap=3) == 3
     assert store.count(JobQuery(status=JobStatus.QUEUED)) == 4
-    assert store.count_by_status() == {"queued": 4, "running": 0, "done": 1, "failed": 0}
+    assert store.count_by_status() == {"queued": 4, "running": 0, "done": 1, "failed": 0, "cancelled": 0}
     assert store.nodes() == ["node-a"]
 
 

@@ -40,7 +40,7 @@ def test_bulk_delete_by_filter_removes_records_and_results_but_keeps_inputs(anon
     assert all(p.startswith(("output/fox", "output/badger")) for p in gone)
     assert (lay.input_done / "fox.mp4").exists() and (lay.output / "unrelated").is_dir()      # inputs kept
     r = anon.post("/api/jobs/bulk", json={"action": "delete", "jobs": [running.id]}, headers=bearer)
-    assert r.get_json()["results"][0]["result"] == "conflict" and "only a done or failed job" in \
+    assert r.get_json()["results"][0]["result"] == "conflict" and "only a done, failed or cancelled job" in \
         r.get_json()["results"][0]["message"]
 
 
@@ -59,7 +59,7 @@ def test_bulk_delete_with_inputs_and_a_hostile_record_touches_nothing_else(anon,
 
 
 def test_bulk_requests_that_cannot_be_acted_on_are_400(anon, bearer, openapi):
-    for body in ({"action": "cancel", "jobs": ["a"]}, {"action": "retry"}, {"action": "retry", "jobs": []},
+    for body in ({"action": "pause", "jobs": ["a"]}, {"action": "retry"}, {"action": "retry", "jobs": []},
                  {"action": "retry", "jobs": ["x"] * 1001}, {"action": "delete", "filter": {"status": "sleeping"}},
                  {"action": "delete", "filter": {"status": 3}}, ["retry"]):
         r = anon.post("/api/jobs/bulk", json=body, headers=bearer)

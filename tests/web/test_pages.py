@@ -116,7 +116,7 @@ def test_retry_when_the_name_is_taken_again(client, settings, broker, video_byte
 def test_retry_refusals(client, settings, broker, video_bytes, store):
     done = make_done_job(store, video_bytes)
     r = client.post(f"/jobs/{done.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)
-    assert b"only a failed or stranded job can be retried" in r.data
+    assert b"only a failed, cancelled or stranded job" in r.data
     gone = make_failed_job(store, video_bytes, job_id="00000000deadbeef", name="gone")
     (settings.data / "input_failed" / "gone.mp4").unlink()
     r = client.post(f"/jobs/{gone.id}/retry", data={"csrf_token": client.csrf}, follow_redirects=True)

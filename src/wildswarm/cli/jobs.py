@@ -154,7 +154,7 @@ def _wait_for(store, job_ids: list[str]) -> int:
 
 @main.command()
 @click.argument("job_id", required=False)
-@click.option("--status", "status_", type=click.Choice(["queued", "running", "done", "failed"]), default=None,
+@click.option("--status", "status_", type=click.Choice(["queued", "running", "done", "failed", "cancelled"]), default=None,
               help="Only jobs with this status.")
 @click.option("--search", default=None, help="Only jobs whose input name contains this (any case).")
 @click.option("--node", default=None, help="Only jobs run on this node.")

@@ -103,7 +103,7 @@ def follow(c: Client, job_ids: list[str]) -> int:
             bar.n = bar.total if j["status"] == "done" else min(j["frames_done"], bar.total)
             bar.set_postfix_str(f"{j['status']} {j.get('node') or ''}".strip(), refresh=False)
             bar.refresh()
-            if j["status"] in ("done", "failed"):
+            if j["status"] in ("done", "failed", "cancelled"):
                 closed.add(j["id"])
                 bar.close()
     for j in last:

@@ -19,8 +19,11 @@ fail                running, leased to this worker     failed
 requeue             running, leased to this worker     queued (after a delay)
 fail_abandoned      queued, or running, lease expired  failed (its message was dead-lettered)
 requeue_expired     running, lease long expired        queued, publish pending
-reset_for_retry     failed (not refused); queued with  queued, publish pending
-                    no live message; running, expired
+reset_for_retry     failed (not refused) or cancelled;  queued, publish pending
+                    queued with no live message;
+                    running, expired
+cancel              queued or running (a video: with    cancelled (its worker stops at its
+                    its unfinished segments)            next progress report: not its own)
 split               running, leased to this worker     running, held by its segment jobs;
                                                        segment jobs queued (or done: kept)
 claim_merge         split, every segment job done      running, leased to the merging worker
@@ -367,11 +370,13 @@ class JobStore:
             if job.refused:
                 raise JobConflict(f"job {job.id} was refused ({job.error}); upload a valid video instead")
             if job.status is JobStatus.DONE or (job.status is JobStatus.RUNNING and not row["expired"]):
-                raise JobConflict(f"job {job.id} is {job.status.value}; only a failed or stranded job can be retried")
+                raise JobConflict(f"job {job.id} is {job.status.value}; only a failed, cancelled or stranded job "
+                                  "can be retried")
             if job.status is JobStatus.QUEUED and (job.publish_pending or not row["stale"]):
                 raise JobConflict(f"job {job.id} is already queued")
-            name = restore_input(job) if job.status is JobStatus.FAILED else job.input_name
-            attempts = "0" if job.status is JobStatus.FAILED else "attempts"
+            ended = job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+            name = restore_input(job) if ended else job.input_name
+            attempts = "0" if ended else "attempts"
             row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, {RESET}, "
                                f"publish_pending = true, {CHANGED} WHERE id = %s RETURNING *",
                                (name, job_id)).fetchone()
@@ -380,11 +385,33 @@ class JobStore:
             conn.execute("UPDATE jobs SET input_name = %s WHERE parent_id = %s", (name, job_id))
         return Job.from_row(row)
 
+    def cancel(self, job_id: str, reason: str) -> Job:
+        """Cancel a queued or running video (and its unfinished segments): :class:`JobConflict` if it has
+        ended or is a segment, :class:`JobError` if there is none. A running job's worker finds the job no
+        longer its own at its next progress report or lease renewal, and stops."""
+        with self.db.connection("cancelling a job") as conn, conn.transaction():
+            row = conn.execute("UPDATE jobs SET status = 'cancelled', error = %(reason)s, finished_at = now(), "
+                               "lease_owner = NULL, lease_until = NULL, retry_at = NULL, publish_pending = false, "
+                               f"{CHANGED} WHERE id = %(id)s AND parent_id IS NULL AND status IN ('queued', 'running') "
+                               "RETURNING *", {"id": job_id, "reason": _text(reason)}).fetchone()
+            if row is not None:
+                conn.execute("UPDATE jobs SET status = 'cancelled', error = %(reason)s, finished_at = now(), "
+                             "lease_owner = NULL, lease_until = NULL, retry_at = NULL, publish_pending = false, "
+                             f"{CHANGED} WHERE parent_id = %(id)s AND status IN ('queued', 'running')",
+                             {"id": job_id, "reason": _text(reason)})
+                return Job.from_row(row)
+        job = self.find(job_id) if JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise JobError(f"no job {job_id[:64]}")
+        if job.is_segment:
+            raise JobConflict(f"job {job.id} is segment {job.segment} of job {job.parent_id}; cancel that one")
+        raise JobConflict(f"job {job.id} is {job.status.value}; only a queued or running job can be cancelled")
+
     def delete(self, job_id: str) -> Job:
-        """Remove a finished video's record (and its segments'); :class:`JobConflict` unless it is done or
-        failed, :class:`JobError` if there is none. Its files are the caller's to remove."""
+        """Remove a finished video's record (and its segments'); :class:`JobConflict` unless it is done,
+        failed or cancelled, :class:`JobError` if there is none. Its files are the caller's to remove."""
         row = self._one("deleting a job", "DELETE FROM jobs WHERE id = %s AND parent_id IS NULL AND "
-                                          "status IN ('done', 'failed') RETURNING *", (job_id,))
+                                          "status IN ('done', 'failed', 'cancelled') RETURNING *", (job_id,))
         if row is not None:
             return row
         job = self.find(job_id)
@@ -392,4 +419,4 @@ class JobStore:
             raise JobError(f"no job {job_id[:64]}")
         if job.is_segment:
             raise JobConflict(f"job {job.id} is segment {job.segment} of job {job.parent_id}; delete that one")
-        raise JobConflict(f"job {job.id} is {job.status.value}; only a done or failed job can be deleted")
+        raise JobConflict(f"job {job.id} is {job.status.value}; only a done, failed or cancelled job can be deleted")

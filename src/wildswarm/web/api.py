@@ -87,6 +87,15 @@ def retry(job_id: str):
     return response
 
 
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    """A queued job leaves the queue; a running one stops at its next batch of frames (409 once it has ended)."""
+    job = current_app.config["WILDSWARM_INTAKE"].cancel(job_id, how="cancelled from the web API")
+    response = jsonify(job=service.job_json(job), message="cancelled")
+    response.status_code = 202
+    return response
+
+
 @bp.get("/profiles")
 def profiles():
     """The analysis profiles a job may name, each with the settings it resolves to."""

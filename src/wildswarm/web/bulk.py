@@ -1,13 +1,13 @@
 """Acting on many jobs at once: retry or delete a selection, or every job a filter matches.
 
-    POST /api/jobs/bulk   {"action": "retry" | "delete", "jobs": [id, ...]}, or {"action": ..., "filter":
+    POST /api/jobs/bulk   {"action": "retry" | "cancel" | "delete", "jobs": [id, ...]}, or {"action": ..., "filter":
                           {"status": "failed", "q": "cam07", ...}} (the listing's filters); for delete,
                           "delete_inputs": true also removes the videos from input_done/ and input_failed/.
-                          Answers each job's result: retried | pending | deleted | conflict | missing.
+                          Answers each job's result: retried | pending | cancelled | deleted | conflict | missing.
     POST /jobs/bulk       the jobs page's form (the ticked jobs, or all that match its filters); a delete
                           shows what will be removed and asks to confirm first
 
-Retry goes through intake (as one job's Retry does); delete removes the record first (only a done or
+Retry and cancel go through intake (as one job's buttons do); delete removes the record first (only a done or
 failed job: the job store checks it in the same statement), then its result folder and, if asked,
 its input. Nothing outside the data root is touched, and links are never followed.
 """
@@ -28,7 +28,7 @@ from wildswarm.web.query import BadQuery, job_query
 
 bp = Blueprint("bulk", __name__)
 
-ACTIONS = ("retry", "delete")
+ACTIONS = ("retry", "cancel", "delete")
 MAX_JOBS = 1000          # one request acts on at most this many jobs
 
 
@@ -63,6 +63,9 @@ def act(action: str, job_ids: list[str], *, delete_inputs: bool = False) -> list
                 metrics.RETRIES.inc()
                 results.append({"id": job_id, "result": "retried" if admission.result != "pending" else "pending",
                                 "message": admission.message})
+            elif action == "cancel":
+                job = intake.cancel(job_id, how="cancelled with others from the web app")
+                results.append({"id": job_id, "result": "cancelled", "message": f"{job.input_name}: cancelled"})
             else:
                 job = service.store().delete(job_id)
                 removed = remove_files(service.layout(), job, delete_inputs)
@@ -123,7 +126,7 @@ def _counts(results: list[dict]) -> dict[str, int]:
 def api_bulk():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        return _error(400, 'send a JSON object: {"action": "retry" or "delete", "jobs": [...]} or "filter"')
+        return _error(400, 'send a JSON object: {"action": "retry", "cancel" or "delete", "jobs": [...]} or "filter"')
     action = body.get("action")
     if action not in ACTIONS:
         return _error(400, f"action must be one of: {', '.join(ACTIONS)}")
@@ -151,7 +154,7 @@ def page_bulk():
     action = form.get("action")
     back = url_for("ui.jobs") + ("?" + form["filter"] if form.get("filter") else "")
     if action not in ACTIONS:
-        flash("Choose what to do with the jobs: retry or delete.", "error")
+        flash("Choose what to do with the jobs: retry, cancel or delete.", "error")
         return redirect(back, 303)
     try:
         ids = selection(form.getlist("job"), MultiDict(parse_qsl(form.get("filter", ""))) if form.get("all") else None)
@@ -165,8 +168,8 @@ def page_bulk():
                                filter=form.get("filter", ""))
     results = act(action, ids, delete_inputs=delete_inputs)
     counts = _counts(results)
-    done = counts.get("retried", 0) + counts.get("pending", 0) + counts.get("deleted", 0)
-    verb = "queued again" if action == "retry" else "deleted"
+    done = sum(counts.get(k, 0) for k in ("retried", "pending", "cancelled", "deleted"))
+    verb = {"retry": "queued again", "cancel": "cancelled", "delete": "deleted"}[action]
     flash(f"{done} of {len(results)} job(s) {verb}.", "ok" if done == len(results) else "warn")
     for r in results:
         if r["result"] in ("conflict", "missing"):

@@ -24,7 +24,7 @@ JOB = {
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9a-f]{8,64}$"},
         "input_name": {"type": "string", "description": "File name in input/ (then input_done/ or input_failed/)"},
-        "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+        "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
         "frames_done": {"type": "integer", "minimum": 0},
         "frames_total": {"type": "integer", "minimum": 0},
@@ -77,7 +77,7 @@ JOB_DETAIL = {
             "segment_jobs": {"type": "array", "description": "A long video's segments, in order",
                              "items": {"type": "object", "required": ["segment", "status"], "properties": {
                                  "segment": {"type": "integer", "minimum": 0},
-                                 "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                                 "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
                                  "node": _NULLABLE_STR, "attempts": {"type": "integer", "minimum": 0},
                                  "frames_done": {"type": "integer", "minimum": 0},
                                  "frames_total": {"type": "integer", "minimum": 0}}}},
@@ -138,11 +138,13 @@ SCHEMAS = {
         "action": {"type": "string"},
         "results": {"type": "array", "items": {"type": "object", "required": ["id", "result", "message"], "properties": {
             "id": {"type": "string"},
-            "result": {"type": "string", "enum": ["retried", "pending", "deleted", "conflict", "missing"]},
+            "result": {"type": "string", "enum": ["retried", "pending", "cancelled", "deleted", "conflict", "missing"]},
             "message": {"type": "string"},
             "removed": {"type": "array", "items": {"type": "string"}, "description": "Paths removed (delete)"}}}},
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
     "Profile": PROFILE,
+    "Cancelled": {"type": "object", "required": ["job", "message"],
+                  "properties": {"job": {"$ref": "#/components/schemas/Job"}, "message": {"type": "string"}}},
     "Cluster": CLUSTER,
     "ProfileList": {"type": "object", "required": ["default", "profiles"], "properties": {
         "default": {"type": "string", "description": "The profile of a job that names none"},
@@ -226,7 +228,7 @@ PATHS = {
                            "first, at most 500; `more` says whether to ask again at once), and no filters.",
             "parameters": [
                 {"name": "status", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["queued", "running", "done", "failed"]}},
+                 "schema": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]}},
                 {"name": "q", "in": "query", "required": False, "description": "Part of the input's name, any case",
                  "schema": {"type": "string", "maxLength": 200}},
                 {"name": "node", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -294,6 +296,14 @@ PATHS = {
                                "409": _error("The job is done, running, already queued or refused, or its input "
                                              "is gone")}},
     },
+    "/api/jobs/{job_id}/cancel": {
+        "post": {"operationId": "cancelJob", "summary": "Cancel a job: a queued one leaves the queue, a running one "
+                                                        "stops at its next batch of frames",
+                 "parameters": [_JOB_ID],
+                 "responses": {"202": _json("#/components/schemas/Cancelled", "Cancelled"),
+                               "401": _UNAUTHORIZED, "404": _NOT_FOUND,
+                               "409": _error("The job has ended (done, failed, cancelled) or is a segment of another")}},
+    },
     "/api/jobs/{job_id}/files/{filename}": {
         "get": {"operationId": "downloadFile", "summary": "One result file (supports Range requests)",
                 "parameters": [_JOB_ID, {"name": "filename", "in": "path", "required": True,
@@ -344,14 +354,16 @@ PATHS = {
                                "409": _REFUSED}},
     },
     "/api/jobs/bulk": {
-        "post": {"operationId": "bulkAction", "summary": "Retry or delete many jobs: a list, or every job a filter matches",
-                 "description": "At most 1000 jobs. Retry: failed (or stranded) jobs are queued again. Delete: done or "
-                                "failed jobs lose their record and result folder (and, with delete_inputs, their "
-                                "video in input_done/ or input_failed/). Each job's result is answered; one job's "
-                                "conflict does not stop the others.",
+        "post": {"operationId": "bulkAction",
+                 "summary": "Retry, cancel or delete many jobs: a list, or every job a filter matches",
+                 "description": "At most 1000 jobs. Retry: failed, cancelled (or stranded) jobs are queued again. "
+                                "Cancel: queued jobs leave the queue, running ones stop at their next batch of "
+                                "frames. Delete: done, failed or cancelled jobs lose their record and result folder "
+                                "(and, with delete_inputs, their video in input_done/ or input_failed/). Each job's "
+                                "result is answered; one job's conflict does not stop the others.",
                  "requestBody": {"required": True, "content": {"application/json": {"schema": {
                      "type": "object", "required": ["action"], "properties": {
-                         "action": {"type": "string", "enum": ["retry", "delete"]},
+                         "action": {"type": "string", "enum": ["retry", "cancel", "delete"]},
                          "jobs": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
                          "filter": {"type": "object", "additionalProperties": {"type": "string"},
                                     "description": "The listing's filters (GET /api/jobs), instead of jobs"},

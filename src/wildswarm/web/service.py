@@ -45,4 +45,4 @@ def job_json(job: Job, detail: bool = False) -> dict:
 
 def retriable(job: Job) -> bool:
     """Whether a Retry button makes sense for this job (the job store has the last word)."""
-    return job.status is JobStatus.FAILED and not job.refused
+    return job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not job.refused

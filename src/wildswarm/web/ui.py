@@ -138,6 +138,19 @@ def retry(job_id: str):
     return redirect(url_for("ui.job", job_id=record.id), 303)
 
 
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    _, _, intake = _ctx()
+    try:
+        job = intake.cancel(job_id, how="cancelled from the web page")
+    except JobConflict as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("ui.job", job_id=job_id), 303)
+    flash(f"Job {job.id} is cancelled" + (": its worker stops at its next batch of frames."
+                                          if job.node else "."), "ok")
+    return redirect(url_for("ui.job", job_id=job.id), 303)
+
+
 @bp.get("/logs")
 def logs():
     settings, layout, _ = _ctx()

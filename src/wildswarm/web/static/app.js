@@ -250,7 +250,7 @@
     const box = document.getElementById("job");
     if (!box) return;
     const initial = box.dataset.status;
-    if (initial === "done" || initial === "failed") return;
+    if (initial === "done" || initial === "failed" || initial === "cancelled") return;
     const set = (id, text) => { const e = document.getElementById(id); if (e) e.textContent = text; };
     poll(box.dataset.api, (j) => {
       const badge = document.getElementById("job-status");
@@ -262,7 +262,7 @@
       set("job-started", when(j.started_at));
       set("job-finished", when(j.finished_at));
       set("job-attempts", String(j.attempts));
-      if (j.status === "done" || j.status === "failed") {
+      if (j.status === "done" || j.status === "failed" || j.status === "cancelled") {
         window.location.reload();   // the results (or the retry button) are rendered by the server
         return false;
       }
