@@ -15,7 +15,8 @@ from typing import Mapping
 
 from wildswarm.errors import ConfigError
 
-SECRET_FIELDS = ("broker_password", "db_password", "web_secret_key", "web_token", "web_password", "server_token")
+SECRET_FIELDS = ("broker_password", "db_password", "web_secret_key", "web_token", "web_password", "server_token",
+                 "webhook_secret")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,14 @@ class Settings:
     retry_delay_max_seconds: float = 600.0  # ... up to this
     reconcile_seconds: float = 15.0        # how often the producer's reconciler looks for stranded jobs
     republish_after_seconds: float = 300.0  # a queued job whose message seems gone this long is published again
+
+    # --- notifications (webhooks; the producer sends them: notifier.py) ------------------------
+    notify_seconds: float = 5.0            # how often the producer looks for notifications to send
+    webhook_timeout_seconds: float = 10.0  # a receiver that does not answer this fast is tried again later
+    webhook_retry_seconds: float = 30.0    # the first retry's delay, doubling each time (at most an hour)
+    webhook_max_attempts: int = 10         # then it is given up, the last error kept on the job
+    webhook_secret: str = field(default="", repr=False)  # secret: signs each body (X-Wildswarm-Signature)
+    public_url: str = ""                   # the web app's address as users see it: links in notifications
 
     # --- producer ----------------------------------------------------------
     extensions: tuple[str, ...] = (".mp4",)

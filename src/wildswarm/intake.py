@@ -82,14 +82,17 @@ class Intake:
 
     # --- a complete copy, staged outside input/ (web upload, wildswarm submit) -----------------
     def admit_staged(self, staged: Path, name: str, source: str, *, deployment_id: str | None = None,
-                     recorded_at: str | None = None, profile: str | None = None) -> Admission:
+                     recorded_at: str | None = None, profile: str | None = None,
+                     webhook: str | None = None) -> Admission:
         """Queue the video written to ``staged`` under the name ``name``; ``staged`` is gone afterwards.
         ``deployment_id``: the known deployment it was recorded in; ``recorded_at``: when it was
         recorded (ISO 8601), for a video whose own metadata does not say or says wrong; ``profile``:
-        the analysis profile to analyse it with (None: the default one)."""
+        the analysis profile to analyse it with (None: the default one); ``webhook``: a URL to POST to
+        when its job ends (None: its deployment's, if any)."""
         try:
             self._check(name, staged.stat().st_size)
             profile = self.profile(profile)
+            webhook = self.webhook(webhook)
             media = self._media(staged, deployment_id, recorded_at)
             job_id = job_id_for(staged)
             known = self.store.find(job_id)
@@ -104,7 +107,7 @@ class Intake:
         finally:
             staged.unlink(missing_ok=True)
         return self._record_and_publish(job_id, final, source, deployment_id=deployment_id, media=media,
-                                        profile=profile)
+                                        profile=profile, webhook=webhook)
 
     # --- a file settled in input/ (the producer) --------------------------------------------------------
     def admit_dropped(self, path: Path, profile: str | None = None) -> Admission:
@@ -161,6 +164,17 @@ class Intake:
         except ProfileError as exc:
             raise Refused("bad_profile", str(exc)) from None
 
+    @staticmethod
+    def webhook(url: str | None) -> str | None:
+        """A webhook URL as given (None or "": none); :class:`Refused` unless it is an http(s) URL."""
+        from wildswarm.notifier import WebhookError, check_webhook
+        if not url:
+            return None
+        try:
+            return check_webhook(url)
+        except WebhookError as exc:
+            raise Refused("bad_webhook", str(exc)) from None
+
     def _check(self, name: str, size: int) -> None:
         why = refusal(self.settings, name, size)
         if why:
@@ -188,9 +202,10 @@ class Intake:
         return media
 
     def _record_and_publish(self, job_id: str, final: Path, source: str, *, deployment_id: str | None = None,
-                            media: dict | None = None, profile: str | None = None) -> Admission:
+                            media: dict | None = None, profile: str | None = None,
+                            webhook: str | None = None) -> Admission:
         job, created = self.store.submit(job_id, final.name, final.stat().st_size, deployment_id=deployment_id,
-                                         media=media, profile=profile)
+                                         media=media, profile=profile, webhook_url=webhook)
         if not created:          # the same video, admitted at the same moment by another path
             moved = move_into(final, self.layout.input_failed, job_id[:8])
             self.note(f"{final.name}: same content as job {job_id} ({job.input_name}); not queued again"

@@ -48,6 +48,8 @@ PUBLISH_FAILURES = Counter("wildswarm_publish_failures_total", "Publishes the br
                            ["component"])
 
 # --- both --------------------------------------------------------------------
+NOTIFICATIONS = Counter("wildswarm_notifications_total", "Webhook notifications of ended jobs, by result",
+                        ["result"])   # sent | failed (tried again later) | gave_up
 BROKER_RECONNECTS = Counter("wildswarm_broker_reconnects_total", "Times a connection to the broker was lost",
                             ["component"])
 

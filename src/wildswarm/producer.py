@@ -11,7 +11,8 @@ that reason, if there is no such profile. Each settled file goes through
 recorded and published.
 
 Every ``reconcile_seconds`` it runs the :class:`~wildswarm.reconciler.Reconciler`
-(pending publishes, abandoned and dead-lettered jobs, lost messages). On its
+(pending publishes, abandoned and dead-lettered jobs, lost messages), and in a thread of
+its own the :class:`~wildswarm.notifier.Notifier` (webhooks of ended jobs). On its
 first start against a job store it imports the JSON job records of earlier
 versions (``jobs/*.json``) once.
 
@@ -38,6 +39,7 @@ from wildswarm.errors import BrokerError, JobStoreError, UnsafePathError, VideoE
 from wildswarm.intake import Admission, Intake, Refused, refusal
 from wildswarm.jobs import JobStore
 from wildswarm.layout import Layout, safe_name
+from wildswarm.notifier import Notifier
 from wildswarm.reconciler import Reconciler, safe_run
 
 log = logging.getLogger(__name__)
@@ -227,6 +229,7 @@ class Producer:
         self.note(f"producer up: watching {self.layout.input} for {', '.join(s.extensions)}; queue {s.queue}")
         self.profile_folders()
         self.import_legacy_records()
+        notifier = None if once else Notifier(s, self.store.db, self.note).start()
         while not self.stopping.is_set():
             admitted += sum(r in ("queued", "pending") for r in self.poll().values())
             if once:
@@ -235,6 +238,8 @@ class Producer:
             else:
                 self.reconcile()
             self._wait(min(s.poll_seconds, s.settle_seconds) if once else s.poll_seconds)
+        if notifier is not None:
+            notifier.stop()
         self.broker.close()
         return admitted
 

@@ -81,18 +81,20 @@ def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
                                                  "(wildswarm deployments).")
 @click.option("--recorded-at", default=None, help="When the video was recorded (ISO 8601), for a video whose "
                                                   "own metadata does not say.")
+@click.option("--webhook", default=None, help="An http(s) URL that receives a JSON POST when each job ends "
+                                              "(default: the deployment's).")
 @remote.server_options
 @click.pass_obj
 @friendly_errors
 def submit(settings: Settings, videos: tuple[Path, ...], wait: bool, profile: str | None, deployment: str | None,
-           recorded_at: str | None, server: str | None, token: str | None, token_file: Path | None,
-           ca_bundle: Path | None) -> None:
+           recorded_at: str | None, webhook: str | None, server: str | None, token: str | None,
+           token_file: Path | None, ca_bundle: Path | None) -> None:
     """Copy VIDEOS into input/ and queue a job for each (once per content); with --server, upload them to
     that web app instead (a video it already has is recognised by its content and not sent again)."""
     if remote.remote(settings, server):
         with remote.client(settings, remote.remote(settings, server), token, token_file, ca_bundle) as c:
             sys.exit(remote.submit(c, videos, {"profile": profile, "deployment": deployment,
-                                               "recorded_at": recorded_at}, wait))
+                                               "recorded_at": recorded_at, "webhook": webhook}, wait))
     from wildswarm.publisher import Publisher
     from wildswarm.errors import VideoError
     from wildswarm.intake import Intake, Refused
@@ -104,11 +106,12 @@ def submit(settings: Settings, videos: tuple[Path, ...], wait: bool, profile: st
     publisher = Publisher(settings, "submit")
     intake = Intake(settings, store, publisher)
     try:
-        profile = intake.profile(profile)            # an unknown one ends here, before any copy
+        profile = intake.profile(profile)            # an unknown one (or a bad webhook) ends here, before any copy
+        webhook = intake.webhook(webhook)
         for video in videos:
             try:
                 admission = submit_file(intake, video, deployment_id=deployment, recorded_at=recorded_at,
-                                        profile=profile)
+                                        profile=profile, webhook=webhook)
             except (Refused, VideoError) as exc:
                 click.secho(f"refused: {exc}", fg="red", err=True)
                 refused += 1

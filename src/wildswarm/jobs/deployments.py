@@ -131,6 +131,17 @@ class Deployments:
             rows = conn.execute("SELECT * FROM deployments ORDER BY id").fetchall()
         return [self._from_row(r) for r in rows]
 
+    def set_webhook(self, dep_id: str, url: str | None) -> None:
+        """The webhook its videos' jobs notify when they name none (None: no webhook). Kept apart from the
+        deployment's fields, which exports publish: a webhook URL may hold a token."""
+        with self.db.connection("saving a deployment's webhook") as conn:
+            conn.execute("UPDATE deployments SET webhook_url = %s WHERE id = %s", (url, dep_id))
+
+    def webhooks(self) -> dict[str, str]:
+        with self.db.connection("reading deployments' webhooks") as conn:
+            rows = conn.execute("SELECT id, webhook_url FROM deployments WHERE webhook_url IS NOT NULL").fetchall()
+        return {r["id"]: r["webhook_url"] for r in rows}
+
     def finished_jobs(self, dep_id: str) -> list[str]:
         """The ids of the finished videos recorded in deployment ``dep_id``, oldest first."""
         with self.db.connection("listing a deployment's jobs") as conn:

@@ -78,6 +78,11 @@ class Job:
     animals: int | None = None         # done: the most animals in one frame (0: none found)
     tracks: int | None = None          # done: distinct animals tracked
     species: dict = field(default_factory=dict)  # done: species -> tracked animals of it (with a classifier)
+    webhook_url: str | None = None     # POSTed to when it ends (the producer's notifier)
+    notify_state: str | None = None    # None (no webhook) | waiting | sent | gave_up
+    notify_attempts: int = 0
+    notify_error: str | None = None    # the last attempt's error
+    notified_at: datetime | None = None
 
     @property
     def is_segment(self) -> bool:
@@ -93,7 +98,7 @@ class Job:
         d = asdict(self)
         d["status"] = self.status.value
         d["progress"] = round(self.progress, 4)
-        for key in ("created_at", "updated_at", "started_at", "finished_at", "lease_until", "retry_at"):
+        for key in ("created_at", "updated_at", "started_at", "finished_at", "lease_until", "retry_at", "notified_at"):
             d[key] = _iso(d[key])
         return d
 

@@ -60,6 +60,9 @@ MINE = "id = %(id)s AND status = 'running' AND lease_owner = %(owner)s"
 EXPIRED = "status = 'running' AND lease_until < now()"
 RESET = ("frames_done = 0, frames_total = 0, node = NULL, started_at = NULL, finished_at = NULL, "
          "lease_owner = NULL, lease_until = NULL, retry_at = NULL, error = NULL")
+# A retried job notifies its webhook again when it ends.
+NOTIFY_AGAIN = ("notify_state = CASE WHEN webhook_url IS NOT NULL THEN 'waiting' END, notify_attempts = 0, "
+                "notify_at = NULL, notify_error = NULL, notified_at = NULL")
 SPLIT_OWNER = "segments"      # the lease owner of a split job while its segment jobs run
 # A segment job may run only while its video's job waits for it.
 PARENT_WAITS = (f"(parent_id IS NULL OR EXISTS (SELECT 1 FROM jobs p WHERE p.id = jobs.parent_id "
@@ -150,15 +153,20 @@ class JobStore:
     # --- admitting -------------------------------------------------------------------------
     def submit(self, job_id: str, input_name: str, size_bytes: int | None = None, *,
                deployment_id: str | None = None, media: dict | None = None,
-               profile: str | None = None) -> tuple[Job, bool]:
+               profile: str | None = None, webhook_url: str | None = None) -> tuple[Job, bool]:
         """Record a new job, its message not yet published: (the job, True); (the existing one, False).
         ``deployment_id``: a known deployment (:class:`JobError` if it is not); ``media``: the video's
-        own metadata; ``profile``: the analysis profile it is analysed with."""
+        own metadata; ``profile``: the analysis profile it is analysed with; ``webhook_url``: notified
+        when it ends (else its deployment's webhook, if that has one)."""
         try:
-            job = self._one("recording a job", "INSERT INTO jobs (id, input_name, size_bytes, publish_pending, "
-                                               "deployment_id, media, profile) VALUES (%s, %s, %s, true, %s, %s, "
-                                               "%s) ON CONFLICT (id) DO NOTHING RETURNING *",
-                            (job_id, input_name, size_bytes, deployment_id, Jsonb(media or {}), profile))
+            job = self._one("recording a job",
+                            "INSERT INTO jobs (id, input_name, size_bytes, publish_pending, deployment_id, media, "
+                            "profile, webhook_url, notify_state) SELECT %(id)s, %(name)s, %(size)s, true, %(dep)s, "
+                            "%(media)s, %(profile)s, w.url, CASE WHEN w.url IS NOT NULL THEN 'waiting' END FROM "
+                            "(SELECT coalesce(%(hook)s, (SELECT webhook_url FROM deployments WHERE id = %(dep)s)) "
+                            "AS url) w ON CONFLICT (id) DO NOTHING RETURNING *",
+                            {"id": job_id, "name": input_name, "size": size_bytes, "dep": deployment_id,
+                             "media": Jsonb(media or {}), "profile": profile, "hook": webhook_url})
         except JobStoreError as exc:
             if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                 raise JobError(f"there is no deployment {deployment_id!r}; add it first") from None
@@ -378,7 +386,7 @@ class JobStore:
             name = restore_input(job) if ended else job.input_name
             attempts = "0" if ended else "attempts"
             row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, {RESET}, "
-                               f"publish_pending = true, {CHANGED} WHERE id = %s RETURNING *",
+                               f"publish_pending = true, {NOTIFY_AGAIN}, {CHANGED} WHERE id = %s RETURNING *",
                                (name, job_id)).fetchone()
             # its unfinished segment jobs go (finished ones stay: their results are kept for the rerun)
             conn.execute("DELETE FROM jobs WHERE parent_id = %s AND status <> 'done'", (job_id,))

@@ -65,7 +65,8 @@ def submit():
         accepted = accept_counted(cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_INTAKE"], files[0],
                                   deployment_id=request.form.get("deployment"),
                                   recorded_at=request.form.get("recorded_at"),
-                                  profile=request.form.get("profile"))
+                                  profile=request.form.get("profile"),
+                                  webhook=request.form.get("webhook"))
     except UploadRefused as exc:
         return _error(exc.status, exc.message, exc.reason)
     body = {"job": service.job_json(accepted.job), "result": accepted.result, "message": accepted.message}

@@ -22,7 +22,23 @@ FIELDS = [("id", "Deployment id", "text", "cam42-2026-07"), ("location_name", "L
           ("deployment_end", "End (ISO 8601)", "text", "2026-07-21T18:00:00+03:00"),
           ("camera_id", "Camera id", "text", ""), ("camera_model", "Camera model", "text", "Reconyx-HF2X"),
           ("camera_height", "Camera height (m)", "number", "0.8"), ("habitat", "Habitat", "text", ""),
-          ("comments", "Comments", "text", "")]
+          ("comments", "Comments", "text", ""),
+          ("webhook_url", "Notify (webhook URL)", "url", "your receiver's http(s) address")]
+WEBHOOK = "webhook_url"     # not a Camtrap DP field: kept apart (exports never publish it)
+
+
+def _save(data: dict) -> Deployment:
+    """Save a deployment from form or JSON fields, its webhook apart; :class:`JobError` if anything is wrong."""
+    from wildswarm.notifier import WebhookError, check_webhook
+    data = dict(data)
+    hook = data.pop(WEBHOOK, None)
+    try:
+        hook = check_webhook(hook) if isinstance(hook, str) and hook.strip() else None
+    except WebhookError as exc:
+        raise JobError(str(exc)) from None
+    dep = known().save(Deployment.parse(data))
+    known().set_webhook(dep.id, hook)
+    return dep
 
 
 def known() -> Deployments:
@@ -37,7 +53,7 @@ def page():
 @bp.post("/deployments")
 def add():
     try:
-        dep = known().save(Deployment.parse({k: request.form.get(k, "") for k, *_ in FIELDS}))
+        dep = _save({k: request.form.get(k, "") for k, *_ in FIELDS})
     except JobError as exc:
         return render_template("deployments.html", deployments=known().all(), fields=FIELDS,
                                errors=[str(exc)], given=request.form), 400
@@ -47,7 +63,8 @@ def add():
 
 @bp.get("/api/deployments")
 def api_list():
-    return jsonify(deployments=[d.to_dict() for d in known().all()])
+    hooks = known().webhooks()
+    return jsonify(deployments=[{**d.to_dict(), WEBHOOK: hooks.get(d.id)} for d in known().all()])
 
 
 @bp.post("/api/deployments")
@@ -56,9 +73,9 @@ def api_add():
     if not isinstance(body, dict):
         return api_error(400, "send a JSON object of deployment fields", "bad_request")
     try:
-        dep = known().save(Deployment.parse(body))
+        dep = _save(body)
     except JobError as exc:
         return api_error(400, str(exc), "bad_deployment")
-    response = jsonify(dep.to_dict())
+    response = jsonify({**dep.to_dict(), WEBHOOK: known().webhooks().get(dep.id)})
     response.status_code = 201
     return response

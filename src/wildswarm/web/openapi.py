@@ -33,6 +33,11 @@ JOB = {
         "created_at": {"type": "string"},
         "started_at": _NULLABLE_STR,
         "finished_at": _NULLABLE_STR,
+        "webhook_url": {**_NULLABLE_STR, "description": "POSTed to when the job ends"},
+        "notify_state": {"type": ["string", "null"], "enum": [None, "waiting", "sent", "gave_up"]},
+        "notify_attempts": {"type": "integer", "minimum": 0},
+        "notify_error": {**_NULLABLE_STR, "description": "Why the last notification did not arrive"},
+        "notified_at": _NULLABLE_STR,
         "output": {"type": ["string", "null"], "description": "Result folder name under output/"},
         "outputs": {"type": "array", "items": {"type": "string"}},
         "error": {"type": ["string", "null"], "description": "Why it failed (or why its last attempt did)"},
@@ -183,7 +188,9 @@ SCHEMAS = {
         "deployment_end": {"type": ["string", "null"], "description": "ISO 8601"},
         "camera_id": {"type": ["string", "null"]}, "camera_model": {"type": ["string", "null"]},
         "camera_height": {"type": ["number", "null"], "minimum": 0},
-        "habitat": {"type": ["string", "null"]}, "comments": {"type": ["string", "null"]}}},
+        "habitat": {"type": ["string", "null"]}, "comments": {"type": ["string", "null"]},
+        "webhook_url": {"type": ["string", "null"], "description": "POSTed to when a job of its videos ends, for "
+                                                                   "jobs that name no webhook of their own"}}},
     "DeploymentList": {"type": "object", "required": ["deployments"], "properties": {
         "deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}}}},
     "Error": {"type": "object", "required": ["error", "reason"],
@@ -272,7 +279,10 @@ PATHS = {
                                "deployment": {"type": "string", "description": "A known deployment's id "
                                               "(GET /api/deployments), sent before the file"},
                                "recorded_at": {"type": "string", "description": "When the video was recorded "
-                                               "(ISO 8601), for a video whose metadata does not say"}}}}}},
+                                               "(ISO 8601), for a video whose metadata does not say"},
+                               "webhook": {"type": "string", "description": "An http(s) URL that receives a JSON "
+                                           "POST when the job ends (default: its deployment's), sent before the "
+                                           "file"}}}}}},
             "responses": {"201": _json("#/components/schemas/Submitted", "Saved and queued (or pending)"),
                           "200": _json("#/components/schemas/Submitted", "This video is already a job"),
                           "400": _error("No file, or a hostile or unusable file name"), "401": _UNAUTHORIZED,

@@ -50,7 +50,8 @@ def upload():
         try:
             accepted.append(accept_counted(settings, intake, f, deployment_id=request.form.get("deployment"),
                                            recorded_at=request.form.get("recorded_at"),
-                                           profile=request.form.get("profile")))
+                                           profile=request.form.get("profile"),
+                                           webhook=request.form.get("webhook")))
         except UploadRefused as exc:
             errors.append(exc.message)
             status = exc.status if status == 200 else status

@@ -160,9 +160,10 @@ class Accepted:
 
 
 def accept(settings: Settings, intake: Intake, upload: FileStorage, *, deployment_id: str | None = None,
-           recorded_at: str | None = None, profile: str | None = None) -> Accepted:
+           recorded_at: str | None = None, profile: str | None = None, webhook: str | None = None) -> Accepted:
     """Check one uploaded file (already streamed to its part file) and admit it, with the deployment
-    it was recorded in and when, where given, to be analysed with ``profile`` (None: the default)."""
+    it was recorded in and when, where given, to be analysed with ``profile`` (None: the default), its
+    job's end POSTed to ``webhook``."""
     layout = Layout(settings.data)
     clean = check_name(upload.filename)
     stream = upload.stream
@@ -186,10 +187,10 @@ def accept(settings: Settings, intake: Intake, upload: FileStorage, *, deploymen
         admission = intake.admit_staged(tmp, clean, source="uploaded"
                                         + (f" as {upload.filename}" if upload.filename != clean else ""),
                                         deployment_id=deployment_id or None, recorded_at=recorded_at or None,
-                                        profile=profile or None)
+                                        profile=profile or None, webhook=webhook or None)
     except Refused as exc:
         status = {"bad_type": 415, "empty": 400, "bad_deployment": 400, "bad_time": 400,
-                  "bad_profile": 400}.get(exc.kind, 413)
+                  "bad_profile": 400, "bad_webhook": 400}.get(exc.kind, 413)
         raise UploadRefused(exc.kind, status, str(exc)) from None
     except OSError as exc:
         if exc.errno in FULL:

@@ -74,7 +74,7 @@
       return new Promise((resolve) => {
         const xhr = new XMLHttpRequest();
         const data = new FormData();
-        for (const name of ["profile", "deployment", "recorded_at"]) {
+        for (const name of ["profile", "deployment", "recorded_at", "webhook"]) {
           const field = form.elements[name];
           if (field && field.value) data.append(name, field.value);
         }

@@ -1,0 +1,140 @@
+"""Webhooks (issue 13): a JSON POST when a job ends, signed, retried with a doubling backoff, given up
+after a bound, sent again after a retry, never sent twice; from the producer's own thread. A real job
+store and a real HTTP receiver on 127.0.0.1."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+
+from kit.fakes import FakeBroker
+from kit.webhooks import Receiver
+from wildswarm.intake import Intake, Refused
+from wildswarm.jobs import JobStatus
+from wildswarm.jobs.deployments import Deployment, Deployments
+from wildswarm.notifier import Notifier, WebhookError, check_webhook
+from wildswarm.publisher import Publisher
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(*codes, delay=0.0):
+        made.append(Receiver(codes, delay))
+        return made[-1]
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def settings(db_settings):
+    return db_settings.replace(webhook_retry_seconds=0.2, webhook_max_attempts=3, webhook_timeout_seconds=1.0,
+                               webhook_secret="s3cret", public_url="https://wildswarm.lab.example")
+
+
+def finish(store, job_id, name="fox.mp4", **submit):
+    store.submit(job_id, name, 10, **submit)
+    store.claim(job_id, "w/1", "w")
+    store.finish(job_id, "w/1", output=name[:-4], outputs=[], frames=50, untrained=False, timings={},
+                 findings={"animals": 2, "tracks": 3, "species": {"zebra": 3}})
+
+
+def test_a_finished_job_posts_once_signed_with_what_it_found(settings, store, receiver):
+    r = receiver()
+    finish(store, "f000000000000001", webhook_url=r.url)
+    store.submit("f000000000000002", "queued.mp4", 10, webhook_url=r.url)       # not ended: nothing yet
+    store.submit("f000000000000003", "quiet.mp4", 10)                           # no webhook
+    notifier = Notifier(settings, store.db)
+    assert notifier.run_once() == 1 and notifier.run_once() == 0                 # never twice
+    ((headers, body),) = r.got
+    sent = json.loads(body)
+    assert sent["event"] == "job.done" and headers["X-Wildswarm-Event"] == "job.done"
+    assert sent["job"]["id"] == "f000000000000001" and sent["job"]["species"] == {"zebra": 3}
+    assert sent["job"]["animals"] == 2 and sent["job"]["tracks"] == 3 and sent["job"]["frames"] == 50
+    assert sent["links"]["page"] == "https://wildswarm.lab.example/jobs/f000000000000001"
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers["X-Wildswarm-Signature"] == expected
+    job = store.get("f000000000000001")
+    assert job.notify_state == "sent" and job.notified_at and job.notify_attempts == 1
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_given_up(settings, store, receiver):
+    r = receiver(500, 503)
+    finish(store, "f000000000000004", webhook_url=r.url)
+    notifier = Notifier(settings, store.db)
+    assert notifier.run_once() == 0
+    job = store.get("f000000000000004")
+    assert job.notify_state == "waiting" and job.notify_attempts == 1 and "HTTP 500" in job.notify_error
+    assert notifier.run_once() == 0 and len(r.got) == 1                 # not due yet: 0.2 s backoff
+    time.sleep(0.25)
+    assert notifier.run_once() == 0 and len(r.got) == 2                 # 503; next in 0.4 s
+    time.sleep(0.25)
+    assert notifier.run_once() == 0 and len(r.got) == 2                 # the backoff doubled
+    time.sleep(0.2)
+    assert notifier.run_once() == 1 and len(r.got) == 3
+    assert store.get("f000000000000004").notify_state == "sent"
+    # a receiver that is not there: given up after webhook_max_attempts, the error kept
+    finish(store, "f000000000000005", webhook_url="http://127.0.0.1:9/nothing-listens")
+    for _ in range(3):
+        notifier.run_once()
+        time.sleep(0.9)
+    gone = store.get("f000000000000005")
+    assert gone.notify_state == "gave_up" and gone.notify_attempts == 3 and "ConnectionError" in gone.notify_error
+
+
+def test_failed_and_cancelled_jobs_notify_and_a_retry_notifies_again(settings, store, receiver):
+    r = receiver()
+    store.submit("f000000000000006", "owl.mp4", 10, webhook_url=r.url)
+    store.claim("f000000000000006", "w/1", "w")
+    store.fail("f000000000000006", "w/1", "VideoError: corrupt")
+    store.submit("f000000000000007", "bat.mp4", 10, webhook_url=r.url)
+    store.cancel("f000000000000007", "cancelled from a test")
+    notifier = Notifier(settings, store.db)
+    assert notifier.run_once() == 2
+    events = sorted(json.loads(body)["event"] for _, body in r.got)
+    assert events == ["job.cancelled", "job.failed"]
+    store.reset_for_retry("f000000000000006", lambda j: j.input_name, stale_seconds=300)
+    assert store.get("f000000000000006").notify_state == "waiting" and notifier.run_once() == 0   # queued again
+    store.claim("f000000000000006", "w/2", "w")
+    store.fail("f000000000000006", "w/2", "VideoError: still corrupt")
+    assert notifier.run_once() == 1 and len(r.got) == 3
+
+
+def test_a_slow_receiver_holds_only_the_notifier(settings, store, receiver):
+    """webhook_timeout_seconds bounds a receiver that does not answer; the job is tried again later."""
+    r = receiver(delay=3.0)
+    finish(store, "f000000000000008", webhook_url=r.url)
+    started = time.monotonic()
+    assert Notifier(settings, store.db).run_once() == 0
+    assert time.monotonic() - started < 2.5
+    job = store.get("f000000000000008")
+    assert job.notify_state == "waiting" and "no answer within 1 s" in job.notify_error
+
+
+def test_a_deployments_webhook_serves_its_jobs_that_name_none(settings, store, receiver):
+    r = receiver()
+    deployments = Deployments(store.db)
+    deployments.save(Deployment.parse({"id": "cam7"}))
+    deployments.set_webhook("cam7", r.url)
+    store.submit("f000000000000009", "a.mp4", 10, deployment_id="cam7")
+    store.submit("f00000000000000a", "b.mp4", 10, deployment_id="cam7", webhook_url="http://127.0.0.1:9/own")
+    assert store.get("f000000000000009").webhook_url == r.url
+    assert store.get("f00000000000000a").webhook_url == "http://127.0.0.1:9/own"
+    assert "webhook" not in json.dumps(deployments.get("cam7").to_dict())          # exports never see it
+
+
+def test_webhooks_must_be_http_urls(settings, store):
+    assert check_webhook(" https://x.example/h?t=1 ") == "https://x.example/h?t=1"
+    for bad in ("ftp://x.example/", "file:///etc/passwd", "https://", "javascript:alert(1)", "http://a b/",
+                "https://x.example/" + "a" * 2001):
+        with pytest.raises(WebhookError):
+            check_webhook(bad)
+    intake = Intake(settings, store, Publisher(settings, "test", broker=FakeBroker()))
+    with pytest.raises(Refused, match="http:// or https://"):
+        intake.webhook("gopher://x.example/")
+    assert intake.webhook("") is None
