@@ -15,6 +15,7 @@ and the cgroups of the inner containers.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -47,6 +48,14 @@ NODE_RUN_ARGS = [
 
 # The stack's images (stack.yml's *_IMAGE variables) -> the stand-in's tags.
 STACK_IMAGES = ("RABBITMQ", "POSTGRES", "PRODUCER", "WEB", "WORKER", "PROMETHEUS", "NODE_EXPORTER", "PROXY")
+
+
+@functools.cache
+def docker_client():
+    """This machine's Docker daemon through the Docker SDK (the `docker` package), for the kit's own
+    queries; the nodes' inner dockerds are reached with `docker` run inside them."""
+    import docker
+    return docker.from_env()
 
 
 def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float = 300) -> str:
@@ -82,8 +91,15 @@ def need_ansible() -> None:
 
 
 def need_docker() -> None:
-    if shutil.which("docker") is None or subprocess.run(
-            ["docker", "info"], capture_output=True, timeout=30).returncode != 0:
+    if shutil.which("docker") is None:
+        _missing("no Docker daemon answers (scripts/docker-local.sh starts one)")
+    try:
+        import docker
+    except ImportError:
+        _missing("no Docker SDK for Python (the `docker` package: make venv installs it)")
+    try:
+        docker_client().ping()
+    except Exception:          # docker.errors.DockerException, or the connection's own error
         _missing("no Docker daemon answers (scripts/docker-local.sh starts one)")
 
 
@@ -138,7 +154,7 @@ class Node:
         return sh("docker", "exec", "-i", self.container, *argv, check=check, input=input)
 
     def rc(self, *argv: str) -> int:
-        return subprocess.run(["docker", "exec", self.container, *argv], capture_output=True).returncode
+        return docker_client().containers.get(self.container).exec_run(list(argv)).exit_code
 
 
 @dataclass
@@ -167,8 +183,8 @@ class Cluster:
         for d in devices:
             argv += ["--device", d]
         sh(*argv, self.node_image)
-        address = sh("docker", "inspect", "-f",
-                     "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container).strip()
+        networks = docker_client().containers.get(container).attrs["NetworkSettings"]["Networks"]
+        address = "".join(n.get("IPAddress") or "" for n in networks.values())
         node = Node(name, container, address, groups, hostvars)
         self.nodes[name] = node
         return node
@@ -249,20 +265,17 @@ def remove_cgroups(prefix: str) -> None:
 
 def remove_stale() -> None:
     """Leftovers of earlier runs whose pytest process is gone (killed mid-run)."""
-    out = sh("docker", "ps", "-a", "--filter", f"label={LABEL}", "--format",
-             '{{.Names}} {{.Label "org.wildswarm.test.pid"}}', check=False)
     stale = []
-    for line in out.splitlines():
-        name, _, pid = line.partition(" ")
+    for container in docker_client().containers.list(all=True, filters={"label": LABEL}):
+        pid = container.labels.get("org.wildswarm.test.pid", "")
         if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
-            stale.append(name)
+            stale.append(container.name)
     if stale:
         sh("docker", "rm", "-f", "-v", *stale, check=False)
         for prefix in {n.rsplit("-", 1)[0] for n in stale}:
             remove_cgroups(prefix)
-    for net in sh("docker", "network", "ls", "--filter", f"label={LABEL}", "--format",
-                  "{{.Name}}", check=False).split():
-        sh("docker", "network", "rm", net, check=False)
+    for net in docker_client().networks.list(filters={"label": LABEL}):
+        sh("docker", "network", "rm", net.name, check=False)
 
 
 def write_extra_vars(path: Path, **overrides) -> Path:

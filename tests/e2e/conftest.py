@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from stackkit import NAME, Stack, docker_problem, fast_settings, free_port, sh, stack_env
+from stackkit import LABEL, NAME, Stack, client, docker_problem, fast_settings, free_port, stack_env
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +51,23 @@ def stack(docker_ready, tmp_path_factory) -> Stack:
 
 
 def _dump(s: Stack) -> None:
-    """What went wrong, into the test output."""
-    print(sh("docker", "stack", "ps", "--no-trunc", NAME, check=False))
+    """What went wrong, into the test output (what ``docker stack ps --no-trunc`` and ``docker service logs
+    --tail 40`` show); never raises, the deployment's own error is the one to report."""
+    import docker
+    c = client()
+    try:
+        for service in c.services.list(filters={"label": f"{LABEL}={NAME}"}):
+            for task in service.tasks():
+                status = task.get("Status", {})
+                print(service.name, task.get("Slot", ""), task.get("NodeID", "")[:12], task.get("DesiredState"),
+                      status.get("State"), status.get("Timestamp"), status.get("Err", ""))
+    except docker.errors.DockerException as e:
+        print(f"(the stack's tasks: {e})")
     for service in ("proxy", "rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "docker-api",
                     "node-exporter"):
         print(f"--- {service}")
-        print(sh("docker", "service", "logs", "--tail", "40", f"{NAME}_{service}", check=False))
+        try:
+            logs = c.services.get(f"{NAME}_{service}").logs(stdout=True, stderr=True, tail=40)
+            print(b"".join(logs).decode(errors="replace"))
+        except docker.errors.DockerException as e:
+            print(f"(no logs: {e})")

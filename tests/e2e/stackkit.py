@@ -3,21 +3,28 @@
 Everything goes through the same commands users type (``make up|scale-workers|down``,
 i.e. ``scripts/stack.sh``) with the settings in :attr:`Stack.env`; the test stack has a
 name, secrets, ports and a data folder of its own, so it never meets a user's stack.
-Clients talk to it only on 127.0.0.1.
+Clients talk to it only on 127.0.0.1. What the tests themselves ask Docker (services, containers,
+``exec`` into them, leftovers) goes through the Docker SDK (:func:`client`), not the CLI's output.
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from kit import net
 from kit.waiting import wait_for
+
+if TYPE_CHECKING:
+    import docker
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "wildswarm-e2e"          # stack name and secret prefix of the tests
@@ -32,17 +39,66 @@ def sh(*argv: str, env: dict | None = None, timeout: float = 120, check: bool = 
     return result.stdout
 
 
+@functools.cache
+def client() -> "docker.DockerClient":
+    """This machine's Docker daemon, through the Docker SDK (one client for the session).
+
+    Imported here, not at the top: without the package the e2e tests skip (or fail) with
+    :func:`docker_problem`'s reason rather than break the collection."""
+    import docker
+    return docker.from_env()
+
+
 def docker_problem() -> str | None:
     """Why the e2e tests cannot run here, or None."""
-    if shutil.which("docker") is None:
+    if shutil.which("docker") is None:          # make up and scripts/stack.sh run the CLI
         return "no docker CLI (make docker installs Docker Engine)"
-    info = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"],
-                          capture_output=True, text=True, timeout=30)
-    if info.returncode != 0:
+    try:
+        import docker
+    except ImportError:
+        return "no Docker SDK for Python (the `docker` package: make venv installs it)"
+    try:
+        swarm = client().info()["Swarm"]
+    except (docker.errors.DockerException, requests.RequestException):
         return "no Docker daemon answers (make docker starts one)"
-    if info.stdout.split() != ["active", "true"]:
-        return f"this node is no Swarm manager ({info.stdout.strip()}): make docker initialises a one-node Swarm"
+    state, control = swarm.get("LocalNodeState"), swarm.get("ControlAvailable")
+    if (state, control) != ("active", True):
+        return (f"this node is no Swarm manager ({state} {str(control).lower()}): "
+                "make docker initialises a one-node Swarm")
     return None
+
+
+def as_json(value: Any) -> str:
+    """``value`` as ``docker ... --format '{{json ...}}'`` prints it: compact JSON, ``null`` for nothing."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def dig(attrs: Any, *keys: str) -> Any:
+    """``attrs[k1][k2]...`` of an SDK object's ``.attrs`` (the ``docker inspect`` object), None where a key is
+    missing (the API leaves out empty fields; Go templates print them as null or "")."""
+    for key in keys:
+        if not isinstance(attrs, dict):
+            return None
+        attrs = attrs.get(key)
+    return attrs
+
+
+def docker_exec(container: str, *argv: str) -> str:
+    """``docker exec CONTAINER ARGV...``'s standard output; an AssertionError with both outputs if it fails."""
+    result = client().containers.get(container).exec_run(list(argv), demux=True)
+    out, err = (b.decode(errors="replace") if b else "" for b in (result.output or (None, None)))
+    if result.exit_code != 0:
+        raise AssertionError(f"docker exec {container} {' '.join(argv)} exited {result.exit_code}:\n"
+                             f"{out[-3000:]}\n{err[-3000:]}")
+    return out
+
+
+def run_image(image: str, *argv: str, entrypoint: str | None = None, volumes: list[str] = ()) -> str:
+    """``docker run --rm --network none [-v V]... [--entrypoint E] IMAGE ARGV...``'s standard output
+    (docker.errors.ContainerError, with the standard error, if it exits non-zero)."""
+    out = client().containers.run(image, list(argv), entrypoint=entrypoint, volumes=list(volumes),
+                                  network_mode="none", remove=True, stdout=True, stderr=False)
+    return out.decode(errors="replace")
 
 
 def free_port() -> int:
@@ -104,29 +160,37 @@ class Stack:
         return s
 
     def services(self) -> dict[str, tuple[int, int]]:
-        """service (without the stack prefix) -> (running tasks, desired tasks)."""
-        out = sh("docker", "service", "ls", "--filter", f"label={LABEL}={NAME}", "--format", "{{.Name}} {{.Replicas}}")
+        """service (without the stack prefix) -> (running tasks, desired tasks), as ``docker service ls``
+        counts them (its REPLICAS column: the API's ServiceStatus)."""
         found = {}
-        for line in out.splitlines():
-            name, replicas = line.split()[:2]
-            running, desired = re.match(r"(\d+)/(\d+)", replicas).groups()
-            found[name.removeprefix(f"{NAME}_")] = (int(running), int(desired))
+        for service in client().services.list(filters={"label": f"{LABEL}={NAME}"}, status=True):
+            status = service.attrs.get("ServiceStatus") or {}
+            found[service.name.removeprefix(f"{NAME}_")] = (int(status.get("RunningTasks", 0)),
+                                                            int(status.get("DesiredTasks", 0)))
         return found
 
+    def service_attrs(self, service: str) -> dict:
+        """``docker service inspect`` of one of the stack's services (without the stack prefix)."""
+        return client().services.get(f"{NAME}_{service}").attrs
+
     def containers(self, service: str) -> list[str]:
-        return sh("docker", "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}_{service}").split()
+        """The ids of the service's running containers on this node (``docker ps -q``)."""
+        found = client().containers.list(filters={"label": f"com.docker.swarm.service.name={NAME}_{service}"})
+        return [c.short_id for c in found]
 
     def leftovers(self) -> dict[str, list[str]]:
-        """Docker objects of the test stack still there."""
+        """Docker objects of the test stack still there (their ids)."""
+        label = {"label": f"{LABEL}={NAME}"}
+        c = client()
         kinds = {
-            "containers": ["docker", "ps", "-aq", "--filter", f"label={LABEL}={NAME}"],
-            "services": ["docker", "service", "ls", "-q", "--filter", f"label={LABEL}={NAME}"],
-            "networks": ["docker", "network", "ls", "-q", "--filter", f"label={LABEL}={NAME}"],
-            "volumes": ["docker", "volume", "ls", "-q", "--filter", f"label={LABEL}={NAME}"],
-            "configs": ["docker", "config", "ls", "-q", "--filter", f"label={LABEL}={NAME}"],
-            "secrets": ["docker", "secret", "ls", "-q", "--filter", f"name={NAME}_"],
+            "containers": lambda: c.containers.list(all=True, filters=label),
+            "services": lambda: c.services.list(filters=label),
+            "networks": lambda: c.networks.list(filters=label),
+            "volumes": lambda: c.volumes.list(filters=label),
+            "configs": lambda: c.configs.list(filters=label),
+            "secrets": lambda: c.secrets.list(filters={"name": f"{NAME}_"}),
         }
-        return {k: v for k, argv in kinds.items() if (v := sh(*argv).split())}
+        return {k: v for k, found in kinds.items() if (v := [o.id for o in found()])}
 
     # --- the web app's JSON API ----------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -164,7 +228,7 @@ class Stack:
         """A metric of one worker container, read inside it (its /metrics is on the overlay network only)."""
         code = ("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9101/metrics', timeout=5)"
                 ".read().decode())")
-        text = sh("docker", "exec", container, "python3", "-c", code, timeout=30)
+        text = docker_exec(container, "python3", "-c", code)
         total = 0.0
         for line in text.splitlines():
             if line.startswith(name) and not line.startswith("#"):

@@ -14,14 +14,14 @@ import pytest
 import requests
 
 from kit.waiting import wait_for
-from stackkit import NAME, ROOT, STARTING, job_records, sh
+from stackkit import ROOT, STARTING, as_json, client, dig, docker_exec, job_records
 
 SERVICES = {"proxy", "rabbitmq", "postgres", "producer", "web", "worker", "prometheus", "docker-api", "node-exporter"}
 TARGET_JOBS = {"worker", "producer", "web", "rabbitmq", "node"}
 
 
 def node_hostname() -> str:
-    return sh("docker", "info", "--format", "{{.Name}}").strip()
+    return client().info()["Name"]
 
 
 def drop(stack, *videos) -> None:
@@ -41,31 +41,29 @@ def test_every_service_is_up_and_healthy_and_declares_what_rule_8_asks(stack):
     assert set(services) == SERVICES
     assert all(running == desired > 0 for running, desired in services.values()), services
     for name in SERVICES:
-        spec = sh("docker", "service", "inspect", f"{NAME}_{name}", "--format",
-                  "{{json .Spec.TaskTemplate.ContainerSpec.Healthcheck}}|{{json .Spec.TaskTemplate.Resources.Limits}}"
-                  "|{{json .Spec.TaskTemplate.RestartPolicy}}|{{json .Spec.UpdateConfig}}").strip()
-        health, limits, restart, update = spec.split("|")
+        spec = stack.service_attrs(name)["Spec"]
+        health, limits, restart, update = (as_json(dig(spec, *keys)) for keys in (
+            ("TaskTemplate", "ContainerSpec", "Healthcheck"), ("TaskTemplate", "Resources", "Limits"),
+            ("TaskTemplate", "RestartPolicy"), ("UpdateConfig",)))
         assert '"Test"' in health, f"{name}: no healthcheck"
         assert '"MemoryBytes"' in limits and '"NanoCPUs"' in limits, f"{name}: no resource limits"
         assert restart != "null" and update != "null", f"{name}: no restart or update policy"
-    placement = sh("docker", "service", "inspect", f"{NAME}_worker", "--format",
-                   "{{json .Spec.TaskTemplate.Placement}}")
+    placement = as_json(dig(stack.service_attrs("worker"), "Spec", "TaskTemplate", "Placement"))
     assert "node.labels.wildswarm.worker == true" in placement and '"MaxReplicas":2' in placement
     # The shared filesystem: one bind mount of the data folder, at /data.
-    mounts = sh("docker", "service", "inspect", f"{NAME}_worker", "--format",
-                "{{json .Spec.TaskTemplate.ContainerSpec.Mounts}}")
+    mounts = as_json(dig(stack.service_attrs("worker"), "Spec", "TaskTemplate", "ContainerSpec", "Mounts"))
     assert f'"Source":"{stack.data}"' in mounts and '"Target":"/data"' in mounts
     # ... and the model weights read-only over it: workers unpickle them, so they may not change them.
     assert f'"Source":"{stack.data}/models","Target":"/data/models","ReadOnly":true' in mounts
     worker = stack.containers("worker")[0]
-    denied = sh("docker", "exec", worker, "sh", "-c", "touch /data/models/x 2>&1 || true")
+    denied = docker_exec(worker, "sh", "-c", "touch /data/models/x 2>&1 || true")
     assert "Read-only file system" in denied
 
 
 def test_only_the_proxy_publishes_a_port_and_plain_http_redirects_to_https(stack):
     """Audit: Prometheus (with its lifecycle API) and the RabbitMQ console were published on every interface."""
     for name in SERVICES:
-        ports = sh("docker", "service", "inspect", f"{NAME}_{name}", "--format", "{{json .Endpoint.Ports}}").strip()
+        ports = as_json(dig(stack.service_attrs(name), "Endpoint", "Ports"))
         assert (ports not in ("null", "[]")) == (name == "proxy"), f"{name} publishes {ports}"
     r = requests.get(stack.url("/jobs?x=1", scheme="http"), allow_redirects=False, timeout=10)
     assert r.status_code == 308 and r.headers["Location"] == stack.url("/jobs?x=1")
@@ -89,18 +87,18 @@ def test_the_consoles_sit_behind_the_login_and_each_service_has_its_own_broker_u
     perms = {p["user"]: p for p in stack.rabbitmq("/api/permissions", session=session).json()}
     assert perms["web"]["configure"] == "^$" and perms["web"]["read"] == "^$"     # publishes, nothing else
     assert perms["worker"]["configure"] == "^$"
-    web_pw = sh("docker", "exec", stack.containers("web")[0], "cat", "/run/secrets/broker_password").strip()
+    web_pw = docker_exec(stack.containers("web")[0], "cat", "/run/secrets/broker_password").strip()
     assert stack.rabbitmq("/api/overview", auth=("web", web_pw), session=session).status_code == 401
     assert stack.secret("broker_admin_password") not in web_pw
     for service in ("web", "worker", "producer"):              # the administrator's password is in none of them
-        secrets = sh("docker", "exec", stack.containers(service)[0], "ls", "/run/secrets").split()
+        secrets = docker_exec(stack.containers(service)[0], "ls", "/run/secrets").split()
         assert "broker_admin_password" not in secrets and "rabbitmq_definitions" not in secrets, (service, secrets)
 
 
 def test_prometheus_runs_unprivileged_without_the_socket_or_its_lifecycle_api(stack):
     container = stack.containers("prometheus")[0]
-    assert sh("docker", "exec", container, "id", "-u").strip() != "0"
-    mounts = sh("docker", "inspect", container, "--format", "{{json .Mounts}}")
+    assert docker_exec(container, "id", "-u").strip() != "0"
+    mounts = as_json(client().containers.get(container).attrs.get("Mounts"))
     assert "docker.sock" not in mounts
     session = stack.session()
     quit_ = session.post(stack.url("/prometheus/-/quit"), timeout=10)
@@ -113,8 +111,8 @@ def test_prometheus_runs_unprivileged_without_the_socket_or_its_lifecycle_api(st
             "    except u.HTTPError as e: return e.code\n"
             "print(go('GET', '/v1.41/services'), go('GET', '/v1.41/containers/json'), go('POST', '/v1.41/services/create'),"
             " go('DELETE', '/v1.41/services/x'), go('GET', '/v1.41/secrets'))")
-    proxy_side = sh("docker", "exec", stack.containers("docker-api")[0], "python3", "-c",
-                    code.replace("docker-api:2375", "127.0.0.1:2375"))
+    proxy_side = docker_exec(stack.containers("docker-api")[0], "python3", "-c",
+                             code.replace("docker-api:2375", "127.0.0.1:2375"))
     assert proxy_side.split() == ["200", "403", "403", "403", "403"], proxy_side
 
 
@@ -162,7 +160,7 @@ def test_slow_and_idle_clients_do_not_starve_the_app(stack, make_video):
         response = stack.api("POST", "/api/jobs", files={"file": (video.name, video.read_bytes(), "video/mp4")})
         assert response.status_code == 201, response.text
         web = stack.containers("web")[0]
-        assert sh("docker", "exec", web, "python3", "-m", "wildswarm.healthcheck", "web").startswith("healthy")
+        assert docker_exec(web, "python3", "-m", "wildswarm.healthcheck", "web").startswith("healthy")
     finally:
         for s in idle:
             s.close()
@@ -270,7 +268,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_finish_once(stack, seed_video
     wait_for(running, 300, "the job to be under way", 0.3, errors=STARTING)
     busy = [c for c in stack.containers("worker") if stack.worker_metric(c, "wildswarm_inprogress_jobs") == 1]
     assert len(busy) == 1, busy
-    sh("docker", "kill", busy[0])
+    client().containers.get(busy[0]).kill()
 
     job = stack.wait_job(job_id, timeout=900)
     assert job["status"] == "done", job.get("error")
