@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from wildswarm.errors import UnsafePathError
-from wildswarm.jobs import Job
+from wildswarm.jobs import Job, JobStatus
 from wildswarm.layout import Layout, stem_of
 
 from wildswarm.pipeline import files as result_files
@@ -93,6 +93,14 @@ def find_file(folder: Path | None, name: str) -> Path | None:
     if name not in {f.name for f in list_files(folder)}:
         return None
     return folder / name
+
+
+def has_poster(layout: Layout, job: Job) -> bool:
+    """Whether a done job's result folder holds its poster frame (a plain file, not a link)."""
+    if job.status is not JobStatus.DONE:
+        return False
+    path = find_file(job_folder(layout, job), POSTER)
+    return path is not None and path.is_file() and not path.is_symlink()
 
 
 def read_summary(folder: Path | None) -> dict | None:

@@ -77,12 +77,18 @@ def jobs():
     found = store.list(query)
     total = store.count(query, cap=TOTAL_CAP)
     filters = {k: request.args[k] for k in FILTERS if request.args.get(k)}
+    view = "grid" if request.args.get("view") == "grid" else "list"      # a grid of posters, or the table
+    shown = {**filters, **({"view": view} if view == "grid" else {})}
     page = {"offset": query.offset, "limit": query.limit, "total": total, "capped": total >= TOTAL_CAP,
-            "prev": url_for("ui.jobs", **filters, offset=max(0, query.offset - query.limit)) if query.offset else None,
-            "next": url_for("ui.jobs", **filters, offset=query.offset + query.limit)
-            if query.offset + len(found) < total else None}
-    live = not filters and query.offset == 0      # the first page of everything updates itself
-    return render_template("jobs.html", jobs=found, page=page, new=new, filters=filters, live=live,
+            "prev": url_for("ui.jobs", **shown, offset=max(0, query.offset - query.limit)) if query.offset else None,
+            "next": url_for("ui.jobs", **shown, offset=query.offset + query.limit)
+            if query.offset + len(found) < total else None,
+            "list": url_for("ui.jobs", **filters), "grid": url_for("ui.jobs", **filters, view="grid")}
+    live = not filters and query.offset == 0 and view == "list"    # the first page of everything updates itself
+    posters = {j.id: url_for("files.job_file", job_id=j.id, filename=results.POSTER)
+               for j in found if view == "grid" and results.has_poster(service.layout(), j)}
+    return render_template("jobs.html", jobs=found, page=page, new=new, filters=filters, live=live, view=view,
+                           posters=posters,
                            statuses=[s.value for s in JobStatus], nodes=store.nodes(), seq=store.latest_seq(),
                            api=url_for("api.jobs"), exports=exports.offered(), sampling_designs=SAMPLING_DESIGNS,
                            capture_methods=CAPTURE_METHODS, species_seen=species_seen(store),
