@@ -284,3 +284,20 @@ def test_a_store_that_cannot_be_reached_is_a_clear_error(db_settings):
     unreachable = db_settings.replace(db_port=1, db_timeout_seconds=1)
     with pytest.raises(JobStoreUnavailable, match="unreachable"):
         JobStore.connect(unreachable)
+
+
+def test_listings_sort_by_animals_found_length_or_name_and_page_without_overlap(store):
+    """The results browser's orders: most animals first (empty and unanalysed last), longest video, name."""
+    for k, (name, animals, seconds) in enumerate((("b.mp4", 2, 10.0), ("A.mp4", 0, 60.0), ("c.mp4", 5, None),
+                                                   ("d.mp4", None, 30.0))):
+        job_id = f"e00000000000000{k}"
+        store.submit(job_id, name, 10, media={"duration_s": seconds} if seconds else {})
+        if animals is not None:
+            store.claim(job_id, "w/1", "w")
+            store.finish(job_id, "w/1", output=name[:-4], outputs=[], frames=1, untrained=False, timings={},
+                         findings={"animals": animals, "tracks": animals, "species": {}})
+    names = lambda **q: [j.input_name for j in store.list(JobQuery(**q))]       # noqa: E731
+    assert names(order="animals") == ["c.mp4", "b.mp4", "A.mp4", "d.mp4"]
+    assert names(order="longest") == ["A.mp4", "d.mp4", "b.mp4", "c.mp4"]
+    assert names(order="name") == ["A.mp4", "b.mp4", "c.mp4", "d.mp4"]
+    assert names(order="animals", limit=2) + names(order="animals", limit=2, offset=2) == names(order="animals")

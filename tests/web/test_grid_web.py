@@ -31,3 +31,14 @@ def test_the_grid_shows_posters_and_keeps_filters_in_its_links(client, store, se
     assert 'name="view" value="grid"' in oldest                               # the filter form stays in the grid
     listed = client.get("/jobs?status=done").get_data(as_text=True)
     assert 'id="jobs"' in listed and 'href="/jobs?status=done&amp;view=grid"' in listed
+
+
+def test_the_listing_sorts_server_side_and_refuses_an_unknown_order(anon, bearer, store, video_bytes, openapi):
+    make_done_job(store, video_bytes, name="fox", job_id="00c0ffee00c0ffe1")
+    make_running_job(store, name="zebra.mp4")
+    r = anon.get("/api/jobs?order=name", headers=bearer)
+    openapi.check("GET", "/api/jobs", r)
+    assert [j["input_name"] for j in r.get_json()["jobs"]] == ["fox.mp4", "zebra.mp4"]
+    bad = anon.get("/api/jobs?order=random", headers=bearer)
+    assert bad.status_code == 400 and "order must be one of: newest, oldest, animals, longest, name" in \
+        bad.get_json()["error"]

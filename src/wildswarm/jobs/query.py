@@ -7,6 +7,14 @@ from datetime import date
 from wildswarm.jobs.model import JobStatus
 
 WHOLE = "parent_id IS NULL"   # a video's own job (not one of its segments)
+#: The orders a listing may be sorted in; each ends on the id, so pages never overlap.
+ORDERS = {
+    "newest": "created_at DESC, id DESC",
+    "oldest": "created_at ASC, id ASC",
+    "animals": "animals DESC NULLS LAST, tracks DESC NULLS LAST, created_at DESC, id DESC",   # most found first
+    "longest": "(media->>'duration_s')::float DESC NULLS LAST, created_at DESC, id DESC",
+    "name": "lower(input_name) ASC, id ASC",
+}
 
 
 @dataclass(frozen=True)
@@ -23,7 +31,8 @@ class JobQuery:
     species: str | None = None         # done, with this species among its tracked animals (exact label)
     profile: str | None = None
     deployment: str | None = None
-    oldest_first: bool = False
+    oldest_first: bool = False         # the same as order="oldest"
+    order: str = "newest"              # one of ORDERS
     limit: int = 50
     offset: int = 0
 
@@ -59,6 +68,9 @@ class JobQuery:
             clauses.append("deployment_id = %(deployment)s")
             params["deployment"] = self.deployment
         return " WHERE " + " AND ".join(clauses), params
+
+    def order_by(self) -> str:
+        return ORDERS["oldest" if self.oldest_first else self.order]
 
 
 

@@ -115,9 +115,8 @@ class JobStore:
 
     def list(self, query: JobQuery = JobQuery()) -> list[Job]:
         where, params = query.where()
-        order = "ASC" if query.oldest_first else "DESC"
         params.update(limit=max(0, query.limit), offset=max(0, query.offset))
-        return self._many("listing jobs", f"SELECT * FROM jobs{where} ORDER BY created_at {order}, id {order} "
+        return self._many("listing jobs", f"SELECT * FROM jobs{where} ORDER BY {query.order_by()} "
                                           "LIMIT %(limit)s OFFSET %(offset)s", params)
 
     def count(self, query: JobQuery = JobQuery(), cap: int | None = None) -> int:

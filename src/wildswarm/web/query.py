@@ -7,6 +7,7 @@ from datetime import date
 from werkzeug.datastructures import MultiDict
 
 from wildswarm.jobs import JobQuery, JobStatus
+from wildswarm.jobs.query import ORDERS
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
@@ -69,15 +70,15 @@ def job_query(args: MultiDict, default_limit: int = 50) -> JobQuery:
         raise BadQuery("animals must be yes (some found) or no (none found)")
     species, profile, deployment = (_text(args, name, 100) for name in ("species", "profile", "deployment"))
     order = args.get("order") or "newest"
-    if order not in ("newest", "oldest"):
-        raise BadQuery("order must be newest or oldest")
+    if order not in ORDERS:
+        raise BadQuery(f"order must be one of: {', '.join(ORDERS)}")
     return JobQuery(
         status=JobStatus(status) if status else None, node=node, search=search,
         created_from=_day(args, "from"), created_to=_day(args, "to"),
         untrained=None if untrained is None else untrained in ("yes", "true", "1"),
         animals=None if animals is None else animals == "yes", species=species, profile=profile,
         deployment=deployment,
-        oldest_first=order == "oldest",
+        order=order,
         limit=whole_number(args, "limit", default_limit, 1, MAX_LIMIT),
         offset=whole_number(args, "offset", 0, 0, MAX_OFFSET),
     )
