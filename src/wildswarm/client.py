@@ -74,6 +74,10 @@ class Client:
                               f"{body.get('error') or r.reason}", r.status_code, body.get("reason"))
         return r
 
+    def cancel(self, job_id: str) -> dict:
+        """Cancel job ``job_id`` (:class:`ServerError` 409 if it has ended, 404 if there is none): the job."""
+        return self._call("POST", f"/api/jobs/{quote(job_id)}/cancel").json()["job"]
+
     def job(self, job_id: str) -> dict | None:
         """The job ``job_id`` (with its files), or None if the server has no such job."""
         try:

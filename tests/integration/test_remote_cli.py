@@ -86,3 +86,19 @@ def test_refusals_and_a_wrong_token_are_clear(server, tmp_path):
     assert code != 0 and "cannot be reached" in err
     code, _, err = cli(tmp_path, "status", "--server", server)
     assert code != 0 and "no API token" in err
+
+
+def test_cancel_through_the_web_app(broker_settings, store, spawn, tmp_path):
+    """No worker: the job waits in the queue until `wildswarm cancel --server` takes it out."""
+    _, web, base = start_web(broker_settings, spawn, password="remote test password",
+                             secret="remote-test-secret-key-0123456789", token=TOKEN)
+    video = write_video(tmp_path / "owl.mp4", frames=9)
+    code, out, err = cli(tmp_path, "submit", "--server", base, "--token", TOKEN, str(video))
+    assert code == 0, out + err
+    job_id = job_id_for(video)
+    code, out, err = cli(tmp_path, "cancel", job_id, "--server", base, "--token", TOKEN)
+    assert code == 0 and f"{job_id}  owl.mp4  cancelled" in out, out + err
+    assert store.get(job_id).status.value == "cancelled"
+    code, out, err = cli(tmp_path, "cancel", job_id, "0000000000000bad", "--server", base, "--token", TOKEN)
+    assert code == 1 and "409" in err and "only a queued or running job" in err and "404" in err
+    assert "Traceback" not in err

@@ -68,3 +68,16 @@ def test_deployments_are_added_and_listed_and_submit_keeps_one_with_the_recordin
     assert job.deployment_id == "cam7" and job.media == {"given_time": "2026-05-01T04:00:00+00:00"}
     unknown = invoke(db_settings.replace(broker_port=1), "submit", "--deployment", "nowhere", str(video))
     assert unknown.exit_code == 2 and "no deployment 'nowhere'" in unknown.output
+
+
+def test_cancel_and_a_deployments_webhook_from_the_command_line(db_settings, store):
+    store.submit("0123456789abcdef", "fox.mp4")
+    out = invoke(db_settings, "cancel", "0123456789abcdef", "00000000000000ff")
+    assert out.exit_code == 1 and "0123456789abcdef  fox.mp4  cancelled" in out.output and "no job" in out.output
+    assert store.get("0123456789abcdef").status.value == "cancelled"
+    out = invoke(db_settings, "deployments", "--add", "id=cam3", "--add", "webhook_url=https://lab.example.org/h?k=1")
+    assert out.exit_code == 0 and "notifies https://lab.example.org/h" in out.output and "k=1" not in out.output
+    from wildswarm.jobs.deployments import Deployments
+    assert Deployments(store.db).webhooks() == {"cam3": "https://lab.example.org/h?k=1"}
+    bad = invoke(db_settings, "deployments", "--add", "id=cam4", "--add", "webhook_url=ftp://x")
+    assert bad.exit_code == 2 and "http:// or https://" in bad.output

@@ -221,14 +221,55 @@ def download(settings: Settings, job_id: str, names: tuple[str, ...], out: Path,
 
 
 @main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@remote.server_options
+@click.pass_obj
+@friendly_errors
+def cancel(settings: Settings, job_ids: tuple[str, ...], server: str | None, token: str | None,
+           token_file: Path | None, ca_bundle: Path | None) -> None:
+    """Cancel jobs JOB_IDS: a queued one leaves the queue, a running one stops at its next batch of frames.
+    Exits 1 if any could not be cancelled (it had ended, or there is no such job)."""
+    from wildswarm.client import ServerError
+    from wildswarm.errors import JobError
+    failed = 0
+    if remote.remote(settings, server):
+        with remote.client(settings, remote.remote(settings, server), token, token_file, ca_bundle) as c:
+            for job_id in job_ids:
+                try:
+                    job = c.cancel(job_id)
+                    click.echo(f"{job['id']}  {job['input_name']}  cancelled")
+                except ServerError as exc:
+                    click.secho(f"{job_id}: {exc}", fg="red", err=True)
+                    failed += 1
+        sys.exit(1 if failed else 0)
+    from wildswarm.intake import Intake
+    from wildswarm.jobs import JobStore
+    from wildswarm.publisher import Publisher
+    store = JobStore.connect(settings)
+    intake = Intake(settings, store, Publisher(settings, "cancel"))
+    try:
+        for job_id in job_ids:
+            try:
+                job = intake.cancel(job_id, how="cancelled with wildswarm cancel")
+                click.echo(f"{job.id}  {job.input_name}  cancelled")
+            except JobError as exc:           # JobConflict too: it had ended, or is a segment
+                click.secho(f"{job_id}: {exc}", fg="red", err=True)
+                failed += 1
+    finally:
+        store.close()
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
 @click.option("--add", "fields", multiple=True, metavar="FIELD=VALUE",
               help="Add (or replace, by id) a deployment: id=..., latitude=..., longitude=..., deployment_start=..., "
-                   "deployment_end=..., location_name=..., camera_model=..., ... (repeat).")
+                   "deployment_end=..., location_name=..., camera_model=..., webhook_url=... (repeat).")
 @click.pass_obj
 @friendly_errors
 def deployments(settings: Settings, fields: tuple[str, ...]) -> None:
     """List the deployments (where and when cameras recorded), or add one with --add."""
     from wildswarm.errors import JobError
+    from wildswarm.intake import Intake
     from wildswarm.jobs import JobStore
     from wildswarm.jobs.deployments import Deployment, Deployments
 
@@ -240,8 +281,11 @@ def deployments(settings: Settings, fields: tuple[str, ...]) -> None:
             bad = [f for f, (_, eq, _) in zip(fields, pairs) if not eq]
             if bad:
                 raise JobError(f"--add takes FIELD=VALUE, not {bad[0]!r}")
-            dep = known.save(Deployment.parse({k.strip(): v for k, _, v in pairs}))
-            click.echo(f"saved deployment {dep.id}")
+            given = {k.strip(): v for k, _, v in pairs}
+            hook = Intake.webhook(given.pop("webhook_url", None))       # kept apart from the exported fields
+            dep = known.save(Deployment.parse(given))
+            known.set_webhook(dep.id, hook)
+            click.echo(f"saved deployment {dep.id}" + (f" (notifies {hook.split('?')[0]})" if hook else ""))
             return
         for d in known.all():
             where = f"{d.latitude}, {d.longitude}" if d.latitude is not None else "no coordinates"
