@@ -87,3 +87,30 @@ def test_the_jobs_page_retries_the_ticked_and_deletes_after_confirming(client, s
     assert r.status_code == 303 and r.headers["Location"].endswith("/jobs?status=done")
     assert store.find(done.id) is None and not (lay.output / "fox").exists() and (lay.input_done / "fox.mp4").exists()
     assert client.post("/jobs/bulk", data={"action": "delete", "job": [failed.id]}).status_code == 400   # no CSRF token
+
+
+def test_many_jobs_results_download_as_one_streamed_zip(client, anon, bearer, store, video_bytes, openapi):
+    import io
+    import zipfile
+    fox = make_done_job(store, video_bytes, name="fox", job_id="d000000000000011")
+    owl = make_done_job(store, video_bytes + b"1", name="owl", job_id="d000000000000012")
+    running = make_running_job(store)
+    r = anon.post("/api/jobs/outputs.zip", json={"jobs": [fox.id, owl.id, running.id, "0000000000000bad"]},
+                  headers=bearer)
+    assert r.status_code == 200 and r.mimetype == "application/zip" and r.is_streamed
+    openapi.check("POST", "/api/jobs/outputs.zip", r)
+    with zipfile.ZipFile(io.BytesIO(r.data)) as z:
+        names = set(z.namelist())
+        skipped = z.read("skipped.txt").decode()
+    assert {"fox/summary.json", "fox/labeled.mp4", "owl/summary.json", "owl/detections.json"} <= names
+    assert f"{running.id} running.mp4: running, no results" in skipped and "0000000000000bad: no such job" in skipped
+    by_filter = anon.post("/api/jobs/outputs.zip", json={"filter": {"status": "done", "q": "owl"}}, headers=bearer)
+    with zipfile.ZipFile(io.BytesIO(by_filter.data)) as z:
+        assert {n.split("/")[0] for n in z.namelist()} == {"owl"}
+    none = anon.post("/api/jobs/outputs.zip", json={"jobs": [running.id]}, headers=bearer)
+    assert none.status_code == 409 and "has results" in none.get_json()["error"]
+    openapi.check("POST", "/api/jobs/outputs.zip", none)
+    form = client.post("/jobs/bulk", data={"csrf_token": client.csrf, "action": "download", "job": [fox.id]})
+    assert form.status_code == 200 and "wildswarm-results-1.zip" in form.headers["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(form.data)) as z:
+        assert {n.split("/")[0] for n in z.namelist()} == {"fox"}

@@ -4,8 +4,10 @@
                           {"status": "failed", "q": "cam07", ...}} (the listing's filters); for delete,
                           "delete_inputs": true also removes the videos from input_done/ and input_failed/.
                           Answers each job's result: retried | pending | cancelled | deleted | conflict | missing.
+    POST /api/jobs/outputs.zip  {"jobs": [...]} or {"filter": {...}}: the done ones' results as one zip,
+                          streamed (each job in its own folder; skipped.txt names the others and why)
     POST /jobs/bulk       the jobs page's form (the ticked jobs, or all that match its filters); a delete
-                          shows what will be removed and asks to confirm first
+                          shows what will be removed and asks to confirm first; "download" answers the zip
 
 Retry and cancel go through intake (as one job's buttons do); delete removes the record first (only a done or
 failed job: the job store checks it in the same statement), then its result folder and, if asked,
@@ -29,6 +31,7 @@ from wildswarm.web.query import BadQuery, job_query
 bp = Blueprint("bulk", __name__)
 
 ACTIONS = ("retry", "cancel", "delete")
+FORM_ACTIONS = (*ACTIONS, "download")
 MAX_JOBS = 1000          # one request acts on at most this many jobs
 
 
@@ -115,6 +118,47 @@ def remove_files(layout: Layout, job: Job, delete_inputs: bool) -> list[str]:
     return removed
 
 
+def results_zip(job_ids: list[str]):
+    """The results of the done jobs among ``job_ids`` as one streamed zip (409 if none has any)."""
+    from flask import Response, abort
+    from wildswarm.jobs import JobStatus
+    from wildswarm.web import results
+    layout, entries, skipped = service.layout(), [], []
+    for job_id in job_ids:
+        job = service.store().find(job_id)
+        if job is None:
+            skipped.append(f"{job_id[:64]}: no such job")
+            continue
+        folder = results.job_folder(layout, job) if job.status is JobStatus.DONE else None
+        files = results.list_files(folder)
+        if not files:
+            skipped.append(f"{job.id} {job.input_name}: {job.status.value}, no results")
+            continue
+        entries.append((folder, files, folder.name))
+    if not entries:
+        abort(409, description="None of these jobs has results to download: " + "; ".join(skipped[:20]))
+    notes = {"skipped.txt": "Not in this archive:\n" + "\n".join(skipped) + "\n"} if skipped else {}
+    response = Response(results.zip_many(entries, notes), mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="wildswarm-results-{len(entries)}.zip"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/api/jobs/outputs.zip")
+def api_zip():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, 'send a JSON object: {"jobs": [...]} or {"filter": {...}}')
+    given = body.get("filter")
+    if given is not None and not (isinstance(given, dict) and all(isinstance(v, str) for v in given.values())):
+        return _error(400, "filter must be an object of the listing's filters, as strings")
+    try:
+        ids = selection(body.get("jobs"), MultiDict(given) if given is not None else None)
+    except BulkError as exc:
+        return _error(400, str(exc))
+    return results_zip(ids)
+
+
 def _counts(results: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for r in results:
@@ -153,14 +197,16 @@ def page_bulk():
     form = request.form
     action = form.get("action")
     back = url_for("ui.jobs") + ("?" + form["filter"] if form.get("filter") else "")
-    if action not in ACTIONS:
-        flash("Choose what to do with the jobs: retry, cancel or delete.", "error")
+    if action not in FORM_ACTIONS:
+        flash("Choose what to do with the jobs: download, retry, cancel or delete.", "error")
         return redirect(back, 303)
     try:
         ids = selection(form.getlist("job"), MultiDict(parse_qsl(form.get("filter", ""))) if form.get("all") else None)
     except BulkError:
         flash("No job was ticked: tick some, or choose every job that matches the filters.", "error")
         return redirect(back, 303)
+    if action == "download":
+        return results_zip(ids)
     delete_inputs = form.get("delete_inputs") == "yes"
     if action == "delete" and form.get("confirm") != "yes":
         jobs = [j for j in (service.store().find(i) for i in ids) if j is not None]

@@ -382,6 +382,22 @@ PATHS = {
                  "responses": {"200": _json("#/components/schemas/BulkResult", "What happened to each job"),
                                "400": _error("No action, no jobs, or a bad filter"), "401": _UNAUTHORIZED}},
     },
+    "/api/jobs/outputs.zip": {
+        "post": {"operationId": "downloadMany", "summary": "The results of many done jobs as one zip, streamed: "
+                                                           "a list, or every job a filter matches",
+                 "description": "At most 1000 jobs. Each done job's result files are in a folder of its own; "
+                                "skipped.txt names the jobs left out (not done, no results, unknown) and why.",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "properties": {
+                         "jobs": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                         "filter": {"type": "object", "additionalProperties": {"type": "string"},
+                                    "description": "The listing's filters (GET /api/jobs), instead of jobs"}}}}}},
+                 "responses": {"200": {"description": "The zip archive",
+                                       "content": {"application/zip": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}},
+                               "400": _error("No jobs, or a bad filter"), "401": _UNAUTHORIZED,
+                               "409": _error("None of them has results")}},
+    },
     "/api/profiles": {
         "get": {"operationId": "listProfiles", "summary": "Analysis profiles: the models and settings a job may name",
                 "responses": {"200": _json("#/components/schemas/ProfileList", "Every profile"),

@@ -136,19 +136,30 @@ class _Sink:
 
 def zip_stream(folder: Path, files: list[OutputFile], prefix: str) -> Iterator[bytes]:
     """The files as one zip archive, produced chunk by chunk (never whole in memory)."""
+    return zip_many([(folder, files, prefix)])
+
+
+def zip_many(entries: list[tuple[Path, list[OutputFile], str]], notes: dict[str, str] | None = None
+             ) -> Iterator[bytes]:
+    """Several result folders (each under its prefix) as one zip archive, chunk by chunk; ``notes``:
+    small text files added at the top (name -> text)."""
     sink = _Sink()
     # Deflate everything (fast level for videos and images): a streamed entry carries its sizes in a
     # trailing data descriptor, which some readers accept only for deflated entries.
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for f in files:
-            info = zipfile.ZipInfo.from_file(folder / f.name, arcname=f"{prefix}/{f.name}")
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info._compresslevel = 6 if f.name.endswith(COMPRESSIBLE) else 1
-            with open(folder / f.name, "rb") as src, archive.open(info, "w", force_zip64=True) as dest:
-                while block := src.read(CHUNK):
-                    dest.write(block)
-                    yield sink.take()
+        for name, text in (notes or {}).items():
+            archive.writestr(name, text)
             yield sink.take()
+        for folder, files, prefix in entries:
+            for f in files:
+                info = zipfile.ZipInfo.from_file(folder / f.name, arcname=f"{prefix}/{f.name}")
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info._compresslevel = 6 if f.name.endswith(COMPRESSIBLE) else 1
+                with open(folder / f.name, "rb") as src, archive.open(info, "w", force_zip64=True) as dest:
+                    while block := src.read(CHUNK):
+                        dest.write(block)
+                        yield sink.take()
+                yield sink.take()
     yield sink.take()
 
 
