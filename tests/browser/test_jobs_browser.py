@@ -1,6 +1,7 @@
 """The jobs page in real Chromium against a real ``wildswarm web``: tick videos and cancel them in one go,
-switch to the grid of results, and use both on a phone. Screenshots: jobs-bulk-cancelled.png,
-jobs-grid.png, jobs-phone.png, jobs-grid-phone.png."""
+filter, retry every job the filter matches, delete after the confirmation, page through, switch to the
+grid of results, and use both on a phone. Screenshots: jobs-bulk-cancelled.png, jobs-bulk-delete.png,
+jobs-grid.png, jobs-list-phone.png, jobs-grid-phone.png."""
 from __future__ import annotations
 
 import urllib.request
@@ -39,13 +40,51 @@ def test_tick_and_cancel_then_the_grid_and_the_phone(browser, broker_settings, s
     assert "cancelled" in driver.find_element(By.CSS_SELECTOR, f'#jobs tr[data-id="{ids[0]}"]').text
     shot(driver, "jobs-bulk-cancelled")
 
+    # filter the cancelled ones, and retry every job the filter matches
+    Select(driver.find_element(By.CSS_SELECTOR, "#filters select[name=status]")).select_by_value("cancelled")
+    driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait(driver, lambda d: "status=cancelled" in d.current_url and
+         len(d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")) == 2, 10, "the filtered listing")
+    driver.find_element(By.ID, "bulk-all").click()
+    Select(driver.find_element(By.ID, "bulk-action")).select_by_value("retry")
+    driver.find_element(By.ID, "bulk-button").click()
+    wait(driver, lambda d: "2 of 2 job(s) queued again" in d.find_element(By.TAG_NAME, "main").text, 10,
+         "the bulk retry's report")
+    assert all(store.get(j).status.value == "queued" for j in ids)
+
+    # cancel one, then delete it: the confirmation says what goes first
+    driver.get(base + "/jobs")
+    for action in ("cancel", "delete"):
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f'#jobs tr[data-id="{ids[2]}"]'), 10, "the job")
+        driver.find_element(By.CSS_SELECTOR, f'#jobs tr[data-id="{ids[2]}"] input[name=job]').click()
+        Select(driver.find_element(By.ID, "bulk-action")).select_by_value(action)
+        driver.find_element(By.ID, "bulk-button").click()
+        if action == "cancel":
+            wait(driver, lambda d: "1 of 1 job(s) cancelled" in d.find_element(By.TAG_NAME, "main").text, 10,
+                 "the cancel")
+    wait(driver, lambda d: d.find_element(By.ID, "confirm-delete").is_displayed(), 10, "the confirmation")
+    assert "cam2.mp4" in driver.find_element(By.ID, "confirm-delete").text
+    shot(driver, "jobs-bulk-delete")
+    driver.find_element(By.ID, "confirm-button").click()
+    wait(driver, lambda d: "1 of 1 job(s) deleted" in d.find_element(By.TAG_NAME, "main").text, 10, "the delete")
+    assert store.find(ids[2]) is None
+
+    # page through, one job a page, oldest first
+    driver.get(base + "/jobs?order=oldest&limit=1")
+    first = driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr").get_attribute("data-id")
+    driver.find_element(By.ID, "next").click()
+    wait(driver, lambda d: "offset=1" in d.current_url, 10, "the next page")
+    assert driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr").get_attribute("data-id") not in (first, None)
+    assert [first] == ids[:1] and "order=oldest" in driver.current_url
+
+    driver.get(base + "/jobs")
     driver.find_element(By.ID, "view-grid").click()
-    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results-grid li.result")) == 3, 10, "the grid")
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results-grid li.result")) == 2, 10, "the grid")
     assert "view=grid" in driver.current_url
     shot(driver, "jobs-grid")
 
     driver.set_window_size(390, 844)                       # a phone
-    for path, name in (("/jobs", "jobs-phone"), ("/jobs?view=grid", "jobs-grid-phone")):
+    for path, name in (("/jobs", "jobs-list-phone"), ("/jobs?view=grid", "jobs-grid-phone")):
         driver.get(base + path)
         wait(driver, lambda d: d.find_element(By.ID, "filters").is_displayed(), 10, f"{path} on a phone")
         width = driver.execute_script("return document.documentElement.scrollWidth")
