@@ -284,6 +284,41 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_finish_once(stack, seed_video
     wait_for(lambda: stack.services()["worker"] == (2, 2), 600, "two healthy workers again", 5, errors=STARTING)
 
 
+def test_cancel_a_running_job_then_download_every_done_result_at_once(stack, make_video):
+    """Mission control on the stack: a running job cancelled through the API stops on its worker and its
+    video goes to input_failed/; every done job's results then download as one zip; the cluster page
+    sees both workers back to idle."""
+    video = make_video("cancel-me.mp4", frames=540, size=(640, 384), fps=10)     # 54 s: one job, no segments
+    with open(video, "rb") as fh:
+        job_id = stack.api("POST", "/api/jobs", files={"file": (video.name, fh, "video/mp4")}).json()["job"]["id"]
+
+    def running():
+        job = stack.job(job_id)
+        assert job["status"] in ("queued", "running"), f"the job {job['status']} before it could be cancelled"
+        return job["status"] == "running" and job["frames_done"] >= 1
+    wait_for(running, 300, "the job to be under way", 0.3, errors=STARTING)
+    r = stack.api("POST", f"/api/jobs/{job_id}/cancel")
+    assert r.status_code == 202 and r.json()["job"]["status"] == "cancelled", r.text
+    log = stack.data / "logs" / f"{node_hostname()}.log"
+    wait_for(lambda: f"job {job_id} cancel-me.mp4: cancelled while it ran" in log.read_text(), 60,
+             "the worker to stop the cancelled job", 1.0)
+    job = stack.job(job_id)
+    assert job["status"] == "cancelled" and job["frames_done"] < job["frames_total"]
+    assert (stack.data / "input_failed" / "cancel-me.mp4").is_file()
+    assert not (stack.data / "output" / "cancel-me").exists()
+
+    done = [j["id"] for j in job_records(stack) if j["status"] == "done"]
+    r = stack.api("POST", "/api/jobs/outputs.zip", json={"filter": {"status": "done"}})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    folders = {n.split("/")[0] for n in zipfile.ZipFile(BytesIO(r.content)).namelist()}
+    assert len(folders) == len(done) >= 2, folders
+
+    def idle():
+        c = stack.api("GET", "/api/cluster").json()
+        return sorted(w["state"] for w in c["workers"] if w["state"] in ("idle", "running")) == ["idle", "idle"]
+    wait_for(idle, 120, "both workers idle on the cluster page", 2.0, errors=STARTING)
+
+
 def test_guessing_the_password_through_the_front_door_is_throttled(stack):
     s = stack.anonymous()
     page = s.get(stack.url("/login"), timeout=10).text
