@@ -144,16 +144,21 @@ def results_zip(job_ids: list[str]):
     return response
 
 
+def json_selection(body: dict) -> list[str]:
+    """The job ids a JSON body means: its "jobs", or every job its "filter" matches (:class:`BulkError`)."""
+    given = body.get("filter")
+    if given is not None and not (isinstance(given, dict) and all(isinstance(v, str) for v in given.values())):
+        raise BulkError("filter must be an object of the listing's filters, as strings")
+    return selection(body.get("jobs"), MultiDict(given) if given is not None else None)
+
+
 @bp.post("/api/jobs/outputs.zip")
 def api_zip():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _error(400, 'send a JSON object: {"jobs": [...]} or {"filter": {...}}')
-    given = body.get("filter")
-    if given is not None and not (isinstance(given, dict) and all(isinstance(v, str) for v in given.values())):
-        return _error(400, "filter must be an object of the listing's filters, as strings")
     try:
-        ids = selection(body.get("jobs"), MultiDict(given) if given is not None else None)
+        ids = json_selection(body)
     except BulkError as exc:
         return _error(400, str(exc))
     return results_zip(ids)
@@ -174,11 +179,8 @@ def api_bulk():
     action = body.get("action")
     if action not in ACTIONS:
         return _error(400, f"action must be one of: {', '.join(ACTIONS)}")
-    given = body.get("filter")
-    if given is not None and not (isinstance(given, dict) and all(isinstance(v, str) for v in given.values())):
-        return _error(400, "filter must be an object of the listing's filters, as strings")
     try:
-        ids = selection(body.get("jobs"), MultiDict(given) if given is not None else None)
+        ids = json_selection(body)
     except BulkError as exc:
         return _error(400, str(exc))
     results = act(action, ids, delete_inputs=body.get("delete_inputs") is True)
