@@ -269,9 +269,8 @@ def cancel(settings: Settings, job_ids: tuple[str, ...], server: str | None, tok
 def deployments(settings: Settings, fields: tuple[str, ...]) -> None:
     """List the deployments (where and when cameras recorded), or add one with --add."""
     from wildswarm.errors import JobError
-    from wildswarm.intake import Intake
     from wildswarm.jobs import JobStore
-    from wildswarm.jobs.deployments import Deployment, Deployments
+    from wildswarm.jobs.deployments import Deployments
 
     store = JobStore.connect(settings)
     try:
@@ -281,10 +280,7 @@ def deployments(settings: Settings, fields: tuple[str, ...]) -> None:
             bad = [f for f, (_, eq, _) in zip(fields, pairs) if not eq]
             if bad:
                 raise JobError(f"--add takes FIELD=VALUE, not {bad[0]!r}")
-            given = {k.strip(): v for k, _, v in pairs}
-            hook = Intake.webhook(given.pop("webhook_url", None))       # kept apart from the exported fields
-            dep = known.save(Deployment.parse(given))
-            known.set_webhook(dep.id, hook)
+            dep, hook = known.save_given({k.strip(): v for k, _, v in pairs})
             click.echo(f"saved deployment {dep.id}" + (f" (notifies {hook.split('?')[0]})" if hook else ""))
             return
         for d in known.all():

@@ -14,6 +14,7 @@ from wildswarm.errors import JobError
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 TEXT_MAX = 500
+WEBHOOK = "webhook_url"     # not a Camtrap DP field: kept apart from them (Deployments.save_given)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,21 @@ class Deployments:
         with self.db.connection("listing deployments") as conn:
             rows = conn.execute("SELECT * FROM deployments ORDER BY id").fetchall()
         return [self._from_row(r) for r in rows]
+
+    def save_given(self, data: dict) -> tuple[Deployment, str | None]:
+        """Save a deployment from form, JSON or command-line fields, its ``webhook_url`` apart from them
+        (exports publish the fields; a webhook URL may hold a token): (the deployment, its webhook or
+        None). :class:`JobError` saying what is wrong."""
+        from wildswarm.notifier import WebhookError, check_webhook
+        data = dict(data)
+        hook = data.pop(WEBHOOK, None)
+        try:
+            hook = check_webhook(hook) if isinstance(hook, str) and hook.strip() else None
+        except WebhookError as exc:
+            raise JobError(str(exc)) from None
+        dep = self.save(Deployment.parse(data))
+        self.set_webhook(dep.id, hook)
+        return dep, hook
 
     def set_webhook(self, dep_id: str, url: str | None) -> None:
         """The webhook its videos' jobs notify when they name none (None: no webhook). Kept apart from the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from wildswarm.errors import JobError
-from wildswarm.jobs.deployments import Deployment, Deployments
+from wildswarm.jobs.deployments import WEBHOOK, Deployments
 from wildswarm.web.api import _error as api_error
 
 bp = Blueprint("deployments", __name__)
@@ -24,21 +24,7 @@ FIELDS = [("id", "Deployment id", "text", "cam42-2026-07"), ("location_name", "L
           ("camera_height", "Camera height (m)", "number", "0.8"), ("habitat", "Habitat", "text", ""),
           ("comments", "Comments", "text", ""),
           ("webhook_url", "Notify (webhook URL)", "url", "your receiver's http(s) address")]
-WEBHOOK = "webhook_url"     # not a Camtrap DP field: kept apart (exports never publish it)
 
-
-def _save(data: dict) -> Deployment:
-    """Save a deployment from form or JSON fields, its webhook apart; :class:`JobError` if anything is wrong."""
-    from wildswarm.notifier import WebhookError, check_webhook
-    data = dict(data)
-    hook = data.pop(WEBHOOK, None)
-    try:
-        hook = check_webhook(hook) if isinstance(hook, str) and hook.strip() else None
-    except WebhookError as exc:
-        raise JobError(str(exc)) from None
-    dep = known().save(Deployment.parse(data))
-    known().set_webhook(dep.id, hook)
-    return dep
 
 
 def known() -> Deployments:
@@ -53,7 +39,7 @@ def page():
 @bp.post("/deployments")
 def add():
     try:
-        dep = _save({k: request.form.get(k, "") for k, *_ in FIELDS})
+        dep, _ = known().save_given({k: request.form.get(k, "") for k, *_ in FIELDS})
     except JobError as exc:
         return render_template("deployments.html", deployments=known().all(), fields=FIELDS,
                                errors=[str(exc)], given=request.form), 400
@@ -73,9 +59,9 @@ def api_add():
     if not isinstance(body, dict):
         return api_error(400, "send a JSON object of deployment fields", "bad_request")
     try:
-        dep = _save(body)
+        dep, hook = known().save_given(body)
     except JobError as exc:
         return api_error(400, str(exc), "bad_deployment")
-    response = jsonify({**dep.to_dict(), WEBHOOK: known().webhooks().get(dep.id)})
+    response = jsonify({**dep.to_dict(), WEBHOOK: hook})
     response.status_code = 201
     return response
