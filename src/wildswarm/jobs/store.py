@@ -396,23 +396,16 @@ class JobStore:
         """Cancel a queued or running video (and its unfinished segments): :class:`JobConflict` if it has
         ended or is a segment, :class:`JobError` if there is none. A running job's worker finds the job no
         longer its own at its next progress report or lease renewal, and stops."""
+        cancel = ("UPDATE jobs SET status = 'cancelled', error = %(reason)s, finished_at = now(), lease_owner = NULL, "
+                  f"lease_until = NULL, retry_at = NULL, publish_pending = false, {CHANGED} "
+                  "WHERE {} AND status IN ('queued', 'running') RETURNING *")
+        params = {"id": job_id, "reason": _text(reason)}
         with self.db.connection("cancelling a job") as conn, conn.transaction():
-            row = conn.execute("UPDATE jobs SET status = 'cancelled', error = %(reason)s, finished_at = now(), "
-                               "lease_owner = NULL, lease_until = NULL, retry_at = NULL, publish_pending = false, "
-                               f"{CHANGED} WHERE id = %(id)s AND parent_id IS NULL AND status IN ('queued', 'running') "
-                               "RETURNING *", {"id": job_id, "reason": _text(reason)}).fetchone()
+            row = conn.execute(cancel.format("id = %(id)s AND parent_id IS NULL"), params).fetchone()
             if row is not None:
-                conn.execute("UPDATE jobs SET status = 'cancelled', error = %(reason)s, finished_at = now(), "
-                             "lease_owner = NULL, lease_until = NULL, retry_at = NULL, publish_pending = false, "
-                             f"{CHANGED} WHERE parent_id = %(id)s AND status IN ('queued', 'running')",
-                             {"id": job_id, "reason": _text(reason)})
+                conn.execute(cancel.format("parent_id = %(id)s"), params)
                 return Job.from_row(row)
-        job = self.find(job_id) if JOB_ID.fullmatch(job_id) else None
-        if job is None:
-            raise JobError(f"no job {job_id[:64]}")
-        if job.is_segment:
-            raise JobConflict(f"job {job.id} is segment {job.segment} of job {job.parent_id}; cancel that one")
-        raise JobConflict(f"job {job.id} is {job.status.value}; only a queued or running job can be cancelled")
+        raise self._refusal(job_id, "cancel", "only a queued or running job can be cancelled")
 
     def delete(self, job_id: str) -> Job:
         """Remove a finished video's record (and its segments'); :class:`JobConflict` unless it is done,
@@ -421,9 +414,14 @@ class JobStore:
                                           "status IN ('done', 'failed', 'cancelled') RETURNING *", (job_id,))
         if row is not None:
             return row
+        raise self._refusal(job_id, "delete", "only a done, failed or cancelled job can be deleted")
+
+    def _refusal(self, job_id: str, verb: str, rule: str) -> JobError:
+        """Why a person's ``verb`` did not happen to ``job_id``: there is no such job, it is a segment (act on
+        its video), or its status is not one ``rule`` allows."""
         job = self.find(job_id)
         if job is None:
-            raise JobError(f"no job {job_id[:64]}")
+            return JobError(f"no job {job_id[:64]}")
         if job.is_segment:
-            raise JobConflict(f"job {job.id} is segment {job.segment} of job {job.parent_id}; delete that one")
-        raise JobConflict(f"job {job.id} is {job.status.value}; only a done, failed or cancelled job can be deleted")
+            return JobConflict(f"job {job.id} is segment {job.segment} of job {job.parent_id}; {verb} that one")
+        return JobConflict(f"job {job.id} is {job.status.value}; {rule}")
