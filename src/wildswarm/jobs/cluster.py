@@ -59,6 +59,7 @@ class ClusterStats:
     def backlog(self, sampling_fps: Callable[[str | None], float]) -> Backlog:
         """Frames left to analyse: a started job's own count, else its video's frames (from its header,
         read at intake) at the sampling rate ``sampling_fps(profile)`` its profile analyses at."""
+        from wildswarm.pipeline.video import sample_step      # PyAV: the web image has it
         with self.db.connection("measuring the backlog") as conn:
             rows = conn.execute(
                 "SELECT frames_done, frames_total, profile, media->>'frames' AS frames, media->>'fps' AS fps "
@@ -74,9 +75,7 @@ class ClusterStats:
             except (TypeError, ValueError):
                 unknown += 1
                 continue
-            want = sampling_fps(r["profile"])
-            step = max(1.0, fps / want) if want > 0 and fps > 0 else 1.0
-            frames += math.ceil(n / step - 1e-9)
+            frames += math.ceil(n / sample_step(fps, sampling_fps(r["profile"])) - 1e-9)   # as read_frames samples
         return Backlog(frames, len(rows), estimated, unknown)
 
     def throughput(self, hours: float = 6.0, bucket_minutes: int = 10) -> list[dict]:

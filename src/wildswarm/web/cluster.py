@@ -9,6 +9,7 @@ Debian's libjs-chart.js (``WILDSWARM_CHARTJS_FILE``): no CDN, the stack works of
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ bp = Blueprint("cluster", __name__)
 
 PROMETHEUS_TIMEOUT = 2.0
 CACHE_SECONDS = 3.0         # several browsers polling share one round of queries per process
+BUCKET_MINUTES = 10         # the throughput chart's step
 #: PromQL per node (the ``node`` label every target of the stack carries): the value shown.
 NODE_QUERIES = {
     "cpu": '1 - avg by (node) (rate(node_cpu_seconds_total{mode="idle"}[2m]))',
@@ -77,12 +79,21 @@ class _Cache:
 
 
 def _cached(key: str, make):
+    """``make()``, or what it gave (or raised) less than :data:`CACHE_SECONDS` ago: a Prometheus that does
+    not answer is asked once per period, not once per poll of every open page."""
     cfg = current_app.config
     cache = cfg.setdefault(f"WILDSWARM_CLUSTER_CACHE_{key}", _Cache())
     with cache.lock:
         if cache.value is None or time.monotonic() - cache.at > CACHE_SECONDS:
-            cache.value, cache.at = make(), time.monotonic()
-        return cache.value
+            try:
+                cache.value = (make(), None)
+            except PrometheusDown as exc:
+                cache.value = (None, exc)
+            cache.at = time.monotonic()
+        value, error = cache.value
+    if error is not None:
+        raise error
+    return value
 
 
 def snapshot() -> dict:
@@ -92,6 +103,7 @@ def snapshot() -> dict:
     now = datetime.now(timezone.utc)
     body: dict = {"at": now.isoformat(timespec="seconds"), "heartbeat_seconds": settings.worker_heartbeat_seconds}
 
+    @functools.cache              # a profile per queued job: resolved once per snapshot
     def sampling_fps(profile: str | None) -> float:
         try:
             return float(intake.profiles.get(profile).apply(settings).fps)
@@ -101,7 +113,8 @@ def snapshot() -> dict:
     try:
         stats = ClusterStats(store.db)
         workers = Workers(store.db).recent(settings.worker_heartbeat_seconds)
-        queue, backlog, throughput = stats.queue(), stats.backlog(sampling_fps), stats.throughput()
+        queue, backlog = stats.queue(), stats.backlog(sampling_fps)
+        throughput = stats.throughput(bucket_minutes=BUCKET_MINUTES)
         body["store"] = {"reachable": True, "error": None}
     except JobStoreError as exc:
         body["store"] = {"reachable": False, "error": str(exc)}
@@ -114,7 +127,7 @@ def snapshot() -> dict:
         "frames": backlog.frames, "jobs": backlog.jobs, "estimated_jobs": backlog.estimated_jobs,
         "unknown_jobs": backlog.unknown_jobs, "frames_per_s": round(rate, 2), "eta_seconds": backlog.eta_seconds(rate)}
     body["alive"] = len(alive)
-    body["throughput"] = {"bucket_seconds": 600, "series": throughput}
+    body["throughput"] = {"bucket_seconds": BUCKET_MINUTES * 60, "series": throughput}
     body["prometheus"] = {"url": settings.prometheus_url or None, "reachable": None, "error": None}
     nodes: dict[str, dict] = {}
     if settings.prometheus_url:
