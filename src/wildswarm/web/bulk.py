@@ -120,9 +120,10 @@ def remove_files(layout: Layout, job: Job, delete_inputs: bool) -> list[str]:
 
 def results_zip(job_ids: list[str]):
     """The results of the done jobs among ``job_ids`` as one streamed zip (409 if none has any)."""
-    from flask import Response, abort
+    from flask import abort
     from wildswarm.jobs import JobStatus
     from wildswarm.web import results
+    from wildswarm.web.files import zip_response
     layout, entries, skipped = service.layout(), [], []
     for job_id in job_ids:
         job = service.store().find(job_id)
@@ -138,10 +139,7 @@ def results_zip(job_ids: list[str]):
     if not entries:
         abort(409, description="None of these jobs has results to download: " + "; ".join(skipped[:20]))
     notes = {"skipped.txt": "Not in this archive:\n" + "\n".join(skipped) + "\n"} if skipped else {}
-    response = Response(results.zip_many(entries, notes), mimetype="application/zip")
-    response.headers["Content-Disposition"] = f'attachment; filename="wildswarm-results-{len(entries)}.zip"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return zip_response(entries, f"wildswarm-results-{len(entries)}", notes)
 
 
 def json_selection(body: dict) -> list[str]:

@@ -60,8 +60,12 @@ def job_zip(job_id: str):
     files = results.list_files(folder)
     if not files:
         abort(404, description=f"Job {job.id} has no result files.")
-    name = folder.name
-    response = Response(results.zip_stream(folder, files, name), mimetype="application/zip")
+    return zip_response([(folder, files, folder.name)], folder.name)
+
+
+def zip_response(entries, name: str, notes: dict[str, str] | None = None) -> Response:
+    """Result folders (folder, files, prefix) as a streamed zip download named ``name``.zip."""
+    response = Response(results.zip_many(entries, notes), mimetype="application/zip")
     response.headers["Content-Disposition"] = f'attachment; filename="{_ascii(name)}.zip"'
     response.headers["Cache-Control"] = "no-store"
     return response

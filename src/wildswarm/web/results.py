@@ -134,15 +134,10 @@ class _Sink:
         return out
 
 
-def zip_stream(folder: Path, files: list[OutputFile], prefix: str) -> Iterator[bytes]:
-    """The files as one zip archive, produced chunk by chunk (never whole in memory)."""
-    return zip_many([(folder, files, prefix)])
-
-
 def zip_many(entries: list[tuple[Path, list[OutputFile], str]], notes: dict[str, str] | None = None
              ) -> Iterator[bytes]:
-    """Several result folders (each under its prefix) as one zip archive, chunk by chunk; ``notes``:
-    small text files added at the top (name -> text)."""
+    """Result folders (each under its prefix) as one zip archive, produced chunk by chunk (never whole
+    in memory); ``notes``: small text files added at the top (name -> text)."""
     sink = _Sink()
     # Deflate everything (fast level for videos and images): a streamed entry carries its sizes in a
     # trailing data descriptor, which some readers accept only for deflated entries.
