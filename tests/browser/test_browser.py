@@ -43,6 +43,18 @@ def shot(driver, name: str) -> Path:
     return path
 
 
+def api_upload(base: str, video: Path) -> str:
+    """Upload ``video`` as a script does (multipart, the API token): its new job's id (201, or an error)."""
+    boundary = "xYzBoundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{video.name}\"\r\n\r\n"
+            ).encode() + video.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(base + "/api/jobs", data=body, headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=20) as r:
+        assert r.status == 201
+        return json.loads(r.read())["job"]["id"]
+
+
 def login(driver, base: str, path: str = "/") -> None:
     from selenium.webdriver.common.by import By
     driver.get(base + path)
@@ -176,14 +188,7 @@ def test_refusals_show_in_the_page_and_jobs_update_live(browser, broker_settings
     # a job submitted by a script shows up on the open jobs page by itself
     driver.get(base + "/jobs")
     assert "No jobs yet" in driver.find_element(By.ID, "no-jobs").text
-    video = make_video("script.mp4")
-    boundary = "xYzBoundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"script.mp4\"\r\n\r\n"
-            ).encode() + video.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(base + "/api/jobs", data=body, headers={
-        "Authorization": f"Bearer {TOKEN}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 201
+    api_upload(base, make_video("script.mp4"))
     wait(driver, lambda d: "script.mp4" in d.find_element(By.ID, "jobs").text, 10, "the new job, live")
     assert not driver.find_element(By.ID, "no-jobs").is_displayed()
     no_console_errors(driver, allow=("/api/jobs - Failed to load resource: the server responded with a status of 415",))

@@ -4,21 +4,8 @@ grid of results, and use both on a phone. Screenshots: jobs-bulk-cancelled.png, 
 jobs-grid.png, jobs-list-phone.png, jobs-grid-phone.png."""
 from __future__ import annotations
 
-import urllib.request
-
 from kit.procs import start_web
-from test_browser import PASSWORD, SECRET, TOKEN, login, no_console_errors, shot, wait
-
-
-def api_upload(base: str, video) -> str:
-    import json
-    boundary = "wsBoundary42"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{video.name}\"\r\n\r\n"
-            ).encode() + video.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(base + "/api/jobs", data=body, headers={
-        "Authorization": f"Bearer {TOKEN}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=20) as r:
-        return json.loads(r.read())["job"]["id"]
+from test_browser import PASSWORD, SECRET, TOKEN, api_upload, login, no_console_errors, shot, wait
 
 
 def test_tick_and_cancel_then_the_grid_and_the_phone(browser, broker_settings, store, spawn, make_video):
