@@ -276,13 +276,20 @@ check_weights() {
     "${run[@]}" models untrained >&2 || die "could not build the untrained stand-ins in $WILDSWARM_DATA/models"
     return 0
   fi
-  if "${run[@]}" models verify >/dev/null 2>&1; then log "model weights present and verified in $WILDSWARM_DATA/models"; return 0; fi
+  # The ONNX exports the CPU backends run sit beside the weights (made once per weights' checksum).
+  export_models() { "${run[@]}" models export >&2 || log "WARNING: some models could not be exported to ONNX: workers run those on PyTorch"; }
+  if "${run[@]}" models verify >/dev/null 2>&1; then
+    log "model weights present and verified in $WILDSWARM_DATA/models"
+    export_models
+    return 0
+  fi
   log "model weights missing or unverified in $WILDSWARM_DATA/models: fetching them"
   docker run --rm -u "$WILDSWARM_UID:$WILDSWARM_GID" -v "$WILDSWARM_DATA:/data" --env-file "$WILDSWARM_ENV_FILE" \
     "$worker" models fetch >&2 || true
-  if "${run[@]}" models verify >/dev/null 2>&1; then return 0; fi
+  if "${run[@]}" models verify >/dev/null 2>&1; then export_models; return 0; fi
   # Workers start on the default profile's models; another profile's jobs fail (saying why) until its are there.
   if "${run[@]}" models verify --profile '' >/dev/null 2>&1; then
+    export_models
     "${run[@]}" models verify >&2 || true
     log "WARNING: the default profile's models are ready, but not every profile's (listed above): jobs of those"
     log "profiles fail, naming the missing file, until it is fetched or copied in and trusted (docs/profiles.md)"

@@ -36,6 +36,11 @@ class Settings:
     device: str = "auto"
     fps: float = 5.0
     batch_size: int = 4
+    backend: str = "auto"                  # auto | torch | onnxruntime | openvino (pipeline/backends.py)
+    precision: str = "fp32"                # fp32 | bf16 (OpenVINO on CPUs with native bf16; opt-in)
+    overlap: str = "auto"                  # decode ahead and draw behind in threads: auto | on | off
+    threads: int = 0                       # inference threads (0: the cores this process may use)
+    backend_cache: Path | None = None      # the backends' timings and exports made at load (default: <data>/cache)
     detector_image_size: int = 640
     detection_threshold: float = 0.2
     max_animals: int = 5
@@ -132,6 +137,10 @@ class Settings:
     @property
     def models(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data / "models"
+
+    @property
+    def cache(self) -> Path:
+        return self.backend_cache if self.backend_cache is not None else self.data / "cache"
 
     @property
     def profiles_path(self) -> Path:

@@ -39,7 +39,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")   # also a folder name in input
 FIELDS: dict[str, type] = {
     "detector": str, "classifier": str, "pose": str, "fps": float, "detector_image_size": int,
     "detection_threshold": float, "max_animals": int, "pose_threshold": float,
-    "track_lost_seconds": float, "smooth": str, "smooth_window": int,
+    "track_lost_seconds": float, "smooth": str, "smooth_window": int, "backend": str, "precision": str,
 }
 MODEL_FIELDS = ("detector", "classifier", "pose")
 
@@ -135,6 +135,12 @@ def parse(text: str, source: str) -> dict[str, Profile]:
             try:
                 smooth.check(values.get("smooth", "savgol"), values.get("smooth_window", 5))
             except ConfigError as exc:
+                raise ProfileError(f"{where}: {exc}") from None
+        if "backend" in values or "precision" in values:
+            from wildswarm.pipeline.backends import check_choice   # numpy only: no torch
+            try:
+                check_choice(values.get("backend", "auto"), values.get("precision", "fp32"))
+            except ModelError as exc:
                 raise ProfileError(f"{where}: {exc}") from None
         profiles[name] = Profile(name, description.strip(), tuple(values.items()), source)
     return profiles

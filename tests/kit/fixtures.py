@@ -244,7 +244,8 @@ def untrained_settings(untrained_models_dir, tmp_path) -> Settings:
     lowered to let boxes reach the pose model: the real code runs end to end.
     """
     return Settings(data=tmp_path / "data", models_dir=untrained_models_dir, untrained=True, device="cpu",
-                    detection_threshold=0.001, max_animals=2, detector_image_size=320, fps=5, batch_size=4)
+                    detection_threshold=0.001, max_animals=2, detector_image_size=320, fps=5, batch_size=4,
+                    backend_cache=untrained_models_dir.parent / "backend-cache")
 
 
 __all__ = ["wait_for"]
@@ -260,6 +261,7 @@ def seed_results(seed_videos, untrained_models_dir, tmp_path_factory) -> list[Pa
     out = tmp_path_factory.mktemp("seed-results")
     s = Settings(data=out / "data", models_dir=untrained_models_dir, untrained=True, device="cpu",
                  detection_threshold=0.001, max_animals=2, detector_image_size=320, fps=5, batch_size=4,
-                 classifier="AI4GSnapshotSerengeti", pose="superanimal_quadruped")
+                 classifier="AI4GSnapshotSerengeti", pose="superanimal_quadruped",
+                 backend_cache=untrained_models_dir.parent / "backend-cache")
     pipeline = Pipeline(s)
     return [pipeline.analyze(video, out, name=video.stem).output_dir for video in seed_videos]

@@ -43,5 +43,8 @@ def models_copy(untrained_models_dir, tmp_path):
         folder.mkdir(exist_ok=True)
         for name in (*filenames, "weights.lock.json"):
             shutil.copy2(untrained_models_dir / name, folder / name)
+        for name in filenames:  # their ONNX exports, where the session made them
+            for export in untrained_models_dir.glob(f"{name}.*.onnx*"):
+                shutil.copy2(export, folder / export.name)
         return folder
     return copy

@@ -176,3 +176,42 @@ def test_truncated_video_leaves_no_partial_folder(pipeline, make_video, tmp_path
 def test_untrained_weights_are_refused_unless_asked_for(settings):
     with pytest.raises(ModelError, match="untrained"):
         Pipeline(settings.replace(untrained=False))
+
+
+# --- overlapped stages (pipeline/stages.py) ------------------------------------------------------------
+def test_overlapped_stages_give_the_same_results_as_in_turn(pipeline, make_video, tmp_path):
+    video = make_video(frames=24, size=(320, 192))
+    results = {}
+    for overlap in (False, True):
+        pipeline.overlap = overlap
+        try:
+            results[overlap] = pipeline.analyze(video, tmp_path / str(overlap))
+        finally:
+            pipeline.overlap = False
+    off, on = results[False].output_dir, results[True].output_dir
+    assert json.loads((on / outputs.DETECTIONS).read_text())["images"] == \
+        json.loads((off / outputs.DETECTIONS).read_text())["images"]
+    pd.testing.assert_frame_equal(pd.read_hdf(on / outputs.KEYPOINTS_H5), pd.read_hdf(off / outputs.KEYPOINTS_H5))
+    with av.open(str(on / outputs.LABELED_VIDEO)) as a, av.open(str(off / outputs.LABELED_VIDEO)) as b:
+        assert sum(1 for _ in a.decode(video=0)) == sum(1 for _ in b.decode(video=0)) == results[True].frames_analysed
+    assert (on / outputs.POSTER).read_bytes() == (off / outputs.POSTER).read_bytes()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_full_disk_under_the_draw_thread_fails_the_video_and_leaves_nothing(pipeline, make_video, tmpfs, overlap):
+    """The labeled video is written from the draw thread: ENOSPC there must surface, not hang."""
+    video = make_video(frames=60, size=(320, 192))
+    out = tmpfs.path / "out"
+    out.mkdir()
+    tmpfs.fill()
+    pipeline.overlap = overlap
+    try:
+        with pytest.raises(Exception) as err:
+            pipeline.analyze(video, out)
+    finally:
+        pipeline.overlap = False
+        tmpfs.unfill()
+    assert "No space left" in str(err.value) or "ENOSPC" in repr(err.value) or isinstance(err.value, OSError), err.value
+    assert list(out.iterdir()) == []
+    import threading
+    assert not [t for t in threading.enumerate() if t.name.startswith("wildswarm-")]

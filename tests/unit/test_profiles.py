@@ -25,7 +25,7 @@ def test_the_shipped_profiles_and_what_they_resolve_to(settings):
     assert found.get("camera-trap").resolved(settings) == {
         "detector": "MDV6-yolov9-c", "classifier": "none", "pose": "superanimal_quadruped", "fps": 5.0,
         "detector_image_size": 640, "detection_threshold": 0.2, "max_animals": 5, "pose_threshold": 0.1,
-        "track_lost_seconds": 5.0, "smooth": "none", "smooth_window": 5}
+        "track_lost_seconds": 5.0, "smooth": "none", "smooth_window": 5, "backend": "auto", "precision": "fp32"}
     mouse = found.get("lab-topview-mouse").resolved(settings)
     assert mouse["pose"] == "superanimal_topviewmouse" and mouse["fps"] == 10.0 and mouse["smooth"] == "savgol"
     assert found.get("camera-trap-species").resolved(settings)["classifier"] == "AI4GAmazonRainforest"
@@ -66,6 +66,8 @@ def test_the_operators_file_adds_profiles_and_replaces_shipped_ones(settings):
     ("[a]\ndetector_image_size = 500\n", "a multiple of 32"),
     ("[a]\nsmooth = \"savgol\"\nsmooth_window = 4\n", "must be an odd number"),
     ("[a]\nsmooth = \"kalman\"\n", "not one of none, median, savgol"),
+    ("[a]\nbackend = \"tensorrt\"\n", "unknown backend 'tensorrt'"),
+    ("[a]\nbackend = \"onnxruntime\"\nprecision = \"bf16\"\n", "bf16 runs on OpenVINO only"),
     ("[\"Mouse Lab\"]\nfps = 1\n", "a profile name is 1 to 40 lower-case"),
     ("[a]\ndescription = 3\n", "description must be a string"),
     ("a = 1\n", "must be a table of settings"),

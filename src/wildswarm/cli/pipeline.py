@@ -144,6 +144,7 @@ def models_fetch(settings: Settings, names: tuple[str, ...], all_: bool, profile
             failed += 1
             continue
         click.echo(f"{name}: {path} (recorded in {weights_lock.LOCK_NAME})")
+        failed += not _export_one(settings, name)
     sys.exit(1 if failed else 0)
 
 
@@ -197,6 +198,7 @@ def models_trust(settings: Settings, names: tuple[str, ...], all_: bool) -> None
         click.echo(f"{name}: trusted {w.path} sha256={w.sha256} ({check})"
                    + (f"; replaces the entry of {old.when} ({old.how}, sha256 {old.sha256})"
                       if old and old.sha256 != w.sha256 else ""))
+        bad += not _export_one(settings, name)
     sys.exit(1 if bad else 0)
 
 
@@ -233,6 +235,48 @@ def models_verify(settings: Settings, names: tuple[str, ...], all_: bool, profil
     sys.exit(1 if bad else 0)
 
 
+@models.command("export")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every catalogued model whose weights are in the models folder.")
+@_PROFILE_OPTION
+@click.pass_obj
+@friendly_errors
+def models_export(settings: Settings, names: tuple[str, ...], all_: bool, profiles: tuple[str, ...]) -> None:
+    """Export NAMES (default: every model an analysis profile uses) to ONNX beside their weights, for the
+    ONNX Runtime and OpenVINO backends; an export already there for the same weights is kept.
+
+    fetch, trust and untrained do this too. The weights are checked as workers check them first."""
+    bad = 0
+    for name in _names(settings, names, all_, profiles):
+        bad += not _export_one(settings, name, quiet_missing=all_, required=True)
+    sys.exit(1 if bad else 0)
+
+
+def _export_one(settings: Settings, name: str, *, quiet_missing: bool = False, required: bool = False) -> bool:
+    """Export ``name`` beside its weights; False if that failed and was ``required`` (else a warning:
+    recording the weights stands, and workers run an unexported model on PyTorch)."""
+    from wildswarm.errors import MissingWeightsError
+    from wildswarm.pipeline import backends
+    from wildswarm.pipeline import models as cat
+    try:
+        w = cat.check(settings.models, cat.spec(name))
+        path = backends.export_weights(w)
+    except MissingWeightsError as exc:
+        if quiet_missing:
+            return True
+        click.secho(f"{name}: {exc}", fg="red")
+        return False
+    except WildswarmError as exc:
+        click.secho(f"{name}: {exc}" + ("" if required else "; it runs on PyTorch until `wildswarm models export` "
+                                         "succeeds"), fg="red" if required else "yellow")
+        return not required
+    except ImportError as exc:
+        click.secho(f"{name}: not exported ({exc}); the ONNX backends need the pipeline's onnx package", fg="yellow")
+        return True
+    click.echo(f"{name}: exported {path.name}")
+    return True
+
+
 @models.command("path")
 @click.argument("name", required=False)
 @click.pass_obj
@@ -247,10 +291,11 @@ def models_path(settings: Settings, name: str | None) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every catalogued model that can be built.")
 @click.option("--force", is_flag=True, help="Rebuild an existing untrained stand-in.")
+@click.option("--no-export", is_flag=True, help="Do not export them to ONNX (the PyTorch backend only).")
 @_PROFILE_OPTION
 @click.pass_obj
 @friendly_errors
-def models_untrained(settings: Settings, names: tuple[str, ...], all_: bool, force: bool,
+def models_untrained(settings: Settings, names: tuple[str, ...], all_: bool, force: bool, no_export: bool,
                      profiles: tuple[str, ...]) -> None:
     """Write NAMES with random weights in the real format, for tests (never over other weights)."""
     from wildswarm.pipeline import models as cat
@@ -267,3 +312,5 @@ def models_untrained(settings: Settings, names: tuple[str, ...], all_: bool, for
             click.echo(f"{name}: {path} (untrained, already there)")
         else:
             click.echo(f"{name}: {path} ({done}; UNTRAINED: random weights)")
+        if done != "left alone" and not no_export:
+            _export_one(settings, name)

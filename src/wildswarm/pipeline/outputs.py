@@ -17,7 +17,7 @@ import numpy as np
 import supervision as sv
 
 from wildswarm.exporters import megadetector as md
-from wildswarm.pipeline.detect import ANIMAL
+from wildswarm.pipeline.detections import ANIMAL
 from wildswarm.pipeline.files import (DETECTIONS, FILTERED_CSV, FILTERED_H5, KEYPOINTS_CSV, KEYPOINTS_H5,  # noqa: F401
                                       LABELED_VIDEO, POSTER, SUMMARY, TRACKS, TRAJECTORY, expected)
 from wildswarm.pipeline.pose import KeyPoints

@@ -1,19 +1,14 @@
-"""SuperAnimal pose, top-down on MegaDetector's animal boxes.
-
-DeepLabCut 3's own inference runner does the work (crop each box, HRNet,
-heatmap decoding back to image coordinates); wildswarm hands it the boxes that
-MegaDetector already found instead of running DeepLabCut's second detector.
-"""
+"""SuperAnimal pose, top-down on MegaDetector's animal boxes: keypoints per animal, and a skeleton
+to draw them with. The model runs through its family's adapter (``families.superanimal``)."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from wildswarm.pipeline.detect import Detections, animals
-from wildswarm.pipeline.models import ModelSpec, Weights
-from wildswarm.pipeline.safeload import verified_copy
+from wildswarm.pipeline import families
+from wildswarm.pipeline.detections import Detections, animals
+from wildswarm.pipeline.specs import Weights
 
 # A skeleton for drawing, by body-part name (DeepLabCut ships the SuperAnimal
 # configs with an empty one). Edges whose parts a model lacks are skipped.
@@ -58,37 +53,15 @@ class KeyPoints:
         return len(self.xy)
 
 
-def _quiet_deeplabcut() -> None:
-    for name in ("deeplabcut", "deeplabcut.core.config", "deeplabcut.pose_estimation_pytorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def superanimal_config(s: ModelSpec, *, max_individuals: int, device: str):
-    """DeepLabCut's own top-down inference config for a SuperAnimal model."""
-    _quiet_deeplabcut()
-    from deeplabcut.pose_estimation_pytorch.config import PoseConfig
-    # Naming a detector makes DeepLabCut build the top-down variant; its weights are never loaded.
-    return PoseConfig.build_for_superanimal_inference(
-        s.options["super_animal"], model_name=s.options["model_name"],
-        detector_name="fasterrcnn_resnet50_fpn_v2", max_individuals=max_individuals, device=device)
-
-
 class PoseEstimator:
     def __init__(self, weights: Weights, *, device: str = "cpu", max_animals: int = 5, batch_size: int = 8):
-        from deeplabcut.pose_estimation_pytorch.apis.utils import get_inference_runners
-
         self.weights = weights
         self.max_animals = max_animals
-        cfg = superanimal_config(weights.spec, max_individuals=max_animals, device=device)
-        self.bodyparts: list[str] = list(cfg["metadata"]["bodyparts"])
+        self.model = families.adapter(weights.spec.family).load(weights, device=device, max_animals=max_animals,
+                                                                batch_size=batch_size)
+        self.bodyparts: list[str] = self.model.bodyparts
         index = {b: i for i, b in enumerate(self.bodyparts)}
         self.skeleton = [(index[a], index[b]) for a, b in _SKELETON if a in index and b in index]
-        # Weights-only, whatever DeepLabCut's default (TORCH_LOAD_WEIGHTS_ONLY) says: a snapshot is a
-        # plain {"model": state_dict}. The runner loads the private copy as it is built.
-        cfg["runner"]["load_weights_only"] = True
-        with verified_copy(weights) as path:
-            self.runner, _ = get_inference_runners(cfg, snapshot_path=str(path), max_individuals=max_animals,
-                                                   batch_size=batch_size, device=device)
 
     def estimate(self, frames: list[np.ndarray], detections: list[Detections]) -> list[KeyPoints]:
         """Pose of each animal box, frame by frame (frames are RGB)."""
@@ -104,9 +77,8 @@ class PoseEstimator:
             todo.append(i)
             contexts.append((frame, {"bboxes": xywh, "bbox_scores": np.ones(len(xywh), np.float32)}))
         if contexts:
-            for i, out, (_, ctx) in zip(todo, self.runner.inference(contexts), contexts):
-                n = len(ctx["bboxes"])
-                poses = np.asarray(out["bodyparts"], dtype=np.float32)[:n]
+            for i, poses, (_, ctx) in zip(todo, self.model.poses(contexts), contexts):
+                poses = poses[: len(ctx["bboxes"])]
                 results[i] = KeyPoints(poses[..., :2].copy(), poses[..., 2].copy())
         return results  # type: ignore[return-value]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
-from wildswarm.pipeline.detect import CLASS_NAMES, ANIMAL
+from wildswarm.pipeline.detections import CLASS_NAMES, ANIMAL
 from wildswarm.pipeline.pose import KeyPoints
 
 UNTRAINED_BANNER = "UNTRAINED WEIGHTS - results are meaningless"

@@ -11,6 +11,7 @@ is written into a temporary folder that becomes ``out_root/<name>/`` at the end.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -28,12 +29,14 @@ from wildswarm.config import Settings
 from wildswarm.errors import PipelineError, VideoError, WildswarmError
 from wildswarm.layout import stem_of
 from wildswarm.pipeline import models as catalogue
-from wildswarm.pipeline import outputs, segments, smooth
+from wildswarm.pipeline import backends, outputs, segments, smooth, stages
+from wildswarm.pipeline.frames import Frames
 from wildswarm.pipeline.segments import SegmentPlan
 from wildswarm.pipeline.summary import build_summary
 from wildswarm.pipeline.video import Frame, VideoInfo, VideoWriter, probe, read_frames, sample_step
 
 ProgressFn = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,28 +50,6 @@ class Result:
     untrained: bool
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
-
-
-@dataclass
-class Frames:
-    """What the models found in a run of analysed frames (a whole video, or one segment of it)."""
-
-    meta: list[tuple[int, float]]      # (source frame index, seconds) of each analysed frame
-    dets: list                         # supervision.Detections per frame, tracker_id set on every row
-    poses: list                        # KeyPoints per frame: the pose of animals(det)[j] is poses[r][j]
-    keypoints: int                     # body parts of the pose model
-    decoded: int = 0                   # frames decoded, kept or not (a segment's seek and overlap decode some twice)
-    read: int = 0                      # frames of the video these cover: the last one decoded + 1
-    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    # (animals, source frame, annotated RGB image) of the frame with the most animals (the first such);
-    # after a merge the image is the best segment's file, already copied: None here
-    poster: tuple[int, int, np.ndarray | None] | None = None
-
-    def pose_ids(self) -> list[np.ndarray]:
-        """The track of each pose, frame by frame."""
-        from wildswarm.pipeline.detect import animals
-        return [animals(d).tracker_id[: len(p)] if len(d) else np.zeros(0, int)
-                for d, p in zip(self.dets, self.poses)]
 
 
 def resolve_device(device: str) -> str:
@@ -107,6 +88,8 @@ class Pipeline:
                 for s in (det_spec, cls_spec, pose_spec) if s is not None]
         self.weights = need
         self.untrained = any(w.untrained for w in need)
+        backends.check_choice(settings.backend, settings.precision)
+        self.threads = self._set_threads(settings.threads)
         try:
             self.detector = Detector(need[0], device=self.device, image_size=settings.detector_image_size,
                                      threshold=settings.detection_threshold)
@@ -118,6 +101,37 @@ class Pipeline:
         except Exception as exc:  # a library failing to load a file it was given
             raise PipelineError(f"could not load models {', '.join(wanted)}: {type(exc).__name__}: {exc}") from exc
         self.load_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        self.backends = self._choose_backends()
+        self.backend_seconds = time.perf_counter() - started
+        self.overlap = stages.overlap_wanted(settings.overlap, self.device, self.threads)
+
+    @staticmethod
+    def _set_threads(threads: int) -> int:
+        """Inference threads: as set, or (0) the cores this process may use, a container's CPU
+        limit included (torch's default counts the host's cores, and oversubscribes a limited one)."""
+        import torch
+        n = threads if threads > 0 else stages.usable_cpus()
+        torch.set_num_threads(n)
+        return n
+
+    def _choose_backends(self) -> dict[str, backends.Choice]:
+        """Each model on the fastest backend of this node that gives PyTorch's outputs (backends.py)."""
+        s = self.settings
+        ranking = backends.Ranking(s.cache / "backends.json")
+        chosen = {}
+        self.runtimes: dict[str, backends.Runtime | None] = {}
+        for part in (self.detector, self.classifier, self.pose):
+            if part is None:
+                continue
+            choice, runtime = backends.choose(part.model, part.weights, wanted=s.backend, precision=s.precision,
+                                              device=self.device, threads=self.threads, ranking=ranking,
+                                              export_folder=s.cache / "exports")
+            self.runtimes[part.weights.spec.kind] = runtime
+            chosen[part.weights.spec.kind] = choice
+            log.info("%s runs on %s (%s)%s", choice.model, choice.backend, choice.precision,
+                     "".join(f"; not {b}: {why}" for b, why in choice.refused.items()))
+        return chosen
 
     # --- one video ------------------------------------------------------------------------------
     def analyze(self, video: Path, out_root: Path, *, name: str | None = None,
@@ -258,7 +272,7 @@ class Pipeline:
                         report: Callable[[int], None] | None = None) -> "Frames":
         """Analysed frames ``first <= m < stop`` of ``video``: decode, detect, classify, track, pose;
         the first ``render`` of them (all: None) drawn into ``labeled``."""
-        from wildswarm.pipeline.detect import animals
+        from wildswarm.pipeline.detections import animals
         from wildswarm.pipeline.render import FrameRenderer
         from wildswarm.pipeline.track import Tracker
         s = self.settings
@@ -276,35 +290,10 @@ class Pipeline:
         tracker = Tracker(fps=out_fps, lost_seconds=s.track_lost_seconds)
         renderer = FrameRenderer(info.width, info.height, self.pose.skeleton, pose_threshold=s.pose_threshold,
                                  untrained=self.untrained, label_prefix=label_prefix)
-        with VideoWriter(labeled, out_fps, info.width, info.height) as writer:
-            def run_batch(batch: list[Frame]) -> None:
-                images = [f.image for f in batch]
-                with timed("detect"):
-                    bdets = self.detector.detect(images)
-                if self.classifier:
-                    with timed("classify"):
-                        self.classifier.classify(images, bdets, s.max_animals)
-                with timed("track"):
-                    for d in bdets:
-                        tracker.update(d)
-                with timed("pose"):
-                    bposes = self.pose.estimate(images, bdets)
-                with timed("render"):
-                    for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=len(frames.meta)):
-                        if render is None or n < render:
-                            drawn = renderer.render(f.image, d, p)
-                            writer.write(drawn)
-                            count = len(animals(d)) if len(d) else 0
-                            if frames.poster is None or count > frames.poster[0]:
-                                frames.poster = (count, f.index, np.array(drawn))
-                frames.meta.extend((f.index, f.time) for f in batch)
-                frames.dets.extend(bdets)
-                frames.poses.extend(bposes)
-                if report:
-                    report(len(frames.meta))
 
-            batch: list[Frame] = []
+        def decoded_batches():
             reader = read_frames(video, s.fps, decode_stats, first=first, stop=stop)
+            batch: list[Frame] = []
             while True:
                 with timed("decode"):
                     frame = next(reader, None)
@@ -312,10 +301,55 @@ class Pipeline:
                     break
                 batch.append(frame)
                 if len(batch) >= s.batch_size:
-                    run_batch(batch)
+                    yield batch
                     batch = []
             if batch:
-                run_batch(batch)
+                yield batch
+
+        with VideoWriter(labeled, out_fps, info.width, info.height) as writer:
+            def draw(batch: list[Frame], bdets: list, bposes: list, start: int) -> None:
+                with timed("render"):
+                    for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=start):
+                        if render is None or n < render:
+                            drawn = renderer.render(f.image, d, p)
+                            writer.write(drawn)
+                            count = len(animals(d)) if len(d) else 0
+                            if frames.poster is None or count > frames.poster[0]:
+                                frames.poster = (count, f.index, np.array(drawn))
+
+            # Overlapped: decode ahead and draw behind in threads, bounded queues between (stages.py).
+            source = stages.Ahead(decoded_batches()) if self.overlap else decoded_batches()
+            drawer = stages.Behind(draw) if self.overlap else None
+            try:
+                for batch in source:
+                    images = [f.image for f in batch]
+                    with timed("detect"):
+                        bdets = self.detector.detect(images)
+                    if self.classifier:
+                        with timed("classify"):
+                            self.classifier.classify(images, bdets, s.max_animals)
+                    with timed("track"):
+                        for d in bdets:
+                            tracker.update(d)
+                    with timed("pose"):
+                        bposes = self.pose.estimate(images, bdets)
+                    start = len(frames.meta)
+                    frames.meta.extend((f.index, f.time) for f in batch)
+                    frames.dets.extend(bdets)
+                    frames.poses.extend(bposes)
+                    if drawer is not None:
+                        drawer.put(batch, bdets, bposes, start)
+                    else:
+                        draw(batch, bdets, bposes, start)
+                    if report:
+                        report(len(frames.meta))
+                if drawer is not None:
+                    drawer.close()
+            finally:
+                if drawer is not None:
+                    drawer.abandon()
+                if isinstance(source, stages.Ahead):
+                    source.close()
         frames.decoded = decode_stats["decoded"]
         frames.read = decode_stats.get("last", -1) + 1
         if not frames.meta and first == 0:

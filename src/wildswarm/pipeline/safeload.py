@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from wildswarm.errors import ModelError
-from wildswarm.pipeline.models import Weights
+from wildswarm.pipeline.specs import Weights
 
 
 @contextmanager

@@ -151,7 +151,7 @@ def remove(out_root: Path, name: str) -> None:
 # --- a segment's frames on disk ---------------------------------------------------------------
 
 def save_frames(path: Path, frames) -> dict:
-    """``frames`` (a :class:`~wildswarm.pipeline.run.Frames`) as flat arrays in ``frames.npz``;
+    """``frames`` (a :class:`~wildswarm.pipeline.frames.Frames`) as flat arrays in ``frames.npz``;
     returns what goes into ``part.json`` (the strings)."""
     det_frame, xyxy, conf, cls, track, sp_conf, species = [], [], [], [], [], [], []
     pose_frame, pose_xy, pose_conf = [], [], []
@@ -189,7 +189,7 @@ def load_frames(path: Path, part: dict, keypoints: int):
     import supervision as sv
 
     from wildswarm.pipeline.pose import KeyPoints
-    from wildswarm.pipeline.run import Frames
+    from wildswarm.pipeline.frames import Frames
     with np.load(path, allow_pickle=False) as z:
         a = {key: z[key] for key in z.files}
     meta = [(int(i), float(t)) for i, t in a["meta"]]
@@ -252,7 +252,7 @@ def stitch(parts: list, seg_plan: SegmentPlan) -> tuple[list, list[dict[int, int
             if counts[i, j] > 0:
                 union[(k + 1, right[j])] = (k, left[i])
 
-    from wildswarm.pipeline.run import Frames
+    from wildswarm.pipeline.frames import Frames
     merged = Frames(meta=[], dets=[], poses=[], keypoints=parts[0].keypoints if parts else 0, decoded=0)
     names: dict[tuple[int, int], int] = {}
     local_maps: list[dict[int, int]] = [{} for _ in parts]

@@ -11,7 +11,7 @@ from wildswarm.pipeline import outputs
 def build_summary(p, video, info, decoded, frames_meta, dets, poses, tracks, out_fps, timings) -> dict:
     """``summary.json`` of pipeline ``p``'s run over ``video``: models, settings, input, frames,
     animals and tracks, timings and the versions of what made it."""
-    from wildswarm.pipeline.detect import ANIMAL      # torch: imported where a pipeline runs
+    from wildswarm.pipeline.detections import ANIMAL
     s = p.settings
     per_frame = [int((d.class_id == ANIMAL).sum()) if len(d) else 0 for d in dets]
     species: dict[str, int] = defaultdict(int)
@@ -26,7 +26,7 @@ def build_summary(p, video, info, decoded, frames_meta, dets, poses, tracks, out
         "warning": ("Made with UNTRAINED (random) weights: detections, species and keypoints are "
                     "meaningless.") if p.untrained else None,
         "profile": s.profile,
-        "models": {w.spec.kind: w.describe() for w in p.weights},
+        "models": {w.spec.kind: {**w.describe(), "backend": _backend(p, w.spec.kind)} for w in p.weights},
         "settings": {"detector": s.detector, "classifier": s.classifier, "pose": s.pose, "fps": s.fps,
                      "detector_image_size": s.detector_image_size,
                      "detection_threshold": s.detection_threshold, "pose_threshold": s.pose_threshold,
@@ -62,3 +62,8 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def _backend(p, kind: str) -> dict | None:
+    choice = getattr(p, "backends", {}).get(kind)
+    return None if choice is None else {k: v for k, v in choice.describe().items() if k != "model"}

@@ -34,7 +34,7 @@ import supervision as sv
 from supervision.detection.utils import box_iou_batch
 from supervision.tracker.byte_tracker import matching
 
-from wildswarm.pipeline.detect import ANIMAL
+from wildswarm.pipeline.detections import ANIMAL
 
 #: A track's box and a detection's box must overlap at least this much (IoU) to be the same animal
 #: in the frame just tracked -- supervision's own rule for handing ids back to detections.

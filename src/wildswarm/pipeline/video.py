@@ -229,7 +229,10 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: float, width: int, height: int, crf: int = 23):
         self.path = Path(path)
-        self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
+        # Through a Python file: a failed write (a full disk) raises OSError, where FFmpeg's own file
+        # I/O left a broken context that crashed the process when the container was closed.
+        self._file = open(self.path, "w+b")
+        self._container = av.open(self._file, mode="w", format="mp4", options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream("libx264", rate=rate)
         # yuv420p needs even dimensions
@@ -253,8 +256,11 @@ class VideoWriter:
             for packet in self._stream.encode():
                 self._container.mux(packet)
         finally:
-            self._container.close()
-            self._container = None
+            try:
+                self._container.close()
+            finally:
+                self._container = None
+                self._file.close()
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -1,0 +1,142 @@
+"""Overlapped stages: decode ahead and draw behind the models, in threads, with bounded queues.
+
+PyAV decodes and encodes with the GIL released, and so does inference, so a decode thread
+(``Ahead``) and a draw-and-encode thread (``Behind``) can run beside the models. The queues hold a
+few batches at most, so memory stays bounded whatever the video's length. On a CPU node the three
+compete for the same cores: ``overlap_wanted`` keeps the overlap where there are cores the
+inference threads leave free (or a GPU does the inference), and the benchmark measures both.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a
+    container's ``cpus`` limit), which the affinity does not show."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+def overlap_wanted(setting: str, device: str, inference_threads: int) -> bool:
+    """``on``/``off`` as set; ``auto``: on a GPU node, or where cores are left beside the inference threads."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if setting != "auto":
+        raise ValueError(f"overlap must be auto, on or off, not {setting!r}")
+    return not device.startswith("cpu") or usable_cpus() > inference_threads
+
+
+class Ahead:
+    """Iterate ``source`` in a thread, at most ``depth`` items ahead of the consumer. An exception
+    in the source is raised in the consumer, at the item where it happened."""
+
+    def __init__(self, source: Iterator, depth: int = 2, name: str = "wildswarm-decode"):
+        self._q: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer
+            self._put(_Failed(exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close:
+                close()
+
+    def __iter__(self):
+        while True:
+            item = self._q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+
+    def close(self) -> None:
+        """Stop the thread (the consumer may have stopped early) and wait for it."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+
+class Behind:
+    """Call ``fn(*item)`` for each item ``put``, in order, in a thread, at most ``depth`` items behind.
+    The first exception ``fn`` raises comes back from the next ``put`` or from ``close``."""
+
+    def __init__(self, fn: Callable, depth: int = 2, name: str = "wildswarm-draw"):
+        self._fn = fn
+        self._q: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _END:
+                return
+            if self._error is not None or self._abandoned:
+                continue
+            try:
+                self._fn(*item)
+            except BaseException as exc:  # handed to the producer
+                self._error = exc
+
+    def put(self, *item) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(item)
+
+    def close(self) -> None:
+        """Wait until every item is done; raise what ``fn`` raised."""
+        if self._thread.is_alive():
+            self._q.put(_END)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Drop what is still queued and stop (the producer failed)."""
+        self._abandoned = True
+        if self._thread.is_alive():
+            self._q.put(_END)
+            self._thread.join()

@@ -1,0 +1,196 @@
+"""Inference backends: ONNX exports keyed by the weights' checksum, equality with PyTorch on the seed
+videos' frames, refusal past the tolerance, and the per-node choice (real models, untrained weights)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from wildswarm.config import Settings
+from wildswarm.pipeline import backends
+from wildswarm.pipeline import models as cat
+
+pytestmark = pytest.mark.slow
+
+ONNX_BACKENDS = [b for b in ("onnxruntime", "openvino") if b in backends.installed()]
+
+
+@pytest.fixture(scope="module")
+def seed_frames(seed_videos) -> list[np.ndarray]:
+    """Two frames of each seed video, as the pipeline decodes them."""
+    from wildswarm.pipeline.video import read_frames
+    frames = []
+    for video in seed_videos:
+        for k, f in enumerate(read_frames(video, 1.0)):
+            if k in (0, 3):
+                frames.append(f.image)
+            if k >= 3:
+                break
+    return frames
+
+
+def _load(models_dir, name, **options):
+    from wildswarm.pipeline import families
+    w = cat.require(models_dir, cat.spec(name), allow_untrained=True)
+    model = families.adapter(w.spec.family).load(w, device="cpu", image_size=640, threshold=0.001,
+                                                 max_animals=2, batch_size=4, **options)
+    return w, model
+
+
+@pytest.mark.parametrize("name", ["MDV6-yolov9-c", "superanimal_quadruped", "AI4GSnapshotSerengeti"])
+def test_every_onnx_backend_gives_pytorchs_raw_outputs_on_the_seed_frames(untrained_models_dir, seed_frames, name):
+    w, model = _load(untrained_models_dir, name)
+    onnx = backends.export(model, w)
+    assert onnx.parent == untrained_models_dir and w.sha256[:16] in onnx.name
+    x = model.probe(seed_frames)
+    reference = model.raw(x)
+    assert all(np.isfinite(v).all() and v.size for v in reference.values())
+    for b in ONNX_BACKENDS:
+        diffs = backends.compare(reference, model.raw(x, backends.Runtime(onnx, b, threads=2)))
+        print(f"{name} {b}: max relative difference {max(diffs.values()):.3g} per output {diffs}")
+        assert set(diffs) == set(reference)
+        assert max(diffs.values()) <= backends.TOLERANCE["fp32"], (b, diffs)
+
+
+def test_keypoints_for_given_boxes_agree_across_backends(untrained_models_dir, seed_frames):
+    """The whole pose step (DeepLabCut's crop, network, heatmap decoding) on boxes given by hand."""
+    from wildswarm.pipeline.detections import sorted_detections
+    from wildswarm.pipeline.pose import PoseEstimator
+    w = cat.require(untrained_models_dir, cat.spec("superanimal_quadruped"), allow_untrained=True)
+    pose = PoseEstimator(w, device="cpu", max_animals=2, batch_size=4)
+    dets = []
+    for f in seed_frames:
+        h, wd = f.shape[:2]
+        dets.append(sorted_detections([[wd * .1, h * .2, wd * .5, h * .9], [wd * .4, h * .1, wd * .9, h * .6]],
+                                      [0.9, 0.8], [0, 0]))
+    reference = pose.estimate(seed_frames, dets)
+    onnx = backends.export(pose.model, w)
+    for b in ONNX_BACKENDS:
+        pose.model.use(backends.Runtime(onnx, b, threads=2))
+        got = pose.estimate(seed_frames, dets)
+        xy = max(float(np.abs(g.xy - r.xy).max()) for g, r in zip(got, reference))
+        conf = max(float(np.abs(g.confidence - r.confidence).max()) for g, r in zip(got, reference))
+        print(f"keypoints {b}: max difference {xy:.3g} px, confidence {conf:.3g}")
+        assert xy <= 0.5 and conf <= 1e-3, (b, xy, conf)
+    pose.model.use(None)
+
+
+def test_a_backend_whose_outputs_differ_is_refused(untrained_models_dir, tmp_path):
+    """An export of other weights put in place of the right one, with a record that vouches for it:
+    the bytes check passes, the equality check refuses it, and the model stays on PyTorch."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy2(untrained_models_dir / "AI4GSnapshotSerengeti.ckpt", folder / "AI4GSnapshotSerengeti.ckpt")
+    shutil.copy2(untrained_models_dir / "weights.lock.json", folder / "weights.lock.json")
+    other = tmp_path / "other"
+    cat.build_untrained(other, cat.spec("AI4GSnapshotSerengeti"), seed=7)
+    w_other, m_other = _load(other, "AI4GSnapshotSerengeti")
+    wrong = backends.export(m_other, w_other)
+    w, model = _load(folder, "AI4GSnapshotSerengeti")
+    dest = backends.export_path(w)
+    shutil.copyfile(wrong, dest)
+    record = json.loads((other / (wrong.name + ".json")).read_text())
+    record["weights_sha256"] = w.sha256
+    (folder / (dest.name + ".json")).write_text(json.dumps(record))
+    assert backends.exported(w) == dest
+    choice, runtime = backends.choose(model, w, wanted="auto", device="cpu")
+    assert runtime is None and choice.backend == "torch"
+    for b in ONNX_BACKENDS:
+        assert "differ from PyTorch's" in choice.refused[b], choice.refused
+
+
+def test_exports_are_keyed_by_the_weights_checksum_and_checked(untrained_models_dir, tmp_path):
+    folder = tmp_path / "models"
+    cat.build_untrained(folder, cat.spec("AI4GSnapshotSerengeti"), seed=1)
+    w, model = _load(folder, "AI4GSnapshotSerengeti")
+    first = backends.export(model, w)
+    assert backends.exported(w) == first
+    assert backends.export(model, w) == first           # kept, not made again
+    record = json.loads(first.with_name(first.name + ".json").read_text())
+    assert record["weights_sha256"] == w.sha256 and record["model"] == "AI4GSnapshotSerengeti"
+    # Bytes changed after the record was written: never used.
+    with open(first, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\0" * 16)
+    assert backends.exported(w) is None
+    # New weights: a new name; the old export is not theirs.
+    cat.build_untrained(folder, cat.spec("AI4GSnapshotSerengeti"), seed=2)
+    w2 = cat.require(folder, cat.spec("AI4GSnapshotSerengeti"), allow_untrained=True)
+    assert w2.sha256 != w.sha256 and backends.export_path(w2) != first and backends.exported(w2) is None
+
+
+def test_the_choice_is_the_fastest_equal_backend_and_its_timings_are_kept(untrained_models_dir, tmp_path):
+    w, model = _load(untrained_models_dir, "AI4GSnapshotSerengeti")
+    ranking = backends.Ranking(tmp_path / "cache" / "backends.json")
+    choice, runtime = backends.choose(model, w, ranking=ranking, export_folder=tmp_path / "exports")
+    assert set(choice.seconds) == {"torch", *ONNX_BACKENDS}
+    assert choice.backend == min(choice.seconds, key=choice.seconds.get)
+    assert choice.measured == "now" and (runtime is None) == (choice.backend == "torch")
+    again, _ = backends.choose(model, w, ranking=ranking, export_folder=tmp_path / "exports")
+    assert again.measured == str(ranking.path) and again.seconds == choice.seconds
+    assert again.backend == choice.backend and max(again.difference.values(), default=0) <= again.tolerance
+    forced, runtime = backends.choose(model, w, wanted="torch")
+    assert forced.backend == "torch" and runtime is None
+
+
+@pytest.mark.skipif("openvino" not in ONNX_BACKENDS, reason="OpenVINO is not installed")
+def test_bf16_is_opt_in_and_checked_against_its_own_tolerance(untrained_models_dir):
+    w, model = _load(untrained_models_dir, "superanimal_quadruped")
+    choice, _ = backends.choose(model, w, wanted="openvino", precision="bf16")
+    assert choice.backend == "openvino" and choice.precision == "bf16", choice
+    assert 0 < max(choice.difference.values()) <= backends.TOLERANCE["bf16"]
+    with pytest.raises(Exception, match="bf16 runs on OpenVINO only"):
+        backends.check_choice("onnxruntime", "bf16")
+
+
+def test_a_read_only_models_folder_exports_into_the_cache(untrained_models_dir, tmp_path):
+    """As a worker's models mount: a tmpfs holding the weights, turned read-only (needs root)."""
+    from kit.faults import Tmpfs, require_mount
+    require_mount()
+    fs = Tmpfs(tmp_path / "models", size="128m").mount()
+    try:
+        for name in ("AI4GSnapshotSerengeti.ckpt", "weights.lock.json"):
+            shutil.copy2(untrained_models_dir / name, fs.path / name)
+        fs.read_only()
+        w, model = _load(fs.path, "AI4GSnapshotSerengeti")
+        cache = tmp_path / "cache" / "exports"
+        choice, _ = backends.choose(model, w, export_folder=cache)
+        assert backends.exported(w, cache) is not None
+        assert not list(fs.path.glob("*.onnx"))
+        assert not {b for b in choice.refused if b in ONNX_BACKENDS}, choice.refused
+    finally:
+        fs.unmount()
+
+
+def test_the_pipeline_records_its_backends_and_matches_torch(untrained_settings, seed_videos, tmp_path):
+    from wildswarm.pipeline.run import Pipeline
+    video = seed_videos[0]
+    runs = {}
+    for backend in ("torch", "auto"):
+        p = Pipeline(untrained_settings.replace(backend=backend, fps=2))
+        r = p.analyze(video, tmp_path / backend)
+        runs[backend] = (p, json.loads((r.output_dir / "summary.json").read_text()),
+                         json.loads((r.output_dir / "detections.json").read_text()))
+    torch_p, torch_summary, torch_dets = runs["torch"]
+    auto_p, auto_summary, auto_dets = runs["auto"]
+    assert torch_summary["models"]["detector"]["backend"]["backend"] == "torch"
+    chosen = auto_summary["models"]["detector"]["backend"]
+    assert chosen["backend"] == auto_p.backends["detector"].backend
+    assert chosen["max_difference"] <= chosen["tolerance"]
+    a = [d for im in torch_dets["images"] for d in im["detections"]]
+    b = [d for im in auto_dets["images"] for d in im["detections"]]
+    assert a, "the lowered threshold lets boxes through"
+    assert len(a) == len(b)
+    assert np.allclose([d["bbox"] for d in a], [d["bbox"] for d in b], atol=1e-3)
+    assert np.allclose([d["conf"] for d in a], [d["conf"] for d in b], atol=1e-3)
+
+
+def test_settings_and_profiles_name_a_backend():
+    from wildswarm.profiles import FIELDS
+    assert {"backend", "precision"} <= set(FIELDS)
+    s = Settings.from_env({"WILDSWARM_BACKEND": "openvino", "WILDSWARM_PRECISION": "bf16"})
+    assert (s.backend, s.precision) == ("openvino", "bf16")
+    with pytest.raises(Exception, match="unknown backend"):
+        backends.check_choice("tensorrt", "fp32")
