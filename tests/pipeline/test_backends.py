@@ -178,6 +178,11 @@ def test_the_pipeline_records_its_backends_and_matches_torch(untrained_settings,
     assert torch_summary["models"]["detector"]["backend"]["backend"] == "torch"
     chosen = auto_summary["models"]["detector"]["backend"]
     assert chosen["backend"] == auto_p.backends["detector"].backend
+    # A model on an exported runtime keeps no second copy of its weights in PyTorch.
+    for part in (auto_p.detector, auto_p.pose):
+        runs_exported = auto_p.runtimes[part.weights.spec.kind] is not None
+        held = sum(t.numel() for net in part.model.networks() for t in net.parameters())
+        assert (held == 0) == runs_exported, (part.weights.spec.name, held)
     assert chosen["max_difference"] <= chosen["tolerance"]
     a = [d for im in torch_dets["images"] for d in im["detections"]]
     b = [d for im in auto_dets["images"] for d in im["detections"]]

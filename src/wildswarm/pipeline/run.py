@@ -128,6 +128,8 @@ class Pipeline:
                                               device=self.device, threads=self.threads, ranking=ranking,
                                               export_folder=s.cache / "exports")
             self.runtimes[part.weights.spec.kind] = runtime
+            if runtime is not None:
+                backends.release_torch(part.model)
             chosen[part.weights.spec.kind] = choice
             log.info("%s runs on %s (%s)%s", choice.model, choice.backend, choice.precision,
                      "".join(f"; not {b}: {why}" for b, why in choice.refused.items()))

@@ -18,7 +18,8 @@ An adapter is the module here named after ``ModelSpec.family`` (``ultralytics``,
     ``raw(x, runtime=None)``: the network's outputs before any post-processing (before
     non-maximum suppression; heatmaps), from PyTorch or from an exported ``runtime``;
     ``export_onnx(dest)``: the network as an ONNX file, through the library's own exporter where it
-    has one; ``use(runtime)``: run on that runtime from now on (``None``: PyTorch again).
+    has one; ``use(runtime)``: run on that runtime from now on (``None``: PyTorch again);
+    ``networks()``: its PyTorch modules (``backends.release_torch`` frees their weights).
 
 So a new family, or a new backend for every family, is one module.
 """

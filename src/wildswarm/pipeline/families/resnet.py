@@ -85,6 +85,9 @@ class Classifier:
     def export_onnx(self, dest: Path) -> None:
         _onnx.export(self.model.eval(), torch.zeros(1, 3, self.model.IMAGE_SIZE, self.model.IMAGE_SIZE), dest, outputs=["logits"], pick=lambda y: (y,))
 
+    def networks(self) -> list:
+        return [self.model]
+
     def use(self, runtime) -> None:
         self.runtime = runtime
 

@@ -102,6 +102,9 @@ class PoseModel:
         _onnx.export(self.net.torch.eval(), torch.from_numpy(crop), dest, outputs=self.net.outputs,
                      pick=lambda out: [out[h][k] for h, k in keys])
 
+    def networks(self) -> list:
+        return [self.net.torch]
+
     def use(self, runtime) -> None:
         self.net.runtime = runtime
 

@@ -125,6 +125,9 @@ class Detector:
                                                        device="cpu", verbose=False)
             shutil.move(out, dest)
 
+    def networks(self) -> list:
+        return [self.predictor.model]
+
     def use(self, runtime) -> None:
         self.runtime = runtime
         self.predictor.done_warmup = runtime is not None or self.predictor.done_warmup

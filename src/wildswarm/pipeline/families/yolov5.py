@@ -86,5 +86,8 @@ class Detector:
         _onnx.export(net, torch.zeros(1, 3, self.image_size, self.image_size), dest, outputs=["predictions"],
                      pick=lambda y: (y[0],), dynamic_hw=True)
 
+    def networks(self) -> list:
+        return [self._md.model]
+
     def use(self, runtime) -> None:
         self.runtime = runtime
