@@ -29,7 +29,8 @@ class Worker:
                "--result", str(self.result), "--models", str(args.models), "--fps", str(args.fps),
                "--classifier", args.classifier, "--round", str(rnd), "--threads", str(args.threads),
                "--threshold", str(args.threshold), "--max-animals", str(args.max_animals),
-               "--batch-size", str(args.batch_size), "--image-size", str(args.image_size)]
+               "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+               "--precision", args.precision]
         for v in videos:
             cmd += ["--video", str(v)]
         if clip is not None:
