@@ -178,11 +178,15 @@ def test_the_pipeline_records_its_backends_and_matches_torch(untrained_settings,
     assert torch_summary["models"]["detector"]["backend"]["backend"] == "torch"
     chosen = auto_summary["models"]["detector"]["backend"]
     assert chosen["backend"] == auto_p.backends["detector"].backend
-    # A model on an exported runtime keeps no second copy of its weights in PyTorch.
+    # A model on an exported runtime keeps no second copy of its weights in PyTorch: what the
+    # worker's pipeline cache counts for it (every tensor reachable, and the runtime) is the runtime.
+    from wildswarm.pipeline.cache import memory_bytes
     for part in (auto_p.detector, auto_p.pose):
-        runs_exported = auto_p.runtimes[part.weights.spec.kind] is not None
-        held = sum(t.numel() for net in part.model.networks() for t in net.parameters())
-        assert (held == 0) == runs_exported, (part.weights.spec.name, held)
+        runtime = auto_p.runtimes[part.weights.spec.kind]
+        if runtime is not None:
+            assert memory_bytes(part) <= runtime.nbytes * 1.05, (part.weights.spec.name, memory_bytes(part))
+        else:
+            assert memory_bytes(part) >= 0.9 * part.weights.path.stat().st_size
     assert chosen["max_difference"] <= chosen["tolerance"]
     a = [d for im in torch_dets["images"] for d in im["detections"]]
     b = [d for im in auto_dets["images"] for d in im["detections"]]

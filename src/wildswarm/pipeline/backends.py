@@ -185,6 +185,7 @@ class Runtime:
 
     def __init__(self, path: Path, backend: str, *, threads: int, precision: str = "fp32"):
         self.path, self.backend, self.precision = Path(path), backend, precision
+        self.nbytes = self.path.stat().st_size   # the weights it holds, about (the pipeline cache counts them)
         if backend == "onnxruntime":
             import onnxruntime as ort
             so = ort.SessionOptions()

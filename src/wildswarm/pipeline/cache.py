@@ -39,10 +39,12 @@ class Loaded:
 
 def memory_bytes(obj: object, depth: int = 8) -> int:
     """Bytes of the tensors of every torch network reachable from ``obj`` in ``depth`` attribute
-    steps (each tensor counted once, wherever it lives). A network may hold another in a plain
+    steps (each tensor counted once, wherever it lives), and of the weights of every exported
+    runtime (``backends.Runtime``: its ONNX file's size). A network may hold another in a plain
     attribute (PytorchWildlife's MegaDetectorV6 keeps the real one four steps down, in ``predictor.model``): those
     are followed too."""
     import torch
+    from wildswarm.pipeline.backends import Runtime
     seen_obj, seen_ptr, total = set(), set(), 0
 
     def walk(o: object, d: int) -> None:
@@ -50,6 +52,9 @@ def memory_bytes(obj: object, depth: int = 8) -> int:
         if id(o) in seen_obj:
             return
         seen_obj.add(id(o))
+        if isinstance(o, Runtime):   # a model running exported holds its weights there, not in torch
+            total += o.nbytes
+            return
         children = o.values() if isinstance(o, dict) else o if isinstance(o, (list, tuple)) else \
             getattr(o, "__dict__", {}).values()
         if isinstance(o, torch.nn.Module):

@@ -126,7 +126,13 @@ class Detector:
             shutil.move(out, dest)
 
     def networks(self) -> list:
-        return [self.predictor.model]
+        # AutoBackend keeps the DetectionModel in a plain attribute of its backend object, so its
+        # parameters() do not reach it: name both.
+        nets = [self.predictor.model]
+        inner = getattr(getattr(self.predictor.model, "backend", None), "model", None)
+        if isinstance(inner, torch.nn.Module):
+            nets.append(inner)
+        return nets
 
     def use(self, runtime) -> None:
         self.runtime = runtime
