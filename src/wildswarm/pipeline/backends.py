@@ -22,7 +22,6 @@ the ranking in a small JSON file; every load checks the chosen backend's equalit
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from wildswarm.errors import ModelError
+from wildswarm.pipeline.models import sha256_of
 from wildswarm.pipeline.specs import Weights
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,6 @@ def _record_path(onnx: Path) -> Path:
     return onnx.with_name(onnx.name + ".json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def exported(weights: Weights, folder: Path | None = None) -> Path | None:
     """The ONNX export of ``weights`` in ``folder`` (beside the weights by default), if its record
     names these weights and its bytes are the ones recorded."""
@@ -104,7 +96,7 @@ def exported(weights: Weights, folder: Path | None = None) -> Path | None:
         return None
     if record.get("weights_sha256") != weights.sha256 or record.get("format") != EXPORT_FORMAT:
         return None
-    if not onnx.is_file() or _sha256(onnx) != record.get("onnx_sha256"):
+    if not onnx.is_file() or sha256_of(onnx) != record.get("onnx_sha256"):
         log.warning("ignoring %s: its bytes are not the ones recorded in %s", onnx, _record_path(onnx).name)
         return None
     return onnx
@@ -128,7 +120,7 @@ def export(model, weights: Weights, folder: Path | None = None) -> Path:
         except Exception as exc:  # an exporter failing on a graph
             raise ModelError(f"could not export {weights.spec.name} to ONNX: {type(exc).__name__}: {exc}") from exc
         record = {"format": EXPORT_FORMAT, "model": weights.spec.name, "weights": weights.path.name,
-                  "weights_sha256": weights.sha256, "onnx_sha256": _sha256(out), "untrained": weights.untrained,
+                  "weights_sha256": weights.sha256, "onnx_sha256": sha256_of(out), "untrained": weights.untrained,
                   "exporter": f"{weights.spec.family} adapter", "torch": _version("torch"), "onnx": _version("onnx"),
                   "seconds": round(time.perf_counter() - started, 2), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                             time.gmtime())}
