@@ -1,8 +1,12 @@
 """Overlapped stages: order kept, memory bounded, failures raised where they belong, threads stopped."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -84,16 +88,59 @@ def test_an_error_behind_comes_back_from_the_next_put_or_close_and_later_items_a
     assert done == [0, 1]
 
 
-def test_overlap_auto_is_on_for_a_gpu_and_where_cores_are_left(monkeypatch):
-    monkeypatch.setattr(stages, "usable_cpus", lambda: 4)
-    assert stages.overlap_wanted("auto", "cuda", 4)
-    assert stages.overlap_wanted("auto", "cpu", 2)
-    assert not stages.overlap_wanted("auto", "cpu", 4)
-    assert stages.overlap_wanted("on", "cpu", 4) and not stages.overlap_wanted("off", "cuda", 1)
+def test_overlap_auto_is_on_for_a_gpu_and_on_two_cores_or_more(monkeypatch):
+    monkeypatch.setattr(stages, "usable_cpus", lambda: 2)
+    assert stages.overlap_wanted("auto", "cuda")
+    assert stages.overlap_wanted("auto", "cpu")          # even with every core for inference
+    monkeypatch.setattr(stages, "usable_cpus", lambda: 1)
+    assert not stages.overlap_wanted("auto", "cpu")      # one core: no gap to fill
+    assert stages.overlap_wanted("auto", "cuda:0")
+    assert stages.overlap_wanted("on", "cpu") and not stages.overlap_wanted("off", "cuda")
     with pytest.raises(ValueError):
-        stages.overlap_wanted("sometimes", "cpu", 1)
+        stages.overlap_wanted("sometimes", "cpu")
 
 
-def test_usable_cpus_is_at_least_one_and_at_most_the_affinity():
-    import os
-    assert 1 <= stages.usable_cpus() <= len(os.sched_getaffinity(0))
+_ARENAS = r"""
+import ctypes, os, sys, tempfile, threading
+sys.path.insert(0, sys.argv[1])
+from wildswarm.pipeline import stages
+capped = stages.cap_malloc_arenas()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def work():
+    blocks = [libc.malloc(4096) for _ in range(64)]   # C allocations, outside Python's own allocator
+    for b in blocks:
+        libc.free(b)
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+fd, path = tempfile.mkstemp()
+os.close(fd)
+libc.fopen.restype = ctypes.c_void_p
+f = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(f))
+libc.fclose(ctypes.c_void_p(f))
+print(capped, open(path).read().count("<heap nr="))
+os.unlink(path)
+"""
+
+
+def _arenas(script: str, env: dict) -> tuple[str, int]:
+    src = str(Path(stages.__file__).parents[2])
+    base = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", script, src], capture_output=True, text=True, check=True,
+                         env={**base, **env}).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+@pytest.mark.parametrize("env,capped,most", [({}, "True", 2), ({"MALLOC_ARENA_MAX": "3"}, "False", 3)])
+def test_threads_share_at_most_two_malloc_arenas(env, capped, most):
+    """Six threads allocating: at most two arenas with the cap; ``MALLOC_ARENA_MAX`` set by the
+    operator wins over it. The same threads uncapped get an arena each (glibc allows 8 per core)."""
+    was, arenas = _arenas(_ARENAS, env)
+    assert was == capped
+    assert 1 <= arenas <= most
+    _, uncapped = _arenas(_ARENAS.replace("stages.cap_malloc_arenas()", "False"), {"MALLOC_ARENA_MAX": "64"})
+    assert uncapped > most

@@ -90,6 +90,7 @@ class Pipeline:
         self.untrained = any(w.untrained for w in need)
         backends.check_choice(settings.backend, settings.precision)
         self.threads = self._set_threads(settings.threads)
+        stages.cap_malloc_arenas()    # before the libraries' thread pools and ours allocate
         try:
             self.detector = Detector(need[0], device=self.device, image_size=settings.detector_image_size,
                                      threshold=settings.detection_threshold)
@@ -104,7 +105,7 @@ class Pipeline:
         started = time.perf_counter()
         self.backends = self._choose_backends()
         self.backend_seconds = time.perf_counter() - started
-        self.overlap = stages.overlap_wanted(settings.overlap, self.device, self.threads)
+        self.overlap = stages.overlap_wanted(settings.overlap, self.device)
 
     @staticmethod
     def _set_threads(threads: int) -> int:
