@@ -193,6 +193,28 @@ def test_a_segmented_run_gives_the_whole_runs_detections_and_keypoints_at_every_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("overlap", ["on", "off"])
+def test_a_segmented_runs_time_is_its_segments_and_its_merge_not_its_stages_added_up(
+        pipeline, seed_videos, tmp_path, overlap):
+    """With decode and draw in threads the stages' timings overlap, and the merge's write and join
+    were counted twice: the summary's total was more than the run took. Each segment now records its
+    own wall time, and the total is theirs plus the merge's."""
+    whole_settings = pipeline.settings
+    pipeline.settings = whole_settings.replace(segment_seconds=0.8, segment_overlap_seconds=0.8, overlap=overlap)
+    overlapped, pipeline.overlap = pipeline.overlap, overlap == "on"
+    try:
+        started = time.perf_counter()
+        cut = pipeline.analyze(seed_videos[0], tmp_path / "segmented")
+        wall = time.perf_counter() - started
+    finally:
+        pipeline.settings, pipeline.overlap = whole_settings, overlapped
+    parts = cut.summary["segments"]["parts"]
+    assert len(parts) >= 3 and all(p["seconds"] > 0 for p in parts)
+    total = cut.summary["timings_s"]["total"]
+    assert sum(p["seconds"] for p in parts) <= total <= wall + 0.01
+
+
+@pytest.mark.slow
 def test_a_killed_run_redoes_only_the_segment_it_was_in(untrained_models_dir, seed_videos, tmp_path):
     video = seed_videos[0]
     env = {**os.environ, "WILDSWARM_MODELS_DIR": str(untrained_models_dir), "WILDSWARM_DATA": str(tmp_path),

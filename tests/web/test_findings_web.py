@@ -113,3 +113,18 @@ def test_the_job_page_reads_the_summary_as_a_card(client, store, video_bytes):
     summary["tracks"] = []
     (folder / "summary.json").write_text(json.dumps(summary))
     assert "No animal in any of the 6 analysed frames." in client.get(f"/jobs/{job.id}").get_data(as_text=True)
+
+
+def test_the_time_bar_fits_when_stages_overlap():
+    """Decode, draw and encode run in threads beside the models, so stage timings can add up to more
+    than the wall time; the bar then shows shares of the stages' time instead of running off the end."""
+    from wildswarm.web.results import summary_card
+    overlapped = {"decode": 1.0, "detect": 3.0, "pose": 2.0, "render": 1.5, "write": 0.5, "total": 6.0}
+    card = summary_card({"timings_s": overlapped, "frames": {"analysed": 30}})
+    bar = card["time"]["stages"]
+    assert card["time"]["total"] == 6.0 and card["time"]["rate"] == 5.0      # the wall time stays the wall time
+    assert abs(sum(st["width"] for st in bar) - 100) < 0.05
+    assert all(st["x"] + st["width"] <= 100.01 for st in bar)
+    assert [st["share"] for st in bar] == [12, 38, 25, 19, 6]
+    in_turn = summary_card({"timings_s": {"detect": 2.0, "pose": 1.0, "total": 4.0}})["time"]["stages"]
+    assert [st["width"] for st in in_turn] == [50.0, 25.0]                   # the rest of the wall: not in a stage

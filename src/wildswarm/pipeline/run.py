@@ -200,6 +200,7 @@ class Pipeline:
         first, stop = seg_plan.reads(k)
         own_first, own_stop = seg_plan.owned(k)
         outputs.clean_partial(where, segments.part_name(k))  # what a killed attempt at it left
+        started = time.perf_counter()
         with outputs.OutputFolder(where, segments.part_name(k)) as tmp:
             frames = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, first=first, stop=stop,
                                           render=None if own_stop is None else own_stop - own_first,
@@ -208,6 +209,8 @@ class Pipeline:
             if frames.poster is not None:
                 outputs.write_poster(tmp / outputs.POSTER, frames.poster[2])
                 part["poster"] = {"animals": frames.poster[0], "frame": frames.poster[1]}
+            # the segment's own wall time: its stages' timings overlap when decode and draw run in threads
+            frames.timings["total"] = time.perf_counter() - started
             part.update(segment=k, first=first, frames=len(frames.meta), decoded=frames.decoded, read=frames.read,
                         timings={key: round(v, 4) for key, v in frames.timings.items()}, host=platform.node(),
                         pid=os.getpid())
@@ -230,10 +233,14 @@ class Pipeline:
             part_meta.append(part)
             parts.append(segments.load_frames(where / segments.part_name(k) / segments.FRAMES_FILE, part,
                                               len(self.pose.bodyparts)))
-            for key, v in part.get("timings", {}).items():
+            stage_times = part.get("timings", {})
+            for key, v in stage_times.items():
                 timings[key] += v
+            if "total" not in stage_times:   # a part written before parts kept their wall time
+                timings["total"] += sum(stage_times.values())
             made_by.append({"segment": k + 1, "host": part.get("host"), "pid": part.get("pid"),
-                            "frames": part.get("frames")})
+                            "frames": part.get("frames"),
+                            "seconds": round(stage_times.get("total", sum(stage_times.values())), 3)})
         frames, local_maps = segments.stitch(parts, seg_plan)
         frames.timings = timings
         posters = [(p["poster"]["animals"], -k, p["poster"]["frame"]) for k, p in enumerate(part_meta) if p.get("poster")]
@@ -387,8 +394,8 @@ class Pipeline:
                         height=info.height, pose_threshold=s.pose_threshold,
                         title=f"{video.name}: one path per animal", untrained=self.untrained)
         timings["write"] += time.perf_counter() - t
-        timings["total"] = time.perf_counter() - started if segmented is None else \
-            sum(v for k, v in timings.items() if k != "total") + (time.perf_counter() - started)
+        # a segmented video: its segments' wall times (on whichever workers ran them) and the merge's
+        timings["total"] = (0.0 if segmented is None else timings.get("total", 0.0)) + (time.perf_counter() - started)
         tracks = track_summary(frames.meta, frames.dets)
         summary = build_summary(self, video, info, frames.read, frames.meta, frames.dets, frames.poses, tracks,
                                 out_fps, timings)

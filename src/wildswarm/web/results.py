@@ -226,12 +226,17 @@ def summary_card(summary: dict | None, size_bytes: int | None = None) -> dict | 
     for t in tracks:
         if t.get("species"):
             species[t["species"]] = species.get(t["species"], 0) + 1
-    total = float(timings.get("total") or sum(v for k, v in timings.items() if k in STAGES) or 0)
+    staged = sum(float(v or 0) for k, v in timings.items() if k in STAGES)
+    total = float(timings.get("total") or staged or 0)
+    # Decode, draw and encode run in threads beside the models (overlapped stages), and a segmented
+    # video's segments may run side by side: the stages can add up to more than the wall time, so
+    # the bar shows each stage's share of the stages' time, and always fits.
+    span = max(total, staged)
     stages, x = [], 0.0
     for name in STAGES:
         seconds = float(timings.get(name) or 0)
-        if seconds > 0 and total > 0:
-            width = 100 * seconds / total
+        if seconds > 0 and span > 0:
+            width = 100 * seconds / span
             stages.append({"name": name, "seconds": seconds, "x": round(x, 2), "width": round(width, 2),
                            "share": round(width)})
             x += width
