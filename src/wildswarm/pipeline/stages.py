@@ -9,8 +9,8 @@ passes the main thread runs single-threaded Python (letterbox, NMS, crops, heatm
 tracker) and leaves the other cores idle, which is when decode, draw and encode get done. Measured
 on 2 cores with 2 inference threads (``python -m bench.pipeline --variants auto,default``, the
 default profile overlapped against auto in turn): 4-6 % more frames/s in fp32 over two runs (2.65
-against 2.56, 2.88 against 2.73), none in bf16 (4.52 against 4.52), never fewer. ``overlap_wanted`` therefore keeps it on wherever
-there are two cores or a GPU; one core has no gap to fill.
+against 2.56, 2.88 against 2.73), none in bf16 (4.52 against 4.52), never fewer. ``overlap_wanted``
+therefore keeps it on wherever there are two cores or a GPU; one core has no gap to fill.
 """
 from __future__ import annotations
 
