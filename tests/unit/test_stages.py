@@ -144,3 +144,7 @@ def test_threads_share_at_most_two_malloc_arenas(env, capped, most):
     assert 1 <= arenas <= most
     _, uncapped = _arenas(_ARENAS.replace("stages.cap_malloc_arenas()", "False"), {"MALLOC_ARENA_MAX": "64"})
     assert uncapped > most
+
+
+def test_usable_cpus_is_at_least_one_and_at_most_the_affinity():
+    assert 1 <= stages.usable_cpus() <= len(os.sched_getaffinity(0))
