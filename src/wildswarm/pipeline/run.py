@@ -233,14 +233,12 @@ class Pipeline:
             part_meta.append(part)
             parts.append(segments.load_frames(where / segments.part_name(k) / segments.FRAMES_FILE, part,
                                               len(self.pose.bodyparts)))
-            stage_times = part.get("timings", {})
+            stage_times = dict(part.get("timings", {}))
+            stage_times.setdefault("total", sum(stage_times.values()))  # parts written before kept no wall time
             for key, v in stage_times.items():
                 timings[key] += v
-            if "total" not in stage_times:   # a part written before parts kept their wall time
-                timings["total"] += sum(stage_times.values())
             made_by.append({"segment": k + 1, "host": part.get("host"), "pid": part.get("pid"),
-                            "frames": part.get("frames"),
-                            "seconds": round(stage_times.get("total", sum(stage_times.values())), 3)})
+                            "frames": part.get("frames"), "seconds": round(stage_times["total"], 3)})
         frames, local_maps = segments.stitch(parts, seg_plan)
         frames.timings = timings
         posters = [(p["poster"]["animals"], -k, p["poster"]["frame"]) for k, p in enumerate(part_meta) if p.get("poster")]

@@ -45,6 +45,7 @@ def usable_cpus() -> int:
 
 
 MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8   # malloc.h
 
 
 def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
@@ -63,9 +64,6 @@ def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
     except (OSError, AttributeError):  # musl and others: no mallopt, no arenas to cap
         return False
-
-
-_M_ARENA_MAX = -8   # malloc.h
 
 
 def overlap_wanted(setting: str, device: str) -> bool:
