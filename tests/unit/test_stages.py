@@ -108,8 +108,12 @@ capped = stages.cap_malloc_arenas()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
+together = threading.Barrier(6)
 def work():
     blocks = [libc.malloc(4096) for _ in range(64)]   # C allocations, outside Python's own allocator
+    # all six alive at once: a thread that ended hands its arena to the next one, so threads that
+    # happened to run one after another (a busy machine) would share one arena even uncapped
+    together.wait()
     for b in blocks:
         libc.free(b)
 threads = [threading.Thread(target=work) for _ in range(6)]
@@ -148,3 +152,4 @@ def test_threads_share_at_most_two_malloc_arenas(env, capped, most):
 
 def test_usable_cpus_is_at_least_one_and_at_most_the_affinity():
     assert 1 <= stages.usable_cpus() <= len(os.sched_getaffinity(0))
+
