@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from wildswarm import __version__
 from wildswarm.config import Settings
@@ -323,7 +322,7 @@ class Pipeline:
                             writer.write(drawn)
                             count = len(animals(d)) if len(d) else 0
                             if frames.poster is None or count > frames.poster[0]:
-                                frames.poster = (count, f.index, np.array(drawn))
+                                frames.poster = (count, f.index, drawn)   # a fresh array per frame
 
             # Overlapped: decode ahead and draw behind in threads, bounded queues between (stages.py).
             source = stages.Ahead(decoded_batches()) if self.overlap else decoded_batches()
