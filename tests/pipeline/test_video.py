@@ -97,3 +97,14 @@ def test_writer_makes_browser_playable_h264(tmp_path):
         assert sum(1 for _ in c.decode(s)) == 6
     head = out.read_bytes()[:4096]
     assert head.find(b"moov") != -1 and head.find(b"moov") < max(head.find(b"mdat"), 4096)
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_writer_encodes_in_the_threads_it_is_given(tmp_path, threads):
+    out = tmp_path / "o.mp4"
+    with VideoWriter(out, 5, 64, 48, threads=threads) as w:
+        assert w._stream.codec_context.thread_count == threads
+        for i in range(4):
+            w.write(np.full((48, 64, 3), i * 40, np.uint8))
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 4

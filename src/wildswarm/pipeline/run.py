@@ -313,7 +313,8 @@ class Pipeline:
             if batch:
                 yield batch
 
-        with VideoWriter(labeled, out_fps, info.width, info.height) as writer:
+        with VideoWriter(labeled, out_fps, info.width, info.height,
+                         threads=stages.encoder_threads(self.device)) as writer:
             def draw(batch: list[Frame], bdets: list, bposes: list, start: int) -> None:
                 with timed("render"):
                     for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=start):

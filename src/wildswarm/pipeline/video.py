@@ -227,7 +227,8 @@ def _seek(container, stream, target: int, src_fps: float) -> int:
 class VideoWriter:
     """Write RGB frames as a browser-playable H.264 MP4."""
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, crf: int = 23):
+    def __init__(self, path: Path, fps: float, width: int, height: int, crf: int = 23, threads: int = 0):
+        """``threads``: the encoder's threads, 0 for x264's own choice (stages.encoder_threads)."""
         self.path = Path(path)
         # Through a Python file: a failed write (a full disk) raises OSError, where FFmpeg's own file
         # I/O left a broken context that crashed the process when the container was closed.
@@ -240,6 +241,7 @@ class VideoWriter:
         self._stream.height = height - height % 2
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self._stream.codec_context.thread_count = threads
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
