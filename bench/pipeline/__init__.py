@@ -95,5 +95,7 @@ Choices, and why
   loading anything, and again after each model load: ultralytics' ``select_device`` (run when
   PytorchWildlife loads MegaDetector v6) sets ``torch.set_num_threads(min(8, cores - 1))``, which
   is 1 on a 2-core machine. The output notes the count the libraries had left, and the count each
-  worker ended with.
+  worker ended with. A wildswarm Pipeline whose models all run on exported runtimes keeps torch at
+  one thread for the pre- and post-processing (``Pipeline._settle_torch_threads``); the runtimes
+  get ``--threads``.
 """

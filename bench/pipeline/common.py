@@ -42,14 +42,16 @@ def _cap_boxes(predictor, max_animals: int) -> None:
     predictor.args.max_det = max_animals
 
 
-def _enforce_threads(args, out: dict, where: str) -> None:
-    """Re-apply the thread count: loading an ultralytics model calls its ``select_device``, which
-    sets ``torch.set_num_threads(min(8, cpu_count - 1))`` (1 on a 2-core machine)."""
+def _enforce_threads(args, out: dict, where: str, want: int | None = None) -> None:
+    """Re-apply the thread count (``want``, default ``--threads``): loading an ultralytics model
+    calls its ``select_device``, which sets ``torch.set_num_threads(min(8, cpu_count - 1))`` (1 on
+    a 2-core machine). A Pipeline sets its own (one where exported runtimes run every model)."""
     import torch
+    want = args.threads if want is None else want
     seen = torch.get_num_threads()
-    if seen != args.threads:
+    if seen != want:
         out.setdefault("threads_reset_by_libraries", {})[where] = seen
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(want)
 
 
 def _cpu() -> float:

@@ -32,11 +32,12 @@ def _load(args, out: dict, options: dict):
     out["load_seconds"] = round(pipeline.load_seconds, 3)
     out["backend_seconds"] = round(pipeline.backend_seconds, 3)
     out["pipeline_seconds"] = round(time.perf_counter() - t, 3)
-    _enforce_threads(args, out, "after Pipeline()")
+    _enforce_threads(args, out, "after Pipeline()", pipeline.torch_threads)
     out["untrained"] = pipeline.untrained
     out["backends"] = {k: c.describe() for k, c in pipeline.backends.items()}
     out["overlap"] = pipeline.overlap
     out["threads"] = pipeline.threads
+    out["torch_threads_for_processing"] = pipeline.torch_threads
     _cap_boxes(pipeline.detector.model.predictor, args.max_animals)
     return pipeline
 

@@ -10,7 +10,7 @@ from PIL import Image
 from wildswarm.config import Settings
 from wildswarm.errors import ModelError, VideoError
 from kit.validators import megadetector_problems
-from wildswarm.pipeline import outputs
+from wildswarm.pipeline import outputs, stages
 from wildswarm.pipeline.run import Pipeline
 
 pytestmark = pytest.mark.slow
@@ -176,6 +176,22 @@ def test_truncated_video_leaves_no_partial_folder(pipeline, make_video, tmp_path
 def test_untrained_weights_are_refused_unless_asked_for(settings):
     with pytest.raises(ModelError, match="untrained"):
         Pipeline(settings.replace(untrained=False))
+
+
+def test_torch_keeps_one_thread_where_every_model_runs_on_an_exported_runtime(settings):
+    """With every model on OpenVINO or ONNX Runtime, torch only runs the libraries' pre- and
+    post-processing: small ops whose OpenMP fork and join, beside the runtime's own threads and the
+    decode and draw threads, cost more than they save, so torch keeps one thread. The runtimes keep
+    every inference thread, and models on PyTorch keep them all for torch."""
+    import torch
+    exported = Pipeline(settings)
+    assert all(r is not None for r in exported.runtimes.values()), exported.backends
+    assert exported.torch_threads == torch.get_num_threads() == 1
+    assert exported.threads == stages.usable_cpus()
+    assert all(r.threads == exported.threads for r in exported.runtimes.values())
+    on_torch = Pipeline(settings.replace(backend="torch"))
+    assert all(r is None for r in on_torch.runtimes.values())
+    assert on_torch.torch_threads == torch.get_num_threads() == on_torch.threads == stages.usable_cpus()
 
 
 # --- overlapped stages (pipeline/stages.py) ------------------------------------------------------------

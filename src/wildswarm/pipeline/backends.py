@@ -176,7 +176,7 @@ class Runtime:
     """An ONNX file through ONNX Runtime or OpenVINO on the CPU: ``runtime(x) -> [outputs]``."""
 
     def __init__(self, path: Path, backend: str, *, threads: int, precision: str = "fp32"):
-        self.path, self.backend, self.precision = Path(path), backend, precision
+        self.path, self.backend, self.precision, self.threads = Path(path), backend, precision, threads
         self.nbytes = self.path.stat().st_size   # the weights it holds, about (the pipeline cache counts them)
         if backend == "onnxruntime":
             import onnxruntime as ort
