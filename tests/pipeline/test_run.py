@@ -231,3 +231,59 @@ def test_a_full_disk_under_the_draw_thread_fails_the_video_and_leaves_nothing(pi
     assert list(out.iterdir()) == []
     import threading
     assert not [t for t in threading.enumerate() if t.name.startswith("wildswarm-")]
+
+
+def test_the_labeled_video_is_finished_while_the_results_are_written(pipeline, make_video, tmp_path, monkeypatch):
+    """Overlapped, the draw thread flushes the encoder and closes the labeled video while the main
+    thread writes the tables and the plot (the flush of a short clip took ~60 ms that the other
+    core spent idle); the result waits for both."""
+    import threading
+    import time
+    from wildswarm.pipeline import render, video as video_io
+    events = []
+    close, plot = video_io.VideoWriter.close, render.trajectory_plot
+
+    def slow_close(self):
+        if self._container is not None:
+            events.append(("close starts", threading.current_thread().name))
+            time.sleep(0.5)
+            events.append(("close ends", threading.current_thread().name))
+        return close(self)
+
+    def timed_plot(*args, **kwargs):
+        events.append(("plot", threading.current_thread().name))
+        return plot(*args, **kwargs)
+    monkeypatch.setattr(video_io.VideoWriter, "close", slow_close)
+    monkeypatch.setattr(render, "trajectory_plot", timed_plot)
+    clip = make_video(frames=24, size=(320, 192))
+    pipeline.overlap = True
+    try:
+        result = pipeline.analyze(clip, tmp_path / "out")
+    finally:
+        pipeline.overlap = False
+    names = [e for e, _ in events]
+    assert names.index("plot") < names.index("close ends"), events      # nobody waited for the flush
+    assert dict(events)["close starts"] == "wildswarm-draw"
+    with av.open(str(result.output_dir / outputs.LABELED_VIDEO)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == result.frames_analysed
+    assert (result.output_dir / outputs.POSTER).is_file()
+    assert not [t for t in threading.enumerate() if t.name.startswith("wildswarm-")]
+
+
+def test_a_failure_while_writing_results_stops_the_labeled_video_and_leaves_nothing(pipeline, make_video, tmp_path,
+                                                                                     monkeypatch):
+    import threading
+    from wildswarm.pipeline import render
+
+    def broken_plot(*args, **kwargs):
+        raise RuntimeError("matplotlib fell over")
+    monkeypatch.setattr(render, "trajectory_plot", broken_plot)
+    out = tmp_path / "out"
+    pipeline.overlap = True
+    try:
+        with pytest.raises(RuntimeError, match="fell over"):
+            pipeline.analyze(make_video(frames=24, size=(320, 192)), out)
+    finally:
+        pipeline.overlap = False
+    assert not out.exists() or list(out.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("wildswarm-")]

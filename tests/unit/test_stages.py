@@ -88,6 +88,51 @@ def test_an_error_behind_comes_back_from_the_next_put_or_close_and_later_items_a
     assert done == [0, 1]
 
 
+def test_behind_finishes_in_its_thread_while_the_producer_goes_on():
+    """``end`` returns at once; the thread does what is queued, then ``last`` (closing the labeled
+    video), while the producer writes the other results; ``close`` waits for both."""
+    done, release = [], threading.Event()
+    behind = stages.Behind(lambda x: (release.wait(5), done.append(x)), depth=4,
+                           last=lambda: done.append("closed"))
+    for i in range(3):
+        behind.put(i)
+    t = time.perf_counter()
+    behind.end()
+    assert time.perf_counter() - t < 0.5 and done == []      # nothing waited for
+    release.set()
+    behind.close()
+    assert done == [0, 1, 2, "closed"]
+    behind.close()                                            # again: nothing more to do
+
+
+def test_a_failure_in_last_comes_back_from_close():
+    def last():
+        raise OSError(28, "No space left on device")
+    behind = stages.Behind(lambda x: None, last=last)
+    behind.put(1)
+    behind.end()
+    with pytest.raises(OSError, match="No space"):
+        behind.close()
+
+
+def test_last_is_skipped_after_an_error_or_when_abandoned():
+    calls = []
+
+    def fn(x):
+        raise ValueError("bad frame")
+    behind = stages.Behind(fn, last=lambda: calls.append("last"))
+    behind.put(1)
+    with pytest.raises(ValueError):
+        behind.close()
+    gate = threading.Event()
+    abandoned = stages.Behind(lambda x: gate.wait(5), last=lambda: calls.append("last"))
+    abandoned.put(1)
+    abandoned.end()
+    threading.Timer(0.1, gate.set).start()   # the item is still running when abandon() is called
+    abandoned.abandon()
+    assert calls == []
+
+
 def test_overlap_auto_is_on_for_a_gpu_and_on_two_cores_or_more(monkeypatch):
     monkeypatch.setattr(stages, "usable_cpus", lambda: 2)
     assert stages.overlap_wanted("auto", "cuda")

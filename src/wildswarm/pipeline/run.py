@@ -10,6 +10,7 @@ is written into a temporary folder that becomes ``out_root/<name>/`` at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -168,8 +169,8 @@ class Pipeline:
             progress(0, total)
         report = (lambda done: progress(done, max(total, done))) if progress else None
         with outputs.OutputFolder(out_root, name) as tmp:
-            frames = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, report=report)
-            result = self._write(tmp, video, info, frames, started, segmented=None)
+            frames, drawing = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, report=report)
+            result = self._write(tmp, video, info, frames, started, segmented=None, drawing=drawing)
         if progress:
             progress(len(frames.meta), len(frames.meta))
         return replace(result, output_dir=Path(out_root) / name, name=name)
@@ -216,10 +217,11 @@ class Pipeline:
         outputs.clean_partial(where, segments.part_name(k))  # what a killed attempt at it left
         started = time.perf_counter()
         with outputs.OutputFolder(where, segments.part_name(k)) as tmp:
-            frames = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, first=first, stop=stop,
-                                          render=None if own_stop is None else own_stop - own_first,
-                                          label_prefix=f"{k + 1}.", report=report)
-            part = segments.save_frames(tmp / segments.FRAMES_FILE, frames)
+            frames, drawing = self._analyse_frames(video, info, tmp / outputs.LABELED_VIDEO, first=first,
+                                                   stop=stop, label_prefix=f"{k + 1}.", report=report,
+                                                   render=None if own_stop is None else own_stop - own_first)
+            with drawing.finished():                      # the segment's video is finished behind this
+                part = segments.save_frames(tmp / segments.FRAMES_FILE, frames)
             if frames.poster is not None:
                 outputs.write_poster(tmp / outputs.POSTER, frames.poster[2])
                 part["poster"] = {"animals": frames.poster[0], "frame": frames.poster[1]}
@@ -291,9 +293,11 @@ class Pipeline:
     # --- the work ----------------------------------------------------------------------------------
     def _analyse_frames(self, video: Path, info: VideoInfo, labeled: Path, *, first: int = 0,
                         stop: int | None = None, render: int | None = None, label_prefix: str = "",
-                        report: Callable[[int], None] | None = None) -> "Frames":
+                        report: Callable[[int], None] | None = None) -> tuple["Frames", "_Drawing"]:
         """Analysed frames ``first <= m < stop`` of ``video``: decode, detect, classify, track, pose;
-        the first ``render`` of them (all: None) drawn into ``labeled``."""
+        the first ``render`` of them (all: None) drawn into ``labeled``. Overlapped, the last frames
+        are still being drawn and encoded when this returns: the caller writes its results meanwhile,
+        inside ``drawing.finished()``, and reads ``frames.poster`` and the render time after it."""
         from wildswarm.pipeline.detections import animals
         from wildswarm.pipeline.render import FrameRenderer
         from wildswarm.pipeline.track import Tracker
@@ -328,85 +332,94 @@ class Pipeline:
             if batch:
                 yield batch
 
-        with VideoWriter(labeled, out_fps, info.width, info.height,
-                         threads=stages.encoder_threads(self.device)) as writer:
-            def draw(batch: list[Frame], bdets: list, bposes: list, start: int) -> None:
-                with timed("render"):
-                    for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=start):
-                        if render is None or n < render:
-                            drawn = renderer.render(f.image, d, p)
-                            writer.write(drawn)
-                            count = len(animals(d)) if len(d) else 0
-                            if frames.poster is None or count > frames.poster[0]:
-                                frames.poster = (count, f.index, drawn)   # a fresh array per frame
+        writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=stages.encoder_threads(self.device))
 
-            # Overlapped: decode ahead and draw behind in threads, bounded queues between (stages.py).
-            source = stages.Ahead(decoded_batches()) if self.overlap else decoded_batches()
-            drawer = stages.Behind(draw) if self.overlap else None
-            try:
-                for batch in source:
-                    images = [f.image for f in batch]
-                    with timed("detect"):
-                        bdets = self.detector.detect(images)
-                    if self.classifier:
-                        with timed("classify"):
-                            self.classifier.classify(images, bdets, s.max_animals)
-                    with timed("track"):
-                        for d in bdets:
-                            tracker.update(d)
-                    with timed("pose"):
-                        bposes = self.pose.estimate(images, bdets)
-                    start = len(frames.meta)
-                    frames.meta.extend((f.index, f.time) for f in batch)
-                    frames.dets.extend(bdets)
-                    frames.poses.extend(bposes)
-                    if drawer is not None:
-                        drawer.put(batch, bdets, bposes, start)
-                    else:
-                        draw(batch, bdets, bposes, start)
-                    if report:
-                        report(len(frames.meta))
+        def draw(batch: list[Frame], bdets: list, bposes: list, start: int) -> None:
+            with timed("render"):
+                for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=start):
+                    if render is None or n < render:
+                        drawn = renderer.render(f.image, d, p)
+                        writer.write(drawn)
+                        count = len(animals(d)) if len(d) else 0
+                        if frames.poster is None or count > frames.poster[0]:
+                            frames.poster = (count, f.index, drawn)   # a fresh array per frame
+
+        # Overlapped: decode ahead and draw behind in threads, bounded queues between (stages.py); the
+        # draw thread also flushes the encoder and closes the video, while the results are written.
+        drawing = _Drawing(writer, None)
+        source = decoded_batches()
+        try:
+            if self.overlap:
+                source = stages.Ahead(source)
+                drawing.drawer = stages.Behind(draw, last=writer.close)
+            drawer = drawing.drawer
+            for batch in source:
+                images = [f.image for f in batch]
+                with timed("detect"):
+                    bdets = self.detector.detect(images)
+                if self.classifier:
+                    with timed("classify"):
+                        self.classifier.classify(images, bdets, s.max_animals)
+                with timed("track"):
+                    for d in bdets:
+                        tracker.update(d)
+                with timed("pose"):
+                    bposes = self.pose.estimate(images, bdets)
+                start = len(frames.meta)
+                frames.meta.extend((f.index, f.time) for f in batch)
+                frames.dets.extend(bdets)
+                frames.poses.extend(bposes)
                 if drawer is not None:
-                    drawer.close()
-            finally:
-                if drawer is not None:
-                    drawer.abandon()
-                if isinstance(source, stages.Ahead):
-                    source.close()
+                    drawer.put(batch, bdets, bposes, start)
+                else:
+                    draw(batch, bdets, bposes, start)
+                if report:
+                    report(len(frames.meta))
+            if drawer is not None:
+                drawer.end()
+        except BaseException:
+            drawing.abandon()
+            raise
+        finally:
+            if isinstance(source, stages.Ahead):
+                source.close()
         frames.decoded = decode_stats["decoded"]
         frames.read = decode_stats.get("last", -1) + 1
         if not frames.meta and first == 0:
+            drawing.abandon()
             raise VideoError(f"{video.name}: no frame could be decoded")
-        return frames
+        return frames, drawing
 
     def _write(self, tmp: Path, video: Path, info: VideoInfo, frames: "Frames", started: float, *,
-               segmented: dict | None) -> Result:
-        """Every result file but the labeled video, from the analysed frames, into ``tmp``."""
+               segmented: dict | None, drawing: "_Drawing | None" = None) -> Result:
+        """Every result file but the labeled video, from the analysed frames, into ``tmp``; the labeled
+        video (``drawing``) is finished behind the tables and the plot."""
         from wildswarm.pipeline.render import trajectory_plot
         from wildswarm.pipeline.track import track_summary
         s = self.settings
         out_fps = self.out_fps(info)
         timings = frames.timings
-        if not frames.meta:
-            raise VideoError(f"{video.name}: no frame could be decoded")
-        t = time.perf_counter()
-        ids = frames.pose_ids()
-        scorer = f"wildswarm_{s.pose}_{s.detector}"
-        outputs.write_detections(
-            tmp / outputs.DETECTIONS, video.name, frames.meta, frames.dets, (info.width, info.height),
-            frame_rate=info.fps or out_fps, classifier=self.classifier.names if self.classifier else None,
-            info=self.md_info())
-        outputs.write_tracks(tmp / outputs.TRACKS, frames.meta, frames.dets)
-        table = outputs.keypoint_table(frames.meta, frames.poses, ids, self.pose.bodyparts, scorer)
-        outputs.write_keypoints(tmp, table)
-        if s.smooth != "none":
-            outputs.write_keypoints(tmp, smooth.smooth_table(table, method=s.smooth, window=s.smooth_window,
-                                                             pose_threshold=s.pose_threshold),
-                                    h5=outputs.FILTERED_H5, csv=outputs.FILTERED_CSV)
-        trajectory_plot(tmp / outputs.TRAJECTORY, frames.poses, ids, width=info.width,
-                        height=info.height, pose_threshold=s.pose_threshold,
-                        title=f"{video.name}: one path per animal", untrained=self.untrained)
-        timings["write"] += time.perf_counter() - t
+        with drawing.finished() if drawing is not None else contextlib.nullcontext():
+            if not frames.meta:
+                raise VideoError(f"{video.name}: no frame could be decoded")
+            t = time.perf_counter()
+            ids = frames.pose_ids()
+            scorer = f"wildswarm_{s.pose}_{s.detector}"
+            outputs.write_detections(
+                tmp / outputs.DETECTIONS, video.name, frames.meta, frames.dets, (info.width, info.height),
+                frame_rate=info.fps or out_fps, classifier=self.classifier.names if self.classifier else None,
+                info=self.md_info())
+            outputs.write_tracks(tmp / outputs.TRACKS, frames.meta, frames.dets)
+            table = outputs.keypoint_table(frames.meta, frames.poses, ids, self.pose.bodyparts, scorer)
+            outputs.write_keypoints(tmp, table)
+            if s.smooth != "none":
+                outputs.write_keypoints(tmp, smooth.smooth_table(table, method=s.smooth, window=s.smooth_window,
+                                                                 pose_threshold=s.pose_threshold),
+                                        h5=outputs.FILTERED_H5, csv=outputs.FILTERED_CSV)
+            trajectory_plot(tmp / outputs.TRAJECTORY, frames.poses, ids, width=info.width,
+                            height=info.height, pose_threshold=s.pose_threshold,
+                            title=f"{video.name}: one path per animal", untrained=self.untrained)
+            timings["write"] += time.perf_counter() - t
         # a segmented video: its segments' wall times (on whichever workers ran them) and the merge's
         timings["total"] = (0.0 if segmented is None else timings.get("total", 0.0)) + (time.perf_counter() - started)
         tracks = track_summary(frames.meta, frames.dets)
@@ -432,3 +445,32 @@ class Pipeline:
         return md.info(detector=s.detector, image_size=s.detector_image_size, threshold=s.detection_threshold,
                        untrained=self.untrained, classifier=s.classifier if self.classifier else None,
                        extra={"wildswarm": {"version": __version__, "profile": s.profile, "sampled_fps": s.fps}})
+
+
+class _Drawing:
+    """The labeled video of one run: overlapped, its last frames are drawn and encoded, and the file
+    is closed, in the draw thread while the caller writes the other results (measured on 2 cores,
+    the encoder's flush alone took ~60 ms a seed video that the other core sat idle through)."""
+
+    def __init__(self, writer: VideoWriter, drawer: "stages.Behind | None"):
+        self.writer, self.drawer = writer, drawer
+
+    @contextmanager
+    def finished(self):
+        """Run the block, then wait for the video (raising what failed in it); on an error in the
+        block, or in the video, abandon it."""
+        try:
+            yield
+            if self.drawer is not None:
+                self.drawer.close()
+            self.writer.close()       # in turn, here; overlapped, the draw thread closed it already
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Stop drawing and close the file (its folder is thrown away with the failed run)."""
+        if self.drawer is not None:
+            self.drawer.abandon()
+        with contextlib.suppress(Exception):
+            self.writer.close()

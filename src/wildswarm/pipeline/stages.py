@@ -139,14 +139,17 @@ class Ahead:
 
 
 class Behind:
-    """Call ``fn(*item)`` for each item ``put``, in order, in a thread, at most ``depth`` items behind.
-    The first exception ``fn`` raises comes back from the next ``put`` or from ``close``."""
+    """Call ``fn(*item)`` for each item ``put``, in order, in a thread, at most ``depth`` items behind,
+    then ``last()`` (closing the labeled video) once every item is done. The first exception ``fn``
+    or ``last`` raises comes back from the next ``put`` or from ``close``; after one, the remaining
+    items and ``last`` are skipped. ``end`` lets the thread finish while the producer goes on."""
 
-    def __init__(self, fn: Callable, depth: int = 2, name: str = "wildswarm-draw"):
-        self._fn = fn
+    def __init__(self, fn: Callable, depth: int = 2, name: str = "wildswarm-draw", last: Callable | None = None):
+        self._fn, self._last = fn, last
         self._q: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
         self._abandoned = False
+        self._ended = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -154,12 +157,17 @@ class Behind:
         while True:
             item = self._q.get()
             if item is _END:
-                return
+                break
             if self._error is not None or self._abandoned:
                 continue
             try:
                 self._fn(*item)
             except BaseException as exc:  # handed to the producer
+                self._error = exc
+        if self._last is not None and self._error is None and not self._abandoned:
+            try:
+                self._last()
+            except BaseException as exc:
                 self._error = exc
 
     def put(self, *item) -> None:
@@ -167,17 +175,21 @@ class Behind:
             raise self._error
         self._q.put(item)
 
-    def close(self) -> None:
-        """Wait until every item is done; raise what ``fn`` raised."""
-        if self._thread.is_alive():
+    def end(self) -> None:
+        """No more items: the thread finishes them and ``last`` on its own; returns at once."""
+        if not self._ended:
+            self._ended = True
             self._q.put(_END)
-            self._thread.join()
+
+    def close(self) -> None:
+        """Wait until every item and ``last`` are done; raise what ``fn`` or ``last`` raised."""
+        self.end()
+        self._thread.join()
         if self._error is not None:
             raise self._error
 
     def abandon(self) -> None:
-        """Drop what is still queued and stop (the producer failed)."""
+        """Drop what is still queued, skip ``last``, and stop (the producer failed)."""
         self._abandoned = True
-        if self._thread.is_alive():
-            self._q.put(_END)
-            self._thread.join()
+        self.end()
+        self._thread.join()
