@@ -162,6 +162,9 @@ def trajectory_plot(path: Path, poses: list[KeyPoints], ids: list[np.ndarray], *
         else:
             ax.text(width / 2, height / 2, "no keypoints above threshold", ha="center", va="center")
         fig.tight_layout()
+        # tight_layout leaves a placeholder layout engine behind, for which savefig draws the whole
+        # figure once more before drawing it for real; the layout is done, so none is needed
+        fig.set_layout_engine(None)
         fig.savefig(path)
     finally:
         plt.close(fig)
