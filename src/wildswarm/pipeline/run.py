@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-
 from wildswarm import __version__
 from wildswarm.config import Settings
 from wildswarm.errors import PipelineError, VideoError, WildswarmError
