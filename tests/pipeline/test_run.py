@@ -270,6 +270,30 @@ def test_the_labeled_video_is_finished_while_the_results_are_written(pipeline, m
     assert not [t for t in threading.enumerate() if t.name.startswith("wildswarm-")]
 
 
+def test_on_a_cpu_node_the_codecs_run_in_one_thread_each(pipeline, make_video, tmp_path, monkeypatch):
+    """Decode and encode beside CPU inference in one thread each (stages.codec_threads): the codecs'
+    own frame threads cost CPU time the models need."""
+    from wildswarm.pipeline import video as video_io
+    opened, writers = [], []
+    real_open, real_init = video_io._open, video_io.VideoWriter.__init__
+
+    def spying_open(path):
+        container = real_open(path)
+        opened.append(container.streams.video[0].codec_context)
+        return container
+
+    def spying_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        writers.append(self._stream.codec_context.thread_count)
+    monkeypatch.setattr(video_io, "_open", spying_open)
+    monkeypatch.setattr(video_io.VideoWriter, "__init__", spying_init)
+    result = pipeline.analyze(make_video(frames=12, size=(160, 96)), tmp_path / "out")
+    assert result.frames_analysed > 0
+    assert writers == [1]
+    decoders = [c.thread_count for c in opened if c.is_open]   # probe's context is never opened
+    assert decoders == [1], [c.thread_count for c in opened]
+
+
 def test_a_failure_while_writing_results_stops_the_labeled_video_and_leaves_nothing(pipeline, make_video, tmp_path,
                                                                                      monkeypatch):
     import threading

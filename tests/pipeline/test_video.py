@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from wildswarm.errors import VideoError
+from wildswarm.pipeline import video
 from wildswarm.pipeline.video import VideoWriter, probe, read_frames, sample_step
 
 
@@ -108,3 +109,26 @@ def test_writer_encodes_in_the_threads_it_is_given(tmp_path, threads):
             w.write(np.full((48, 64, 3), i * 40, np.uint8))
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(c.streams.video[0])) == 4
+
+
+def test_reader_decodes_in_one_thread_where_asked(tmp_path, monkeypatch):
+    """One decoder thread where asked (a CPU node, stages.codec_threads), FFmpeg's own choice by
+    default; the same frames either way."""
+    out = tmp_path / "o.mp4"
+    with VideoWriter(out, 5, 64, 48) as w:
+        for i in range(6):
+            w.write(np.full((48, 64, 3), i * 40, np.uint8))
+    seen = []
+    real_open = video._open
+
+    def spying_open(path):
+        container = real_open(path)
+        seen.append(container.streams.video[0].codec_context)
+        return container
+
+    monkeypatch.setattr(video, "_open", spying_open)
+    frames = [f.image for f in video.read_frames(out, 0, threads=1)]
+    assert seen and all(c.thread_count == 1 for c in seen)
+    assert len(frames) == 6
+    monkeypatch.setattr(video, "_open", real_open)
+    assert all(np.array_equal(a, b.image) for a, b in zip(frames, video.read_frames(out, 0)))

@@ -199,9 +199,10 @@ def test_usable_cpus_is_at_least_one_and_at_most_the_affinity():
     assert 1 <= stages.usable_cpus() <= len(os.sched_getaffinity(0))
 
 
-def test_the_encoder_runs_in_one_thread_beside_cpu_inference(monkeypatch):
-    """x264's own frame threads on a CPU node cost CPU time the models need (the draw thread
-    encodes beside inference, which has every core): one thread there, x264's choice on a GPU node."""
+def test_the_codecs_run_in_one_thread_beside_cpu_inference(monkeypatch):
+    """FFmpeg's and x264's own threads on a CPU node cost CPU time the models need (the decode and
+    draw threads run beside inference, which has every core): one thread there, the codec's choice
+    on a GPU node."""
     monkeypatch.setattr(stages, "usable_cpus", lambda: 8)
-    assert stages.encoder_threads("cpu") == 1
-    assert stages.encoder_threads("cuda") == 0 and stages.encoder_threads("cuda:1") == 0
+    assert stages.codec_threads("cpu") == 1
+    assert stages.codec_threads("cuda") == 0 and stages.codec_threads("cuda:1") == 0

@@ -317,7 +317,8 @@ class Pipeline:
                                  untrained=self.untrained, label_prefix=label_prefix)
 
         def decoded_batches():
-            reader = read_frames(video, s.fps, decode_stats, first=first, stop=stop)
+            reader = read_frames(video, s.fps, decode_stats, first=first, stop=stop,
+                                 threads=stages.codec_threads(self.device))
             batch: list[Frame] = []
             while True:
                 with timed("decode"):
@@ -331,7 +332,7 @@ class Pipeline:
             if batch:
                 yield batch
 
-        writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=stages.encoder_threads(self.device))
+        writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=stages.codec_threads(self.device))
 
         def draw(batch: list[Frame], bdets: list, bposes: list, start: int) -> None:
             with timed("render"):

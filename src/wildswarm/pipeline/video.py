@@ -139,7 +139,7 @@ def pick(m: int, step: float) -> int:
 
 
 def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, first: int = 0,
-                stop: int | None = None) -> Iterator[Frame]:
+                stop: int | None = None, threads: int = 0) -> Iterator[Frame]:
     """Decode ``path``, yielding the frames on a grid of ``fps`` per second.
 
     ``fps`` of 0 (or at least the source rate) keeps every frame. ``first`` and
@@ -148,12 +148,15 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
     seek), not at the start. A stream that breaks off mid-way raises
     :class:`VideoError` naming the last good frame. ``stats["decoded"]`` (if
     given) counts every frame decoded, kept or not, ``stats["last"]`` is the
-    index of the last one.
+    index of the last one. ``threads``: the decoder's, 0 for FFmpeg's own choice
+    (stages.codec_threads).
     """
     container = _open(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
         src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
         step = sample_step(src_fps, fps)
         m = first
@@ -184,7 +187,7 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
                     return
         except _SeekMissed:
             container.close()
-            yield from _decode_from_start(path, fps, stats, first, stop)
+            yield from _decode_from_start(path, fps, stats, first, stop, threads)
             return
         except av.error.FFmpegError as exc:
             raise VideoError(f"{Path(path).name}: video is corrupt or truncated after frame {index} "
@@ -199,10 +202,10 @@ class _SeekMissed(Exception):
     pass
 
 
-def _decode_from_start(path, fps, stats, first, stop):
+def _decode_from_start(path, fps, stats, first, stop, threads):
     """The slow way for files whose seek lands past the frame asked for: decode and skip."""
     counted = {"decoded": 0}
-    for m, frame in enumerate(read_frames(path, fps, counted, stop=stop)):
+    for m, frame in enumerate(read_frames(path, fps, counted, stop=stop, threads=threads)):
         if stats is not None:
             stats.update(counted)
         if m >= first:
@@ -228,7 +231,7 @@ class VideoWriter:
     """Write RGB frames as a browser-playable H.264 MP4."""
 
     def __init__(self, path: Path, fps: float, width: int, height: int, crf: int = 23, threads: int = 0):
-        """``threads``: the encoder's threads, 0 for x264's own choice (stages.encoder_threads)."""
+        """``threads``: the encoder's threads, 0 for x264's own choice (stages.codec_threads)."""
         self.path = Path(path)
         # Through a Python file: a failed write (a full disk) raises OSError, where FFmpeg's own file
         # I/O left a broken context that crashed the process when the container was closed.
