@@ -118,54 +118,57 @@ def track_paths(poses: list[KeyPoints], ids: list[np.ndarray], pose_threshold: f
 def trajectory_plot(path: Path, poses: list[KeyPoints], ids: list[np.ndarray], *, width: int, height: int,
                     pose_threshold: float, title: str, untrained: bool) -> int:
     """One path per animal (the mean of its confident keypoints, frame by frame), a colour and a
-    legend entry each; poses without a track are grey dots. Returns the points drawn."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    legend entry each; poses without a track are grey dots. Returns the points drawn.
+
+    Drawn on a figure of its own with the Agg canvas, not through pyplot: a worker needs none of
+    pyplot's global figure manager (which is not thread-safe, and keeps every figure not closed);
+    the PNG is the same, byte for byte."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     paths = track_paths(poses, ids, pose_threshold)
     loose = [pose.xy[j][pose.confidence[j] >= pose_threshold].mean(axis=0)
              for pose, frame_ids in zip(poses, ids) for j in range(len(pose))
              if (j >= len(frame_ids) or frame_ids[j] <= 0) and (pose.confidence[j] >= pose_threshold).any()]
     drawn = 0
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)
-    try:
-        colours = plt.get_cmap("tab10" if len(paths) <= 10 else "tab20")
-        for n, (tid, xy) in enumerate(paths.items()):
-            seen = ~np.isnan(xy[:, 0])
-            if not seen.any():
-                continue
-            colour = colours(n % colours.N)
-            first, last = np.flatnonzero(seen)[[0, -1]]
-            span = xy[first:last + 1]    # only the animal's span: a long video has many short tracks
-            # a line where the animal was seen in consecutive analysed frames, a dot for every sighting
-            ax.plot(span[:, 0], span[:, 1], "-", color=colour, linewidth=1.2, alpha=0.8)
-            ax.plot(xy[seen, 0], xy[seen, 1], "o", color=colour, markersize=2.5, label=f"animal {tid}")
-            ax.annotate(str(tid), xy[first], color=colour, fontsize=8, fontweight="bold")
-            drawn += int(seen.sum())
-        if loose:
-            xy = np.asarray(loose)
-            ax.plot(xy[:, 0], xy[:, 1], ".", color="0.6", markersize=3, label="untracked")
-            drawn += len(xy)
-        ax.set_xlim(0, width)
-        ax.set_ylim(height, 0)  # image coordinates: y grows downwards
-        ax.set_aspect("equal", adjustable="box")
-        ax.set_xlabel("X position in pixels")
-        ax.set_ylabel("Y position in pixels")
-        ax.set_title(title + ("\n" + UNTRAINED_BANNER if untrained else ""), fontsize=10,
-                     color="red" if untrained else "black")
-        if drawn:
-            handles, names = ax.get_legend_handles_labels()
-            if len(handles) > 20:  # many tracks: the first 20 named, the colours say the rest
-                handles, names = handles[:20], names[:20]
-            ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
-        else:
-            ax.text(width / 2, height / 2, "no keypoints above threshold", ha="center", va="center")
-        fig.tight_layout()
-        # tight_layout leaves a placeholder layout engine behind, for which savefig draws the whole
-        # figure once more before drawing it for real; the layout is done, so none is needed
-        fig.set_layout_engine(None)
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(8, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colours = colormaps["tab10" if len(paths) <= 10 else "tab20"]
+    for n, (tid, xy) in enumerate(paths.items()):
+        seen = ~np.isnan(xy[:, 0])
+        if not seen.any():
+            continue
+        colour = colours(n % colours.N)
+        first, last = np.flatnonzero(seen)[[0, -1]]
+        span = xy[first:last + 1]    # only the animal's span: a long video has many short tracks
+        # a line where the animal was seen in consecutive analysed frames, a dot for every sighting
+        ax.plot(span[:, 0], span[:, 1], "-", color=colour, linewidth=1.2, alpha=0.8)
+        ax.plot(xy[seen, 0], xy[seen, 1], "o", color=colour, markersize=2.5, label=f"animal {tid}")
+        ax.annotate(str(tid), xy[first], color=colour, fontsize=8, fontweight="bold")
+        drawn += int(seen.sum())
+    if loose:
+        xy = np.asarray(loose)
+        ax.plot(xy[:, 0], xy[:, 1], ".", color="0.6", markersize=3, label="untracked")
+        drawn += len(xy)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)  # image coordinates: y grows downwards
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("X position in pixels")
+    ax.set_ylabel("Y position in pixels")
+    ax.set_title(title + ("\n" + UNTRAINED_BANNER if untrained else ""), fontsize=10,
+                 color="red" if untrained else "black")
+    if drawn:
+        handles, names = ax.get_legend_handles_labels()
+        if len(handles) > 20:  # many tracks: the first 20 named, the colours say the rest
+            handles, names = handles[:20], names[:20]
+        ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+    else:
+        ax.text(width / 2, height / 2, "no keypoints above threshold", ha="center", va="center")
+    fig.tight_layout()
+    # tight_layout leaves a placeholder layout engine behind, for which savefig draws the whole
+    # figure once more before drawing it for real; the layout is done, so none is needed
+    fig.set_layout_engine(None)
+    fig.savefig(path)
     return drawn
