@@ -188,7 +188,8 @@ def test_a_video_uploaded_through_the_web_app_is_analysed_by_a_worker_and_downlo
     archive = zipfile.ZipFile(BytesIO(stack.api("GET", f"/api/jobs/{job_id}/outputs.zip").content))
     for name in archive.namelist():
         assert archive.read(name) == (folder / name.split("/")[-1]).read_bytes()
-    assert (stack.data / "input_done" / job["input_name"]).is_file()
+    # the worker records the outcome, then moves the input on
+    wait_for(lambda: (stack.data / "input_done" / job["input_name"]).is_file(), 30, "the input in input_done/", 0.2)
     assert not (stack.data / "input" / job["input_name"]).exists()
     assert "results in output/" in (stack.data / "logs" / f"{node_hostname()}.log").read_text()
 
@@ -277,7 +278,8 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_finish_once(stack, seed_video
     outputs = [p.name for p in (stack.data / "output").iterdir() if name in p.name]
     assert outputs == [name], outputs                 # one result, no half-written leftovers
     stem = job["input_name"].rsplit(".", 1)[0]
-    assert [p.name for p in (stack.data / "input_done").iterdir() if p.name.startswith(stem)] == [job["input_name"]]
+    wait_for(lambda: [p.name for p in (stack.data / "input_done").iterdir() if p.name.startswith(stem)]
+             == [job["input_name"]], 30, "the input, once, in input_done/", 0.2)
     assert not (stack.data / "input" / job["input_name"]).exists()
     assert sum(1 for j in job_records(stack, job["input_name"]) if j["input_name"] == job["input_name"]) == 1
     # Swarm replaces the killed task.

@@ -8,7 +8,8 @@ import time
 import urllib.request
 
 from kit.net import free_port
-from kit.observe import all_finished, consumers, jobs_of, started_lines, wait_consuming, waiting_in_input
+from kit.observe import (all_finished, consumers, jobs_of, started_lines, wait_consuming, wait_moved,
+                         waiting_in_input)
 from kit.procs import settings_env
 from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
@@ -46,7 +47,7 @@ def test_n_videos_two_workers_each_done_exactly_once(broker_settings, store, spa
     lay = Layout(s.data)
     assert outputs(s) == sorted(f"clip{i}" for i in range(8))          # complete, no temp folders
     assert all((lay.output / f"clip{i}" / "summary.json").exists() for i in range(8))
-    assert sorted(p.name for p in lay.input_done.iterdir()) == sorted(c.name for c in clips)
+    wait_moved(s, [c.name for c in clips], procs=tuple(workers))
     assert waiting_in_input(s) == []
     wait_for(lambda: sum(metric(p, 'wildswarm_jobs_total{outcome="done"}') for p in ports) == 8, 10,
              "8 done jobs counted in the workers' metrics")      # counted just after the record is written
@@ -70,7 +71,7 @@ def test_worker_killed_mid_job_the_job_is_delivered_again(broker_settings, store
     assert job.status is JobStatus.DONE and job.attempts == 2 and job.node != victim.name
     assert outputs(s) == ["long"]                                     # one complete folder, no leftovers
     assert sorted(p.name for p in (Layout(s.data).output / "long").iterdir()) == ["frames.csv", "summary.json"]
-    assert [p.name for p in Layout(s.data).input_done.iterdir()] == ["long.mp4"]
+    wait_moved(s, ["long.mp4"], procs=tuple(workers.values()))
 
 
 def test_heartbeats_keep_flowing_during_a_long_job(broker_settings, store, intake, spawn, broker, tmp_path):

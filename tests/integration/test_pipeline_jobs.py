@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kit.observe import all_finished, wait_consuming
+from kit.observe import all_finished, wait_consuming, wait_moved
 from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
 from wildswarm.layout import Layout
@@ -33,5 +33,5 @@ def test_n_videos_two_workers_real_pipeline(broker_settings, store, intake, untr
     for i in range(4):
         files = {p.name for p in (lay.output / f"video{i}").iterdir()}
         assert {"labeled.mp4", "detections.json", "summary.json"} <= files
-    assert sorted(p.name for p in lay.input_done.iterdir()) == [v.name for v in videos]
+    wait_moved(s, [v.name for v in videos], procs=tuple(workers))
     assert {j.node for j in jobs.values()} == {"w0", "w1"}

@@ -1,7 +1,7 @@
 """Poison input ends failed or dead-lettered with its reason, and the worker goes on."""
 from __future__ import annotations
 
-from kit.observe import all_finished, jobs_of, wait_consuming, waiting_in_input
+from kit.observe import all_finished, jobs_of, wait_consuming, wait_moved, waiting_in_input
 from kit.waiting import wait_for
 from wildswarm.broker import REASON_HEADER, Broker, dead_letter_queue
 from wildswarm.jobs import JobStatus
@@ -31,7 +31,7 @@ def test_poison_jobs_stop_somewhere_visible_and_the_worker_goes_on(broker_settin
     assert f"attempt {s.delivery_limit} of {s.delivery_limit}" in jobs[failing.id].error
     assert jobs[good.id].status is JobStatus.DONE                                        # the worker went on
     lay = Layout(s.data)
-    assert sorted(p.name for p in lay.input_failed.iterdir()) == ["corrupt.mp4", "crashes.mp4"]
+    wait_moved(s, ["corrupt.mp4", "crashes.mp4"], "input_failed", procs=(worker,))
     assert [p.name for p in lay.output.iterdir()] == ["good"]
 
     dead_q = dead_letter_queue(s.queue)
@@ -84,7 +84,8 @@ def test_a_dead_lettered_job_ends_failed_with_its_reason_not_queued_forever(brok
                       "the reconciler to fail the dead-lettered job", procs=(producer,))
     assert "dead-lettered" in failed.error and "too many times" in failed.error
     lay = Layout(s.data)
-    assert [p.name for p in lay.input_failed.iterdir()] == ["stuck.mp4"] and waiting_in_input(s) == []
+    wait_moved(s, ["stuck.mp4"], "input_failed", procs=(producer,))
+    assert waiting_in_input(s) == []
     assert broker.counts(dead_letter_queue(s.queue))[0] == 0
     # ... and it can be retried: a worker then finishes it, once
     assert intake.retry(job.id).result == "retried"

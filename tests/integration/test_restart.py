@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 
-from kit.observe import all_finished, jobs_of, log_lines, started_lines, wait_consuming
+from kit.observe import all_finished, jobs_of, log_lines, started_lines, wait_consuming, wait_moved
 from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
 from wildswarm.layout import Layout
@@ -49,7 +49,7 @@ def test_restart_while_a_job_runs_and_the_producer_watches(broker_settings, stor
     wait_for(lambda: [line for line in log_lines(s) if f"job {first.id}" in line and "without work" in line],
              20, "the redelivered running job to be acknowledged without work", procs=procs)
     assert sorted(p.name for p in lay.output.iterdir()) == ["first", "second"]
-    assert sorted(p.name for p in lay.input_done.iterdir()) == ["first.mp4", "second.mp4"]
+    wait_moved(s, ["first.mp4", "second.mp4"], procs=procs)
     assert all(p.alive() for p in procs)
     assert all("connection lost" in w.output() for w in workers)
     wait_consuming(s, 2, procs)        # both workers are back on the queue

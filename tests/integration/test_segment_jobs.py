@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from kit.observe import all_finished, log_lines, wait_consuming, waiting_in_input
+from kit.observe import all_finished, log_lines, wait_consuming, wait_moved, waiting_in_input
 from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
 from wildswarm.layout import Layout
@@ -49,7 +49,8 @@ def test_a_long_video_is_shared_by_two_workers_and_merged_once(broker_settings, 
     assert summary["segments"]["count"] == 4 and summary["frames"]["analysed"] == 30
     assert len({p["pid"] for p in summary["segments"]["parts"]}) == 2
     assert not (lay.output / segments.SEGMENTS_DIR / "long").exists()
-    assert [p.name for p in lay.input_done.iterdir()] == ["long.mp4"] and waiting_in_input(s) == []
+    wait_moved(s, ["long.mp4"], procs=tuple(workers))
+    assert waiting_in_input(s) == []
     merges = [line for line in log_lines(s) if f"job {job_id}" in line and "merging" in line]
     assert len(merges) == 1
 

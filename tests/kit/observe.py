@@ -41,3 +41,17 @@ def waiting_in_input(settings: Settings) -> list[str]:
     root = Layout(settings.data).input
     return sorted(str(p.relative_to(root)) for p in root.glob("*") if p.is_file()) + \
         sorted(str(p.relative_to(root)) for p in root.glob("*/*") if p.is_file())
+
+
+def moved_inputs(settings: Settings, folder: str = "input_done") -> list[str]:
+    return sorted(p.name for p in (Layout(settings.data).root / folder).iterdir())
+
+
+def wait_moved(settings: Settings, expected, folder: str = "input_done", procs=(), timeout: float = 15) -> None:
+    """Wait until ``folder`` (``input_done`` or ``input_failed``) holds exactly ``expected``.
+
+    A worker records a job's outcome first and moves its input on just after (then acknowledges), so a
+    test that has seen the outcome in the store must wait for the move, not look at once.
+    """
+    want = sorted(expected)
+    wait_for(lambda: moved_inputs(settings, folder) == want, timeout, f"{folder}/ to hold {want}", 0.05, procs)
