@@ -191,7 +191,8 @@ def test_a_video_uploaded_through_the_web_app_is_analysed_by_a_worker_and_downlo
     # the worker records the outcome, then moves the input on
     wait_for(lambda: (stack.data / "input_done" / job["input_name"]).is_file(), 30, "the input in input_done/", 0.2)
     assert not (stack.data / "input" / job["input_name"]).exists()
-    assert "results in output/" in (stack.data / "logs" / f"{node_hostname()}.log").read_text()
+    wait_for(lambda: "results in output/" in (stack.data / "logs" / f"{node_hostname()}.log").read_text(), 30,
+             "the worker's done line in the node log", 0.2)
 
 
 def test_scale_workers_beyond_what_fits_says_so_at_once(stack):

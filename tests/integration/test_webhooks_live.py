@@ -34,6 +34,7 @@ def test_a_slow_webhook_delays_nothing_but_its_own_post(broker_settings, store, 
         ((headers, body),) = receiver.got
         assert json.loads(body)["job"]["id"] == first.id and headers["X-Wildswarm-Event"] == "job.done"
         assert store.get(next(i for i in jobs if i != first.id)).notify_state is None     # it named no webhook
-        assert any(f"job {first.id}" in line and "webhook notified" in line for line in log_lines(s))
+        wait_for(lambda: any(f"job {first.id}" in line and "webhook notified" in line for line in log_lines(s)), 10,
+                 "the notification in the node log (written just after the record)", procs=procs)
     finally:
         receiver.close()
