@@ -231,7 +231,7 @@ class Intake:
         return job
 
     def _publish(self, job: Job, how: str) -> Admission:
-        if self.publisher.publish(JobMessage(job.id, job.input_name)):
+        if self.publisher.publish(JobMessage.for_job(job)):
             job = self.store.mark_published(job.id) or self.store.get(job.id)
             self.note(f"job {job.id} {job.input_name}: {how}, queued")
             return Admission(job, "queued", f"{job.input_name} is queued as job {job.id}.")

@@ -26,8 +26,12 @@ def plain_name(name: object) -> bool:
             and not any(ord(c) < 32 or ord(c) == 127 for c in name))
 
 
+def timestamp(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return timestamp(datetime.now(timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class JobMessage:
             raise MessageError("submitted_at must be a timestamp string")
         if self.version != SCHEMA_VERSION:
             raise MessageError(f"unsupported message version {self.version!r} (this worker reads {SCHEMA_VERSION})")
+
+    @classmethod
+    def for_job(cls, job) -> "JobMessage":
+        """The message of a recorded job. ``submitted_at`` is when its record was made, the same on every
+        message for it: the first, a retry after a failure, one published again after a lost message."""
+        return cls(job.id, job.input_name, timestamp(job.created_at) if job.created_at else utcnow())
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")

@@ -118,7 +118,7 @@ class Reconciler:
         return +done
 
     def _publish(self, job: Job, why: str) -> bool:
-        if not self.publisher.publish(JobMessage(job.id, job.input_name)):
+        if not self.publisher.publish(JobMessage.for_job(job)):
             return False
         self.store.mark_published(job.id)
         self.note(f"job {job.id} {job.input_name}: published ({why})")

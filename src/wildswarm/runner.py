@@ -301,7 +301,7 @@ class JobRunner:
         if self.call(self.store.requeue, job.id, self.owner, f"attempt {job.attempts} failed: {reason}", delay) is None:
             return Verdict(Outcome.LOST)
         self.note(job, f"attempt {job.attempts} failed, tried again in {delay} s: {reason}")
-        return Verdict(Outcome.RETRIED, delay=delay, message=JobMessage(job.id, job.input_name))
+        return Verdict(Outcome.RETRIED, delay=delay, message=JobMessage.for_job(job))
 
     # --- long videos: split, segments, merge ------------------------------------------------------------
     def _plan(self, job: Job, src: Path, workers: int | None, analyzer):
@@ -334,7 +334,7 @@ class JobRunner:
         self.note(job, f"split into {seg_plan.count} segments of {seg_plan.length} frames "
                        f"({seg_plan.count - len(todo)} already done)")
         if todo:
-            return Verdict(Outcome.SPLIT, messages=tuple(JobMessage(c.id, c.input_name) for c in todo))
+            return Verdict(Outcome.SPLIT, messages=tuple(JobMessage.for_job(c) for c in todo))
         video = self.call(self.store.claim_merge, job.id, self.owner, self.node)
         return self._merge(video, src, seg_plan, loaded, cancel) if video is not None else Verdict(Outcome.SKIPPED)
 

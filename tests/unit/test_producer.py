@@ -5,6 +5,7 @@ published; tests/integration runs the same code against the real RabbitMQ.
 """
 import os
 import time
+from datetime import timezone
 
 import pytest
 
@@ -315,14 +316,18 @@ def test_the_reconciler_republishes_a_lost_message_only_when_the_queue_is_empty(
     settings, producer, broker, clock, lay = env
     drop(lay, "a.mp4")
     settle(producer, clock)
-    with store.db.connection() as conn:          # published long ago
-        conn.execute("UPDATE jobs SET published_at = now() - interval '1 hour'")
+    with store.db.connection() as conn:          # submitted and published long ago
+        conn.execute("UPDATE jobs SET published_at = now() - interval '1 hour', "
+                     "created_at = now() - interval '1 hour'")
     broker.ready = 3                             # messages wait on the queue: it may be among them
     producer.reconcile(force=True)
     assert len(broker.published) == 1
     broker.ready = 0                             # nothing on the queue: its message is lost
     producer.reconcile(force=True)
     assert len(broker.published) == 2
+    job = store.get(broker.published[1]["job_id"])
+    # published again, it still says when the job was submitted
+    assert broker.published[1]["submitted_at"] == job.created_at.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
 class DeadLetters(FakeBroker):

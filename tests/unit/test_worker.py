@@ -5,6 +5,7 @@ tests/integration runs the same code against the real RabbitMQ.
 """
 import threading
 import time
+from datetime import timezone
 
 import pytest
 
@@ -281,13 +282,22 @@ def test_worker_acks_after_the_job(settings, store):
     assert store.get(msg.job_id).status is JobStatus.DONE
 
 
+def submitted_long_ago(store, job_id: str) -> str:
+    """Backdate a job's record by an hour; the time its messages must carry."""
+    with store.db.connection() as conn:
+        conn.execute("UPDATE jobs SET created_at = now() - interval '1 hour' WHERE id = %s", (job_id,))
+    return store.get(job_id).created_at.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
 def test_worker_backs_a_retriable_failure_off_through_a_delay_queue(settings, store):
     msg = queue_clip(store, settings)
+    submitted = submitted_long_ago(store, msg.job_id)
     broker = FakeBroker().connect()
     worker = Worker(settings, Boom(), store, broker=broker)
     run_delivery(worker, delivery(msg.encode()))
     assert broker.requeued == [] and len(broker.acked) == 1
-    assert broker.delayed == [({"job_id": msg.job_id, "input_name": "clip.mp4", "submitted_at": msg.submitted_at,
+    # the message published again says when the job was submitted, not when it failed
+    assert broker.delayed == [({"job_id": msg.job_id, "input_name": "clip.mp4", "submitted_at": submitted,
                                 "version": 1}, 1)]
     run_delivery(worker, delivery(msg.encode(), count=0))
     run_delivery(worker, delivery(msg.encode(), count=0))
