@@ -5,7 +5,6 @@ tests/integration runs the same code against the real RabbitMQ.
 """
 import threading
 import time
-from datetime import timezone
 
 import pytest
 
@@ -15,7 +14,7 @@ from wildswarm.broker import Delivery
 from wildswarm.errors import ConfigError, PipelineError
 from wildswarm.jobs import JobStatus, JobStore, job_id_for
 from wildswarm.layout import Layout
-from wildswarm.messages import JobMessage
+from wildswarm.messages import JobMessage, timestamp
 from wildswarm.runner import JobRunner, Outcome
 from wildswarm.pipeline import segments
 from wildswarm.pipeline.video import probe
@@ -34,7 +33,7 @@ def queue_clip(store: JobStore, settings, name="clip.mp4", **script) -> JobMessa
     path = write_clip(Layout(settings.data).input / name, **script)
     job, _ = store.submit(job_id_for(path), name, path.stat().st_size)
     store.mark_published(job.id)
-    return JobMessage(job.id, name)
+    return JobMessage.for_job(job)
 
 
 def runner(settings, store, analyzer=None, node=None) -> JobRunner:
@@ -226,7 +225,7 @@ def long_video(store, settings, name="long.mp4") -> JobMessage:
     path = write_video(Layout(settings.data).input / name, frames=60, fps=10)   # 30 frames at 5 fps
     job, _ = store.submit(job_id_for(path), name, path.stat().st_size)
     store.mark_published(job.id)
-    return JobMessage(job.id, name)
+    return JobMessage.for_job(job)
 
 
 @pytest.fixture
@@ -286,7 +285,7 @@ def submitted_long_ago(store, job_id: str) -> str:
     """Backdate a job's record by an hour; the time its messages must carry."""
     with store.db.connection() as conn:
         conn.execute("UPDATE jobs SET created_at = now() - interval '1 hour' WHERE id = %s", (job_id,))
-    return store.get(job_id).created_at.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return timestamp(store.get(job_id).created_at)
 
 
 def test_worker_backs_a_retriable_failure_off_through_a_delay_queue(settings, store):
