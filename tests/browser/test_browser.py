@@ -64,13 +64,30 @@ def login(driver, base: str, path: str = "/") -> None:
     wait(driver, lambda d: "/login" not in d.current_url, 10)
 
 
+# What chromedriver answers when the document was swapped between finding an element and reading it
+# (a form posted, a reload): the new page is on its way, so look again. Anything else is a real failure.
+DOCUMENT_SWAPPED = ("does not belong to the document", "No node with given id found",
+                    "Execution context was destroyed")
+
+
 def wait(driver, predicate, timeout: float, what: str = "the page"):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                            WebDriverException)
     from selenium.webdriver.support.ui import WebDriverWait
-    # a page being replaced (a form posted, a reload) answers for its old elements with these: look again
+
+    def looked_at(d):
+        try:
+            return predicate(d)
+        except (NoSuchElementException, StaleElementReferenceException):
+            raise
+        except WebDriverException as exc:
+            if any(phrase in (exc.msg or "") for phrase in DOCUMENT_SWAPPED):
+                return False
+            raise
+    # a page being replaced answers for its old elements with these too: look again
     return WebDriverWait(driver, timeout, poll_frequency=0.25,
                          ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
-        predicate, f"timed out waiting for {what}")
+        looked_at, f"timed out waiting for {what}")
 
 
 def no_console_errors(driver, allow: tuple[str, ...] = ()) -> None:
