@@ -138,8 +138,8 @@ class Heartbeat:
         self._thread.join(timeout=self.interval + 15)
         try:
             self.workers.stopped(self.worker.runner.owner)
-        except JobStoreError as exc:
-            log.warning("stop not recorded in the workers table: %s", exc)
+        except JobStoreError as error:
+            log.warning("stop not recorded in the workers table: %s", error)
 
 
 class Worker:

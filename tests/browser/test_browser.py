@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 
 from kit.procs import start_web as kit_start_web
-from kit.waiting import wait_for
 
 PASSWORD = "browser test password"
 SECRET = "browser-test-secret-key-0123456789"

@@ -19,7 +19,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys

@@ -14,7 +14,6 @@ module or systemd is switched off (conftest.write_extra_vars); the rest is real.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import stat
 import time

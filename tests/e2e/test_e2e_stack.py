@@ -10,7 +10,6 @@ import zipfile
 from io import BytesIO
 from pathlib import Path
 
-import pytest
 import requests
 
 from kit.waiting import wait_for

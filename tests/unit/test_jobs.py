@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from wildswarm.errors import JobConflict, JobError
-from wildswarm.jobs import Job, JobQuery, JobStatus, JobStore, job_id_for
+from wildswarm.jobs import JobQuery, JobStatus, JobStore, job_id_for
 from wildswarm.jobs.db import Database, migrations
 from wildswarm.jobs.legacy import import_json_records
 

@@ -13,7 +13,6 @@ import pytest
 from kit.fakes import FakeBroker
 from kit.webhooks import Receiver
 from wildswarm.intake import Intake, Refused
-from wildswarm.jobs import JobStatus
 from wildswarm.jobs.deployments import Deployment, Deployments
 from wildswarm.notifier import Notifier, WebhookError, check_webhook
 from wildswarm.publisher import Publisher

@@ -12,7 +12,7 @@ from kit.fakes import FakeBroker
 from wildswarm.broker import Delivery
 from wildswarm.publisher import Publisher
 from wildswarm.errors import JobConflict, VideoError
-from wildswarm.intake import Intake, Refused, refusal
+from wildswarm.intake import Refused, refusal
 from wildswarm.jobs import JobStatus, job_id_for
 from wildswarm.layout import Layout
 from wildswarm.messages import JobMessage, timestamp

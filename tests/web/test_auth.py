@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from webkit import PASSWORD, TOKEN, csrf_of, upload
-from wildswarm.web import create_app
 
 PROTECTED = ["/", "/jobs", "/logs", "/jobs/00c0ffee00c0ffee", "/output/fox", "/plot/fox", "/logs/w1"]
 OPEN = ["/login", "/healthz", "/metrics", "/api/openapi.json", "/static/style.css", "/favicon.ico"]

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from kit.fakes import FakeBroker
 from kit.videos import write_video
 from webkit import PASSWORD, SECRET, TOKEN, OpenAPI, files_under, make_done_job
-from wildswarm.config import Settings
 from wildswarm.layout import Layout
 from wildswarm.web import create_app
 from wildswarm.publisher import Publisher

@@ -108,7 +108,7 @@ def write_file(r: VideoResult, path: Path, options: ExportOptions | None = None)
         nwb.add_acquisition(source)
     labeled_rate = float(s.get("frames", {}).get("output_fps") or fps)
     labeled = ImageSeries(name="labeled_video", description="the video with each animal's box, id and keypoints "
-                          f"drawn, one frame per analysed frame",
+                          "drawn, one frame per analysed frame",
                           external_file=[labeled_name(r)], format="external", starting_frame=[0],
                           rate=labeled_rate, dimension=[width, height], unit="n.a.", device=camera,
                           num_samples=int(s.get("frames", {}).get("analysed") or len(entry.get("frames_processed", []))))

@@ -216,7 +216,7 @@ class JobStore:
 
     def _sum_segments(self, parent_id: str) -> None:
         with self.db.connection("recording progress") as conn:
-            conn.execute(f"UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
+            conn.execute("UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
                          f"WHERE c.parent_id = %(id)s), {CHANGED} WHERE id = %(id)s AND status = 'running'",
                          {"id": parent_id})
 
@@ -279,8 +279,8 @@ class JobStore:
                     "AND status <> 'running'", params)
             rows = conn.execute("SELECT * FROM jobs WHERE parent_id = %s AND status = 'queued' ORDER BY segment",
                                 (job_id,)).fetchall()
-            conn.execute(f"UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
-                         f"WHERE c.parent_id = %(id)s) WHERE id = %(id)s", {"id": job_id})
+            conn.execute("UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
+                         "WHERE c.parent_id = %(id)s) WHERE id = %(id)s", {"id": job_id})
         return [Job.from_row(r) for r in rows]
 
     def claim_merge(self, job_id: str, owner: str, node: str) -> Job | None:

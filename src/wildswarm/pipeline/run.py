@@ -302,6 +302,7 @@ class Pipeline:
         from wildswarm.pipeline.track import Tracker
         s = self.settings
         out_fps = self.out_fps(info)
+        codec_threads = stages.codec_threads(self.device)    # the decoder's and the encoder's
         frames = Frames(meta=[], dets=[], poses=[], keypoints=len(self.pose.bodyparts), decoded=0)
         timings = frames.timings
         decode_stats = {"decoded": 0}
@@ -317,8 +318,7 @@ class Pipeline:
                                  untrained=self.untrained, label_prefix=label_prefix)
 
         def decoded_batches():
-            reader = read_frames(video, s.fps, decode_stats, first=first, stop=stop,
-                                 threads=stages.codec_threads(self.device))
+            reader = read_frames(video, s.fps, decode_stats, first=first, stop=stop, threads=codec_threads)
             batch: list[Frame] = []
             while True:
                 with timed("decode"):
@@ -332,7 +332,7 @@ class Pipeline:
             if batch:
                 yield batch
 
-        writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=stages.codec_threads(self.device))
+        writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=codec_threads)
 
         def draw(batch: list[Frame], bdets: list, bposes: list, start: int) -> None:
             with timed("render"):
