@@ -1,39 +1,48 @@
 #!/usr/bin/env python3
-"""GPU benchmark: detection alone, pose alone and the whole pipeline on one GPU, batch 1-32,
-fp32 and bf16/fp16 autocast, each checked against fp32.
+"""GPU benchmark: detection alone, pose alone and the whole pipeline on one GPU, batch 1-64, fp32 and
+bf16/fp16 autocast, channels-last tensors and CUDA graphs, each checked against fp32.
 
 It runs on a GPU machine whose Python has torch, torchvision and opencv but none of PytorchWildlife,
 DeepLabCut, ultralytics, PyAV or supervision (the measuring machine of this project: an H200). So
 it is prepared here and carried there:
 
     # here, in the project's venv (needs the ML stack): the real networks as TorchScript, and frames
-    python bench/gpu.py prepare                      # -> bench/gpu-kit/ (about 10 MB; git-ignored)
-    python bench/gpu.py run --device cpu --quick     # a dry run of the same code on this machine
+    python bench/gpu.py prepare                      # -> bench/gpu-kit/ (about 16 MB; git-ignored)
+    python bench/gpu.py run --device cpu --quick     # a dry run of the same code on this machine (1 min)
 
     # there (the device tool carries bench/gpu-kit with the working tree):
-    python3 bench/gpu.py run                         # about 4 minutes on an H200
+    python3 bench/gpu.py run                         # about 2.5 minutes on an H200
 
 ``prepare`` traces the networks the pipeline runs, through their libraries' own classes: ultralytics'
 YOLOv9-c ``DetectionModel`` (MegaDetector v6 compact, fused, 3 classes) and DeepLabCut's SuperAnimal
-``PoseModel`` (HRNet-w32, 39 keypoints), at the pipeline's input shapes, with batch size free. Their
-weights are zeroed before saving and the files xz-compressed, so the kit stays small; ``run``
-refills every parameter with random values (seeded) before timing: speed does not depend on the
-values, and the networks' outputs are then as meaningless as the CPU benchmark's untrained ones.
-It also stores frames of the seed videos (decoded here with PyAV at 5 frames/s, 640x360).
+``PoseModel`` (HRNet-w32, 39 keypoints), at the pipeline's input shapes, with batch size free. It
+runs each once before tracing, as ultralytics' exporter does, so the detection head's anchors are
+constants of the trace (otherwise it rebuilds them on the CPU every call: a host-to-device copy that
+stalls the host and rules out CUDA graphs). The weights are zeroed before saving and the files
+xz-compressed, so the kit stays small; ``run`` refills every parameter with random values (seeded)
+before timing: speed does not depend on the values, and the networks' outputs are then as
+meaningless as the CPU benchmark's untrained ones. It also stores frames of the seed videos (decoded
+here with PyAV at 5 frames/s, 640x360).
 
-``run`` measures, with CUDA events after warm-up, the best of ``--repeat`` timings:
+``run`` times with CUDA events, the median of ``--repeat`` timings after three warm-up calls:
 
 * detection alone: the letterboxed batch already on the GPU, the network only;
 * pose alone: 256x256 crops already on the GPU, the network only;
-* the whole pipeline on the frames, as wildswarm's GPU path does it: frames uploaded once per batch
-  as uint8; letterbox, detection, non-maximum suppression (torchvision), crops of every animal box
-  of the batch cut on the GPU (``roi_align``) and batched across frames for pose, heatmap decoding
-  on the GPU, one copy of boxes and keypoints back per batch; drawing and H.264/MP4V encoding
-  (OpenCV) in a thread behind, decoding (here: frames from memory) in a thread ahead.
+* both networks on one batch (the bound the pipeline cannot beat);
+* the whole pipeline on 1024 frames, as a batched GPU path does it: a thread ahead gathers each batch
+  into pinned memory (as decoding would); it goes up once as uint8; letterbox, detection, non-maximum
+  suppression in fixed shapes (no wait for the GPU), crops of every animal box of the batch cut on
+  the GPU (``roi_align``) and batched across frames for pose, heatmap decoding on the GPU, one
+  asynchronous copy of boxes and keypoints back per batch, handed on while the GPU runs the next
+  batch; drawing and MP4 encoding (OpenCV) in threads behind, each its own segments of 64 frames.
+  Also with nothing drawn or encoded (is the CPU work hidden?) and with three animals a frame.
 
-For each precision it prints frames/s (crops/s for pose) per batch size and the largest difference
-from fp32 on the same input (relative to the largest fp32 output), and the pipeline's frames/s
-against the detector's own batched throughput at the same batch size (target >= 70 %).
+Variants (``--variants``): fp32 (cuDNN may use TF32 for convolutions, torch's default), bf16 and fp16
+autocast, bf16-cl (bf16 with channels-last tensors), bf16-cl-graph (the same replayed from CUDA
+graphs, one per input shape). It prints frames/s (crops/s for pose) per batch size with the largest
+difference from fp32 on the same input (relative to the largest fp32 output), and the pipeline's
+frames/s against the detector's own batched throughput (target >= 70 %) and against the bound.
+Results of the H200 runs are in docs/measurements/.
 """
 from __future__ import annotations
 
@@ -52,9 +61,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT / "bench" / "gpu-kit"
 DET_SHAPE = (384, 640)       # the pipeline's letterbox for 16:9 video at 640 px (ultralytics rect)
 CROP = 256                   # DeepLabCut's top-down crop for SuperAnimal HRNet-w32
-BATCHES = (1, 2, 4, 8, 16, 32)
-PRECISIONS = ("fp32", "bf16", "fp16")
-MAX_ANIMALS = 3
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+VARIANTS = {"fp32": ("fp32", False, False), "bf16": ("bf16", False, False), "fp16": ("fp16", False, False),
+            "bf16-cl": ("bf16", True, False), "bf16-cl-graph": ("bf16", True, True)}
+DEFAULT_VARIANTS = ("fp32", "bf16", "bf16-cl", "bf16-cl-graph")    # what fits the lease; --variants for more
 
 
 # ------------------------------------------------------------------------------------------------
@@ -64,6 +74,11 @@ def _zeroed_script(module, example, dest: Path) -> dict:
     import torch
     module = module.eval().float()
     with torch.no_grad():
+        # a dry run first, as ultralytics' own exporter does: the detection head then holds its anchors
+        # for this input shape, and the trace keeps them as constants (moved to the GPU with the weights)
+        # instead of rebuilding them with torch.arange on the CPU each call, a host-to-device copy that
+        # makes the host wait for the network and cannot be captured in a CUDA graph
+        module(example)
         traced = torch.jit.trace(module, example, strict=False, check_trace=False)
         for p in list(traced.parameters()) + list(traced.buffers()):
             if p.is_floating_point():
@@ -149,13 +164,19 @@ def _load(path: Path, device: str, seed: int):
 
 
 class Timer:
-    def __init__(self, device: str):
+    """Median of ``repeat`` timings (CUDA events on a GPU) after ``warmup`` calls: TorchScript's executor
+    profiles a graph's first runs at each new shape and compiles its fusions then, so one warm-up call
+    leaves some of that inside the timings (a 100x outlier in the first run on the H200)."""
+    def __init__(self, device: str, warmup: int = 3):
         self.cuda = device.startswith("cuda")
+        self.warmup = warmup
 
     def __call__(self, fn, repeat: int) -> float:
+        import statistics
         import torch
-        fn()
-        best = float("inf")
+        for _ in range(self.warmup):
+            fn()
+        times = []
         for _ in range(repeat):
             if self.cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -163,12 +184,42 @@ class Timer:
                 fn()
                 end.record()
                 torch.cuda.synchronize()
-                best = min(best, start.elapsed_time(end) / 1000)
+                times.append(start.elapsed_time(end) / 1000)
             else:
                 t = time.perf_counter()
                 fn()
-                best = min(best, time.perf_counter() - t)
-        return best
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+
+class Graphed:
+    """A network replayed from CUDA graphs, one captured per input shape on its first call (after three
+    warm-up runs on a side stream, as torch's documentation asks): the host launches one graph instead
+    of the network's hundreds of kernels. The output is a static tensor, overwritten by the next call
+    of the same shape, so use it (or copy it) before then, in stream order."""
+    def __init__(self, module):
+        self.module = module
+        self.graphs: dict = {}
+
+    def __call__(self, x):
+        import torch
+        key = (tuple(x.shape), x.dtype, x.is_contiguous(), torch.is_autocast_enabled("cuda"))
+        if key not in self.graphs:
+            static_in = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.module(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.module(static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
 
 
 def _autocast(device: str, precision: str):
@@ -202,20 +253,38 @@ def _letterbox(frames_u8, shape):
 
 
 def _nms(pred, conf: float, max_det: int):
-    """(B, 4 + C, A) -> per frame (n, 6): x1 y1 x2 y2 score class, at most max_det, on the device."""
+    """(B, 4 + C, A) -> (B, max_det, 6: x1 y1 x2 y2 score class) and (B, max_det) valid, on the device.
+
+    Greedy per-class non-maximum suppression (IoU 0.7, as ultralytics) stopped at ``max_det`` boxes a
+    frame, the only ones the pipeline keeps: ``max_det`` rounds of pick-the-best-and-suppress over the
+    whole batch at once, in fixed shapes, so the host never waits for the GPU here."""
     import torch
-    from torchvision.ops import batched_nms
-    out = []
-    for p in pred.float():
-        p = p.T
-        scores, cls = p[:, 4:].max(1)
-        keep = scores > conf
-        p, scores, cls = p[keep], scores[keep], cls[keep]
-        xy, wh = p[:, :2], p[:, 2:4] / 2
-        boxes = torch.cat([xy - wh, xy + wh], 1)
-        idx = batched_nms(boxes, scores, cls, 0.7)[:max_det]
-        out.append(torch.cat([boxes[idx], scores[idx, None], cls[idx, None].float()], 1))
-    return out
+    p = pred.float().transpose(1, 2)                                  # B, A, 4 + C
+    scores, cls = p[..., 4:].max(-1)
+    xy, wh = p[..., :2], p[..., 2:4] / 2
+    boxes = torch.cat([xy - wh, xy + wh], -1)                         # B, A, 4
+    scores = torch.where(scores > conf, scores, torch.full_like(scores, -1.0))
+    rows = torch.arange(p.shape[0], device=p.device)
+    picked = []
+    for _ in range(max_det):
+        best = scores.argmax(1)                                       # B
+        b_box, b_score, b_cls = boxes[rows, best], scores[rows, best], cls[rows, best]
+        picked.append(torch.cat([b_box, b_score[:, None], b_cls[:, None].float()], 1))
+        iou = _iou_rows(b_box, boxes)
+        scores = torch.where((iou > 0.7) & (cls == b_cls[:, None]), torch.full_like(scores, -1.0), scores)
+        scores[rows, best] = -1.0
+    out = torch.stack(picked, 1)                                      # B, max_det, 6
+    return out, out[..., 4] > conf
+
+
+def _iou_rows(box, boxes):
+    """IoU of each frame's one box (B, 4) with every box of that frame (B, A, 4) -> (B, A)."""
+    import torch
+    lt = torch.maximum(box[:, None, :2], boxes[..., :2])
+    rb = torch.minimum(box[:, None, 2:], boxes[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda b: (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)  # noqa: E731
+    return inter / (area(box)[:, None] + area(boxes) - inter + 1e-9)
 
 
 def _keypoints(heatmaps, boxes):
@@ -229,130 +298,265 @@ def _keypoints(heatmaps, boxes):
     return torch.stack([boxes[:, 0, None] + xs / w * bw, boxes[:, 1, None] + ys / h * bh, score], -1)
 
 
-def pipeline_run(det, pose, frames, device: str, batch: int, precision: str, out_path: Path) -> dict:
-    """The whole pipeline over ``frames`` (uint8 numpy, N x H x W x 3): frames/s and stage times."""
+def _gpu_batch(det, pose, x_u8, animals: int, channels_last: bool):
+    """Everything on the device for one batch of uint8 frames: boxes (B, animals, 6), valid (B, animals),
+    keypoints (B, animals, K, 3). Crops of every box of the batch go to the pose model at once."""
+    import torch
+    from torchvision.ops import roi_align
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, r, (left, top) = _letterbox(x_u8, DET_SHAPE)
+    dets, valid = _nms(det(x.contiguous(memory_format=fmt)), 0.001, animals)
+    shift = torch.tensor([left, top, left, top], device=x.device, dtype=torch.float32)
+    boxes = (dets[..., :4] - shift) / r                                # B, animals, 4: frame pixels
+    b = x_u8.shape[0]
+    rois = torch.cat([torch.arange(b, device=x.device).repeat_interleave(animals)[:, None].float(),
+                      boxes.reshape(-1, 4)], 1)
+    full = x_u8.permute(0, 3, 1, 2).float() / 255
+    crops = roi_align(full, rois, output_size=(CROP, CROP), aligned=True)
+    kp = _keypoints(pose(crops.contiguous(memory_format=fmt)), rois[:, 1:])
+    return torch.cat([boxes, dets[..., 4:]], -1), valid, kp.reshape(b, animals, *kp.shape[1:])
+
+
+def bare_forward(det, pose, frames_u8, batch: int, animals: int, variant: str, timer, repeat: int) -> float:
+    """Frames/s of the two networks alone on one batch already on the device: detection, then pose
+    on ``animals`` crops a frame (the work the pipeline cannot avoid)."""
+    import torch
+    precision, cl, _ = VARIANTS[variant]
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x, _, _ = _letterbox(frames_u8[torch.arange(batch, device=frames_u8.device) % len(frames_u8)], DET_SHAPE)
+    x = x.contiguous(memory_format=fmt)
+    crops = torch.rand(batch * animals, 3, CROP, CROP, device=x.device).contiguous(memory_format=fmt)
+    with torch.inference_mode(), _autocast(str(x.device), precision):
+        secs = timer(lambda: (det(x), pose(crops)), repeat)
+    return batch / secs
+
+
+def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, animals: int, n_frames: int,
+                 encoders: int, draw: bool, workdir: Path, segment: int = 64) -> dict:
+    """The whole pipeline over ``n_frames`` frames cycled from ``frames`` (uint8 numpy, N x H x W x 3).
+
+    A thread ahead gathers each batch (as decoding would) into pinned memory; the main thread uploads it
+    once as uint8 and queues all of its GPU work, then hands the previous batch's results (copied back
+    once, asynchronously) to ``encoders`` threads, each drawing and encoding its own segments of
+    ``segment`` frames into MP4 files, as segments of one long video are. The GPU always has the next
+    batch queued while the host waits for the last one."""
     import cv2
     import numpy as np
     import torch
-    from torchvision.ops import roi_align
 
-    n = len(frames)
-    ahead: queue.Queue = queue.Queue(2)
-    behind: queue.Queue = queue.Queue(2)
+    precision, cl, _ = VARIANTS[variant]
+    cuda = device.startswith("cuda")
+    src_n = len(frames)
+    ahead: queue.Queue = queue.Queue(3)
+    lanes = [queue.Queue(4) for _ in range(max(1, encoders))]
+    h, w = frames.shape[1:3]
+    written = [0] * len(lanes)
 
-    def decode():                                   # ahead: batches of frames, pinned for the copy
-        for i in range(0, n, batch):
-            chunk = torch.from_numpy(frames[i:i + batch])
-            ahead.put(chunk.pin_memory() if device.startswith("cuda") else chunk)
+    def gather():
+        for i in range(0, n_frames, batch):
+            idx = np.arange(i, min(i + batch, n_frames)) % src_n
+            chunk = torch.from_numpy(frames[idx])
+            ahead.put((i, chunk.pin_memory() if cuda else chunk))
         ahead.put(None)
 
-    def draw():                                     # behind: draw and encode
-        h, w = frames.shape[1:3]
-        writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (w, h))
-        while (item := behind.get()) is not None:
-            images, dets, kps = item
-            for img, d, kp in zip(images, dets, kps):
+    def encode(lane: int):
+        writer, current = None, None
+        while (item := lanes[lane].get()) is not None:
+            seg, images, boxes, valid, kps = item
+            if seg != current:
+                if writer is not None:
+                    writer.release()
+                writer = cv2.VideoWriter(str(workdir / f"{variant}-{batch}-{seg}.mp4"),
+                                         cv2.VideoWriter_fourcc(*"mp4v"), 5, (w, h))
+                current = seg
+            for img, bx, ok, kp in zip(images, boxes, valid, kps):
                 img = np.ascontiguousarray(img[..., ::-1])
-                for x1, y1, x2, y2, *_ in d:
+                for (x1, y1, x2, y2, *_), good, animal in zip(bx, ok, kp):
+                    if not good:
+                        continue
                     cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
-                for animal in kp:
-                    for x, y, _ in animal:
-                        cv2.circle(img, (int(x), int(y)), 2, (0, 0, 255), -1)
+                    pts = np.clip(animal[:, :2], -1e4, 1e4).astype(np.int32)
+                    cv2.polylines(img, pts[:, None, :], False, (0, 0, 255), 3)   # one dot a keypoint
                 writer.write(img)
-        writer.release()
+                written[lane] += 1
+        if writer is not None:
+            writer.release()
 
-    threads = [threading.Thread(target=decode, daemon=True), threading.Thread(target=draw, daemon=True)]
+    def hand_off(first: int, images, host, event):
+        if event is not None:
+            event.synchronize()
+        boxes, valid, kps = (t.numpy() for t in host)
+        if not draw:
+            return
+        k = 0
+        while k < len(images):
+            seg = (first + k) // segment
+            end = min(len(images), (seg + 1) * segment - first)
+            lanes[seg % len(lanes)].put((seg, images[k:end], boxes[k:end], valid[k:end], kps[k:end]))
+            k = end
+
+    threads = [threading.Thread(target=gather, daemon=True)]
+    threads += [threading.Thread(target=encode, args=(i,), daemon=True) for i in range(len(lanes))]
     for t in threads:
         t.start()
+    if cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
+    pending = None
     with torch.inference_mode(), _autocast(device, precision):
-        while (chunk := ahead.get()) is not None:
-            x_u8 = chunk.to(device, non_blocking=True)          # one copy up per batch
-            x, r, (left, top) = _letterbox(x_u8, DET_SHAPE)
-            dets = _nms(det(x), 0.001, MAX_ANIMALS)
-            boxes = [(d[:, :4] - torch.tensor([left, top, left, top], device=d.device)) / r for d in dets]
-            rois = torch.cat([torch.cat([torch.full((len(b), 1), i, device=b.device, dtype=b.dtype), b], 1)
-                              for i, b in enumerate(boxes)]) if boxes else torch.zeros(0, 5, device=x.device)
-            if len(rois):
-                full = x_u8.permute(0, 3, 1, 2).float() / 255
-                crops = roi_align(full, rois.float(), output_size=(CROP, CROP), aligned=True)  # every box of the batch
-                kp = _keypoints(pose(crops), rois[:, 1:].float())
+        while (item := ahead.get()) is not None:
+            first, chunk = item
+            x_u8 = chunk.to(device, non_blocking=True)             # one copy up per batch
+            boxes, valid, kp = _gpu_batch(det, pose, x_u8, animals, cl)
+            if cuda:                                               # one copy back per batch, not waited for
+                host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                             for t in (boxes.float(), valid, kp.float()))
+                event = torch.cuda.Event()
+                event.record()
             else:
-                kp = torch.zeros(0, 1, 3, device=x.device)
-            # one copy back per batch
-            kp_cpu, det_cpu = kp.float().cpu().numpy(), [torch.cat([b, d[:, 4:]], 1).float().cpu().numpy()
-                                                         for b, d in zip(boxes, dets)]
-            per_frame, k = [], 0
-            for d in det_cpu:
-                per_frame.append(kp_cpu[k:k + len(d)])
-                k += len(d)
-            behind.put((chunk.numpy(), det_cpu, per_frame))
-    behind.put(None)
+                host, event = (boxes.float(), valid, kp.float()), None
+            if pending is not None:
+                hand_off(*pending)
+            pending = (first, chunk.numpy(), host, event)
+        if pending is not None:
+            hand_off(*pending)
+    for lane in lanes:
+        lane.put(None)
     for t in threads:
         t.join()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"frames": n, "seconds": round(seconds, 3), "fps": round(n / seconds, 1)}
+    if draw and sum(written) != n_frames:
+        raise RuntimeError(f"{sum(written)} frames encoded, {n_frames} expected")
+    return {"frames": n_frames, "seconds": round(seconds, 3), "fps": round(n_frames / seconds, 1),
+            "animals": animals, "encoders": len(lanes) if draw else 0}
 
 
 def run(args) -> None:
+    import tempfile
     import numpy as np
     import torch
+    began = time.perf_counter()
     device = args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         raise SystemExit("no CUDA device (give --device cpu for a dry run)")
     kit = args.kit
     info = json.loads((kit / "kit.json").read_text())
     frames = np.load(kit / "frames.npz")["frames"]
     batches = (1, 2) if args.quick else BATCHES
-    precisions = ("fp32", "bf16") if args.quick else PRECISIONS
-    if args.quick:
-        frames = frames[:8]
-    det = _load(kit / "detector.ts.xz", device, 0)
-    pose = _load(kit / "pose.ts.xz", device, 1)
+    variants = tuple(args.variants.split(",")) if args.variants else DEFAULT_VARIANTS
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+    if args.quick:      # torch's CPU autocast runs these TorchScript graphs about 70x slower in bf16: fp32 there
+        variants = ("fp32", "bf16-cl-graph") if cuda else ("fp32",)
+    if not cuda and any(VARIANTS[v][2] for v in variants):
+        raise SystemExit("CUDA graphs need a GPU")
+    pipe_batches = (2,) if args.quick else tuple(b for b in BATCHES if b in (8, 32, 64))
+    n_frames = args.frames or (16 if args.quick else 1024)
+    encoders = args.encoders or max(1, min(8, (os.cpu_count() or 2) // 2))
+    # cuDNN's own heuristics by default: autotuning every convolution at every batch size and variant
+    # would cost minutes of the machine's short lease; --cudnn-benchmark measures with it
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    plain = (_load(kit / "detector.ts.xz", device, 0), _load(kit / "pose.ts.xz", device, 1))
+    last = None
+    if any(VARIANTS[v][1] for v in variants):
+        last = tuple(_load(kit / f, device, seed).to(memory_format=torch.channels_last)
+                     for f, seed in (("detector.ts.xz", 0), ("pose.ts.xz", 1)))
+    nets = {}
+    for v in variants:
+        _, cl, graph = VARIANTS[v]
+        base = last if cl else plain
+        nets[v] = tuple(Graphed(m) for m in base) if graph else base
     timer = Timer(device)
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "CPU"
-    print(f"device {name}; torch {torch.__version__}; {len(frames)} seed frames; networks from the kit: "
-          f"{info['detector']['parameters'] / 1e6:.1f}M and {info['pose']['parameters'] / 1e6:.1f}M parameters")
-    results: dict = {"device": name, "torch": torch.__version__, "host": platform.node(), "detect": {}, "pose": {},
-                     "pipeline": {}}
+    name = torch.cuda.get_device_name(0) if cuda else platform.processor() or "CPU"
+    print(f"device {name}; torch {torch.__version__}; {os.cpu_count()} CPUs; {len(frames)} seed frames "
+          f"{frames.shape[2]}x{frames.shape[1]}; networks from the kit: "
+          f"{info['detector']['parameters'] / 1e6:.1f}M (detector, {DET_SHAPE[1]}x{DET_SHAPE[0]}) and "
+          f"{info['pose']['parameters'] / 1e6:.1f}M parameters (pose, {CROP}x{CROP} crops), random weights; "
+          f"loaded in {time.perf_counter() - began:.0f} s")
+    print(f"variants: fp32 (cuDNN may use TF32, torch's default), bf16/fp16 autocast, -cl: channels-last "
+          f"tensors, -graph: CUDA graphs; median of {args.repeat} timings after {timer.warmup} warm-up calls")
+    results: dict = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count(), "host": platform.node(),
+                     "frames_source": len(frames), "repeat": args.repeat, "detect": {}, "pose": {}, "pipeline": {},
+                     "failed": {}}
+
+    def failed(v, where, error):
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        cause = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+        results["failed"][v] = f"{where}: {type(error).__name__}: {cause[:400]}"
+        print(f"  {v} FAILED in {where}: {results['failed'][v]}")
+
     src = torch.from_numpy(frames).to(device)
-    for what, net, shape in (("detect", det, DET_SHAPE), ("pose", pose, (CROP, CROP))):
-        print(f"\n{what} alone ({'frames' if what == 'detect' else 'crops'}/s; difference from fp32 on the same input)")
-        print(f"{'batch':>5} " + " ".join(f"{p:>18}" for p in precisions))
+    for what, shape in (("detect", DET_SHAPE), ("pose", (CROP, CROP))):
+        t0 = time.perf_counter()
+        print(f"\n{what} alone ({'frames' if what == 'detect' else 'crops'}/s; largest difference from fp32 on "
+              f"the same input, relative to fp32's largest output)")
+        print(f"{'batch':>5} " + " ".join(f"{v:>18}" for v in variants))
         for b in batches:
             if what == "detect":
-                x, _, _ = _letterbox(src[:b] if len(src) >= b else src[torch.arange(b) % len(src)], shape)
+                x, _, _ = _letterbox(src[torch.arange(b, device=src.device) % len(src)], shape)
             else:
-                x = torch.rand(b, 3, *shape, device=device, generator=None)
+                x = torch.rand(b, 3, *shape, device=device)
+            k = 0 if what == "detect" else 1
             with torch.inference_mode():
-                ref = net(x)
+                ref = plain[k](x).clone()
             row = {}
-            for p in precisions:
-                with torch.inference_mode(), _autocast(device, p):
-                    secs = timer(lambda: net(x), args.repeat)
-                    out = net(x)
-                row[p] = {"per_s": round(b / secs, 1), "diff": _rel_diff(ref, out)}
+            for v in variants:
+                if v in results["failed"]:
+                    continue
+                precision, cl, _ = VARIANTS[v]
+                net = nets[v][k]
+                xv = x.contiguous(memory_format=torch.channels_last) if cl else x
+                try:
+                    with torch.inference_mode(), _autocast(device, precision):
+                        secs = timer(lambda: net(xv), args.repeat)
+                        out = net(xv)
+                    row[v] = {"per_s": round(b / secs, 1), "diff": _rel_diff(ref, out)}
+                except Exception as error:  # noqa: BLE001 -- a variant that cannot run is a result too
+                    failed(v, f"{what} batch {b}", error)
             results[what][b] = row
-            print(f"{b:>5} " + " ".join(f"{row[p]['per_s']:>9.1f} ({row[p]['diff']:.1e})" for p in precisions))
-    print("\nwhole pipeline (frames/s; against the detector's own batched frames/s at the same batch and precision)")
-    for p in precisions:
-        for b in batches:
-            if b < 4 and not args.quick:
+            print(f"{b:>5} " + " ".join(f"{row[v]['per_s']:>9.1f} ({row[v]['diff']:.1e})" if v in row
+                                        else f"{'failed':>18}" for v in variants))
+        print(f"  ({time.perf_counter() - t0:.0f} s)")
+    t0 = time.perf_counter()
+    print(f"\nwhole pipeline on {n_frames} frames ({len(frames)} seed frames cycled), {args.animals} "
+          f"animal{'s' if args.animals > 1 else ''} a frame posed, drawing and MP4 encoding in {encoders} "
+          f"threads;\n  against the detector's own batched frames/s (target >= 70 %), and the bare forward "
+          f"passes of both networks on the same batch (the bound), and the pipeline's wall time over theirs")
+    with tempfile.TemporaryDirectory(prefix="wildswarm-gpu-") as tmp:
+        workdir = Path(tmp)
+        runs = [(v, b, args.animals, True) for v in variants for b in pipe_batches]
+        top = 32 if 32 in pipe_batches else pipe_batches[-1]
+        runs += [(v, top, args.animals, False) for v in variants]          # CPU work left out: is it hidden?
+        if not args.quick:
+            runs += [(v, top, 3, True) for v in variants]                  # a crowded clip
+        for v, b, animals, draw in runs:
+            if v in results["failed"] or v not in results["detect"].get(b, {}):
                 continue
-            res = pipeline_run(det, pose, frames, device, b, p, kit / f"pipeline-{p}-{b}.mp4")
-            share = res["fps"] / results["detect"][b][p]["per_s"]
-            res["of_detector"] = round(share, 3)
-            results["pipeline"][f"{p}-{b}"] = res
-            print(f"  {p:<5} batch {b:>2}: {res['fps']:>7.1f} frames/s, {100 * share:.0f}% of detection alone"
-                  f"{'' if share >= 0.7 else '  (target 70%: MISSED)'}")
-            (kit / f"pipeline-{p}-{b}.mp4").unlink(missing_ok=True)
+            det, pose = nets[v]
+            kwargs = dict(animals=animals, encoders=encoders, draw=draw, workdir=workdir)
+            try:
+                pipeline_run(det, pose, frames, device, b, v, n_frames=min(n_frames, 4 * b), **kwargs)  # warm-up
+                res = pipeline_run(det, pose, frames, device, b, v, n_frames=n_frames, **kwargs)
+                bare = bare_forward(det, pose, src, b, animals, v, timer, args.repeat)
+            except Exception as error:  # noqa: BLE001
+                failed(v, f"pipeline batch {b}", error)
+                continue
+            res["of_detector"] = round(res["fps"] / results["detect"][b][v]["per_s"], 3)
+            res["bare_fps"] = round(bare, 1)
+            res["wall_over_bare"] = round(bare / res["fps"], 3)
+            results["pipeline"][f"{v}-{b}-{animals}{'' if draw else '-nodraw'}"] = res
+            for f in workdir.iterdir():
+                f.unlink()
+            what = f"{animals} animal{'s' if animals > 1 else ''}" + ("" if draw else ", nothing drawn or encoded")
+            print(f"  {v:<13} batch {b:>2}, {what:<34} {res['fps']:>7.1f} frames/s "
+                  f"{100 * res['of_detector']:>4.0f} % of detection alone"
+                  f"{' (missed)' if res['of_detector'] < 0.7 else '         '}  bound {res['bare_fps']:>7.1f}, "
+                  f"wall / bare forward {res['wall_over_bare']:.2f}")
+    print(f"  ({time.perf_counter() - t0:.0f} s; {time.perf_counter() - began:.0f} s in all)")
     out = args.out or kit / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"\nresults in {out}")
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], out.name).write_text(json.dumps(results, indent=2))
 
 
 def main(argv=None) -> None:
@@ -366,8 +570,15 @@ def main(argv=None) -> None:
     ru = sub.add_parser("run", help="measure (on the GPU machine)")
     ru.add_argument("--kit", type=Path, default=KIT)
     ru.add_argument("--device", default="cuda")
-    ru.add_argument("--repeat", type=int, default=5)
-    ru.add_argument("--quick", action="store_true", help="batch 1-2, fp32/bf16, 8 frames: a dry run")
+    ru.add_argument("--repeat", type=int, default=10)
+    ru.add_argument("--variants", default="", help=f"comma-separated, of {', '.join(VARIANTS)} "
+                    f"(default {','.join(DEFAULT_VARIANTS)})")
+    ru.add_argument("--quick", action="store_true", help="batch 1-2, fp32 (and bf16-cl-graph on a GPU), 16 frames: a dry run")
+    ru.add_argument("--frames", type=int, default=0, help="frames through the whole pipeline (default 1024)")
+    ru.add_argument("--animals", type=int, default=1, help="animals posed a frame (default 1, as the seed clips)")
+    ru.add_argument("--encoders", type=int, default=0, help="drawing/encoding threads (default: half the CPUs, "
+                    "at most 8)")
+    ru.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its kernels for each shape")
     ru.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     {"prepare": prepare, "run": run}[args.cmd](args)

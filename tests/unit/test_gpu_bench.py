@@ -1,0 +1,108 @@
+"""bench/gpu.py's own parts, on the CPU: its batched non-maximum suppression must pick what
+torchvision's does, and the pipeline it times must carry every frame through to encoded MP4s.
+
+The GPU benchmark runs once on a lent machine, with no second chance to find a wrong count there."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+cv2 = pytest.importorskip("cv2")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench import gpu  # noqa: E402
+
+
+def _reference(pred, conf, max_det):
+    """torchvision's batched_nms per frame, its first max_det boxes."""
+    from torchvision.ops import batched_nms
+    out = []
+    for p in pred.float():
+        p = p.T
+        scores, cls = p[:, 4:].max(1)
+        keep = scores > conf
+        p, scores, cls = p[keep], scores[keep], cls[keep]
+        xy, wh = p[:, :2], p[:, 2:4] / 2
+        boxes = torch.cat([xy - wh, xy + wh], 1)
+        idx = batched_nms(boxes, scores, cls, 0.7)[:max_det]
+        out.append(torch.cat([boxes[idx], scores[idx, None], cls[idx, None].float()], 1))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("max_det", [1, 3])
+def test_nms_picks_what_torchvision_picks(seed, max_det):
+    g = torch.Generator().manual_seed(seed)
+    b, a, c = 4, 300, 3
+    xy = torch.rand(b, 2, a, generator=g) * 200
+    wh = torch.rand(b, 2, a, generator=g) * 60 + 2          # many overlapping boxes
+    scores = torch.rand(b, c, a, generator=g)
+    scores[1] = scores[1] * 0.3                             # a frame with few boxes over the threshold
+    pred = torch.cat([xy, wh, scores], 1)
+    conf = 0.28
+    got, valid = gpu._nms(pred, conf, max_det)
+    for frame, want in enumerate(_reference(pred, conf, max_det)):
+        n = len(want)
+        assert int(valid[frame].sum()) == n
+        assert torch.allclose(got[frame, :n], want, atol=1e-4), (frame, got[frame, :n], want)
+
+
+def test_nms_with_no_box_over_the_threshold_marks_nothing_valid():
+    pred = torch.cat([torch.rand(2, 4, 50) * 100, torch.full((2, 3, 50), 0.1)], 1)
+    boxes, valid = gpu._nms(pred, 0.5, 2)
+    assert boxes.shape == (2, 2, 6) and not valid.any()
+
+
+def test_keypoints_map_the_heatmap_peak_through_the_box():
+    heat = torch.zeros(1, 2, 8, 8)
+    heat[0, 0, 1, 6] = 3.0                                   # row 1, column 6
+    heat[0, 1, 7, 0] = 2.0
+    box = torch.tensor([[100.0, 50.0, 180.0, 130.0]])       # 80 x 80 pixels: 10 a heatmap cell
+    kp = gpu._keypoints(heat, box)
+    assert kp[0, 0].tolist() == pytest.approx([100 + 65, 50 + 15, 3.0])
+    assert kp[0, 1].tolist() == pytest.approx([100 + 5, 50 + 75, 2.0])
+
+
+class _Detector(torch.nn.Module):
+    """A real (small) network with the detector's output layout: (B, 4 + 3 classes, anchors)."""
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 7, 8, stride=8)
+
+    def forward(self, x):
+        y = self.conv(x).flatten(2)
+        return torch.cat([y[:, :2].sigmoid() * 600, y[:, 2:4].sigmoid() * 100 + 10, y[:, 4:].sigmoid()], 1)
+
+
+class _Pose(torch.nn.Module):
+    def __init__(self, keypoints=5):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, keypoints, 4, stride=4)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("draw", [True, False])
+def test_pipeline_carries_every_frame_to_encoded_segments(tmp_path, draw):
+    frames = np.random.default_rng(0).integers(0, 255, (5, 90, 160, 3), dtype=np.uint8)
+    det, pose = _Detector().eval(), _Pose().eval()
+    res = gpu.pipeline_run(det, pose, frames, "cpu", 4, "fp32", animals=2, n_frames=23, encoders=2,
+                           draw=draw, workdir=tmp_path, segment=8)
+    assert res["frames"] == 23 and res["fps"] > 0
+    videos = sorted(tmp_path.glob("*.mp4"))
+    if not draw:
+        assert videos == []
+        return
+    assert [v.name for v in videos] == [f"fp32-4-{s}.mp4" for s in range(3)]    # 23 frames in segments of 8
+    counts = []
+    for v in videos:
+        cap = cv2.VideoCapture(str(v))
+        counts.append(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        cap.release()
+    assert counts == [8, 8, 7]
