@@ -92,11 +92,22 @@ def _zeroed_script(module, example, dest: Path) -> dict:
             "parameters": sum(p.numel() for p in module.parameters())}
 
 
+def detector():
+    """MegaDetector v6 compact's network (ultralytics' YOLOv9-c ``DetectionModel``, 3 classes), fused, in
+    the graph ultralytics exports: one (B, 4 + classes, anchors) tensor."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics.nn.tasks import DetectionModel
+    from wildswarm.pipeline import models as cat
+    det = DetectionModel(cat.spec("MDV6-yolov9-c").arch, nc=3, verbose=False).fuse(verbose=False).eval()
+    for m in det.modules():
+        if hasattr(m, "export"):
+            m.export = True
+    return det
+
+
 def prepare(args) -> None:
     import numpy as np
     import torch
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics.nn.tasks import DetectionModel
     from deeplabcut.pose_estimation_pytorch.models import PoseModel
     from wildswarm.pipeline import models as cat
     from wildswarm.pipeline.families.superanimal import superanimal_config
@@ -105,10 +116,7 @@ def prepare(args) -> None:
     kit = args.kit
     kit.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    det = DetectionModel(cat.spec("MDV6-yolov9-c").arch, nc=3, verbose=False).fuse(verbose=False).eval()
-    for m in det.modules():            # the graph ultralytics exports: one (B, 4 + classes, anchors) tensor
-        if hasattr(m, "export"):
-            m.export = True
+    det = detector()
     pose = PoseModel.build(superanimal_config(cat.spec("superanimal_quadruped"), max_individuals=1,
                                               device="cpu")["model"]).eval()
 

@@ -106,3 +106,18 @@ def test_pipeline_carries_every_frame_to_encoded_segments(tmp_path, draw):
         counts.append(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         cap.release()
     assert counts == [8, 8, 7]
+
+
+@pytest.mark.slow
+def test_the_traced_detector_keeps_its_anchors_as_constants(tmp_path):
+    """The kit's detector must not rebuild its anchors on the CPU at each call: on a GPU that is a copy
+    to the device each forward, which stalls the host and made CUDA graph capture fail on the H200."""
+    import io
+    import lzma
+    import zipfile
+    pytest.importorskip("ultralytics")
+    gpu._zeroed_script(gpu.detector(), torch.zeros(1, 3, *gpu.DET_SHAPE), tmp_path / "detector.ts.xz")
+    archive = zipfile.ZipFile(io.BytesIO(lzma.decompress((tmp_path / "detector.ts.xz").read_bytes())))
+    code = "".join(archive.read(n).decode() for n in archive.namelist() if n.endswith(".py"))
+    assert "torch.arange" not in code and 'torch.device("cpu")' not in code
+    assert "CONSTANTS" in code                               # the anchors, kept in the trace
