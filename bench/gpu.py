@@ -39,7 +39,8 @@ here with PyAV at 5 frames/s, 640x360).
 
 Variants (``--variants``): fp32 (cuDNN may use TF32 for convolutions, torch's default), bf16 and fp16
 autocast, bf16-cl (bf16 with channels-last tensors), bf16-cl-graph (the same replayed from CUDA
-graphs, one per input shape). It prints frames/s (crops/s for pose) per batch size with the largest
+graphs, one per input shape); a -fold suffix runs the networks frozen, batch norm folded into the
+convolutions (``fold``; the H200 runs of 2026-12-04 ran them unfolded). It prints frames/s (crops/s for pose) per batch size with the largest
 difference from fp32 on the same input (relative to the largest fp32 output), and the pipeline's
 frames/s against the detector's own batched throughput (target >= 70 %) and against the bound.
 Results of the H200 runs are in docs/measurements/.
@@ -62,9 +63,13 @@ KIT = ROOT / "bench" / "gpu-kit"
 DET_SHAPE = (384, 640)       # the pipeline's letterbox for 16:9 video at 640 px (ultralytics rect)
 CROP = 256                   # DeepLabCut's top-down crop for SuperAnimal HRNet-w32
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
-VARIANTS = {"fp32": ("fp32", False, False), "bf16": ("bf16", False, False), "fp16": ("fp16", False, False),
-            "bf16-cl": ("bf16", True, False), "bf16-cl-graph": ("bf16", True, True)}
-DEFAULT_VARIANTS = ("fp32", "bf16", "bf16-cl", "bf16-cl-graph")    # what fits the lease; --variants for more
+# name: (precision, channels-last, CUDA graphs, batch norm folded into the convolutions)
+VARIANTS = {"fp32": ("fp32", False, False, False), "bf16": ("bf16", False, False, False),
+            "fp16": ("fp16", False, False, False), "bf16-cl": ("bf16", True, False, False),
+            "bf16-cl-graph": ("bf16", True, True, False), "fp32-fold": ("fp32", False, False, True),
+            "bf16-cl-fold": ("bf16", True, False, True), "bf16-cl-graph-fold": ("bf16", True, True, True)}
+# what fits the lease (run 3 took 125 s for three variants); --variants for more
+DEFAULT_VARIANTS = ("fp32", "bf16-cl", "bf16-cl-graph", "bf16-cl-graph-fold")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,20 +110,12 @@ def detector():
     return det
 
 
-def prepare(args) -> None:
-    import numpy as np
+def pose_network():
+    """SuperAnimal quadruped's network (DeepLabCut's HRNet-w32 ``PoseModel``), giving its heatmaps alone."""
     import torch
     from deeplabcut.pose_estimation_pytorch.models import PoseModel
     from wildswarm.pipeline import models as cat
     from wildswarm.pipeline.families.superanimal import superanimal_config
-    from wildswarm.pipeline.video import read_frames
-
-    kit = args.kit
-    kit.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    det = detector()
-    pose = PoseModel.build(superanimal_config(cat.spec("superanimal_quadruped"), max_individuals=1,
-                                              device="cpu")["model"]).eval()
 
     class Heatmaps(torch.nn.Module):
         def __init__(self, model):
@@ -128,9 +125,24 @@ def prepare(args) -> None:
         def forward(self, x):
             return self.model(x)["bodypart"]["heatmap"]
 
+    return Heatmaps(PoseModel.build(superanimal_config(cat.spec("superanimal_quadruped"), max_individuals=1,
+                                                       device="cpu")["model"])).eval()
+
+
+def prepare(args) -> None:
+    import numpy as np
+    import torch
+    from wildswarm.pipeline.video import read_frames
+
+    kit = args.kit
+    kit.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    det, pose = detector(), pose_network()
+    with torch.no_grad():
+        keypoints = int(pose(torch.zeros(1, 3, CROP, CROP)).shape[1])
     info = {"detector": _zeroed_script(det, torch.zeros(1, 3, *DET_SHAPE), kit / "detector.ts.xz"),
-            "pose": _zeroed_script(Heatmaps(pose), torch.zeros(1, 3, CROP, CROP), kit / "pose.ts.xz"),
-            "keypoints": int(Heatmaps(pose)(torch.zeros(1, 3, CROP, CROP)).shape[1])}
+            "pose": _zeroed_script(pose, torch.zeros(1, 3, CROP, CROP), kit / "pose.ts.xz"),
+            "keypoints": keypoints}
     frames = []
     videos = sorted(Path(args.videos).glob("*.mp4"))
     for video in videos:
@@ -169,6 +181,16 @@ def _load(path: Path, device: str, seed: int):
             if b.is_floating_point():
                 b.fill_(1.0 if "var" in name else 0.0)
     return module
+
+
+def fold(module):
+    """The network as a deployment would run it: frozen (``torch.jit.freeze``), which folds each batch
+    norm into the convolution before it and other constants into their ops. DeepLabCut's HRNet-w32
+    has 305 batch norms, each a kernel of its own over the whole activation; ultralytics' detector
+    folded its own already (``fuse``), so freezing changes little there. The outputs are the same
+    up to rounding (the variants' difference from fp32 shows it)."""
+    import torch
+    return torch.jit.freeze(module.eval())
 
 
 class Timer:
@@ -335,7 +357,7 @@ def bare_forward(det, pose, frames_u8, batch: int, animals: int, variant: str, t
     """Frames/s of the two networks alone on one batch already on the device: detection, then pose
     on ``animals`` crops a frame (the work the pipeline cannot avoid)."""
     import torch
-    precision, cl, _ = VARIANTS[variant]
+    precision, cl = VARIANTS[variant][:2]
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = _letterboxed(frames_u8, batch).contiguous(memory_format=fmt)
     crops = torch.rand(batch * animals, 3, CROP, CROP, device=x.device).contiguous(memory_format=fmt)
@@ -357,7 +379,7 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
     import numpy as np
     import torch
 
-    precision, cl, _ = VARIANTS[variant]
+    precision, cl = VARIANTS[variant][:2]
     cuda = device.startswith("cuda")
     src_n = len(frames)
     ahead: queue.Queue = queue.Queue(3)
@@ -461,7 +483,7 @@ def run(args) -> None:
     if unknown := [v for v in variants if v not in VARIANTS]:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     if args.quick:      # torch's CPU autocast runs these TorchScript graphs about 70x slower in bf16: fp32 there
-        variants = ("fp32", "bf16-cl-graph") if cuda else ("fp32",)
+        variants = ("fp32", "bf16-cl-graph", "bf16-cl-graph-fold") if cuda else ("fp32", "fp32-fold")
     if not cuda and any(VARIANTS[v][2] for v in variants):
         raise SystemExit("CUDA graphs need a GPU")
     pipe_batches = (2,) if args.quick else (8, 32, 64)
@@ -471,15 +493,21 @@ def run(args) -> None:
     # would cost minutes of the machine's short lease; --cudnn-benchmark measures with it
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     plain = (_load(kit / "detector.ts.xz", device, 0), _load(kit / "pose.ts.xz", device, 1))
-    last = None
-    if any(VARIANTS[v][1] for v in variants):
-        last = tuple(_load(kit / f, device, seed).to(memory_format=torch.channels_last)
-                     for f, seed in (("detector.ts.xz", 0), ("pose.ts.xz", 1)))
+    bases = {(False, False): plain}
+
+    def base(cl: bool, folded: bool):
+        if (cl, folded) not in bases:
+            if folded:
+                bases[cl, folded] = tuple(fold(m) for m in base(cl, False))
+            else:
+                bases[cl, folded] = tuple(_load(kit / f, device, seed).to(memory_format=torch.channels_last)
+                                          for f, seed in (("detector.ts.xz", 0), ("pose.ts.xz", 1)))
+        return bases[cl, folded]
+
     nets = {}
     for v in variants:
-        _, cl, graph = VARIANTS[v]
-        base = last if cl else plain
-        nets[v] = tuple(Graphed(m) for m in base) if graph else base
+        _, cl, graph, folded = VARIANTS[v]
+        nets[v] = tuple(Graphed(m) if graph else m for m in base(cl, folded))
     timer = Timer(device)
     name = torch.cuda.get_device_name(0) if cuda else platform.processor() or "CPU"
     print(f"device {name}; torch {torch.__version__}; {os.cpu_count()} CPUs; {len(frames)} seed frames "
@@ -488,7 +516,7 @@ def run(args) -> None:
           f"{info['pose']['parameters'] / 1e6:.1f}M parameters (pose, {CROP}x{CROP} crops), random weights; "
           f"loaded in {time.perf_counter() - began:.0f} s")
     print(f"variants: fp32 (cuDNN may use TF32, torch's default), bf16/fp16 autocast, -cl: channels-last "
-          f"tensors, -graph: CUDA graphs; median of {args.repeat} timings after {timer.warmup} warm-up calls")
+          f"tensors, -graph: CUDA graphs, -fold: batch norm folded (frozen); median of {args.repeat} timings after {timer.warmup} warm-up calls")
     results: dict = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count(), "host": platform.node(),
                      "frames_source": len(frames), "repeat": args.repeat, "detect": {}, "pose": {}, "pipeline": {},
                      "failed": {}}
@@ -517,7 +545,7 @@ def run(args) -> None:
             for v in variants:
                 if v in results["failed"]:
                     continue
-                precision, cl, _ = VARIANTS[v]
+                precision, cl = VARIANTS[v][:2]
                 net = nets[v][k]
                 xv = x.contiguous(memory_format=torch.channels_last) if cl else x
                 try:

@@ -121,3 +121,25 @@ def test_the_traced_detector_keeps_its_anchors_as_constants(tmp_path):
     code = "".join(archive.read(n).decode() for n in archive.namelist() if n.endswith(".py"))
     assert "torch.arange" not in code and 'torch.device("cpu")' not in code
     assert "CONSTANTS" in code                               # the anchors, kept in the trace
+
+
+@pytest.mark.slow
+def test_folding_removes_every_batch_norm_of_the_pose_network_and_keeps_its_heatmaps():
+    """The -fold variants must time the same network, only cheaper: HRNet-w32's batch norms are gone
+    from the frozen graph and its heatmaps are those of the unfolded trace up to rounding."""
+    pytest.importorskip("deeplabcut")
+    torch.manual_seed(0)
+    net = gpu.pose_network()
+    with torch.no_grad():                        # weights and statistics away from the identity, as trained ones are
+        for name, t in net.named_buffers():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if "var" in name else torch.randn_like(t) * 0.1)
+    x = torch.rand(2, 3, gpu.CROP, gpu.CROP)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, x[:1], check_trace=False)
+        want = traced(x)
+        folded = gpu.fold(traced)
+        got = folded(x)
+    assert str(traced.inlined_graph).count("aten::batch_norm") > 300
+    assert "aten::batch_norm" not in str(folded.graph)
+    assert gpu._rel_diff(want, got) < 1e-4
