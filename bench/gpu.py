@@ -40,9 +40,9 @@ here with PyAV at 5 frames/s, 640x360).
 Variants (``--variants``): fp32 (cuDNN may use TF32 for convolutions, torch's default), bf16 and fp16
 autocast, bf16-cl (bf16 with channels-last tensors), bf16-cl-graph (the same replayed from CUDA
 graphs, one per input shape); a -fold suffix runs the networks frozen, batch norm folded into the
-convolutions (``fold``; the H200 runs of 2026-12-04 ran them unfolded). It prints frames/s (crops/s for pose) per batch size with the largest
-difference from fp32 on the same input (relative to the largest fp32 output), and the pipeline's
-frames/s against the detector's own batched throughput (target >= 70 %) and against the bound.
+convolutions (``fold``; the H200 runs of 2026-12-04 ran them unfolded). It prints frames/s (crops/s
+for pose) per batch size with the largest difference from fp32 on the same input (relative to the
+largest fp32 output), and the pipeline's frames/s against the detector's own batched throughput (target >= 70 %) and against the bound.
 Results of the H200 runs are in docs/measurements/.
 """
 from __future__ import annotations
@@ -504,10 +504,13 @@ def run(args) -> None:
                                           for f, seed in (("detector.ts.xz", 0), ("pose.ts.xz", 1)))
         return bases[cl, folded]
 
-    nets = {}
+    nets, unbuilt = {}, {}
     for v in variants:
         _, cl, graph, folded = VARIANTS[v]
-        nets[v] = tuple(Graphed(m) if graph else m for m in base(cl, folded))
+        try:
+            nets[v] = tuple(Graphed(m) if graph else m for m in base(cl, folded))
+        except Exception as error:  # noqa: BLE001 -- one variant that cannot be built must not cost the lease
+            unbuilt[v] = error
     timer = Timer(device)
     name = torch.cuda.get_device_name(0) if cuda else platform.processor() or "CPU"
     print(f"device {name}; torch {torch.__version__}; {os.cpu_count()} CPUs; {len(frames)} seed frames "
@@ -516,7 +519,8 @@ def run(args) -> None:
           f"{info['pose']['parameters'] / 1e6:.1f}M parameters (pose, {CROP}x{CROP} crops), random weights; "
           f"loaded in {time.perf_counter() - began:.0f} s")
     print(f"variants: fp32 (cuDNN may use TF32, torch's default), bf16/fp16 autocast, -cl: channels-last "
-          f"tensors, -graph: CUDA graphs, -fold: batch norm folded (frozen); median of {args.repeat} timings after {timer.warmup} warm-up calls")
+          f"tensors, -graph: CUDA graphs, -fold: batch norm folded (frozen); median of {args.repeat} "
+          f"timings after {timer.warmup} warm-up calls")
     results: dict = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count(), "host": platform.node(),
                      "frames_source": len(frames), "repeat": args.repeat, "detect": {}, "pose": {}, "pipeline": {},
                      "failed": {}}
@@ -526,6 +530,9 @@ def run(args) -> None:
         cause = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
         results["failed"][v] = f"{where}: {type(error).__name__}: {cause[:400]}"
         print(f"  {v} FAILED in {where}: {results['failed'][v]}")
+
+    for v, error in unbuilt.items():
+        failed(v, "building its networks", error)
 
     src = torch.from_numpy(frames).to(device)
     for what, shape in (("detect", DET_SHAPE), ("pose", (CROP, CROP))):

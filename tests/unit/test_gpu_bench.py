@@ -143,3 +143,35 @@ def test_folding_removes_every_batch_norm_of_the_pose_network_and_keeps_its_heat
     assert str(traced.inlined_graph).count("aten::batch_norm") > 300
     assert "aten::batch_norm" not in str(folded.graph)
     assert gpu._rel_diff(want, got) < 1e-4
+
+
+def _small_kit(kit):
+    """A kit of the shape ``prepare`` makes, with the small networks above: ``run`` end to end in seconds."""
+    import json
+    kit.mkdir()
+    info = {"detector": gpu._zeroed_script(_Detector(), torch.zeros(1, 3, *gpu.DET_SHAPE), kit / "detector.ts.xz"),
+            "pose": gpu._zeroed_script(_Pose(), torch.zeros(1, 3, gpu.CROP, gpu.CROP), kit / "pose.ts.xz"),
+            "keypoints": 5, "frames": 3}
+    np.savez_compressed(kit / "frames.npz",
+                        frames=np.random.default_rng(1).integers(0, 255, (3, 360, 640, 3), dtype=np.uint8))
+    (kit / "kit.json").write_text(json.dumps(info))
+
+
+def test_a_variant_whose_networks_cannot_be_built_is_reported_and_the_others_still_run(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """On the lent machine a variant failing to build (freezing, say) must cost that variant, not the lease."""
+    import json
+    _small_kit(tmp_path / "kit")
+
+    def refuse(module):
+        raise RuntimeError("freezing refused")
+
+    monkeypatch.setattr(gpu, "fold", refuse)
+    out = tmp_path / "result.json"
+    gpu.main(["run", "--kit", str(tmp_path / "kit"), "--device", "cpu", "--quick", "--repeat", "1",
+              "--frames", "4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["failed"] == {"fp32-fold": "building its networks: RuntimeError: freezing refused"}
+    assert set(result["detect"]["1"]) == {"fp32"} and set(result["pose"]["2"]) == {"fp32"}
+    assert set(result["pipeline"]) == {"fp32-2-1", "fp32-2-1-nodraw"}
+    assert "fp32-fold FAILED in building its networks" in capsys.readouterr().out
