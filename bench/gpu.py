@@ -492,17 +492,19 @@ def run(args) -> None:
     # cuDNN's own heuristics by default: autotuning every convolution at every batch size and variant
     # would cost minutes of the machine's short lease; --cudnn-benchmark measures with it
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    plain = (_load(kit / "detector.ts.xz", device, 0), _load(kit / "pose.ts.xz", device, 1))
-    bases = {(False, False): plain}
+    bases: dict = {}
 
     def base(cl: bool, folded: bool):
+        """The (detector, pose) networks of a variant, loaded (or folded) once for all variants sharing them."""
         if (cl, folded) not in bases:
             if folded:
                 bases[cl, folded] = tuple(fold(m) for m in base(cl, False))
             else:
-                bases[cl, folded] = tuple(_load(kit / f, device, seed).to(memory_format=torch.channels_last)
-                                          for f, seed in (("detector.ts.xz", 0), ("pose.ts.xz", 1)))
+                nets = tuple(_load(kit / f, device, seed) for f, seed in (("detector.ts.xz", 0), ("pose.ts.xz", 1)))
+                bases[cl, folded] = tuple(m.to(memory_format=torch.channels_last) for m in nets) if cl else nets
         return bases[cl, folded]
+
+    plain = base(False, False)
 
     nets, unbuilt = {}, {}
     for v in variants:

@@ -4,6 +4,7 @@ torchvision's does, and the pipeline it times must carry every frame through to 
 The GPU benchmark runs once on a lent machine, with no second chance to find a wrong count there."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -147,7 +148,6 @@ def test_folding_removes_every_batch_norm_of_the_pose_network_and_keeps_its_heat
 
 def _small_kit(kit):
     """A kit of the shape ``prepare`` makes, with the small networks above: ``run`` end to end in seconds."""
-    import json
     kit.mkdir()
     info = {"detector": gpu._zeroed_script(_Detector(), torch.zeros(1, 3, *gpu.DET_SHAPE), kit / "detector.ts.xz"),
             "pose": gpu._zeroed_script(_Pose(), torch.zeros(1, 3, gpu.CROP, gpu.CROP), kit / "pose.ts.xz"),
@@ -160,7 +160,6 @@ def _small_kit(kit):
 def test_a_variant_whose_networks_cannot_be_built_is_reported_and_the_others_still_run(tmp_path, monkeypatch,
                                                                                         capsys):
     """On the lent machine a variant failing to build (freezing, say) must cost that variant, not the lease."""
-    import json
     _small_kit(tmp_path / "kit")
 
     def refuse(module):
