@@ -37,7 +37,7 @@ class Settings:
     fps: float = 5.0
     batch_size: int = 4
     backend: str = "auto"                  # auto | torch | onnxruntime | openvino (pipeline/backends.py)
-    precision: str = "fp32"                # fp32 | bf16 (OpenVINO on CPUs with native bf16; opt-in)
+    precision: str = "fp32"                # fp32 | bf16 (opt-in: OpenVINO on CPU nodes, PyTorch autocast on GPUs)
     overlap: str = "auto"                  # decode ahead and draw behind in threads: auto | on | off
     threads: int = 0                       # inference threads (0: the cores this process may use)
     backend_cache: Path | None = None      # the backends' timings and exports made at load (default: <data>/cache)

@@ -138,11 +138,86 @@ def test_the_choice_is_the_fastest_equal_backend_and_its_timings_are_kept(untrai
 @pytest.mark.skipif("openvino" not in ONNX_BACKENDS, reason="OpenVINO is not installed")
 def test_bf16_is_opt_in_and_checked_against_its_own_tolerance(untrained_models_dir):
     w, model = _load(untrained_models_dir, "superanimal_quadruped")
+    backends.export(model, w)                  # made by an earlier test, unless run on its own
     choice, _ = backends.choose(model, w, wanted="openvino", precision="bf16")
     assert choice.backend == "openvino" and choice.precision == "bf16", choice
     assert 0 < max(choice.difference.values()) <= backends.TOLERANCE["bf16"]
-    with pytest.raises(Exception, match="bf16 runs on OpenVINO only"):
+    with pytest.raises(Exception, match="bf16 runs on OpenVINO or PyTorch"):
         backends.check_choice("onnxruntime", "bf16")
+    backends.check_choice("torch", "bf16")     # autocast: the GPU node's bf16
+
+
+def _first_conv(nets):
+    import torch
+    return next(m for net in nets for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("name", ["MDV6-yolov9-c", "superanimal_quadruped", "AI4GSnapshotSerengeti"])
+def test_pytorch_in_bf16_runs_each_network_under_autocast_and_undoes_it(untrained_models_dir, seed_frames, name):
+    """The GPU node's bf16 path, run on this CPU: the same code, whatever the device (only its speed
+    differs). Inside, convolutions compute in bf16; out come float32 outputs within the tolerance;
+    undone, the networks give float32's outputs to the bit."""
+    import torch
+    w, model = _load(untrained_models_dir, name)
+    frames = seed_frames[:1]
+    x = model.probe(frames)
+    with torch.inference_mode():
+        reference = model.raw(x)
+    layouts = [p.stride() for net in model.networks() for p in net.parameters()]
+    seen = []
+    hook = _first_conv(model.networks()).register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    choice = backends.Choice(w.spec.name, "torch")
+    backends.try_autocast(model, choice, frames)
+    assert choice.precision == "bf16" and not choice.refused, choice
+    assert 0 < max(choice.difference.values()) <= backends.TOLERANCE["bf16"], choice.difference
+    assert set(choice.difference) == set(reference)
+    seen.clear()
+    with torch.inference_mode():
+        cast = model.raw(x)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(v.dtype == np.float32 for v in cast.values())
+    print(f"{name} PyTorch bf16: max relative difference {max(choice.difference.values()):.3g}")
+    autocast = model.networks()[0].forward.autocast
+    autocast.undo()
+    assert all("forward" not in net.__dict__ for net in model.networks())
+    assert [p.stride() for net in model.networks() for p in net.parameters()] == layouts
+    seen.clear()
+    with torch.inference_mode():
+        again = model.raw(x)
+    assert set(seen) == {torch.float32}
+    for k in reference:
+        assert np.array_equal(reference[k], again[k]), k
+    hook.remove()
+
+
+def test_pytorch_in_bf16_past_its_tolerance_is_refused_and_stays_float32(untrained_models_dir, seed_frames,
+                                                                       monkeypatch):
+    import torch
+    w, model = _load(untrained_models_dir, "AI4GSnapshotSerengeti")
+    x = model.probe(seed_frames[:2])
+    with torch.inference_mode():
+        reference = model.raw(x)
+    monkeypatch.setitem(backends.TOLERANCE, "bf16", 1e-9)
+    choice = backends.Choice(w.spec.name, "torch")
+    backends.try_autocast(model, choice, seed_frames[:2])
+    assert choice.precision == "fp32" and "differ from float32's" in choice.refused["torch bf16"], choice
+    assert "forward" not in model.networks()[0].__dict__
+    with torch.inference_mode():
+        again = model.raw(x)
+    assert np.array_equal(reference["probabilities"], again["probabilities"])
+
+
+def test_pytorch_runs_bf16_only_where_its_device_has_it_natively(untrained_models_dir):
+    """Where PyTorch has no native bf16 (this CPU: oneDNN without bf16 kernels, 7x slower than
+    float32), asking for it leaves the model in float32 and says why; where it has, it is used."""
+    w, model = _load(untrained_models_dir, "AI4GSnapshotSerengeti")
+    choice, runtime = backends.choose(model, w, wanted="torch", precision="bf16", device="cpu")
+    assert runtime is None and choice.backend == "torch"
+    if backends.native_bf16("cpu"):
+        assert choice.precision == "bf16" and choice.difference, choice
+    else:
+        assert choice.precision == "fp32" and "no native bf16 on this cpu" in choice.refused["torch bf16"], choice
+        assert "forward" not in model.networks()[0].__dict__
 
 
 def test_a_read_only_models_folder_exports_into_the_cache(untrained_models_dir, tmp_path):
@@ -194,6 +269,29 @@ def test_the_pipeline_records_its_backends_and_matches_torch(untrained_settings,
     assert len(a) == len(b)
     assert np.allclose([d["bbox"] for d in a], [d["bbox"] for d in b], atol=1e-3)
     assert np.allclose([d["conf"] for d in a], [d["conf"] for d in b], atol=1e-3)
+
+
+def test_the_pipeline_runs_pytorch_in_bf16_where_its_device_has_it_and_records_it(untrained_settings, seed_videos,
+                                                                                  tmp_path, monkeypatch):
+    """``backend=torch, precision=bf16`` as on a GPU node. On this CPU (no native bf16 in PyTorch) the
+    models stay in float32 and the summary says why; with the device taken to have it, the whole
+    video runs through bf16 networks (the libraries' letterbox, non-maximum suppression, crops and
+    heatmap decoding around them, as on a GPU) and the summary records bf16 for each model."""
+    from wildswarm.pipeline.run import Pipeline
+    video = seed_videos[0]
+    settings = untrained_settings.replace(backend="torch", precision="bf16", fps=1, classifier="AI4GSnapshotSerengeti")
+    summaries = {}
+    for native in (False, True):
+        monkeypatch.setattr(backends, "native_bf16", lambda device_type, native=native: native)
+        r = Pipeline(settings).analyze(video, tmp_path / str(native))
+        summaries[native] = json.loads((r.output_dir / "summary.json").read_text())
+        assert (r.output_dir / "keypoints.csv").is_file() and r.frames_analysed > 0
+    for kind in ("detector", "classifier", "pose"):
+        off, on = summaries[False]["models"][kind]["backend"], summaries[True]["models"][kind]["backend"]
+        assert off["backend"] == on["backend"] == "torch"
+        assert off["precision"] == "fp32" and "no native bf16" in off["refused"]["torch bf16"], off
+        assert on["precision"] == "bf16" and 0 < on["max_difference"] <= on["tolerance"] == 5e-2, on
+    assert summaries[True]["animals"]["poses"] > 0, "the lowered threshold lets boxes reach the pose model"
 
 
 def test_settings_and_profiles_name_a_backend():

@@ -67,7 +67,7 @@ def test_the_operators_file_adds_profiles_and_replaces_shipped_ones(settings):
     ("[a]\nsmooth = \"savgol\"\nsmooth_window = 4\n", "must be an odd number"),
     ("[a]\nsmooth = \"kalman\"\n", "not one of none, median, savgol"),
     ("[a]\nbackend = \"tensorrt\"\n", "unknown backend 'tensorrt'"),
-    ("[a]\nbackend = \"onnxruntime\"\nprecision = \"bf16\"\n", "bf16 runs on OpenVINO only"),
+    ("[a]\nbackend = \"onnxruntime\"\nprecision = \"bf16\"\n", "bf16 runs on OpenVINO or PyTorch"),
     ("[\"Mouse Lab\"]\nfps = 1\n", "a profile name is 1 to 40 lower-case"),
     ("[a]\ndescription = 3\n", "description must be a string"),
     ("a = 1\n", "must be a table of settings"),

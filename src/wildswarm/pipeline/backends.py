@@ -18,6 +18,10 @@ value; a backend is refused when any exceeds ``TOLERANCE[precision]``.
 Choice (``choose``), per model and node: the fastest backend that passes. ``auto`` times each
 candidate on the probe once per node kind (CPU model, threads, library versions, weights) and keeps
 the ranking in a small JSON file; every load checks the chosen backend's equality again.
+
+bf16 (opt-in): OpenVINO's bfloat16 on a CPU node; PyTorch's own (``Autocast``) on a GPU, or where
+``torch`` is asked for, if the device has native bf16 kernels. Both pass the same check against
+float32 within ``TOLERANCE["bf16"]``, or the model stays in float32.
 """
 from __future__ import annotations
 
@@ -54,8 +58,9 @@ def check_choice(backend: str, precision: str) -> None:
         raise ModelError(f"unknown backend {backend!r}; choose one of: {', '.join(CHOICES)}")
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "bf16" and backend in ("torch", "onnxruntime"):
-        raise ModelError(f"precision bf16 runs on OpenVINO only (backend auto or openvino), not {backend}")
+    if precision == "bf16" and backend == "onnxruntime":
+        raise ModelError("precision bf16 runs on OpenVINO or PyTorch (backend auto, openvino or torch), "
+                         "not onnxruntime")
 
 
 def installed() -> list[str]:
@@ -169,6 +174,125 @@ def release_torch(model) -> int:
                 freed += t.numel() * t.element_size()
                 t.data = torch.empty(0, dtype=t.dtype, device=t.device)
     return freed
+
+
+# --- PyTorch in bf16 ---------------------------------------------------------------------------------
+class Autocast:
+    """PyTorch itself in bfloat16: each network's forward runs under ``torch.autocast`` on its
+    device, in the channels-last layout, and hands back float32, so the libraries' post-processing
+    (non-maximum suppression, heatmap decoding) sees the dtype it was written for. This is the GPU
+    node's bf16 path (``bench/gpu.py`` measures the same on bare networks); on a CPU it runs where
+    ``backend=torch`` is asked for. ``undo`` puts the networks back as they were."""
+
+    def __init__(self, networks: list):
+        import torch
+        self.networks = list(networks)
+        self.device_type = weights_device(self.networks)
+        # Each 4-d weight's layout as it was, to put back exactly: a round trip through
+        # ``Module.to(memory_format=...)`` leaves some of ultralytics' fused weights contiguous where
+        # they were not, and float32's sums differ in the last bit.
+        self._layouts = []
+        for net in self.networks:
+            for t in [*net.parameters(), *net.buffers()]:
+                if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+                    self._layouts.append((t, t.stride()))
+                    t.data = t.data.contiguous(memory_format=torch.channels_last)
+            net.forward = self._wrap(net.forward)
+
+    def _wrap(self, forward):
+        import torch
+
+        def cast_forward(*args, **kwargs):
+            args = [a.contiguous(memory_format=torch.channels_last)
+                    if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args]
+            with torch.autocast(self.device_type, dtype=torch.bfloat16):
+                out = forward(*args, **kwargs)
+            return _float32(out)
+        cast_forward.autocast = self
+        return cast_forward
+
+    def undo(self) -> None:
+        import torch
+        for net in self.networks:
+            if getattr(net.__dict__.get("forward"), "autocast", None) is self:
+                del net.forward            # the class's own forward again
+        for t, stride in self._layouts:
+            t.data = torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t.data)
+        self._layouts = []
+
+
+def _float32(out):
+    """``out`` (a tensor, or lists, tuples and dicts of them) with its floating tensors in float32
+    and the default layout."""
+    import torch
+    if isinstance(out, torch.Tensor):
+        return out.float().contiguous() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: _float32(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(_float32(v) for v in out)
+    return out
+
+
+def weights_device(networks: list) -> str:
+    """The device type the networks' weights are on (autocast for another device does nothing).
+    Some wrappers hold no parameters of their own (ultralytics' AutoBackend): the first that does."""
+    for net in networks:
+        for p in net.parameters():
+            return p.device.type
+    raise ModelError("no network with weights to run")
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether PyTorch runs bf16 natively on this device: a GPU of compute capability 8 or more, or
+    a CPU whose oneDNN has bf16 kernels. Elsewhere autocast falls back to slow reference kernels
+    (measured on this project's AVX2-dispatched EPYC: 7x slower than float32)."""
+    import torch
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device_type == "cpu":
+        try:
+            return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a private probe: gone in some build, not bf16 here
+            return False
+    return False
+
+
+def _autocast(model, choice: Choice, frames: list[np.ndarray]) -> None:
+    """Run ``model``'s PyTorch networks in bf16 where their device does so natively; otherwise, or
+    where that changes their outputs too much, leave them in float32, saying why in ``choice.refused``."""
+    device_type = weights_device(model.networks())
+    if not native_bf16(device_type):
+        choice.refused["torch bf16"] = (f"PyTorch has no native bf16 on this {device_type}"
+                                        + ("; OpenVINO runs bf16 on CPU nodes" if device_type == "cpu" else ""))
+        log.warning("%s: %s; it runs in float32", choice.model, choice.refused["torch bf16"])
+        return
+    try_autocast(model, choice, frames)
+
+
+def try_autocast(model, choice: Choice, frames: list[np.ndarray]) -> None:
+    """Switch ``model``'s PyTorch networks to bf16 (``Autocast``) if their raw outputs stay within
+    ``TOLERANCE["bf16"]`` of float32's on the probe; otherwise leave them in float32, saying why in
+    ``choice.refused``."""
+    import torch
+    tolerance = TOLERANCE["bf16"]
+    x = model.probe(frames)
+    with torch.inference_mode():
+        reference = model.raw(x)
+    cast = Autocast(model.networks())
+    try:
+        with torch.inference_mode():
+            diffs = compare(reference, model.raw(x))
+        worst = max(diffs.values(), default=0.0)
+        why = None if worst <= tolerance else f"outputs differ from float32's by {worst:.3g} (tolerance {tolerance:g})"
+    except Exception as exc:  # an op autocast cannot run on this device
+        why = f"{type(exc).__name__}: {exc}"
+    if why is not None:
+        cast.undo()
+        choice.refused["torch bf16"] = why
+        log.warning("%s: refusing PyTorch in bf16: %s", choice.model, why)
+        return
+    choice.precision, choice.tolerance, choice.difference = "bf16", tolerance, diffs
 
 
 # --- runtimes ---------------------------------------------------------------------------------------
@@ -323,6 +447,8 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
         if wanted not in ("torch", "auto"):
             choice.refused[wanted] = f"the {device} device runs PyTorch"
         model.use(None)
+        if precision == "bf16":
+            _autocast(model, choice, frames or probe_frames())
         return choice, None
     have = installed()
     candidates = [b for b in BACKENDS[1:] if wanted in ("auto", b)]
