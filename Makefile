@@ -83,7 +83,7 @@ analyze-samples: venv ## analyse the seed videos into $(DATA)/output (WILDSWARM_
 bench: bench-pipeline bench-dispatch bench-jobstore bench-segments bench-profiles ## run every benchmark
 
 bench-pipeline: venv ## wildswarm's pipeline vs the old naive sequence vs bare forward passes
-	$(BIN)/python bench/pipeline.py --videos $(SEED)
+	$(BIN)/python -m bench.pipeline --videos $(SEED)
 
 bench-dispatch: venv broker db ## broker round-trip overhead per job, 1/2/4 workers
 	$(BIN)/python bench/dispatch.py
