@@ -178,7 +178,13 @@ def _parse(name: str, key: str, raw: str, annotation) -> object:
     kind = str(annotation)
     try:
         if "Path" in kind:
-            return Path(raw)
+            if raw.strip():
+                return Path(raw)
+            # Path("") is the current folder: an empty optional path means its default instead
+            # (an env file's `KEY=`, a compose `${KEY:-}`), and an empty required one is an error.
+            if "None" in kind:
+                return None
+            raise ConfigError(f"{key} is empty: give a path")
         if "bool" in kind:
             low = raw.strip().lower()
             if low in ("1", "true", "yes", "on"):

@@ -48,3 +48,36 @@ def test_secrets_stay_out_of_reprs():
     s = Settings(broker_password="pw1", web_token="tok2", web_password="pw3", web_secret_key="key4")
     text = repr(s)
     assert not any(secret in text for secret in ("pw1", "tok2", "pw3", "key4"))
+
+
+@pytest.mark.parametrize("key, prop, default", [("WILDSWARM_MODELS_DIR", "models", "models"),
+                                                 ("WILDSWARM_PROFILES_FILE", "profiles_path", "profiles.toml"),
+                                                 ("WILDSWARM_BACKEND_CACHE", "cache", "cache")])
+def test_an_empty_optional_path_means_its_default_not_the_current_folder(key, prop, default):
+    """``WILDSWARM_MODELS_DIR=`` in an env file (or a compose ``${VAR:-}``) used to become Path(""),
+    the current folder: models looked up, and caches written, wherever the process started."""
+    s = Settings.from_env({key: " ", "WILDSWARM_DATA": "/srv/wildswarm"})
+    assert getattr(s, prop) == Path("/srv/wildswarm") / default
+
+
+@pytest.mark.parametrize("key", ["WILDSWARM_DATA", "WILDSWARM_CHARTJS_FILE"])
+def test_an_empty_required_path_is_a_config_error(key):
+    with pytest.raises(ConfigError, match=f"{key} is empty"):
+        Settings.from_env({key: ""})
+
+
+def test_the_stacks_settings_file_names_real_settings_with_their_defaults():
+    """config/wildswarm.env lists the settings an operator may change, commented out at their
+    defaults: each one must be a setting (a misspelt one is ignored silently at deploy), and its
+    value the default it claims to be."""
+    import re
+    from dataclasses import fields
+    text = (Path(__file__).resolve().parents[2] / "config" / "wildswarm.env").read_text()
+    listed = dict(re.findall(r"^# (WILDSWARM_[A-Z0-9_]+)=(\S*)", text, re.M))
+    names = {"WILDSWARM_" + f.name.upper() for f in fields(Settings)}
+    assert len(listed) > 20 and not set(listed) - names, set(listed) - names
+    defaults = Settings()
+    parsed = Settings.from_env(listed)
+    for key in listed:
+        name = key[len("WILDSWARM_"):].lower()
+        assert getattr(parsed, name) == getattr(defaults, name), (key, listed[key], getattr(defaults, name))
