@@ -173,6 +173,17 @@ def test_truncated_video_leaves_no_partial_folder(pipeline, make_video, tmp_path
         assert [p.name for p in out.iterdir()] == ["cut"]
 
 
+@pytest.mark.parametrize("device", ["gpu", "", "cuda:x", "cpu0"])
+def test_an_unknown_device_is_refused_with_the_choices(device):
+    """WILDSWARM_DEVICE=gpu (or empty) used to reach the libraries, which each guessed or failed in
+    their own words (ultralytics takes "" for any device)."""
+    from wildswarm.errors import PipelineError
+    from wildswarm.pipeline.run import resolve_device
+    with pytest.raises(PipelineError, match="use cpu, cuda, cuda:N or auto"):
+        resolve_device(device)
+    assert resolve_device(" CPU ") == "cpu"
+
+
 def test_untrained_weights_are_refused_unless_asked_for(settings):
     with pytest.raises(ModelError, match="untrained"):
         Pipeline(settings.replace(untrained=False))

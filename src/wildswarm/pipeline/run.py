@@ -52,7 +52,14 @@ class Result:
 
 
 def resolve_device(device: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU if there is one), checked here: the libraries
+    would each guess or fail in their own words (ultralytics takes an empty device for any)."""
+    import re
+
     import torch
+    device = device.strip().lower()
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|auto", device):
+        raise PipelineError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
