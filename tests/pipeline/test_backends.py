@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ import pytest
 from wildswarm.config import Settings
 from wildswarm.pipeline import backends
 from wildswarm.pipeline import models as cat
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.fold import away_from_identity  # noqa: E402  (batch norms as trained ones are: not the identity)
 
 pytestmark = pytest.mark.slow
 
@@ -224,6 +229,83 @@ def test_pytorch_runs_bf16_only_where_its_device_has_it_natively(untrained_model
     else:
         assert choice.precision == "fp32" and "no native bf16 on this cpu" in choice.refused["torch bf16"], choice
         assert "forward" not in model.networks()[0].__dict__
+
+
+def _norms(nets) -> int:
+    import torch
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for net in nets for m in net.modules())
+
+
+@pytest.mark.parametrize("name,norms", [("superanimal_quadruped", 305), ("AI4GSnapshotSerengeti", 20)])
+def test_the_pytorch_path_folds_each_batch_norm_into_its_convolution(untrained_models_dir, seed_frames, name, norms):
+    """The GPU node's path (and a CPU node's, where PyTorch is asked for): every batch norm fed by a
+    convolution is folded into it, so one kernel less runs per norm (SuperAnimal's HRNet-w32 runs
+    305), and the outputs stay PyTorch's within the float32 tolerance."""
+    import torch
+    w, model = _load(untrained_models_dir, name)
+    assert away_from_identity(model.networks()) == norms
+    x = model.probe(seed_frames[:2])
+    with torch.inference_mode():
+        reference = model.raw(x)
+    choice, runtime = backends.choose(model, w, wanted="torch", frames=seed_frames[:2])
+    assert runtime is None and choice.backend == "torch" and choice.precision == "fp32"
+    assert choice.folded == norms and "torch fold" not in choice.refused, choice
+    assert _norms(model.networks()) == 0
+    with torch.inference_mode():
+        folded = model.raw(x)
+    diffs = backends.compare(reference, folded)
+    print(f"{name}: {norms} batch norms folded, max relative difference {max(diffs.values()):.3g}")
+    assert 0 < max(diffs.values()) <= 1e-4, diffs
+    assert choice.difference and max(choice.difference.values()) <= 1e-4
+    assert choice.describe()["folded"] == norms
+
+
+def test_a_fold_that_would_change_the_outputs_is_refused_and_undone():
+    """A convolution whose output is read past its batch norm too (a residual taken before the
+    norm): folding would change what the residual sees, so the check refuses it and the network
+    is put back as it was."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.norm = torch.nn.BatchNorm2d(3)
+            self.plain = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3))
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.plain(self.norm(y) + y)
+
+    class Model:                       # a family adapter's surface, as choose() uses it
+        def __init__(self):
+            self.net = Net().eval()
+
+        def probe(self, frames):
+            return np.stack([f.transpose(2, 0, 1)[:, :32, :32] / 255.0 for f in frames]).astype(np.float32)
+
+        def raw(self, x, runtime=None):
+            return {"out": self.net(torch.from_numpy(x)).numpy()}
+
+        def networks(self):
+            return [self.net]
+
+        def use(self, runtime):
+            pass
+
+    model = Model()
+    away_from_identity(model.networks())
+    frames = backends.probe_frames(2)
+    x = model.probe(frames)
+    with torch.inference_mode():
+        reference = model.raw(x)
+    choice = backends.Choice("toy", "torch")
+    backends.fold_batch_norms(model, choice, frames)
+    assert choice.folded == 0 and "differ from the unfolded" in choice.refused["torch fold"], choice
+    assert model.net.conv.__class__ is torch.nn.Conv2d and isinstance(model.net.norm, torch.nn.BatchNorm2d)
+    assert isinstance(model.net.plain[1], torch.nn.BatchNorm2d)
+    with torch.inference_mode():
+        assert np.array_equal(model.raw(x)["out"], reference["out"])
 
 
 def test_a_read_only_models_folder_exports_into_the_cache(untrained_models_dir, tmp_path):

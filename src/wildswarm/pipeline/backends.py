@@ -295,6 +295,96 @@ def try_autocast(model, choice: Choice, frames: list[np.ndarray]) -> None:
     choice.precision, choice.tolerance, choice.difference = "bf16", tolerance, diffs
 
 
+# --- PyTorch with its batch norms folded --------------------------------------------------------------
+def fold_batch_norms(model, choice: "Choice", frames: list[np.ndarray]) -> None:
+    """Fold each batch norm that takes a convolution's output straight into that convolution
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``), in ``model``'s PyTorch networks, if their raw
+    outputs on the probe stay within ``TOLERANCE["fp32"]`` of the unfolded networks'; otherwise put
+    the networks back as they were, saying why in ``choice.refused["torch fold"]``.
+
+    In inference a batch norm is a fixed affine map per channel, which the convolution's weights
+    and bias absorb: one kernel over the whole activation less per norm. SuperAnimal's HRNet-w32
+    runs 305, the classifier's ResNet 20; the detectors come folded from ultralytics and YOLOv5.
+    On a GPU each norm is a memory-bound kernel of its own; on this project's 2-core CPU, PyTorch's
+    pose forward gains about 5 %. The ONNX runtimes fold them as they compile, so this is the PyTorch
+    path's: the GPU node's, and a CPU node's where PyTorch is asked for or is the fastest.
+
+    The pairs are found on the probe: a batch norm whose input is the very tensor a convolution
+    has just returned, each run once. A convolution output also read elsewhere (a residual taken
+    before the norm) would change under the fold: the check refuses it."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    nets = model.networks()
+    x = model.probe(frames)
+    pairs, reference = _conv_norm_pairs(model, nets, x)
+    if not pairs:
+        return
+    places: dict[int, list[tuple]] = {}       # id(module) -> every (parent, name) it sits at
+    for net in nets:
+        for path, mod in net.named_modules(remove_duplicate=False):
+            parent, _, attr = path.rpartition(".")
+            if attr:
+                places.setdefault(id(mod), []).append((net.get_submodule(parent) if parent else net, attr))
+    undo: list[tuple] = []
+    try:
+        for conv, norm in pairs:
+            for new, old in ((fuse_conv_bn_eval(conv, norm), conv), (torch.nn.Identity(), norm)):
+                for parent, attr in places.get(id(old), []):
+                    undo.append((parent, attr, old))
+                    setattr(parent, attr, new)
+        with torch.inference_mode():
+            diffs = compare(reference, model.raw(x))
+        worst = max(diffs.values(), default=0.0)
+        why = (None if worst <= TOLERANCE["fp32"] else
+               f"outputs differ from the unfolded network's by {worst:.3g} (tolerance {TOLERANCE['fp32']:g})")
+    except Exception as exc:  # a convolution fuse_conv_bn_eval cannot fold
+        why = f"{type(exc).__name__}: {exc}"
+    if why is not None:
+        for parent, attr, old in reversed(undo):
+            setattr(parent, attr, old)
+        choice.refused["torch fold"] = why
+        log.warning("%s: not folding its batch norms: %s", choice.model, why)
+        return
+    choice.folded, choice.difference = len(pairs), diffs
+
+
+def _conv_norm_pairs(model, nets: list, x: np.ndarray) -> tuple[list[tuple], dict[str, np.ndarray]]:
+    """The (convolution, batch norm) pairs a fold may join, seen on one run of the probe ``x``, and
+    that run's raw outputs."""
+    import torch
+    calls: dict[int, int] = {}
+    last: list = [None, None]                 # the latest convolution's output, and the convolution
+    seen: list[tuple] = []
+
+    def conv_done(mod, inputs, out):
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+        last[:] = [out, mod]
+
+    def norm_starts(mod, inputs):
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+        if inputs and inputs[0] is last[0]:
+            seen.append((last[1], mod))
+
+    hooks = []
+    for net in nets:
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                hooks.append(mod.register_forward_hook(conv_done))
+            elif type(mod) is torch.nn.BatchNorm2d:   # not a subclass: some add an activation
+                hooks.append(mod.register_forward_pre_hook(norm_starts))
+    try:
+        with torch.inference_mode():
+            reference = model.raw(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        last[:] = [None, None]
+    pairs = [(conv, norm) for conv, norm in seen
+             if calls[id(conv)] == calls[id(norm)] == 1 and not conv.training and not norm.training
+             and norm.running_mean is not None and norm.running_var is not None]
+    return pairs, reference
+
+
 # --- runtimes ---------------------------------------------------------------------------------------
 class Runtime:
     """An ONNX file through ONNX Runtime or OpenVINO on the CPU: ``runtime(x) -> [outputs]``."""
@@ -357,6 +447,7 @@ class Choice:
     difference: dict[str, float] = field(default_factory=dict)   # the chosen backend's, per output
     seconds: dict[str, float] = field(default_factory=dict)      # probe forward time of each candidate
     refused: dict[str, str] = field(default_factory=dict)        # backend -> why not
+    folded: int = 0                                               # batch norms folded (PyTorch)
     measured: str = "now"                                         # "now", or the ranking's cache file
 
     def describe(self) -> dict:
@@ -447,6 +538,7 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
         if wanted not in ("torch", "auto"):
             choice.refused[wanted] = f"the {device} device runs PyTorch"
         model.use(None)
+        fold_batch_norms(model, choice, frames or probe_frames())
         if precision == "bf16":
             _autocast(model, choice, frames or probe_frames())
         return choice, None
@@ -479,6 +571,7 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
         reference = model.raw(x)
     if not candidates:
         model.use(None)
+        fold_batch_norms(model, choice, frames or probe_frames())
         return choice, None
     ranking = ranking or Ranking(None)
     key = f"{node_kind(threads)}|{weights.sha256[:16]}|{precision}|{x.shape}"
@@ -520,4 +613,6 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
     choice.backend, choice.difference = best, diffs
     choice.precision = precision if best != "torch" else "fp32"
     model.use(runtime)
+    if runtime is None:
+        fold_batch_norms(model, choice, frames or probe_frames())
     return choice, runtime
