@@ -260,6 +260,16 @@ def test_the_pytorch_path_folds_each_batch_norm_into_its_convolution(untrained_m
     assert choice.describe()["folded"] == norms
 
 
+def test_a_network_with_no_batch_norm_left_is_not_probed_again(untrained_models_dir, monkeypatch):
+    """ultralytics folds the detector's batch norms itself: nothing to do, and no probe run spent."""
+    w, model = _load(untrained_models_dir, "MDV6-yolov9-c")
+    assert _norms(model.networks()) == 0
+    monkeypatch.setattr(model, "probe", lambda frames: pytest.fail("probed a network with nothing to fold"))
+    choice = backends.Choice(w.spec.name, "torch")
+    backends.fold_batch_norms(model, choice, backends.probe_frames(1))
+    assert choice.folded == 0 and not choice.refused
+
+
 def test_a_fold_that_would_change_the_outputs_is_refused_and_undone():
     """A convolution whose output is read past its batch norm too (a residual taken before the
     norm): folding would change what the residual sees, so the check refuses it and the network

@@ -315,6 +315,8 @@ def fold_batch_norms(model, choice: "Choice", frames: list[np.ndarray]) -> None:
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
     nets = model.networks()
+    if not any(type(m) is torch.nn.BatchNorm2d for net in nets for m in net.modules()):
+        return                                # folded already (the detectors): no probe run
     x = model.probe(frames)
     pairs, reference = _conv_norm_pairs(model, nets, x)
     if not pairs:
