@@ -306,7 +306,7 @@ def fold_batch_norms(model, choice: "Choice", frames: list[np.ndarray]) -> None:
     and bias absorb: one kernel over the whole activation less per norm. SuperAnimal's HRNet-w32
     runs 305, the classifier's ResNet 20; the detectors come folded from ultralytics and YOLOv5.
     On a GPU each norm is a memory-bound kernel of its own; on this project's 2-core CPU, PyTorch's
-    pose forward gains about 5 %. The ONNX runtimes fold them as they compile, so this is the PyTorch
+    pose forward gains 5-10 % (``bench/fold.py``). The ONNX runtimes fold them as they compile, so this is the PyTorch
     path's: the GPU node's, and a CPU node's where PyTorch is asked for or is the fastest.
 
     The pairs are found on the probe: a batch norm whose input is the very tensor a convolution
