@@ -26,7 +26,7 @@ def _quiet() -> None:
 
 def _settings(args, **options):
     from wildswarm.config import Settings
-    options = {k: v for k, v in options.items() if k in ("backend", "overlap")}
+    options = {k: v for k, v in options.items() if k in ("backend", "overlap", "pose_crops")}
     if options.get("backend", "auto") != "torch":
         options["precision"] = args.precision
     return Settings(data=args.workdir / "data", models_dir=args.models, untrained=True, device="cpu",

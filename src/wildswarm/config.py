@@ -39,6 +39,7 @@ class Settings:
     backend: str = "auto"                  # auto | torch | onnxruntime | openvino (pipeline/backends.py)
     precision: str = "fp32"                # fp32 | bf16 (opt-in: OpenVINO on CPU nodes, PyTorch autocast on GPUs)
     overlap: str = "auto"                  # decode ahead and draw behind in threads: auto | on | off
+    pose_crops: str = "auto"               # who cuts pose crops: auto (device on a GPU) | device | deeplabcut
     threads: int = 0                       # inference threads (0: the cores this process may use)
     backend_cache: Path | None = None      # the backends' timings and exports made at load (default: <data>/cache)
     detector_image_size: int = 640

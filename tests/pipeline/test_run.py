@@ -37,6 +37,7 @@ def check_outputs(folder, video_frames: int, expected_analysed: int, bodyparts: 
         assert stage in summary["timings_s"]
     for kind in ("detector", "pose"):
         assert len(summary["models"][kind]["sha256"]) == 64
+    assert summary["models"]["pose"]["crops"] == {"by": "deeplabcut"}     # pose_crops auto, on a CPU
     # the labeled video: H.264, yuv420p, one frame per analysed frame
     with av.open(str(folder / outputs.LABELED_VIDEO)) as c:
         s = c.streams.video[0]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wildswarm.errors import PipelineError
 from wildswarm.pipeline import families
 from wildswarm.pipeline.detections import Detections, animals
 from wildswarm.pipeline.specs import Weights
@@ -35,6 +36,10 @@ _SKELETON = [
     ("neck", "right_shoulder"), ("right_shoulder", "right_midside"), ("right_midside", "right_hip"),
 ]
 
+# who cuts the crops (families/superanimal.py): "auto", wildswarm on a GPU and DeepLabCut's runner on
+# a CPU; "device", wildswarm on the model's device; "deeplabcut", always the runner. wildswarm's crops
+# are used only where they pass their check against the runner's at load.
+CROPS = ("auto", "device", "deeplabcut")
 MIN_BOX = 4.0  # pixels: degenerate boxes are widened to this
 
 
@@ -54,11 +59,14 @@ class KeyPoints:
 
 
 class PoseEstimator:
-    def __init__(self, weights: Weights, *, device: str = "cpu", max_animals: int = 5, batch_size: int = 8):
+    def __init__(self, weights: Weights, *, device: str = "cpu", max_animals: int = 5, batch_size: int = 8,
+                 crops: str = "auto"):
+        if crops not in CROPS:
+            raise PipelineError(f"unknown pose_crops {crops!r}; choose one of: {', '.join(CROPS)}")
         self.weights = weights
         self.max_animals = max_animals
         self.model = families.adapter(weights.spec.family).load(weights, device=device, max_animals=max_animals,
-                                                                batch_size=batch_size)
+                                                                batch_size=batch_size, crops=crops)
         self.bodyparts: list[str] = self.model.bodyparts
         index = {b: i for i, b in enumerate(self.bodyparts)}
         self.skeleton = [(index[a], index[b]) for a, b in _SKELETON if a in index and b in index]

@@ -102,7 +102,7 @@ class Pipeline:
                                      threshold=settings.detection_threshold)
             self.classifier = Classifier(need[1], device=self.device) if cls_spec else None
             self.pose = PoseEstimator(need[-1], device=self.device, max_animals=settings.max_animals,
-                                      batch_size=settings.batch_size)
+                                      batch_size=settings.batch_size, crops=settings.pose_crops)
         except WildswarmError:
             raise
         except Exception as exc:  # a library failing to load a file it was given

@@ -26,12 +26,14 @@ def build_summary(p, video, info, decoded, frames_meta, dets, poses, tracks, out
         "warning": ("Made with UNTRAINED (random) weights: detections, species and keypoints are "
                     "meaningless.") if p.untrained else None,
         "profile": s.profile,
-        "models": {w.spec.kind: {**w.describe(), "backend": _backend(p, w.spec.kind)} for w in p.weights},
+        "models": {w.spec.kind: {**w.describe(), "backend": _backend(p, w.spec.kind),
+                                 **({"crops": getattr(p.pose.model, "crops", None)} if w.spec.kind == "pose" else {})}
+                   for w in p.weights},
         "settings": {"detector": s.detector, "classifier": s.classifier, "pose": s.pose, "fps": s.fps,
                      "detector_image_size": s.detector_image_size,
                      "detection_threshold": s.detection_threshold, "pose_threshold": s.pose_threshold,
                      "max_animals": s.max_animals, "batch_size": s.batch_size, "device": p.device,
-                     "track_lost_seconds": s.track_lost_seconds, "smooth": s.smooth,
+                     "track_lost_seconds": s.track_lost_seconds, "smooth": s.smooth, "pose_crops": s.pose_crops,
                      "smooth_window": s.smooth_window},
         "input": {"width": info.width, "height": info.height, "fps": info.fps, "frames": info.frames,
                   "duration_s": round(info.duration, 3), "codec": info.codec},
