@@ -166,3 +166,21 @@ def test_the_pipeline_runs_with_device_crops_and_says_so(untrained_settings, see
     assert device["settings"]["pose_crops"] == "device"
     assert device["animals"]["poses"] == runner["animals"]["poses"] > 0
     assert device["animals"]["detections"] == runner["animals"]["detections"]
+
+
+def test_only_the_part_of_a_frame_its_crops_read_goes_to_the_device(pose, seed_frames):
+    """A 1920x1080 frame with two small animals: the rectangle around their windows goes up, not
+    the frame, and the crops are still DeepLabCut's."""
+    import cv2
+    big = cv2.resize(seed_frames[0], (1920, 1080))
+    ctx = contexts([big], [[900.4, 500.2, 60.5, 40.1], [1010, 530.5, 30.2, 70.7]])
+    dc = pose.model.device_crops
+    parts, items = dc.upload(ctx)
+    windows = superanimal.crop_windows(ctx[0][1]["bboxes"], dc.size)
+    (part,) = parts
+    assert part.shape == (windows[:, 3].max() - windows[:, 1].min(), windows[:, 2].max() - windows[:, 0].min(), 3)
+    assert part.numel() < big.size / 50
+    with torch.inference_mode():
+        ours = dc.crops((parts, items))[0].numpy()
+    levels = np.abs(ours - pose.model.runner_crops(ctx)) * np.asarray(dc.std, np.float32)[:, None, None]
+    assert levels.max() <= superanimal.CROP_TOLERANCE

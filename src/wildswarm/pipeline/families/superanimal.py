@@ -7,13 +7,13 @@ coordinates):
 * DeepLabCut's own inference runner: each crop cut and normalised one at a time on the CPU with
   OpenCV and albumentations, copied to the device in batches, and each crop's result copied back
   on its own;
-* ``DeviceCrops``: the frames that have boxes go to the model's device once, as uint8; every crop
-  of the batch is cut there, in DeepLabCut's geometry (``top_down_crop``: the box widened to the
-  crop's aspect ratio, rounded to whole pixels, zero padding outside the frame, a bilinear resize
-  with OpenCV's pixel centres), normalised there, run through the network, decoded by DeepLabCut's
-  own predictor and mapped back to the frame there, and the keypoints of the whole batch come back
-  in one copy. That is the batched design a GPU node needs: the host's work per crop becomes a few
-  kernel launches instead of OpenCV and albumentations calls and a copy each way.
+* ``DeviceCrops``: the part of each frame that its crops read goes to the model's device once, as
+  uint8; every crop of the batch is cut there, in DeepLabCut's geometry (``top_down_crop``: the box
+  widened to the crop's aspect ratio, rounded to whole pixels, zero padding outside the frame, a
+  bilinear resize with OpenCV's pixel centres), normalised there, run through the network, decoded
+  by DeepLabCut's own predictor and mapped back to the frame there, and the keypoints of the whole
+  batch come back in one copy. That is the batched design a GPU node needs: the host's work per crop
+  becomes a few kernel launches instead of OpenCV and albumentations calls and a copy each way.
 
 ``pose_crops``: ``auto`` (the default) uses ``DeviceCrops`` on a GPU and the runner on a CPU, where
 the crops' work is the same cores' either way and OpenCV's uint8 resize costs less CPU than
@@ -222,7 +222,8 @@ def crop_probe() -> list:
 class DeviceCrops:
     """DeepLabCut's top-down steps for a whole batch of frames on the model's device (module doc).
 
-    ``upload`` copies each frame that has boxes to the device once (uint8, pinned memory on a GPU);
+    ``upload`` copies the part of each frame its crops read to the device once (uint8, pinned memory
+    on a GPU);
     ``crops`` cuts and normalises every crop there; ``poses`` runs the network on them in chunks of
     ``batch_size`` crops (DeepLabCut's runner batches the same way), decodes the heatmaps with
     DeepLabCut's own predictor, maps the keypoints back to the frames and copies them back once."""
@@ -246,18 +247,24 @@ class DeviceCrops:
         self.std = tuple(float(v) * n.max_pixel_value for v in n.std)
 
     def upload(self, contexts: list) -> tuple[list, list]:
-        """The frames that have boxes on the device, and each crop as ``(frame on device, window)``."""
-        frames, items = [], []
+        """The part of each frame its crops read, on the device, and each crop as ``(that part, its
+        origin and the frame's size, the crop's window)``: the rectangle around the frame's windows,
+        inside the frame (a large frame with small animals sends a fraction of its pixels)."""
+        parts, items = [], []
         pin = self.device.type == "cuda"
         for image, ctx in contexts:
             boxes = np.asarray(ctx["bboxes"])
             if not len(boxes):
                 continue
-            t = torch.from_numpy(np.ascontiguousarray(image))
-            frame = (t.pin_memory() if pin else t).to(self.device, non_blocking=True)
-            frames.append(frame)
-            items.extend((frame, window) for window in crop_windows(boxes, self.size))
-        return frames, items
+            fh, fw = image.shape[:2]
+            windows = crop_windows(boxes, self.size)
+            rx1, ry1 = max(int(windows[:, 0].min()), 0), max(int(windows[:, 1].min()), 0)
+            rx2, ry2 = min(int(windows[:, 2].max()), fw), min(int(windows[:, 3].max()), fh)
+            t = torch.from_numpy(np.ascontiguousarray(image[ry1:max(ry2, ry1), rx1:max(rx2, rx1)]))
+            part = (t.pin_memory() if pin else t).to(self.device, non_blocking=True)
+            parts.append(part)
+            items.extend((part, (rx1, ry1, fw, fh), window) for window in windows)
+        return parts, items
 
     def crops(self, uploaded: tuple[list, list]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised crops (N, 3, height, width), and each crop's offset and scale (N, 2): a crop
@@ -265,13 +272,12 @@ class DeviceCrops:
         import torch.nn.functional as F
         out_w, out_h = self.size
         crops, geometry = [], []
-        for frame, (x1, y1, x2, y2) in uploaded[1]:
-            fh, fw = frame.shape[:2]
-            cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, fw), min(y2, fh)
+        for part, (rx, ry, fw, fh), (x1, y1, x2, y2) in uploaded[1]:
+            cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, fw), min(y2, fh)    # inside the frame
             if cx2 <= cx1 or cy2 <= cy1:    # a window wholly off the frame: a black crop
                 crops.append(torch.zeros(1, 3, out_h, out_w, device=self.device))
             else:
-                window = frame[cy1:cy2, cx1:cx2].permute(2, 0, 1)[None].float()
+                window = part[cy1 - ry:cy2 - ry, cx1 - rx:cx2 - rx].permute(2, 0, 1)[None].float()
                 window = F.pad(window, (cx1 - x1, x2 - cx2, cy1 - y1, y2 - cy2))
                 crops.append(F.interpolate(window, size=(out_h, out_w), mode="bilinear", align_corners=False))
             geometry.append((x1, y1, (x2 - x1) / out_w, (y2 - y1) / out_h))
