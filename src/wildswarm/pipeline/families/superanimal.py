@@ -223,10 +223,9 @@ class DeviceCrops:
     """DeepLabCut's top-down steps for a whole batch of frames on the model's device (module doc).
 
     ``upload`` copies the part of each frame its crops read to the device once (uint8, pinned memory
-    on a GPU);
-    ``crops`` cuts and normalises every crop there; ``poses`` runs the network on them in chunks of
-    ``batch_size`` crops (DeepLabCut's runner batches the same way), decodes the heatmaps with
-    DeepLabCut's own predictor, maps the keypoints back to the frames and copies them back once."""
+    on a GPU); ``crops`` cuts and normalises every crop there; ``poses`` runs the network on them in
+    chunks of ``batch_size`` crops (DeepLabCut's runner batches the same way), decodes the heatmaps
+    with DeepLabCut's own predictor, maps the keypoints back to the frames and copies them back once."""
 
     def __init__(self, model: PoseModel):
         from deeplabcut.pose_estimation_pytorch.data.preprocessor import AugmentImage, TopDownCrop
