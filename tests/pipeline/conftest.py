@@ -1,4 +1,5 @@
-"""Fixtures for the weight-trust tests: hostile checkpoints and private copies of the models folder."""
+"""Fixtures for the pipeline tests: hostile checkpoints, private copies of the models folder, and
+frames of the seed videos."""
 from __future__ import annotations
 
 import os
@@ -48,3 +49,17 @@ def models_copy(untrained_models_dir, tmp_path):
                 shutil.copy2(export, folder / export.name)
         return folder
     return copy
+
+
+@pytest.fixture(scope="session")
+def seed_frames(seed_videos) -> list:
+    """Two frames of each seed video, as the pipeline decodes them."""
+    from wildswarm.pipeline.video import read_frames
+    frames = []
+    for video in seed_videos:
+        for k, f in enumerate(read_frames(video, 1.0)):
+            if k in (0, 3):
+                frames.append(f.image)
+            if k >= 3:
+                break
+    return frames

@@ -22,20 +22,6 @@ pytestmark = pytest.mark.slow
 ONNX_BACKENDS = [b for b in ("onnxruntime", "openvino") if b in backends.installed()]
 
 
-@pytest.fixture(scope="module")
-def seed_frames(seed_videos) -> list[np.ndarray]:
-    """Two frames of each seed video, as the pipeline decodes them."""
-    from wildswarm.pipeline.video import read_frames
-    frames = []
-    for video in seed_videos:
-        for k, f in enumerate(read_frames(video, 1.0)):
-            if k in (0, 3):
-                frames.append(f.image)
-            if k >= 3:
-                break
-    return frames
-
-
 def _load(models_dir, name, **options):
     from wildswarm.pipeline import families
     w = cat.require(models_dir, cat.spec(name), allow_untrained=True)

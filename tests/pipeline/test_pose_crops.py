@@ -19,19 +19,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def seed_frames(seed_videos) -> list[np.ndarray]:
-    from wildswarm.pipeline.video import read_frames
-    frames = []
-    for video in seed_videos:
-        for k, f in enumerate(read_frames(video, 1.0)):
-            if k in (0, 3):
-                frames.append(f.image)
-            if k >= 3:
-                break
-    return frames
-
-
-@pytest.fixture(scope="module")
 def weights(untrained_models_dir):
     return cat.require(untrained_models_dir, cat.spec("superanimal_quadruped"), allow_untrained=True)
 
