@@ -17,13 +17,13 @@ coordinates):
 
 ``pose_crops``: ``auto`` (the default) uses ``DeviceCrops`` on a GPU and the runner on a CPU, where
 the crops' work is the same cores' either way and OpenCV's uint8 resize costs less CPU than
-PyTorch's float one (``bench/crops.py``, a stand-in network: 1.5-1.8 against 2.5-3.3 ms of CPU a
-crop on 2 cores); ``device`` uses ``DeviceCrops`` wherever the model runs; ``deeplabcut`` always
-the runner. Before ``DeviceCrops`` is used it is checked against the runner on probe frames, with
-boxes inside, across and beyond the frame's edge and smaller than the crop: the crops must agree to
-within ``CROP_TOLERANCE`` grey levels (OpenCV rounds its resize in fixed point; PyTorch does not),
-or the runner is used and ``crops["refused"]`` says why. An exported runtime replaces only the
-network, in either way; decoding is always DeepLabCut's predictor.
+PyTorch's float one (``bench/crops.py``, a stand-in network, 1920x1080 frames: 1.7-2.1 against
+3.3-5.0 ms of CPU a crop on 2 cores); ``device`` uses ``DeviceCrops`` wherever the model runs;
+``deeplabcut`` always the runner. Before ``DeviceCrops`` is used it is checked against the runner on
+probe frames, with boxes inside, across and beyond the frame's edge and smaller than the crop: the
+crops must agree to within ``CROP_TOLERANCE`` grey levels (OpenCV rounds its resize in fixed point;
+PyTorch does not), or the runner is used and ``crops["refused"]`` says why. An exported runtime
+replaces only the network, in either way; decoding is always DeepLabCut's predictor.
 """
 from __future__ import annotations
 
