@@ -20,18 +20,20 @@ are the real ones. JSON goes to bench/results/crops-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
+from bench.results import RESULTS, save  # noqa: E402
 from wildswarm.pipeline import backends  # noqa: E402
 from wildswarm.pipeline import models as catalogue  # noqa: E402
 
@@ -92,7 +94,7 @@ def measure(pose, images, dets, rounds: int) -> dict:
     try:
         for network in ("real", "stand-in"):
             runs = {w: {"wall": [], "cpu": []} for w in WAYS}
-            with StandIn(pose) if network == "stand-in" else _nothing():
+            with StandIn(pose) if network == "stand-in" else nullcontext():
                 for way in WAYS:                                                      # warm-up
                     timed(pose, way, device_crops, images, dets)
                 for _ in range(rounds):
@@ -109,14 +111,6 @@ def measure(pose, images, dets, rounds: int) -> dict:
     return result
 
 
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=None, help="a models folder with real weights (default: "
@@ -127,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--animals", type=int, default=3, help="boxes a frame")
     ap.add_argument("--batch", type=int, default=8, help="crops a forward pass (the worker's batch size)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     import torch
     from wildswarm.pipeline.pose import PoseEstimator
@@ -159,10 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{f'{w}x{h}':>10} {network:>9} {ms['runner']['wall']:>15.2f} {ms['device crops']['wall']:>15.2f} "
                   f"{e['ratio_wall']:>5.2f}x {ms['runner']['cpu']:>11.2f} {ms['device crops']['cpu']:>11.2f} "
                   f"{e['ratio_cpu']:>5.2f}x")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"crops-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\n{path}")
+    print(f"\n{save(results, 'crops', args.out)}")
     return results
 
 

@@ -19,7 +19,6 @@ kernels, so the timings are the real ones. JSON goes to bench/results/fold-<time
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
+from bench.results import RESULTS, save  # noqa: E402
 from wildswarm.pipeline import backends, families  # noqa: E402
 from wildswarm.pipeline import models as catalogue  # noqa: E402
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=4, help="inputs per forward pass (the worker's default batch)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--only", choices=MODELS, action="append", help="this model only (repeatable)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     import torch
     untrained = args.models is None
@@ -116,10 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         m = r["median_s"]
         print(f"{name:<24} {r['folded']:>6} {m['unfolded']:>11.4f} {m['folded']:>9.4f} {r['ratio']:>5.2f}x "
               f"{r['max_difference']:>10.2g}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"fold-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\n{path}")
+    print(f"\n{save(results, 'fold', args.out)}")
     return results
 
 

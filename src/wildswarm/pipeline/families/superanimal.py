@@ -244,12 +244,15 @@ class DeviceCrops:
         n = normalize[0]
         self.mean = tuple(float(v) * n.max_pixel_value for v in n.mean)
         self.std = tuple(float(v) * n.max_pixel_value for v in n.std)
+        self._mean = torch.tensor(self.mean, device=self.device)[:, None, None]    # made once, not per batch
+        self._std = torch.tensor(self.std, device=self.device)[:, None, None]
 
-    def upload(self, contexts: list) -> tuple[list, list]:
-        """The part of each frame its crops read, on the device, and each crop as ``(that part, its
-        origin and the frame's size, the crop's window)``: the rectangle around the frame's windows,
-        inside the frame (a large frame with small animals sends a fraction of its pixels)."""
-        parts, items = [], []
+    def upload(self, contexts: list) -> list[tuple]:
+        """Each crop as ``(the part of its frame the frame's crops read, on the device; that part's
+        origin and the frame's size; the crop's window)``. The part is the rectangle around the
+        frame's windows, inside the frame (a large frame with small animals sends a fraction of its
+        pixels), sent once for all of the frame's crops."""
+        items = []
         pin = self.device.type == "cuda"
         for image, ctx in contexts:
             boxes = np.asarray(ctx["bboxes"])
@@ -261,17 +264,16 @@ class DeviceCrops:
             rx2, ry2 = min(int(windows[:, 2].max()), fw), min(int(windows[:, 3].max()), fh)
             t = torch.from_numpy(np.ascontiguousarray(image[ry1:max(ry2, ry1), rx1:max(rx2, rx1)]))
             part = (t.pin_memory() if pin else t).to(self.device, non_blocking=True)
-            parts.append(part)
             items.extend((part, (rx1, ry1, fw, fh), window) for window in windows)
-        return parts, items
+        return items
 
-    def crops(self, uploaded: tuple[list, list]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def crops(self, uploaded: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised crops (N, 3, height, width), and each crop's offset and scale (N, 2): a crop
         pixel ``p`` is at ``p * scale + offset`` in its frame, as DeepLabCut's ``RescaleAndOffset``."""
         import torch.nn.functional as F
         out_w, out_h = self.size
         crops, geometry = [], []
-        for part, (rx, ry, fw, fh), (x1, y1, x2, y2) in uploaded[1]:
+        for part, (rx, ry, fw, fh), (x1, y1, x2, y2) in uploaded:
             cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, fw), min(y2, fh)    # inside the frame
             if cx2 <= cx1 or cy2 <= cy1:    # a window wholly off the frame: a black crop
                 crops.append(torch.zeros(1, 3, out_h, out_w, device=self.device))
@@ -284,10 +286,8 @@ class DeviceCrops:
             empty = torch.zeros(0, 2, device=self.device)
             return torch.zeros(0, 3, out_h, out_w, device=self.device), empty, empty
         x = torch.cat(crops).round_().clamp_(0, 255)    # the uint8 crop OpenCV gives DeepLabCut
-        mean = torch.tensor(self.mean, device=self.device)[:, None, None]
-        std = torch.tensor(self.std, device=self.device)[:, None, None]
         g = torch.tensor(geometry, dtype=torch.float32).to(self.device, non_blocking=True)
-        return (x - mean) / std, g[:, :2], g[:, 2:]
+        return (x - self._mean) / self._std, g[:, :2], g[:, 2:]
 
     def poses(self, contexts: list) -> list[np.ndarray]:
         """(boxes, keypoints, 3) for each context, as ``PoseModel.poses``."""
