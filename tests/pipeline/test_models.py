@@ -266,3 +266,37 @@ def test_ensure_untrained_builds_missing_and_leaves_unknown_files_alone(tmp_path
     cat.ensure_untrained(tmp_path, t)
     assert (tmp_path / t.filename).read_bytes() == b"someone's real file"
     assert t.filename not in weights_lock.read(tmp_path)
+
+
+# --- a worker loads the modules of its own models, not the whole of each library ----------------------
+LOAD_AND_LIST = """
+import json, os, sys
+os.environ["YOLO_OFFLINE"] = "1"
+from pathlib import Path
+from wildswarm.pipeline import models as cat
+from wildswarm.pipeline.detect import Classifier, Detector
+from wildswarm.pipeline.pose import PoseEstimator
+folder = Path(sys.argv[1])
+Detector(cat.require(folder, cat.spec("MDV6-yolov9-c"), allow_untrained=True), device="cpu", image_size=320,
+         threshold=0.1)
+Classifier(cat.require(folder, cat.spec("AI4GSnapshotSerengeti"), allow_untrained=True), device="cpu")
+PoseEstimator(cat.require(folder, cat.spec("superanimal_quadruped"), allow_untrained=True), device="cpu")
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+@pytest.mark.slow
+def test_loading_the_default_models_leaves_the_rest_of_their_libraries_out(untrained_models_dir):
+    """PytorchWildlife's packages import all its families: YOLOv5, and through its data package the
+    bioacoustic stack (librosa, torchaudio, Lightning, seaborn); DeepLabCut's import its training,
+    evaluation and COCO tools (polars, pycocotools, statsmodels). A worker paid for them at every
+    start for models and tools it does not run (families/_lean.py)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", LOAD_AND_LIST, str(untrained_models_dir)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    loaded = set(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert {"PytorchWildlife", "ultralytics", "deeplabcut"} <= loaded
+    assert not loaded & {"yolov5", "librosa", "torchaudio", "lightning", "pytorch_lightning", "seaborn",
+                         "statsmodels", "polars", "pycocotools"}, sorted(loaded)

@@ -8,14 +8,16 @@ import torch
 
 from wildswarm.pipeline.detections import ANIMAL
 from wildswarm.pipeline.families import _onnx
+from wildswarm.pipeline.families._lean import lean_import
 from wildswarm.pipeline.safeload import check_weights_only, verified_copy
 from wildswarm.pipeline.specs import ModelSpec, Weights
 
 KIND = "classifier"
+RESNETS = "PytorchWildlife.models.classification.resnet_base"   # its ResNet classifiers, and no more
 
 
 def untrained_checkpoint(s: ModelSpec) -> dict:
-    from PytorchWildlife.models.classification.resnet_base.base_classifier import PlainResNetClassifier
+    PlainResNetClassifier = lean_import(f"{RESNETS}.base_classifier").PlainResNetClassifier
     net = PlainResNetClassifier(num_cls=s.options["num_cls"], num_layers=s.options["num_layers"])
     return {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "untrained": True}
 
@@ -26,8 +28,7 @@ def load(weights: Weights, *, device: str, **_) -> "Classifier":
 
 class Classifier:
     def __init__(self, weights: Weights, *, device: str):
-        import PytorchWildlife.models.classification as pw_cls
-        cls = getattr(pw_cls, weights.spec.options["module"])
+        cls = getattr(lean_import(RESNETS), weights.spec.options["module"])
         self.weights = weights
         with verified_copy(weights) as path:
             check_weights_only(path)  # PytorchWildlife leaves weights_only to torch's default

@@ -34,10 +34,14 @@ import numpy as np
 import torch
 
 from wildswarm.pipeline.families import _onnx
+from wildswarm.pipeline.families._lean import lean_import
 from wildswarm.pipeline.safeload import verified_copy
 from wildswarm.pipeline.specs import ModelSpec, Weights
 
 KIND = "pose"
+# DeepLabCut's PyTorch engine, imported module by module (families/_lean.py): its package imports
+# train, evaluate and every other engine
+DLC = "deeplabcut.pose_estimation_pytorch"
 CROP_TOLERANCE = 1.0 + 1e-3      # grey levels: OpenCV's fixed-point resize rounds to the nearest level
 
 
@@ -49,7 +53,7 @@ def _quiet_deeplabcut() -> None:
 def superanimal_config(s: ModelSpec, *, max_individuals: int, device: str):
     """DeepLabCut's own top-down inference config for a SuperAnimal model."""
     _quiet_deeplabcut()
-    from deeplabcut.pose_estimation_pytorch.config import PoseConfig
+    PoseConfig = lean_import(f"{DLC}.config").PoseConfig
     # Naming a detector makes DeepLabCut build the top-down variant; its weights are never loaded.
     return PoseConfig.build_for_superanimal_inference(
         s.options["super_animal"], model_name=s.options["model_name"],
@@ -57,7 +61,7 @@ def superanimal_config(s: ModelSpec, *, max_individuals: int, device: str):
 
 
 def untrained_checkpoint(s: ModelSpec) -> dict:
-    from deeplabcut.pose_estimation_pytorch.models import PoseModel
+    PoseModel = lean_import(f"{DLC}.models").PoseModel
     model = PoseModel.build(superanimal_config(s, max_individuals=1, device="cpu")["model"])
     return {"model": model.state_dict(), "untrained": True}
 
@@ -78,7 +82,7 @@ class PoseModel:
     the same network and predictor (``crops``: module doc)."""
 
     def __init__(self, weights: Weights, *, device: str, max_animals: int, batch_size: int, crops: str = "auto"):
-        from deeplabcut.pose_estimation_pytorch.apis.utils import get_inference_runners
+        get_inference_runners = lean_import(f"{DLC}.apis.utils").get_inference_runners
         self.weights = weights
         self.max_animals = max_animals
         self.batch_size = batch_size
@@ -228,7 +232,8 @@ class DeviceCrops:
     with DeepLabCut's own predictor, maps the keypoints back to the frames and copies them back once."""
 
     def __init__(self, model: PoseModel):
-        from deeplabcut.pose_estimation_pytorch.data.preprocessor import AugmentImage, TopDownCrop
+        preprocessor = lean_import(f"{DLC}.data.preprocessor")
+        AugmentImage, TopDownCrop = preprocessor.AugmentImage, preprocessor.TopDownCrop
         self.model = model
         self.device = model.net.device
         steps = model.runner.preprocessor.components

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from wildswarm.pipeline.detections import sorted_detections
+from wildswarm.pipeline.families._lean import lean_import
 from wildswarm.pipeline.safeload import ultralytics_weights_only, verified_copy
 from wildswarm.pipeline.specs import ModelSpec, Weights
 
@@ -39,7 +40,7 @@ class Detector:
         # Weights-only: ultralytics' restricted loader (an allow-list of its own and torch's nn.Module
         # classes) unpickles a private copy of the checked file.
         os.environ.setdefault("YOLO_OFFLINE", "1")
-        from PytorchWildlife.models.detection import MegaDetectorV6
+        MegaDetectorV6 = lean_import("PytorchWildlife.models.detection.ultralytics_based.megadetectorv6").MegaDetectorV6
         self.weights = weights
         self.device = device
         self.image_size = image_size

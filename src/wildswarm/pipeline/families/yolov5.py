@@ -18,6 +18,7 @@ import torch
 
 from wildswarm.pipeline.detections import sorted_detections
 from wildswarm.pipeline.families import _onnx
+from wildswarm.pipeline.families._lean import lean_import
 from wildswarm.pipeline.safeload import verified_copy
 from wildswarm.pipeline.specs import ModelSpec, Weights
 
@@ -41,8 +42,8 @@ class Detector:
     def __init__(self, weights: Weights, *, device: str, image_size: int, threshold: float):
         # MegaDetectorV5(weights=...) uses torch.load's weights-only default (torch>=2.6) and fails;
         # its pretrained route loads from torch hub's cache, so a private hub folder holds the file.
-        from PytorchWildlife.data import transforms as pw_trans
-        from PytorchWildlife.models.detection import MegaDetectorV5
+        pw_trans = lean_import("PytorchWildlife.data.transforms")
+        MegaDetectorV5 = lean_import("PytorchWildlife.models.detection.ultralytics_based.megadetectorv5").MegaDetectorV5
         self.weights = weights
         self.image_size = image_size
         self.threshold = threshold
