@@ -17,7 +17,7 @@ export WILDSWARM_DATA := $(DATA)
 export STACK
 
 .PHONY: help venv browser test test-fast up down scale-workers ps logs e2e docker images images-offline \
-        analyze-samples bench bench-pipeline bench-dispatch bench-jobstore bench-segments bench-profiles bench-fold bench-crops broker db clean backup \
+        analyze-samples bench bench-pipeline bench-dispatch bench-jobstore bench-segments bench-profiles bench-fold bench-crops bench-startup broker db clean backup \
         restore
 
 help: ## this list
@@ -80,7 +80,7 @@ e2e: venv docker images ## end-to-end tests on a real one-node Swarm (deploys an
 analyze-samples: venv ## analyse the seed videos into $(DATA)/output (WILDSWARM_UNTRAINED=1 without real weights)
 	$(BIN)/wildswarm analyze $(SEED)/*.mp4 --out $(DATA)/output
 
-bench: bench-pipeline bench-dispatch bench-jobstore bench-segments bench-profiles bench-fold bench-crops ## run every benchmark
+bench: bench-pipeline bench-dispatch bench-jobstore bench-segments bench-profiles bench-fold bench-crops bench-startup ## run every benchmark
 
 bench-pipeline: venv ## wildswarm's pipeline vs the old naive sequence vs bare forward passes
 	$(BIN)/python -m bench.pipeline --videos $(SEED)
@@ -99,6 +99,9 @@ bench-fold: venv ## PyTorch's pose and classifier networks with batch norms fold
 
 bench-crops: venv ## the pose step with its crops cut on the model's device vs DeepLabCut's runner
 	$(BIN)/python bench/crops.py
+
+bench-startup: venv ## a restarted worker's start-up: model libraries imported module by module vs whole
+	$(BIN)/python bench/startup.py
 
 bench-jobstore: venv db ## the job store at a million jobs: list/filter p95, claims, polls, against JSON records
 	$(BIN)/python bench/jobstore.py

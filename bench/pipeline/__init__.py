@@ -17,6 +17,12 @@ default        the default profile as a worker runs it (every setting at its def
                overlap auto): frames/s per node.
 container      ``default`` in the worker image (``--image``), the bench mounted into it; its
                "ready" time (process start to models loaded, imports included) against the host's.
+whole-         ``default`` with PytorchWildlife's and DeepLabCut's packages imported whole first, as
+libraries      workers did before ``families/_lean.py``: its ready time and peak memory against
+               ``default``'s.
+device-crops,  ``default`` / ``torch`` with the pose crops cut on the model's device
+torch-device-  (``WILDSWARM_POSE_CROPS=device``; bench/crops.py measures the pose step alone).
+crops
 forward-*      the bare forward passes of one backend (or auto's choice) on the same frames and
                boxes: inputs prepared untimed with the libraries' own preprocessing.
 naive          the old system (see below), the same model files and sampling rate.

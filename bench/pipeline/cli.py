@@ -26,6 +26,7 @@ VARIANTS = {
     "device-crops": ("default profile, pose crops on the device", "pipeline", {"pose_crops": "device"}),
     "torch-device-crops": ("PyTorch, pose crops on the device", "pipeline",
                            {"backend": "torch", "overlap": "off", "pose_crops": "device"}),
+    "whole-libraries": ("default profile, libraries imported whole", "pipeline", {"whole_libraries": True}),
     "forward-auto": ("bare forward, auto's choice", "forward", {"backend": "auto"}),
     "forward-torch": ("bare forward, PyTorch", "forward", {"backend": "torch"}),
     "forward-onnxruntime": ("bare forward, ONNX Runtime", "forward", {"backend": "onnxruntime"}),

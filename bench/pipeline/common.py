@@ -109,6 +109,10 @@ def worker(args) -> None:
         from bench.pipeline.naive import run_old_system
         run_old_system(args, out)
     else:
+        if options.get("whole_libraries"):
+            # as workers did before families/_lean.py: every package of both libraries, whole
+            import deeplabcut.pose_estimation_pytorch.apis.utils  # noqa: F401
+            import PytorchWildlife.models.detection  # noqa: F401
         from bench.pipeline.variants import setup_forward, setup_wildswarm
         one = {"pipeline": setup_wildswarm, "forward": setup_forward}[kind](args, out, options)
         print(READY, flush=True)
