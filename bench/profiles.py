@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -26,7 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
+from bench.results import save  # noqa: E402
 from wildswarm.config import Settings  # noqa: E402
 from wildswarm.pipeline.cache import PipelineCache, memory_bytes  # noqa: E402
 from wildswarm.pipeline.run import Pipeline  # noqa: E402
@@ -76,12 +77,8 @@ def main() -> None:
     print(f"  baseline, a load per job: {baseline:7.2f} s")
     print(f"  the worker's cache:       {cached:7.2f} s  ({cache.loads}; {cache.used / MB:.0f} MB held)")
     print(f"  ratio baseline / cache:   {baseline / cached:7.1f} x")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"profiles-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"profiles": each, "jobs": len(order), "baseline_s": round(baseline, 3),
-                                "cached_s": round(cached, 3), "loads": cache.loads,
-                                "held_mb": round(cache.used / MB, 1)}, indent=2))
+    path = save({"profiles": each, "jobs": len(order), "baseline_s": round(baseline, 3), "cached_s": round(cached, 3),
+                 "loads": cache.loads, "held_mb": round(cache.used / MB, 1)}, "profiles")
     print(f"\n{path}")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: one long video in segments over 1, 2, 4 and 8 worker processes; merge cost; a kill at 90 %.
 
-    python bench/segments.py [--minutes 60] [--fps 5] [--per-frame-ms 10] [--workers 1,2,4,8]
+    python bench/segments.py [--minutes 60] [--fps 5] [--per-frame-ms 10] [--workers 1,2,4,8] [--out DIR]
     make bench-segments
 
 What is real and what stands in
@@ -23,7 +23,7 @@ into a multiple of N segments, so that the last round is full.
 It prints, in one run: wall time and speedup against 1 worker for each worker count (target:
 >= 0.85 x N); the merge's time as a share of the 1-worker time (target: < 3 %); and the frames
 analysed again after a run is SIGKILLed at 90 % and started again (target: <= one segment). JSON
-goes to bench/results/segments-<timestamp>.json.
+goes to bench/results/segments-<timestamp>.json (``--out`` another folder).
 """
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
+from bench.results import save  # noqa: E402
 from wildswarm.config import Settings  # noqa: E402
-from wildswarm.pipeline import segments  # noqa: E402
+from wildswarm.pipeline import segments, stages  # noqa: E402
 from wildswarm.pipeline.pose import KeyPoints  # noqa: E402
 from wildswarm.pipeline.run import Pipeline  # noqa: E402
 from wildswarm.pipeline.video import probe  # noqa: E402
@@ -102,6 +104,10 @@ def stand_in_pipeline(settings: Settings, per_frame: float) -> Pipeline:
     p.settings, p.device, p.untrained, p.load_seconds = settings, "cpu", False, 0.0
     p.weights, p.classifier = [Weight()], None
     p.detector, p.pose = StandInDetector(per_frame), StandInPose()
+    # what Pipeline.__init__ sets besides the models: no exported runtimes; stages as a CPU node runs them
+    p.backends, p.runtimes, p.backend_seconds = {}, {}, 0.0
+    p.threads = p.torch_threads = 1
+    p.overlap = stages.overlap_wanted(settings.overlap, "cpu")
     return p
 
 
@@ -163,14 +169,15 @@ def run(settings, per_frame, video, out, name, plan, n_workers, *, kill_at: floa
     return time.perf_counter() - started, done.value
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--fps", type=int, default=5)
     ap.add_argument("--per-frame-ms", type=float, default=10.0)
     ap.add_argument("--segment-seconds", type=float, default=60.0)
     ap.add_argument("--workers", default="1,2,4,8")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
+    args = ap.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
     per_frame = args.per_frame_ms / 1000
     work = Path(tempfile.mkdtemp(prefix="wildswarm-bench-segments-"))
@@ -229,15 +236,12 @@ def main() -> None:
         verdict = {"speedup_ok": all(r["efficiency"] >= 0.85 for r in rows), "merge_ok": merge_share < 0.03,
                    "redone_ok": lost <= plan.length + plan.overlap}
         print("targets:", ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in verdict.items()))
-        results = ROOT / "bench" / "results"
-        results.mkdir(exist_ok=True)
-        path = results / f"segments-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        path.write_text(json.dumps({"args": vars(args),
-                                    "plan": {"total": plan.total, "length": plan.length, "overlap": plan.overlap},
-                                    "rows": rows, "merge_share": merge_share,
-                                    "kill": {"before": before, "kept": kept, "after": after, "redone": lost},
-                                    "verdict": verdict}, indent=2, default=str))
-        print(f"wrote {path.relative_to(ROOT)}")
+        path = save({"args": vars(args), "plan": {"total": plan.total, "length": plan.length, "overlap": plan.overlap},
+                     "rows": rows, "merge_share": merge_share,
+                     "kill": {"before": before, "kept": kept, "after": after, "redone": lost},
+                     "verdict": verdict}, "segments", args.out, default=str)
+        print(f"wrote {path}")
+        return {"rows": rows, "merge_share": merge_share, "redone": lost, "verdict": verdict, "path": path}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
