@@ -171,3 +171,20 @@ def test_only_the_part_of_a_frame_its_crops_read_goes_to_the_device(pose, seed_f
         ours = dc.crops(items)[0].numpy()
     levels = np.abs(ours - pose.model.runner_crops(ctx)) * np.asarray(dc.std, np.float32)[:, None, None]
     assert levels.max() <= superanimal.CROP_TOLERANCE
+
+
+def test_capturing_the_runners_crops_does_not_run_the_network(pose, seed_frames):
+    """The backends' probe and the crops check want the crops only: the network (HRNet-w32, about
+    21 GFLOP a crop) ran on them for nothing at every load."""
+    calls = []
+    hook = pose.model.net.torch.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        crops = pose.model.probe(seed_frames[:2])
+        ctx = contexts(seed_frames[:2], hard_boxes(seed_frames[0])[:3])
+        again = pose.model.runner_crops(ctx)
+        poses = pose.model.runner_poses(ctx)           # an ordinary call still runs it
+    finally:
+        hook.remove()
+    assert crops.shape == (2, 3, 256, 256) and again.shape == (6, 3, 256, 256)
+    assert len(calls) == 2                             # the two batches of runner_poses, and no more
+    assert poses[0].shape[1:] == (len(pose.bodyparts), 3)

@@ -112,7 +112,8 @@ class PoseModel:
         return [np.asarray(out["bodyparts"], dtype=np.float32) for out in self.runner.inference(contexts)]
 
     def runner_crops(self, contexts: list) -> np.ndarray:
-        """The normalised crops DeepLabCut's runner gives the network for ``contexts``."""
+        """The normalised crops DeepLabCut's runner gives the network for ``contexts`` (the network
+        itself is not run: ``_Net``)."""
         self.net.captured = []
         try:
             self.runner.inference(contexts)
@@ -184,10 +185,20 @@ class _Net:
             out = model(torch.zeros(1, 3, 64, 64, device=self.device))
         self.keys = [(h, k) for h, d in out.items() for k in d]
         self.outputs = [f"{h}.{k}" for h, k in self.keys]
+        # each output's channels and stride, for the blank outputs of a capture
+        self._shapes = {(h, k): (v.shape[1], 64 // v.shape[2]) for h, d in out.items() for k, v in d.items()}
 
     def __call__(self, x: torch.Tensor, **kwargs):
         if self.captured is not None:
+            # Only the crops are wanted (the backends' probe, the device crops' check): the network
+            # is not run on them, its outputs are blanks of their shapes for the runner to decode.
             self.captured.append(x.detach().cpu())
+            n, _, height, width = x.shape
+            out: dict = {}
+            for (h, k), (channels, stride) in self._shapes.items():
+                out.setdefault(h, {})[k] = torch.zeros(n, channels, -(-height // stride), -(-width // stride),
+                                                       device=x.device)
+            return out
         if self.runtime is None:
             return self.torch(x, **kwargs)
         out: dict = {}
