@@ -304,6 +304,70 @@ def test_a_fold_that_would_change_the_outputs_is_refused_and_undone():
         assert np.array_equal(model.raw(x)["out"], reference["out"])
 
 
+def test_the_node_kind_tells_cpus_with_the_same_name_apart_by_their_vector_features():
+    """Virtual machines often name their CPU "AMD EPYC" with or without AVX-512: timings ranked (and
+    networks compiled) on one must not be taken for the other's."""
+    avx2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\nprocessor\t: 1\n"
+    avx512 = avx2.replace("avx2 fma", "avx2 fma avx512f avx512bw avx512vl avx512_bf16")
+    assert backends.node_kind(2, avx2) != backends.node_kind(2, avx512)
+    assert "AMD EPYC|isa=avx,avx2,fma|threads=2|" in backends.node_kind(2, avx2)
+    assert backends.node_kind(2, avx2) == backends.node_kind(2, avx2 + "flags\t\t: other\n")
+    assert backends.node_kind(2, avx2) != backends.node_kind(4, avx2)
+    assert backends.compiled_folder(Path("c"), 2) != backends.compiled_folder(Path("c"), 4)
+
+
+@pytest.mark.skipif("openvino" not in ONNX_BACKENDS, reason="OpenVINO is not installed")
+def test_openvino_keeps_its_compiled_networks_and_compiles_a_damaged_one_again(untrained_models_dir, tmp_path):
+    w, model = _load(untrained_models_dir, "AI4GSnapshotSerengeti")
+    onnx = backends.export(model, w, tmp_path / "exports")
+    x = model.probe(backends.probe_frames())
+    reference = backends.Runtime(onnx, "openvino", threads=2)(x)
+    cache = tmp_path / "compiled"
+    runs = [backends.Runtime(onnx, "openvino", threads=2, compiled_cache=cache) for _ in range(2)]
+    assert [r.from_cache for r in runs] == [False, True]
+    for r in runs:
+        assert all(np.array_equal(a, b) for a, b in zip(r(x), reference))
+    (blob,) = cache.glob("*.blob")
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])      # a write cut short
+    again = backends.Runtime(onnx, "openvino", threads=2, compiled_cache=cache)
+    assert not again.from_cache and all(np.array_equal(a, b) for a, b in zip(again(x), reference))
+    assert backends.Runtime(onnx, "openvino", threads=2, compiled_cache=cache).from_cache   # written anew
+
+
+@pytest.mark.skipif("openvino" not in ONNX_BACKENDS, reason="OpenVINO is not installed")
+def test_a_cache_of_compiled_networks_that_cannot_be_written_costs_the_cache_only(untrained_models_dir,
+                                                                                    tmp_path, caplog):
+    """A full filesystem and a read-only one (real tmpfs, needs root), and a path through a file."""
+    from kit.faults import Tmpfs, require_mount
+    w, model = _load(untrained_models_dir, "AI4GSnapshotSerengeti")
+    onnx = backends.export(model, w, tmp_path / "exports")
+    x = model.probe(backends.probe_frames())
+    reference = backends.Runtime(onnx, "openvino", threads=2)(x)
+    (tmp_path / "a-file").write_text("")
+
+    def loads(cache: Path) -> None:
+        caplog.clear()
+        r = backends.Runtime(onnx, "openvino", threads=2, compiled_cache=cache)
+        assert not r.from_cache and all(np.array_equal(a, b) for a, b in zip(r(x), reference))
+        assert not list(cache.glob("*.blob")) if cache.is_dir() else True
+
+    loads(tmp_path / "a-file" / "compiled")
+    assert "out of use" in caplog.text
+    require_mount()
+    fs = Tmpfs(tmp_path / "fs", size="8m").mount()
+    try:
+        fs.fill()
+        loads(fs.path / "compiled")
+        fs.unfill()
+        fs.read_only()
+        loads(fs.path / "compiled-ro")
+    finally:
+        fs.unmount()
+    choice, runtime = backends.choose(model, w, wanted="openvino", export_folder=tmp_path / "exports",
+                                      compiled_cache=tmp_path / "a-file" / "compiled")
+    assert choice.backend == "openvino" and runtime is not None
+
+
 def test_a_read_only_models_folder_exports_into_the_cache(untrained_models_dir, tmp_path):
     """As a worker's models mount: a tmpfs holding the weights, turned read-only (needs root)."""
     from kit.faults import Tmpfs, require_mount
@@ -347,6 +411,15 @@ def test_the_pipeline_records_its_backends_and_matches_torch(untrained_settings,
         else:
             assert memory_bytes(part) >= 0.9 * part.weights.path.stat().st_size
     assert chosen["max_difference"] <= chosen["tolerance"]
+    # OpenVINO's compiled networks are kept in the cache folder, one folder per node kind; a second
+    # pipeline on this node imports them.
+    on_openvino = [r for r in auto_p.runtimes.values() if r is not None and r.backend == "openvino"]
+    if on_openvino:
+        folder = backends.compiled_folder(untrained_settings.cache / "openvino", auto_p.threads)
+        assert len(list(folder.glob("*.blob"))) >= len(on_openvino)
+        again = Pipeline(untrained_settings.replace(backend="auto"))
+        assert [r for r in again.runtimes.values() if r is not None and r.backend == "openvino"]
+        assert all(r.from_cache for r in again.runtimes.values() if r is not None and r.backend == "openvino")
     a = [d for im in torch_dets["images"] for d in im["detections"]]
     b = [d for im in auto_dets["images"] for d in im["detections"]]
     assert a, "the lowered threshold lets boxes through"

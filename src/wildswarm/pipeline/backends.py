@@ -25,7 +25,9 @@ float32 within ``TOLERANCE["bf16"]``, or the model stays in float32.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -391,9 +393,11 @@ def _conv_norm_pairs(model, nets: list, x: np.ndarray) -> tuple[list[tuple], dic
 class Runtime:
     """An ONNX file through ONNX Runtime or OpenVINO on the CPU: ``runtime(x) -> [outputs]``."""
 
-    def __init__(self, path: Path, backend: str, *, threads: int, precision: str = "fp32"):
+    def __init__(self, path: Path, backend: str, *, threads: int, precision: str = "fp32",
+                 compiled_cache: Path | None = None):
         self.path, self.backend, self.precision, self.threads = Path(path), backend, precision, threads
         self.nbytes = self.path.stat().st_size   # the weights it holds, about (the pipeline cache counts them)
+        self.from_cache = False
         if backend == "onnxruntime":
             import onnxruntime as ort
             so = ort.SessionOptions()
@@ -404,17 +408,37 @@ class Runtime:
             self._input = self._session.get_inputs()[0].name
             self._run = lambda x: self._session.run(None, {self._input: x})
         elif backend == "openvino":
-            import openvino as ov
-            core = ov.Core()
-            # Precision is set, never left to the plugin, which picks bf16 by itself on some CPUs.
-            compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-                "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"})
+            compiled = None
+            if compiled_cache is not None:
+                # OpenVINO's own cache of compiled networks, keyed by the network, the settings and its
+                # version: a later load imports the compiled network instead of reading the ONNX file
+                # and compiling it again (a blob it cannot import, it compiles anew). A cache folder
+                # that cannot be made or written to (read-only, full) costs the cache only.
+                try:
+                    compiled = self._openvino(path, threads, precision, compiled_cache)
+                    with contextlib.suppress(RuntimeError):
+                        self.from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
+                except RuntimeError as exc:
+                    log.warning("%s: OpenVINO's cache of compiled networks in %s is out of use (%s); "
+                                "compiling without it", self.path.name, compiled_cache, str(exc).strip()[-200:])
+            if compiled is None:
+                compiled = self._openvino(path, threads, precision, None)
             self._request = compiled.create_infer_request()
             self._outputs = compiled.outputs
             self._run = lambda x: [np.array(self._request.infer({0: x})[o]) for o in self._outputs]
         else:
             raise ModelError(f"not an ONNX backend: {backend}")
+
+    @staticmethod
+    def _openvino(path: Path, threads: int, precision: str, cache: Path | None):
+        import openvino as ov
+        core = ov.Core()
+        if cache is not None:
+            core.set_property({"CACHE_DIR": str(cache)})
+        # Precision is set, never left to the plugin, which picks bf16 by itself on some CPUs.
+        return core.compile_model(str(path), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"})
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return self._run(np.ascontiguousarray(x, dtype=np.float32))
@@ -471,18 +495,37 @@ def probe_frames(n: int = 2, width: int = 640, height: int = 360) -> list[np.nda
     return frames
 
 
-def node_kind(threads: int) -> str:
-    """What makes timings on one node hold on another: CPU, threads and library versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+# The CPU features the runtimes pick their kernels by: two nodes that differ in these run different
+# code at different speeds, even where they report the same model name (virtual machines often say
+# only "AMD EPYC", with or without AVX-512).
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+             "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm")
+
+
+def node_kind(threads: int, cpuinfo: str | None = None) -> str:
+    """What makes timings (and compiled networks) on one node hold on another: the CPU's model and
+    vector features, threads and library versions. ``cpuinfo``: /proc/cpuinfo's text (read here)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():       # the first processor's lines: every core says the same
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    isa = ",".join(f for f in ISA_FLAGS if f in flags)
     versions = ",".join(f"{d}={_version(d)}" for d in ("torch", "onnxruntime", "openvino"))
-    return f"{cpu}|threads={threads}|{versions}"
+    return f"{cpu}|isa={isa}|threads={threads}|{versions}"
+
+
+def compiled_folder(root: Path, threads: int) -> Path:
+    """Where OpenVINO keeps the networks it compiled on this kind of node: one folder per node kind,
+    since a compiled network is laid out for the CPU features and threads it was compiled for, and
+    workers of several kinds of node may share the cache folder on the shared filesystem."""
+    return Path(root) / hashlib.sha256(node_kind(threads).encode()).hexdigest()[:16]
 
 
 def _best_of(fn, repeat: int) -> float:
@@ -527,9 +570,10 @@ class Ranking:
 
 def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "fp32", device: str = "cpu",
            threads: int | None = None, frames: list[np.ndarray] | None = None, ranking: Ranking | None = None,
-           export_folder: Path | None = None) -> tuple[Choice, Runtime | None]:
+           export_folder: Path | None = None, compiled_cache: Path | None = None) -> tuple[Choice, Runtime | None]:
     """The backend ``model`` (a family adapter's model, loaded from ``weights``) runs on, and its
-    runtime (None: PyTorch). ``model`` is switched to it."""
+    runtime (None: PyTorch). ``model`` is switched to it. ``compiled_cache``: a folder for OpenVINO's
+    compiled networks, kept per node kind (``compiled_folder``)."""
     import torch
     check_choice(wanted, precision)
     name = weights.spec.name
@@ -589,7 +633,8 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
     best: tuple[str, Runtime | None, dict[str, float]] = ("torch", None, {})
     for b in candidates:
         try:
-            runtime = Runtime(onnx, b, threads=threads, precision=precision)
+            runtime = Runtime(onnx, b, threads=threads, precision=precision,
+                              compiled_cache=compiled_folder(compiled_cache, threads) if compiled_cache else None)
             diffs = compare(reference, model.raw(x, runtime))
         except Exception as exc:  # a runtime that cannot load or run the graph
             choice.refused[b] = f"{type(exc).__name__}: {exc}"

@@ -148,7 +148,7 @@ class Pipeline:
                 continue
             choice, runtime = backends.choose(part.model, part.weights, wanted=s.backend, precision=s.precision,
                                               device=self.device, threads=self.threads, ranking=ranking,
-                                              export_folder=s.cache / "exports")
+                                              export_folder=s.cache / "exports", compiled_cache=s.cache / "openvino")
             self.runtimes[part.weights.spec.kind] = runtime
             if runtime is not None:
                 backends.release_torch(part.model)
