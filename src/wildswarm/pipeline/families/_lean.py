@@ -7,7 +7,9 @@ stack (librosa, torchaudio, PyTorch Lightning, pandas, scikit-learn, statsmodels
 running MegaDetector v6 and a ResNet classifier needs two modules of it. Measured on 2 cores (the
 module imported after torch, OpenCV, PyAV and wildswarm's pipeline): the whole package costs 3.8 s
 and 353 MB of resident memory, MegaDetector v6's and the ResNet classifiers' modules alone 1.2 s and
-163 MB. A worker pays that at every start, and keeps the memory.
+163 MB. A worker pays that at every start, and keeps the memory. DeepLabCut's package likewise
+imports its training, evaluation and COCO tools (polars, pycocotools, statsmodels); the SuperAnimal
+adapter takes the four modules of its PyTorch engine that it uses.
 
 ``lean_import(name)`` imports ``name`` and what it imports itself as usual, but every package of the
 same library above or beside it that gets imported on the way is created *hollow*: a real package
