@@ -8,10 +8,10 @@ it is prepared here and carried there:
 
     # here, in the project's venv (needs the ML stack): the real networks as TorchScript, and frames
     python bench/gpu.py prepare                      # -> bench/gpu-kit/ (about 16 MB; git-ignored)
-    python bench/gpu.py run --device cpu --quick     # a dry run of the same code on this machine (1 min)
+    python bench/gpu.py run --device cpu --quick     # a dry run of the same code on this machine (4 min)
 
     # there (the device tool carries bench/gpu-kit with the working tree):
-    python3 bench/gpu.py run                         # about 2.5 minutes on an H200
+    python3 bench/gpu.py run                         # about 4 minutes on an H200
 
 ``prepare`` traces the networks the pipeline runs, through their libraries' own classes: ultralytics'
 YOLOv9-c ``DetectionModel`` (MegaDetector v6 compact, fused, 3 classes) and DeepLabCut's SuperAnimal
@@ -28,21 +28,30 @@ here with PyAV at 5 frames/s, 640x360).
 
 * detection alone: the letterboxed batch already on the GPU, the network only;
 * pose alone: 256x256 crops already on the GPU, the network only;
-* both networks on one batch (the bound the pipeline cannot beat);
+* both networks on one batch (the bound the pipeline cannot beat; side by side for -streams);
 * the whole pipeline on 1024 frames, as a batched GPU path does it: a thread ahead gathers each batch
   into pinned memory (as decoding would); it goes up once as uint8; letterbox, detection, non-maximum
   suppression in fixed shapes (no wait for the GPU), crops of every animal box of the batch cut on
   the GPU (``roi_align``) and batched across frames for pose, heatmap decoding on the GPU, one
   asynchronous copy of boxes and keypoints back per batch, handed on while the GPU runs the next
   batch; drawing and MP4 encoding (OpenCV) in threads behind, each its own segments of 64 frames.
-  Also with nothing drawn or encoded (is the CPU work hidden?) and with three animals a frame.
+  Also with nothing drawn or encoded (is the CPU work hidden?) and with three animals a frame. Each
+  line ends with the seconds the main thread waited for frames, for the GPU and for the encoders:
+  where the time goes when the pipeline falls short of its bound.
 
 Variants (``--variants``): fp32 (cuDNN may use TF32 for convolutions, torch's default), bf16 and fp16
 autocast, bf16-cl (bf16 with channels-last tensors), bf16-cl-graph (the same replayed from CUDA
 graphs, one per input shape); a -fold suffix runs the networks frozen, batch norm folded into the
-convolutions (``fold``; the H200 runs of 2026-12-04 ran them unfolded). It prints frames/s (crops/s
-for pose) per batch size with the largest difference from fp32 on the same input (relative to the
-largest fp32 output), and the pipeline's frames/s against the detector's own batched throughput (target >= 70 %) and against the bound.
+convolutions (``fold``; the H200 runs of 2026-12-04 ran them unfolded); a -streams suffix runs each
+batch's pose on a second CUDA stream, beside the next batch's detection. The networks alone run one
+after the other, so their sum bounds a one-stream pipeline: on the H200 it was 63-68 % of the
+detector's own throughput with one animal a frame, under the 70 % target whatever else is hidden.
+Two streams let the GPU fill what one network leaves idle (HRNet's many small convolutions, the
+detector's tails) with the other; their bound is both networks timed side by side.
+
+It prints frames/s (crops/s for pose) per batch size with the largest difference from fp32 on the
+same input (relative to the largest fp32 output), and the pipeline's frames/s against the detector's
+own batched throughput (target >= 70 %) and against the bound.
 Results of the H200 runs are in docs/measurements/.
 """
 from __future__ import annotations
@@ -63,13 +72,18 @@ KIT = ROOT / "bench" / "gpu-kit"
 DET_SHAPE = (384, 640)       # the pipeline's letterbox for 16:9 video at 640 px (ultralytics rect)
 CROP = 256                   # DeepLabCut's top-down crop for SuperAnimal HRNet-w32
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
-# name: (precision, channels-last, CUDA graphs, batch norm folded into the convolutions)
-VARIANTS = {"fp32": ("fp32", False, False, False), "bf16": ("bf16", False, False, False),
-            "fp16": ("fp16", False, False, False), "bf16-cl": ("bf16", True, False, False),
-            "bf16-cl-graph": ("bf16", True, True, False), "fp32-fold": ("fp32", False, False, True),
-            "bf16-cl-fold": ("bf16", True, False, True), "bf16-cl-graph-fold": ("bf16", True, True, True)}
-# what fits the lease (run 3 took 125 s for three variants); --variants for more
-DEFAULT_VARIANTS = ("fp32", "bf16-cl", "bf16-cl-graph", "bf16-cl-graph-fold")
+# name: (precision, channels-last, CUDA graphs, batch norm folded into the convolutions, detection and
+# pose on two CUDA streams)
+VARIANTS = {"fp32": ("fp32", False, False, False, False), "bf16": ("bf16", False, False, False, False),
+            "fp16": ("fp16", False, False, False, False), "bf16-cl": ("bf16", True, False, False, False),
+            "bf16-cl-graph": ("bf16", True, True, False, False), "fp32-fold": ("fp32", False, False, True, False),
+            "bf16-cl-fold": ("bf16", True, False, True, False),
+            "bf16-cl-graph-fold": ("bf16", True, True, True, False),
+            "fp32-streams": ("fp32", False, False, False, True),
+            "bf16-cl-graph-streams": ("bf16", True, True, False, True),
+            "bf16-cl-graph-fold-streams": ("bf16", True, True, True, True)}
+# what fits the lease (run 3 took 125 s for three variants, so about 210 s for these five); --variants for more
+DEFAULT_VARIANTS = ("fp32", "bf16-cl", "bf16-cl-graph", "bf16-cl-graph-fold", "bf16-cl-graph-fold-streams")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,23 +342,42 @@ def _keypoints(heatmaps, boxes):
     return torch.stack([boxes[:, 0, None] + xs / w * bw, boxes[:, 1, None] + ys / h * bh, score], -1)
 
 
-def _gpu_batch(det, pose, x_u8, animals: int, channels_last: bool):
-    """Everything on the device for one batch of uint8 frames: boxes (B, animals, 6), valid (B, animals),
-    keypoints (B, animals, K, 3). Crops of every box of the batch go to the pose model at once."""
+def _detect_batch(det, x_u8, animals: int, channels_last: bool):
+    """Detection on the device for one batch of uint8 frames: boxes (B, animals, 6: x1 y1 x2 y2 in frame
+    pixels, score, class) and valid (B, animals). Nothing here copies from the host: a small tensor
+    made from Python numbers (the letterbox's shift, say) is a copy from pageable memory, which makes
+    the host wait until the stream has run everything queued before it."""
     import torch
-    from torchvision.ops import roi_align
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x, r, (left, top) = _letterbox(x_u8, DET_SHAPE)
     dets, valid = _nms(det(x.contiguous(memory_format=fmt)), 0.001, animals)
-    shift = torch.tensor([left, top, left, top], device=x.device, dtype=torch.float32)
-    boxes = (dets[..., :4] - shift) / r                                # B, animals, 4: frame pixels
-    b = x_u8.shape[0]
-    rois = torch.cat([torch.arange(b, device=x.device).repeat_interleave(animals)[:, None].float(),
-                      boxes.reshape(-1, 4)], 1)
+    boxes = dets[..., :4].clone()
+    boxes[..., 0::2] -= left
+    boxes[..., 1::2] -= top
+    boxes /= r                                                         # B, animals, 4: frame pixels
+    return torch.cat([boxes, dets[..., 4:]], -1), valid
+
+
+def _pose_batch(pose, x_u8, boxes, channels_last: bool):
+    """Keypoints (B, animals, K, 3) of every box of the batch (B, animals, >= 4), their crops cut on the
+    device and sent to the pose model at once."""
+    import torch
+    from torchvision.ops import roi_align
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    b, animals = boxes.shape[:2]
+    rois = torch.cat([torch.arange(b, device=x_u8.device).repeat_interleave(animals)[:, None].float(),
+                      boxes[..., :4].reshape(-1, 4)], 1)
     full = x_u8.permute(0, 3, 1, 2).float() / 255
     crops = roi_align(full, rois, output_size=(CROP, CROP), aligned=True)
     kp = _keypoints(pose(crops.contiguous(memory_format=fmt)), rois[:, 1:])
-    return torch.cat([boxes, dets[..., 4:]], -1), valid, kp.reshape(b, animals, *kp.shape[1:])
+    return kp.reshape(b, animals, *kp.shape[1:])
+
+
+def _gpu_batch(det, pose, x_u8, animals: int, channels_last: bool):
+    """Everything on the device for one batch of uint8 frames, in one stream: boxes (B, animals, 6), valid
+    (B, animals), keypoints (B, animals, K, 3)."""
+    boxes, valid = _detect_batch(det, x_u8, animals, channels_last)
+    return boxes, valid, _pose_batch(pose, x_u8, boxes, channels_last)
 
 
 def _letterboxed(frames_u8, batch: int):
@@ -354,38 +387,64 @@ def _letterboxed(frames_u8, batch: int):
 
 
 def bare_forward(det, pose, frames_u8, batch: int, animals: int, variant: str, timer, repeat: int) -> float:
-    """Frames/s of the two networks alone on one batch already on the device: detection, then pose
-    on ``animals`` crops a frame (the work the pipeline cannot avoid)."""
+    """Frames/s of the two networks alone on one batch already on the device: detection, then pose on
+    ``animals`` crops a frame (the work the pipeline cannot avoid). In a -streams variant the two run
+    side by side on two CUDA streams, as its pipeline runs one batch's pose beside the next batch's
+    detection: their bound is then the GPU running both at once, not one after the other."""
     import torch
-    precision, cl = VARIANTS[variant][:2]
+    precision, cl, _, _, two = VARIANTS[variant]
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = _letterboxed(frames_u8, batch).contiguous(memory_format=fmt)
     crops = torch.rand(batch * animals, 3, CROP, CROP, device=x.device).contiguous(memory_format=fmt)
+    side = torch.cuda.Stream() if two and x.is_cuda else None
+
+    def both():
+        if side is None:
+            return det(x), pose(crops)
+        main = torch.cuda.current_stream()
+        side.wait_stream(main)
+        d = det(x)
+        with torch.cuda.stream(side):
+            p = pose(crops)
+        main.wait_stream(side)                 # the timer's end event waits for both
+        return d, p
+
     with torch.inference_mode(), _autocast(str(x.device), precision):
-        secs = timer(lambda: (det(x), pose(crops)), repeat)
+        secs = timer(both, repeat)
     return batch / secs
 
 
 def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, animals: int, n_frames: int,
-                 encoders: int, draw: bool, workdir: Path, segment: int = 64) -> dict:
+                 encoders: int, draw: bool, workdir: Path, segment: int = 64, collect: list | None = None) -> dict:
     """The whole pipeline over ``n_frames`` frames cycled from ``frames`` (uint8 numpy, N x H x W x 3).
 
     A thread ahead gathers each batch (as decoding would) into pinned memory; the main thread uploads it
     once as uint8 and queues all of its GPU work, then hands the previous batch's results (copied back
     once, asynchronously) to ``encoders`` threads, each drawing and encoding its own segments of
     ``segment`` frames into MP4 files, as segments of one long video are. The GPU always has the next
-    batch queued while the host waits for the last one."""
+    batch queued while the host waits for the last one.
+
+    In a -streams variant each batch's pose (crops, network, keypoints, the copy back) runs on a second
+    CUDA stream, after that batch's detection and beside the next batch's, so the GPU can fill what one
+    network leaves idle with the other (on a CPU the same steps run in turn).
+
+    The result also says how long the main thread waited, and for what: ``frames`` (the thread ahead),
+    ``gpu`` (the previous batch's results) and ``encoders`` (their queues full). ``collect``, if given,
+    receives ``(first frame, boxes, valid, keypoints)`` of each batch as numpy arrays."""
+    import contextlib
     import cv2
     import numpy as np
     import torch
 
-    precision, cl = VARIANTS[variant][:2]
+    precision, cl, _, _, two = VARIANTS[variant]
     cuda = device.startswith("cuda")
+    side = torch.cuda.Stream() if cuda and two else None
     src_n = len(frames)
     ahead: queue.Queue = queue.Queue(3)
     lanes = [queue.Queue(4) for _ in range(max(1, encoders))]
     h, w = frames.shape[1:3]
     written = [0] * len(lanes)
+    waits = {"frames": 0.0, "gpu": 0.0, "encoders": 0.0}
 
     def gather():
         for i in range(0, n_frames, batch):
@@ -418,17 +477,33 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
             writer.release()
 
     def hand_off(first: int, images, host, event):
+        t = time.perf_counter()
         if event is not None:
             event.synchronize()
+        waits["gpu"] += time.perf_counter() - t
         boxes, valid, kps = (t.numpy() for t in host)
+        if collect is not None:
+            collect.append((first, boxes.copy(), valid.copy(), kps.copy()))
         if not draw:
             return
         k = 0
         while k < len(images):
             seg = (first + k) // segment
             end = min(len(images), (seg + 1) * segment - first)
+            t = time.perf_counter()
             lanes[seg % len(lanes)].put((seg, images[k:end], boxes[k:end], valid[k:end], kps[k:end]))
+            waits["encoders"] += time.perf_counter() - t
             k = end
+
+    def results_back(boxes, valid, kp):
+        """The batch's results to the host: one asynchronous copy each and an event (on a GPU)."""
+        if not cuda:
+            return (boxes.float(), valid, kp.float()), None
+        host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                     for t in (boxes.float(), valid, kp.float()))
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
 
     threads = [threading.Thread(target=gather, daemon=True)]
     threads += [threading.Thread(target=encode, args=(i,), daemon=True) for i in range(len(lanes))]
@@ -439,18 +514,26 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
     start = time.perf_counter()
     pending = None
     with torch.inference_mode(), _autocast(device, precision):
-        while (item := ahead.get()) is not None:
+        while True:
+            t = time.perf_counter()
+            item = ahead.get()
+            waits["frames"] += time.perf_counter() - t
+            if item is None:
+                break
             first, chunk = item
             x_u8 = chunk.to(device, non_blocking=True)             # one copy up per batch
-            boxes, valid, kp = _gpu_batch(det, pose, x_u8, animals, cl)
-            if cuda:                                               # one copy back per batch, not waited for
-                host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
-                             for t in (boxes.float(), valid, kp.float()))
-                event = torch.cuda.Event()
-                event.record()
+            if not two:
+                host, event = results_back(*_gpu_batch(det, pose, x_u8, animals, cl))
             else:
-                host, event = (boxes.float(), valid, kp.float()), None
-            if pending is not None:
+                boxes, valid = _detect_batch(det, x_u8, animals, cl)
+                if side is not None:
+                    side.wait_stream(torch.cuda.current_stream())  # this batch's detection, not the next one's
+                with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                    if side is not None:
+                        for tensor in (x_u8, boxes, valid):        # read there: the allocator must not hand
+                            tensor.record_stream(side)             # their memory to the next batch before
+                    host, event = results_back(boxes, valid, _pose_batch(pose, x_u8, boxes, cl))
+            if pending is not None:                                # one copy back per batch, not waited for
                 hand_off(*pending)
             pending = (first, chunk.numpy(), host, event)
         if pending is not None:
@@ -463,7 +546,8 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
     if draw and sum(written) != n_frames:
         raise RuntimeError(f"{sum(written)} frames encoded, {n_frames} expected")
     return {"frames": n_frames, "seconds": round(seconds, 3), "fps": round(n_frames / seconds, 1),
-            "animals": animals, "encoders": len(lanes) if draw else 0}
+            "animals": animals, "encoders": len(lanes) if draw else 0,
+            "waited": {k: round(v, 3) for k, v in waits.items()}}
 
 
 def run(args) -> None:
@@ -483,7 +567,8 @@ def run(args) -> None:
     if unknown := [v for v in variants if v not in VARIANTS]:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     if args.quick:      # torch's CPU autocast runs these TorchScript graphs about 70x slower in bf16: fp32 there
-        variants = ("fp32", "bf16-cl-graph", "bf16-cl-graph-fold") if cuda else ("fp32", "fp32-fold")
+        variants = (("fp32", "bf16-cl-graph", "bf16-cl-graph-fold", "bf16-cl-graph-fold-streams") if cuda
+                    else ("fp32", "fp32-fold", "fp32-streams"))
     if not cuda and any(VARIANTS[v][2] for v in variants):
         raise SystemExit("CUDA graphs need a GPU")
     pipe_batches = (2,) if args.quick else (8, 32, 64)
@@ -508,7 +593,7 @@ def run(args) -> None:
 
     nets, unbuilt = {}, {}
     for v in variants:
-        _, cl, graph, folded = VARIANTS[v]
+        _, cl, graph, folded, _ = VARIANTS[v]
         try:
             nets[v] = tuple(Graphed(m) if graph else m for m in base(cl, folded))
         except Exception as error:  # noqa: BLE001 -- one variant that cannot be built must not cost the lease
@@ -521,7 +606,8 @@ def run(args) -> None:
           f"{info['pose']['parameters'] / 1e6:.1f}M parameters (pose, {CROP}x{CROP} crops), random weights; "
           f"loaded in {time.perf_counter() - began:.0f} s")
     print(f"variants: fp32 (cuDNN may use TF32, torch's default), bf16/fp16 autocast, -cl: channels-last "
-          f"tensors, -graph: CUDA graphs, -fold: batch norm folded (frozen); median of {args.repeat} "
+          f"tensors, -graph: CUDA graphs, -fold: batch norm folded (frozen), -streams: a batch's pose beside the "
+          f"next batch's detection on two CUDA streams; median of {args.repeat} "
           f"timings after {timer.warmup} warm-up calls")
     results: dict = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count(), "host": platform.node(),
                      "frames_source": len(frames), "repeat": args.repeat, "detect": {}, "pose": {}, "pipeline": {},
@@ -572,7 +658,9 @@ def run(args) -> None:
     print(f"\nwhole pipeline on {n_frames} frames ({len(frames)} seed frames cycled), {args.animals} "
           f"animal{'s' if args.animals > 1 else ''} a frame posed, drawing and MP4 encoding in {encoders} "
           f"threads;\n  against the detector's own batched frames/s (target >= 70 %), and the bare forward "
-          f"passes of both networks on the same batch (the bound), and the pipeline's wall time over theirs")
+          f"passes of both networks on the same batch (the bound; side by side for -streams), and the pipeline's "
+          f"wall time over theirs;\n  then the seconds the main thread waited for frames, for the GPU, and for the "
+          f"encoders")
     with tempfile.TemporaryDirectory(prefix="wildswarm-gpu-") as tmp:
         workdir = Path(tmp)
         runs = [(v, b, args.animals, True) for v in variants for b in pipe_batches]
@@ -602,7 +690,8 @@ def run(args) -> None:
             print(f"  {v:<13} batch {b:>2}, {what:<34} {res['fps']:>7.1f} frames/s "
                   f"{100 * res['of_detector']:>4.0f} % of detection alone"
                   f"{' (missed)' if res['of_detector'] < 0.7 else '         '}  bound {res['bare_fps']:>7.1f}, "
-                  f"wall / bare forward {res['wall_over_bare']:.2f}")
+                  f"wall / bare forward {res['wall_over_bare']:.2f}; waited "
+                  + "/".join(f"{res['waited'][k]:.2f}" for k in ("frames", "gpu", "encoders")) + " s")
     print(f"  ({time.perf_counter() - t0:.0f} s; {time.perf_counter() - began:.0f} s in all)")
     out = args.out or kit / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -623,7 +712,8 @@ def main(argv=None) -> None:
     ru.add_argument("--repeat", type=int, default=10)
     ru.add_argument("--variants", default="", help=f"comma-separated, of {', '.join(VARIANTS)} "
                     f"(default {','.join(DEFAULT_VARIANTS)})")
-    ru.add_argument("--quick", action="store_true", help="batch 1-2, fp32 (and bf16-cl-graph on a GPU), 16 frames: a dry run")
+    ru.add_argument("--quick", action="store_true",
+                    help="batch 1-2, fp32, -fold and -streams (bf16 with CUDA graphs on a GPU), 16 frames: a dry run")
     ru.add_argument("--frames", type=int, default=0, help="frames through the whole pipeline (default 1024)")
     ru.add_argument("--animals", type=int, default=1, help="animals posed a frame (default 1, as the seed clips)")
     ru.add_argument("--encoders", type=int, default=0, help="drawing/encoding threads (default: half the CPUs, "

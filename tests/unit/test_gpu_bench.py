@@ -109,6 +109,41 @@ def test_pipeline_carries_every_frame_to_encoded_segments(tmp_path, draw):
     assert counts == [8, 8, 7]
 
 
+def test_the_two_stream_pipeline_gives_every_frame_the_results_of_the_one_stream_pipeline(tmp_path):
+    """-streams splits each batch into detection and pose (on a GPU, two streams): on the CPU it runs the
+    same steps in turn, and every frame must come out with the boxes and keypoints of the one-stream path."""
+    frames = np.random.default_rng(3).integers(0, 255, (7, 90, 160, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    det, pose = _Detector().eval(), _Pose().eval()
+    got = {}
+    for variant in ("fp32", "fp32-streams"):
+        collect = []
+        gpu.pipeline_run(det, pose, frames, "cpu", 4, variant, animals=2, n_frames=18, encoders=2, draw=True,
+                         workdir=tmp_path, segment=8, collect=collect)
+        got[variant] = collect
+    assert [c[0] for c in got["fp32"]] == [0, 4, 8, 12, 16] == [c[0] for c in got["fp32-streams"]]
+    for one, two in zip(got["fp32"], got["fp32-streams"]):
+        for a, b in zip(one[1:], two[1:]):
+            assert a.shape == b.shape and np.array_equal(a, b)
+    assert got["fp32"][-1][3].shape == (2, 2, 5, 3)          # the last batch: 2 frames, 2 animals, 5 keypoints
+    assert got["fp32"][0][2].any()                           # some box kept, so the keypoints are not all padding
+
+
+def test_a_batch_makes_no_tensor_from_host_numbers(monkeypatch):
+    """A tensor built from Python numbers on the GPU is a copy from pageable memory: the host then waits
+    until the stream has run everything queued before it, and cannot queue the next batch meanwhile."""
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (3, 90, 160, 3), dtype=np.uint8))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor made from host data inside a batch")
+
+    monkeypatch.setattr(torch, "tensor", refuse)
+    monkeypatch.setattr(torch, "as_tensor", refuse)
+    with torch.inference_mode():
+        boxes, valid, kp = gpu._gpu_batch(_Detector().eval(), _Pose().eval(), frames, 2, False)
+    assert boxes.shape == (3, 2, 6) and valid.shape == (3, 2) and kp.shape == (3, 2, 5, 3)
+
+
 @pytest.mark.slow
 def test_the_traced_detector_keeps_its_anchors_as_constants(tmp_path):
     """The kit's detector must not rebuild its anchors on the CPU at each call: on a GPU that is a copy
@@ -171,6 +206,7 @@ def test_a_variant_whose_networks_cannot_be_built_is_reported_and_the_others_sti
               "--frames", "4", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["failed"] == {"fp32-fold": "building its networks: RuntimeError: freezing refused"}
-    assert set(result["detect"]["1"]) == {"fp32"} and set(result["pose"]["2"]) == {"fp32"}
-    assert set(result["pipeline"]) == {"fp32-2-1", "fp32-2-1-nodraw"}
+    assert set(result["detect"]["1"]) == {"fp32", "fp32-streams"} == set(result["pose"]["2"])
+    assert set(result["pipeline"]) == {"fp32-2-1", "fp32-2-1-nodraw", "fp32-streams-2-1", "fp32-streams-2-1-nodraw"}
+    assert set(result["pipeline"]["fp32-2-1"]["waited"]) == {"frames", "gpu", "encoders"}
     assert "fp32-fold FAILED in building its networks" in capsys.readouterr().out
