@@ -2,17 +2,18 @@
 """Benchmark: what each analysis profile's pipeline holds and takes to load, and what the worker's
 pipeline cache saves when jobs alternate between two profiles.
 
-    python bench/profiles.py [--jobs 8] [--models DIR] [--device cpu]
+    python bench/profiles.py [--jobs 8] [--profiles a,b] [--models DIR] [--device cpu] [--out DIR]
     make bench-profiles
 
 Real pipelines (the real loading code, the libraries' own classes) are built for each shipped
 profile; without ``--models`` they load untrained stand-ins written to a temporary folder (the
 same architectures and file formats, so memory and load time are the real ones). For each profile
-it prints the memory of its networks (what the cache counts) and its load time. Then ``--jobs``
-jobs alternating camera-trap / lab-topview-mouse get their pipeline twice over, in one process:
+it prints the memory of its networks (what the cache counts) and its load time (``--profiles``: only
+those). Then ``--jobs`` jobs alternating camera-trap / lab-topview-mouse get their pipeline twice
+over, in one process:
 the baseline loads a pipeline per job (a worker without a cache), the cache loads each profile
 once (``PipelineCache.get``, as the worker asks it). It prints both times and their ratio. JSON
-goes to bench/results/profiles-<timestamp>.json.
+goes to bench/results/profiles-<timestamp>.json (``--out``: another folder).
 """
 from __future__ import annotations
 
@@ -36,22 +37,30 @@ from wildswarm.profiles import load  # noqa: E402
 MB = 1024 ** 2
 
 
-def main() -> None:
+ALTERNATING = ("camera-trap", "lab-topview-mouse")
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=8, help="jobs alternating two profiles")
+    ap.add_argument("--profiles", default="", help="comma-separated profiles to load each (default: every one)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results/)")
     ap.add_argument("--models", type=Path, default=None, help="a models folder with real weights (default: "
                                                                  "untrained stand-ins in a temporary folder)")
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-profiles-"))
     settings = Settings(data=tmp / "data", models_dir=args.models or tmp / "models", untrained=args.models is None,
                         device=args.device)
     profiles = load(settings)
+    wanted = [n for n in args.profiles.split(",") if n] or profiles.names()
+    if unknown := [n for n in wanted if n not in profiles.names()]:
+        raise SystemExit(f"no such profile: {', '.join(unknown)} (there are: {', '.join(profiles.names())})")
 
     Pipeline(profiles.get("camera-trap").apply(settings))   # the libraries' first import, not a profile's cost
     each = {}
     print(f"{'profile':<24} {'models':>10} {'load':>8}")
-    for p in profiles:
+    for p in (profiles.get(n) for n in wanted):
         gc.collect()
         started = time.perf_counter()
         pipeline = Pipeline(p.apply(settings))
@@ -60,7 +69,7 @@ def main() -> None:
         print(f"{p.name:<24} {each[p.name]['memory_mb']:>7.1f} MB {seconds:>6.2f} s")
         del pipeline
 
-    order = ["camera-trap", "lab-topview-mouse"] * (args.jobs // 2) + ["camera-trap"] * (args.jobs % 2)
+    order = [ALTERNATING[i % 2] for i in range(args.jobs)]
     gc.collect()
     started = time.perf_counter()
     for name in order:                      # the baseline: a worker that loads a pipeline for every job
@@ -77,9 +86,10 @@ def main() -> None:
     print(f"  baseline, a load per job: {baseline:7.2f} s")
     print(f"  the worker's cache:       {cached:7.2f} s  ({cache.loads}; {cache.used / MB:.0f} MB held)")
     print(f"  ratio baseline / cache:   {baseline / cached:7.1f} x")
-    path = save({"profiles": each, "jobs": len(order), "baseline_s": round(baseline, 3), "cached_s": round(cached, 3),
-                 "loads": cache.loads, "held_mb": round(cache.used / MB, 1)}, "profiles")
-    print(f"\n{path}")
+    doc = {"profiles": each, "jobs": len(order), "order": order, "baseline_s": round(baseline, 3),
+           "cached_s": round(cached, 3), "loads": cache.loads, "held_mb": round(cache.used / MB, 1)}
+    print(f"\n{save(doc, 'profiles', args.out)}")
+    return doc
 
 
 if __name__ == "__main__":
