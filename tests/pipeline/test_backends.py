@@ -334,6 +334,43 @@ def test_openvino_keeps_its_compiled_networks_and_compiles_a_damaged_one_again(u
     assert backends.Runtime(onnx, "openvino", threads=2, compiled_cache=cache).from_cache   # written anew
 
 
+_LOAD_TOGETHER = """
+import logging, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+from wildswarm.pipeline import backends
+onnx, cache, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+while time.time() < start:
+    time.sleep(0.001)
+for _ in range(3):
+    r = backends.Runtime(onnx, "openvino", threads=1, compiled_cache=cache)
+print("loaded", r.from_cache)
+"""
+
+
+@pytest.mark.skipif("openvino" not in ONNX_BACKENDS, reason="OpenVINO is not installed")
+def test_workers_starting_together_share_the_compiled_networks_safely(untrained_models_dir, tmp_path):
+    """Four processes load the detector at the same moment, three times each, into one cache folder, as
+    workers on nodes of one kind do after a deploy (they share it on the shared filesystem). Through
+    OpenVINO's own CACHE_DIR, which writes its files in place, every such round had a process die of
+    SIGBUS (it had mapped a file another was rewriting) or lose the cache ("cannot set permissions:
+    No such file or directory")."""
+    import subprocess
+    import time
+    w, model = _load(untrained_models_dir, "MDV6-yolov9-c")
+    onnx = backends.export(model, w, tmp_path / "exports")
+    for round_ in range(3):
+        cache = tmp_path / f"compiled-{round_}"
+        start = time.time() + 8                      # every process imported and waiting, then all at once
+        procs = [subprocess.Popen([sys.executable, "-c", _LOAD_TOGETHER, str(onnx), str(cache), str(start)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+        outs = [(p.wait(timeout=300), p.stdout.read()) for p in procs]
+        for code, out in outs:
+            assert code == 0 and "loaded True" in out, (round_, code, out[-500:])
+            assert "out of use" not in out and "could not be imported" not in out, out[-500:]
+        assert len(list(cache.glob("*.blob"))) == 1 and not list(cache.glob(".*"))
+
+
 @pytest.mark.skipif("openvino" not in ONNX_BACKENDS, reason="OpenVINO is not installed")
 def test_a_cache_of_compiled_networks_that_cannot_be_written_costs_the_cache_only(untrained_models_dir,
                                                                                     tmp_path, caplog):

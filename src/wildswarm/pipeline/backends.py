@@ -408,37 +408,63 @@ class Runtime:
             self._input = self._session.get_inputs()[0].name
             self._run = lambda x: self._session.run(None, {self._input: x})
         elif backend == "openvino":
-            compiled = None
-            if compiled_cache is not None:
-                # OpenVINO's own cache of compiled networks, keyed by the network, the settings and its
-                # version: a later load imports the compiled network instead of reading the ONNX file
-                # and compiling it again (a blob it cannot import, it compiles anew). A cache folder
-                # that cannot be made or written to (read-only, full) costs the cache only.
-                try:
-                    compiled = self._openvino(path, threads, precision, compiled_cache)
-                    with contextlib.suppress(RuntimeError):
-                        self.from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
-                except RuntimeError as exc:
-                    log.warning("%s: OpenVINO's cache of compiled networks in %s is out of use (%s); "
-                                "compiling without it", self.path.name, compiled_cache, str(exc).strip()[-200:])
+            import openvino as ov
+            core = ov.Core()
+            # Precision is set, never left to the plugin, which picks bf16 by itself on some CPUs.
+            config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+            blob = self.compiled_blob(compiled_cache, path, threads, precision) if compiled_cache else None
+            compiled = self._import(core, blob, config) if blob is not None else None
+            self.from_cache = compiled is not None
             if compiled is None:
-                compiled = self._openvino(path, threads, precision, None)
+                compiled = core.compile_model(str(path), "CPU", config)
+                if blob is not None:
+                    self._keep(compiled, blob)
             self._request = compiled.create_infer_request()
             self._outputs = compiled.outputs
             self._run = lambda x: [np.array(self._request.infer({0: x})[o]) for o in self._outputs]
         else:
             raise ModelError(f"not an ONNX backend: {backend}")
 
+    # OpenVINO's compiled networks, kept so that the next load imports instead of compiling. Not
+    # through OpenVINO's own CACHE_DIR: it writes its files in place, and workers starting together
+    # on nodes of one kind share the folder (the shared filesystem). One worker then read another's
+    # half-written file, or found it gone ("cannot set permissions: No such file or directory").
+    # Here each network is written whole to a file of its own and renamed into place (atomic on one
+    # filesystem), so a reader finds the whole network or none.
     @staticmethod
-    def _openvino(path: Path, threads: int, precision: str, cache: Path | None):
-        import openvino as ov
-        core = ov.Core()
-        if cache is not None:
-            core.set_property({"CACHE_DIR": str(cache)})
-        # Precision is set, never left to the plugin, which picks bf16 by itself on some CPUs.
-        return core.compile_model(str(path), "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"})
+    def compiled_blob(folder: Path, onnx: Path, threads: int, precision: str) -> Path:
+        """Where the network compiled from ``onnx`` is kept in ``folder`` (a node kind's,
+        ``compiled_folder``): named by the ONNX file (name, size, modification time), the precision,
+        the threads and OpenVINO's version, so a new export or library is a new file."""
+        st = Path(onnx).stat()
+        key = f"{Path(onnx).name}|{st.st_size}|{st.st_mtime_ns}|{precision}|{threads}|{_version('openvino')}"
+        return Path(folder) / f"{Path(onnx).name}.{hashlib.sha256(key.encode()).hexdigest()[:16]}.blob"
+
+    def _import(self, core, blob: Path, config: dict):
+        try:
+            data = blob.read_bytes()
+        except OSError:             # not kept yet (or a folder that cannot be read: compiled instead)
+            return None
+        try:
+            return core.import_model(data, "CPU", config)
+        except RuntimeError as exc:  # damaged, or from another build: compiled again and replaced
+            log.warning("%s: the compiled network %s could not be imported (%s); compiling it again",
+                        self.path.name, blob, str(exc).strip().splitlines()[-1][-200:])
+            return None
+
+    def _keep(self, compiled, blob: Path) -> None:
+        tmp = blob.with_name(f".{blob.name}.{os.getpid()}.tmp")
+        try:
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(compiled.export_model().getvalue())
+            os.replace(tmp, blob)
+        except (OSError, RuntimeError) as exc:   # read-only, full, not a folder: costs the cache only
+            log.warning("%s: the cache of compiled networks in %s is out of use (%s); the network was "
+                        "compiled and runs", self.path.name, blob.parent, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return self._run(np.ascontiguousarray(x, dtype=np.float32))
