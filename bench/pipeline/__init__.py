@@ -10,7 +10,8 @@ peak-memory figure is that of one worker), all with the same thread count:
 torch          ``Pipeline(settings).analyze(video)`` with ``backend=torch``, stages in turn: the
                pipeline as it was before the inference backends (the baseline of the 2x target).
 onnxruntime,   the same with every model on ONNX Runtime / OpenVINO (fp32, or ``--precision bf16``
-openvino       on OpenVINO).
+openvino       on OpenVINO, or ``--precision int8``: the models' INT8 exports, calibrated on the
+               benchmark's own videos first where there are none).
 auto, overlap  ``backend=auto`` (each model on the fastest backend that passes its equality check),
                stages in turn / decode ahead and draw behind in threads.
 default        the default profile as a worker runs it (every setting at its default: backend and

@@ -76,7 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=4,
                    help="variants loaded and interleaved at a time (each holds its models: ~1.5 GB; default 4)")
     p.add_argument("--image", default="wildswarm/worker:latest", help="worker image for the container variant")
-    p.add_argument("--precision", default="fp32", help="precision of the ONNX backends (fp32, or bf16 on OpenVINO)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                   help="precision of the ONNX backends (fp32; bf16 on OpenVINO; int8: the models' INT8 exports, "
+                        "quantized on the benchmark's videos first where missing)")
+    p.add_argument("--int8-frames", type=int, default=64, help="frames INT8 is calibrated on (default 64)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the untimed warm-up")
     p.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/pipeline-<ts>.json)")
     # internal: run one variant in this (child) process

@@ -30,7 +30,7 @@ class Worker:
                "--classifier", args.classifier, "--round", str(rnd), "--threads", str(args.threads),
                "--threshold", str(args.threshold), "--max-animals", str(args.max_animals),
                "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
-               "--precision", args.precision]
+               "--precision", args.precision, "--int8-frames", str(args.int8_frames)]
         for v in videos:
             cmd += ["--video", str(v)]
         if clip is not None:
@@ -182,7 +182,7 @@ def parent(args) -> None:
                           "threshold": args.threshold, "max_animals": args.max_animals, "batch_size": args.batch_size,
                           "repeat": args.repeat, "repeat_old": args.repeat_old, "warmup": args.warmup,
                           "precision": args.precision, "image": args.image},
-               "models": prep["models"], **summary, "variants": variants}
+               "models": prep["models"], "int8": prep.get("int8"), **summary, "variants": variants}
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(doc, indent=2))
         print(f"\nresults written to {out_path} (the whole run took {doc['wall_seconds']:.0f} s)")

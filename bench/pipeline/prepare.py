@@ -30,7 +30,26 @@ def prepare_models(args) -> dict:
         _log(f"building untrained DeepLabCut {DLC_DETECTOR} -> {path}")
         build_untrained_dlc_detector(path)
     info[DLC_DETECTOR] = {"file": str(path), "untrained": dlc_detector_untrained(path)}
-    return {"models": info, "limits": physical_limits(args)}
+    int8 = prepare_int8(args, names) if args.precision == "int8" else None
+    return {"models": info, "int8": int8, "limits": physical_limits(args)}
+
+
+def prepare_int8(args, names: list[str]) -> dict:
+    """INT8 exports of the models, as `wildswarm models quantize` makes them, calibrated on the benchmark's
+    own videos (``--int8-frames`` frames; the frames measured are among them, which flatters accuracy,
+    never speed). Kept beside the weights for later runs."""
+    from bench.pipeline.common import _settings
+    from wildswarm.pipeline import backends, quantize
+    from wildswarm.pipeline import models as cat
+    have = {n for n in names if backends.quantized(cat.require(args.models, cat.spec(n), allow_untrained=True))}
+    if set(names) <= have:
+        return {n: "kept" for n in names}
+    frames, source = quantize.calibration_frames(list(args.video), args.int8_frames)
+    _log(f"quantizing {', '.join(sorted(set(names) - have))} to INT8 on {source['frames']} frames")
+    done = quantize.quantize_pipeline(_settings(args, backend="torch"), frames, source, skip=have)
+    if failed := {n: str(e) for n, e in done.items() if not isinstance(e, Path)}:
+        raise SystemExit(f"INT8 quantization failed: {failed}")
+    return {n: p.name for n, p in done.items()}
 
 
 def physical_limits(args) -> dict:

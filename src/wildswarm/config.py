@@ -38,6 +38,7 @@ class Settings:
     batch_size: int = 4
     backend: str = "auto"                  # auto | torch | onnxruntime | openvino (pipeline/backends.py)
     precision: str = "fp32"                # fp32 | bf16 (opt-in: OpenVINO on CPU nodes, PyTorch autocast on GPUs)
+    #                                        | int8 (opt-in, CPU nodes: `wildswarm models quantize` exports)
     overlap: str = "auto"                  # decode ahead and draw behind in threads: auto | on | off
     pose_crops: str = "auto"               # who cuts pose crops: auto (device on a GPU) | device | deeplabcut
     threads: int = 0                       # inference threads (0: the cores this process may use)

@@ -277,6 +277,55 @@ def _export_one(settings: Settings, name: str, *, quiet_missing: bool = False, r
     return True
 
 
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+
+
+@models.command("quantize")
+@click.option("--videos", "videos", multiple=True, required=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="A video of your own deployments, or a folder of them (repeatable): the frames whose "
+                   "ranges INT8 keeps.")
+@click.option("--frames", "count", type=int, default=64, show_default=True,
+              help="Frames sampled evenly across the videos.")
+@_PROFILE_OPTION
+@click.pass_obj
+@friendly_errors
+def models_quantize(settings: Settings, videos: tuple[Path, ...], count: int, profiles: tuple[str, ...]) -> None:
+    """INT8 exports, for CPU nodes, of the models of the default analysis profile (or of --profile),
+    calibrated on frames of your own videos. Workers use them where WILDSWARM_PRECISION=int8 (or a
+    profile's precision = "int8") is set, after the same equality check as every backend.
+
+    The float32 detector finds the animals in those frames; each model's ranges come from the inputs
+    the pipeline gives it (the letterboxed frames; the crops of the animals' boxes). Use videos like
+    the ones it will analyse: INT8 is only as good as its calibration, and whether real weights stay
+    as accurate needs labelled videos (docs/backends.md). Run it again after new weights."""
+    from wildswarm.pipeline import backends, quantize
+    from wildswarm.profiles import load
+    if count < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--frames")
+    files = []
+    for v in videos:
+        files += sorted(f for f in v.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES) if v.is_dir() else [v]
+    if not files:
+        raise click.UsageError(f"no video ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, videos))}")
+    frames, source = quantize.calibration_frames(files, count)
+    click.echo(f"{source['frames']} frames from {len(source['videos'])} video(s)")
+    found, done, bad = load(settings), set(), 0
+    for profile in (found.get(name or None) for name in (profiles or ("",))):
+        results = quantize.quantize_pipeline(profile.apply(settings), frames, {**source, "profile": profile.name},
+                                             skip=done)
+        for name, got in results.items():
+            done.add(name)
+            if isinstance(got, WildswarmError):
+                click.secho(f"{name}: {got}", fg="red")
+                bad += 1
+                continue
+            rec = backends.export_record(got)
+            click.echo(f"{name}: {got.name} ({rec['calibration']['inputs']} inputs, "
+                       f"{rec['calibration']['animal_boxes']} animal boxes among them, {rec['seconds']:.0f} s)")
+    sys.exit(1 if bad else 0)
+
+
 @models.command("path")
 @click.argument("name", required=False)
 @click.pass_obj

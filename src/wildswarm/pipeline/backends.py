@@ -22,6 +22,11 @@ the ranking in a small JSON file; every load checks the chosen backend's equalit
 bf16 (opt-in): OpenVINO's bfloat16 on a CPU node; PyTorch's own (``Autocast``) on a GPU, or where
 ``torch`` is asked for, if the device has native bf16 kernels. Both pass the same check against
 float32 within ``TOLERANCE["bf16"]``, or the model stays in float32.
+
+int8 (opt-in, CPU nodes): the model's INT8 export (``quantize``: calibrated on the lab's own videos
+by ``wildswarm models quantize``) through ONNX Runtime or OpenVINO, checked against PyTorch's
+float32 within ``TOLERANCE["int8"]``. Without such an export, or if none passes, the model runs in
+float32 on the fastest backend that does, saying why.
 """
 from __future__ import annotations
 
@@ -48,11 +53,14 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 CHOICES = ("auto",) + BACKENDS
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 # Largest |backend - torch| over the output's largest |torch|, per output. fp32 backends reorder
-# sums and fuse layers (seen: 1e-7 to 1e-5); bf16 keeps 8 bits of mantissa (seen: about 1e-2).
-TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}
+# sums and fuse layers (seen: 1e-7 to 1e-5); bf16 keeps 8 bits of mantissa (seen: about 1e-2); int8
+# rounds every convolution's input to one of 256 steps of its calibrated range (seen, untrained weights:
+# 5e-6 detector, 5e-2 pose model; 0.15 classifier, which stays in float32).
+TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "int8": 1e-1}
 EXPORT_FORMAT = 1
+INT8_FORMAT = 1
 
 
 def check_choice(backend: str, precision: str) -> None:
@@ -63,6 +71,9 @@ def check_choice(backend: str, precision: str) -> None:
     if precision == "bf16" and backend == "onnxruntime":
         raise ModelError("precision bf16 runs on OpenVINO or PyTorch (backend auto, openvino or torch), "
                          "not onnxruntime")
+    if precision == "int8" and backend == "torch":
+        raise ModelError("precision int8 runs on ONNX Runtime or OpenVINO (backend auto, onnxruntime or "
+                         "openvino), not torch")
 
 
 def installed() -> list[str]:
@@ -89,7 +100,7 @@ def export_path(weights: Weights) -> Path:
     return weights.path.with_name(f"{weights.path.name}.{weights.sha256[:16]}.onnx")
 
 
-def _record_path(onnx: Path) -> Path:
+def record_path(onnx: Path) -> Path:
     return onnx.with_name(onnx.name + ".json")
 
 
@@ -97,14 +108,35 @@ def exported(weights: Weights, folder: Path | None = None) -> Path | None:
     """The ONNX export of ``weights`` in ``folder`` (beside the weights by default), if its record
     names these weights and its bytes are the ones recorded."""
     onnx = export_path(weights) if folder is None else Path(folder) / export_path(weights).name
+    return _checked(onnx, weights, EXPORT_FORMAT)
+
+
+def int8_path(weights: Weights, folder: Path | None = None) -> Path:
+    """Where the INT8 export of ``weights`` goes (``quantize``): ``<weights>.<sha256[:16]>.int8.onnx``."""
+    name = f"{weights.path.name}.{weights.sha256[:16]}.int8.onnx"
+    return (weights.path.parent if folder is None else Path(folder)) / name
+
+
+def quantized(weights: Weights, folder: Path | None = None) -> Path | None:
+    """The INT8 export of ``weights`` in ``folder`` (beside the weights by default), if its record
+    names these weights and its bytes are the ones recorded."""
+    return _checked(int8_path(weights, folder), weights, INT8_FORMAT)
+
+
+def export_record(onnx: Path) -> dict:
+    """What was recorded beside an export when it was written (weights, exporter, calibration)."""
+    return json.loads(record_path(onnx).read_text())
+
+
+def _checked(onnx: Path, weights: Weights, fmt: int) -> Path | None:
     try:
-        record = json.loads(_record_path(onnx).read_text())
+        record = export_record(onnx)
     except (OSError, ValueError):
         return None
-    if record.get("weights_sha256") != weights.sha256 or record.get("format") != EXPORT_FORMAT:
+    if record.get("weights_sha256") != weights.sha256 or record.get("format") != fmt:
         return None
     if not onnx.is_file() or sha256_of(onnx) != record.get("onnx_sha256"):
-        log.warning("ignoring %s: its bytes are not the ones recorded in %s", onnx, _record_path(onnx).name)
+        log.warning("ignoring %s: its bytes are not the ones recorded in %s", onnx, record_path(onnx).name)
         return None
     return onnx
 
@@ -136,7 +168,7 @@ def export(model, weights: Weights, folder: Path | None = None) -> Path:
         rec.write_text(json.dumps(record, indent=2) + "\n")
         os.chmod(rec, 0o644)
         os.replace(out, dest)             # the ONNX file first: a record never names a missing file
-        os.replace(rec, _record_path(dest))
+        os.replace(rec, record_path(dest))
     return dest
 
 
@@ -596,14 +628,19 @@ class Ranking:
 
 def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "fp32", device: str = "cpu",
            threads: int | None = None, frames: list[np.ndarray] | None = None, ranking: Ranking | None = None,
-           export_folder: Path | None = None, compiled_cache: Path | None = None) -> tuple[Choice, Runtime | None]:
+           export_folder: Path | None = None, compiled_cache: Path | None = None,
+           int8: Path | None = None) -> tuple[Choice, Runtime | None]:
     """The backend ``model`` (a family adapter's model, loaded from ``weights``) runs on, and its
     runtime (None: PyTorch). ``model`` is switched to it. ``compiled_cache``: a folder for OpenVINO's
-    compiled networks, kept per node kind (``compiled_folder``)."""
+    compiled networks, kept per node kind (``compiled_folder``). ``int8``: the INT8 export to try
+    (``_choose_int8`` finds it; None there means PyTorch, the model untouched)."""
     import torch
     check_choice(wanted, precision)
     name = weights.spec.name
     threads = threads or torch.get_num_threads()
+    if precision == "int8" and int8 is None:
+        return _choose_int8(model, weights, wanted=wanted, device=device, threads=threads, frames=frames,
+                            ranking=ranking, export_folder=export_folder, compiled_cache=compiled_cache)
     tolerance = TOLERANCE[precision]
     choice = Choice(name, "torch", "fp32", tolerance)
     if wanted == "torch" or not device.startswith("cpu"):
@@ -623,7 +660,9 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
     for b in [c for c in candidates if c not in have]:
         choice.refused[b] = f"{b} is not installed"
         candidates.remove(b)
-    if candidates:
+    if candidates and int8 is not None:
+        onnx = int8
+    elif candidates:
         onnx = exported(weights) or (exported(weights, export_folder) if export_folder else None)
         if onnx is None and export_folder is not None:
             # Beside the weights where this process may write there; a worker, which mounts them
@@ -643,7 +682,8 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
         reference = model.raw(x)
     if not candidates:
         model.use(None)
-        fold_batch_norms(model, choice, frames or probe_frames())
+        if int8 is None:
+            fold_batch_norms(model, choice, frames or probe_frames())
         return choice, None
     ranking = ranking or Ranking(None)
     key = f"{node_kind(threads)}|{weights.sha256[:16]}|{precision}|{x.shape}"
@@ -686,6 +726,33 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
     choice.backend, choice.difference = best, diffs
     choice.precision = precision if best != "torch" else "fp32"
     model.use(runtime)
-    if runtime is None:
+    if runtime is None and int8 is None:
         fold_batch_norms(model, choice, frames or probe_frames())
+    return choice, runtime
+
+
+def _choose_int8(model, weights: Weights, *, wanted: str, device: str, threads: int, frames, ranking,
+                 export_folder: Path | None, compiled_cache: Path | None) -> tuple[Choice, Runtime | None]:
+    """``choose`` in INT8: the fastest backend that runs the model's INT8 export within the tolerance;
+    else the float32 choice, with the reason INT8 was not used in its ``refused``."""
+    why = None
+    if not device.startswith("cpu"):
+        why = f"INT8 runs on CPU nodes; the {device} device runs PyTorch"
+    else:
+        int8 = quantized(weights) or (quantized(weights, export_folder) if export_folder else None)
+        if int8 is None:
+            why = (f"no INT8 export of {weights.path.name} (sha256 {weights.sha256[:16]}); "
+                   f"`wildswarm models quantize --videos ...` makes one from your own videos")
+        else:
+            choice, runtime = choose(model, weights, wanted=wanted, precision="int8", device=device,
+                                     threads=threads, frames=frames, ranking=ranking, compiled_cache=compiled_cache,
+                                     int8=int8)
+            if runtime is not None:
+                return choice, runtime
+            why = "; ".join(f"{b}: {r}" for b, r in choice.refused.items()) or "no INT8 backend passed"
+    log.warning("%s: not in INT8 (%s); it runs in float32", weights.spec.name, why)
+    choice, runtime = choose(model, weights, wanted=wanted, precision="fp32", device=device, threads=threads,
+                             frames=frames, ranking=ranking, export_folder=export_folder,
+                             compiled_cache=compiled_cache)
+    choice.refused["int8"] = why
     return choice, runtime

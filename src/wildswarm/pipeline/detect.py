@@ -36,6 +36,10 @@ class Detector:
         with torch.inference_mode():
             return self.model.detect(frames)
 
+    def calibration(self, frames: list[np.ndarray], detections: list[sv.Detections], max_animals: int) -> np.ndarray:
+        """The network's input for ``frames`` (letterboxed as ``detect`` does): INT8 calibration."""
+        return self.model.probe(frames)
+
 
 class Classifier:
     """A species classifier applied to each animal box."""
@@ -49,3 +53,9 @@ class Classifier:
     def classify(self, frames: list[np.ndarray], detections: list[sv.Detections], max_animals: int) -> None:
         """Add ``species`` and ``species_confidence`` to each animal box, in place."""
         self.model.classify(frames, detections, max_animals)
+
+    def calibration(self, frames: list[np.ndarray], detections: list[sv.Detections], max_animals: int) -> np.ndarray:
+        """The network's input for the first ``max_animals`` animal boxes of each frame's ``detections``
+        (cropped as ``classify`` does), or for the middle of each frame where there is none: INT8
+        calibration."""
+        return self.model.calibration(frames, detections, max_animals)

@@ -75,20 +75,37 @@ class PoseEstimator:
         """Pose of each animal box, frame by frame (frames are RGB)."""
         k = len(self.bodyparts)
         results: list[KeyPoints | None] = [None] * len(frames)
-        todo, contexts = [], []
-        for i, (frame, det) in enumerate(zip(frames, detections)):
-            boxes = _clip(animals(det).xyxy[: self.max_animals], frame.shape[1], frame.shape[0])
-            if len(boxes) == 0:
-                results[i] = KeyPoints.empty(k)
-                continue
-            xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).astype(np.float32)
-            todo.append(i)
-            contexts.append((frame, {"bboxes": xywh, "bbox_scores": np.ones(len(xywh), np.float32)}))
+        todo, contexts = self._contexts(frames, detections)
+        for i in set(range(len(frames))) - set(todo):
+            results[i] = KeyPoints.empty(k)
         if contexts:
             for i, poses, (_, ctx) in zip(todo, self.model.poses(contexts), contexts):
                 poses = poses[: len(ctx["bboxes"])]
                 results[i] = KeyPoints(poses[..., :2].copy(), poses[..., 2].copy())
         return results  # type: ignore[return-value]
+
+    def _contexts(self, frames: list[np.ndarray], detections: list[Detections]) -> tuple[list[int], list]:
+        """The frames with animals, and DeepLabCut's context (image, xywh boxes) for each."""
+        todo, contexts = [], []
+        for i, (frame, det) in enumerate(zip(frames, detections)):
+            boxes = _clip(animals(det).xyxy[: self.max_animals], frame.shape[1], frame.shape[0])
+            if len(boxes) == 0:
+                continue
+            xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).astype(np.float32)
+            todo.append(i)
+            contexts.append((frame, {"bboxes": xywh, "bbox_scores": np.ones(len(xywh), np.float32)}))
+        return todo, contexts
+
+    def calibration(self, frames: list[np.ndarray], detections: list[Detections], max_animals: int) -> np.ndarray:
+        """The crops ``estimate`` gives the network for the animal boxes of ``detections`` (its own
+        ``max_animals`` a frame, which the pipeline sets to the same), and the probe's (the middle of
+        the frame) for frames without one: INT8 calibration."""
+        todo, contexts = self._contexts(frames, detections)
+        parts = [self.model.runner_crops(contexts)] if contexts else []
+        rest = [f for i, f in enumerate(frames) if i not in set(todo)]
+        if rest:
+            parts.append(self.model.probe(rest))
+        return np.concatenate(parts)
 
 
 def _clip(boxes: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -80,6 +80,12 @@ class Classifier:
             crops.append(self.model.transform(Image.fromarray(f[h // 4: 3 * h // 4, w // 4: 3 * w // 4])))
         return torch.stack(crops).numpy()
 
+    def calibration(self, frames: list[np.ndarray], detections: list, max_animals: int) -> np.ndarray:
+        """The crops ``classify`` gives the network for the animal boxes of ``detections`` (``max_animals``
+        a frame at most, as it does); the probe's where there is none (INT8 calibration, ``quantize``)."""
+        crops, _ = self._crops(frames, detections, max_animals, annotate=False)
+        return torch.stack(crops).numpy() if crops else self.probe(frames)
+
     def raw(self, x: np.ndarray, runtime=None) -> dict[str, np.ndarray]:
         return {"probabilities": _softmax(self._logits(x, runtime))}
 
