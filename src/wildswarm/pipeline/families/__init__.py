@@ -20,6 +20,9 @@ An adapter is the module here named after ``ModelSpec.family`` (``ultralytics``,
     ``export_onnx(dest)``: the network as an ONNX file, through the library's own exporter where it
     has one; ``use(runtime)``: run on that runtime from now on (``None``: PyTorch again);
     ``networks()``: its PyTorch modules (``backends.release_torch`` frees their weights).
+    A classifier's model also gives ``calibration(frames, detections, max_animals)``: its input
+    for the animal boxes of ``detections``, for INT8 calibration (``quantize``); the detector's and
+    the pose model's come from their ``probe`` and DeepLabCut's own crops (``PoseEstimator``).
 
 So a new family, or a new backend for every family, is one module.
 """
