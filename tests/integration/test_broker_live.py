@@ -86,3 +86,13 @@ def test_a_user_that_may_not_declare_only_checks_the_topology(broker_settings):
         assert b.counts()[0] == 1
     finally:
         b.close()
+
+
+def test_the_test_broker_keeps_rabbitmqs_default_disk_limit_and_blocks_nobody(services):
+    """The stack's broker blocks publishers below 1 GB free; the test broker at RabbitMQ's default, so
+    that a crowded CI disk does not stall every publishing test (kit/services.py)."""
+    from kit.services import TEST_DISK_FREE_LIMIT, broker_alarms, broker_nodes
+    # the node's figures appear with the management plugin's first sample, seconds after start
+    nodes = wait_for(lambda: [n for n in broker_nodes(services) if "disk_free_limit" in n], 30, "the node's figures")
+    assert [n["disk_free_limit"] for n in nodes] == [50 * 10**6] and TEST_DISK_FREE_LIMIT == "50MB"
+    assert broker_alarms(services) == []

@@ -19,8 +19,8 @@ import pytest
 
 from kit.net import free_port
 from kit.procs import Proc, settings_env
-from kit.services import (COMPOSE_FILE, Services, broker_answers, compose, db_answers, host_services,
-                          write_secrets)
+from kit.services import (COMPOSE_FILE, Services, broker_alarms, broker_answers, compose, db_answers,
+                          host_services, write_secrets)
 from kit.videos import SEED_VIDEOS, write_video
 from kit.waiting import wait_for
 from wildswarm.broker import Broker
@@ -29,6 +29,7 @@ from wildswarm.errors import BrokerError
 from wildswarm.layout import Layout
 
 TEST_AID = "wildswarm.testing:SleepAnalyzer"
+SESSION_SERVICES: list[Services] = []       # the session's services, once up (for failure reports)
 
 
 # --- pytest-docker: the project's own images, on ports chosen here ------------------------------
@@ -94,6 +95,10 @@ def services(request) -> Services:
         if not ok(found.settings()):
             pytest.fail(f"the test {what} does not answer (WILDSWARM_TEST_SERVICES="
                         f"{os.environ.get('WILDSWARM_TEST_SERVICES', 'containers')})")
+    alarms = broker_alarms(found)
+    if alarms:
+        pytest.fail("the test RabbitMQ blocks every publisher: " + "; ".join(alarms))
+    SESSION_SERVICES[:] = [found]
     return found
 
 

@@ -60,6 +60,36 @@ def broker_answers(settings: Settings) -> bool:
         broker.close()
 
 
+def broker_nodes(services: Services, timeout: float = 10) -> list[dict]:
+    """RabbitMQ's nodes as its management API describes them (``/api/nodes``)."""
+    import requests
+    base = f"http://127.0.0.1:{services.broker_http_port}"
+    for prefix in ("/rabbitmq", ""):         # the stack's config serves the API under /rabbitmq
+        r = requests.get(f"{base}{prefix}/api/nodes", auth=("wildswarm", services.broker_password), timeout=timeout)
+        if r.status_code == 200:
+            return r.json()
+    raise BrokerError(f"RabbitMQ's management API answers {r.status_code}")
+
+
+def broker_alarms(services: Services, timeout: float = 10) -> list[str]:
+    """RabbitMQ's resource alarms, in words: while one is on, the broker blocks every publisher, so
+    tests that publish hang until their own timeouts instead of failing."""
+    import requests
+    try:
+        nodes = broker_nodes(services, timeout)
+    except (requests.RequestException, BrokerError) as e:
+        return [f"the management API does not answer ({e})"]
+    said = []
+    for node in nodes:
+        if node.get("disk_free_alarm"):
+            said.append(f"disk alarm on {node.get('name')}: {node.get('disk_free', 0) / 2**20:.0f} MB free, "
+                        f"limit {node.get('disk_free_limit', 0) / 2**20:.0f} MB")
+        if node.get("mem_alarm"):
+            said.append(f"memory alarm on {node.get('name')}: {node.get('mem_used', 0) / 2**20:.0f} MB used, "
+                        f"limit {node.get('mem_limit', 0) / 2**20:.0f} MB")
+    return said
+
+
 def db_answers(settings: Settings) -> bool:
     import psycopg
     from wildswarm.jobs.db import conninfo
@@ -71,8 +101,24 @@ def db_answers(settings: Settings) -> bool:
         return False
 
 
+# The stack's broker stops every publisher below 1 GB of free disk, so that a full shared
+# filesystem cannot take the queue's messages with it. The test broker's queues are throwaway, and
+# on a crowded CI machine that margin blocked every test that publishes, each until its timeout:
+# it keeps RabbitMQ's own default instead.
+TEST_DISK_FREE_LIMIT = "50MB"
+
+
+def broker_config_for_tests() -> str:
+    """The stack's config/rabbitmq.conf, but for the free-disk limit (``TEST_DISK_FREE_LIMIT``)."""
+    text = (KIT.parents[1] / "config" / "rabbitmq.conf").read_text()
+    line = next((ln for ln in text.splitlines() if ln.startswith("disk_free_limit.absolute")), None)
+    if line is None:
+        raise AssertionError("config/rabbitmq.conf sets no disk_free_limit.absolute: update tests/kit/services.py")
+    return text.replace(line, f"disk_free_limit.absolute = {TEST_DISK_FREE_LIMIT}")
+
+
 def write_secrets(folder: Path) -> tuple[str, str]:
-    """Random passwords for the session, and RabbitMQ's definitions file; (broker, db) passwords."""
+    """Random passwords for the session, RabbitMQ's definitions file and its config; (broker, db) passwords."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)                  # the containers' own users read them through a bind mount
     broker_pw, db_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
@@ -81,7 +127,8 @@ def write_secrets(folder: Path) -> tuple[str, str]:
         "vhosts": [{"name": "/"}],
         "permissions": [{"user": "wildswarm", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
     }
-    for name, text in (("rabbitmq_definitions", json.dumps(definitions)), ("db_password", db_pw)):
+    for name, text in (("rabbitmq_definitions", json.dumps(definitions)), ("db_password", db_pw),
+                       ("rabbitmq.conf", broker_config_for_tests())):
         (folder / name).write_text(text)
         (folder / name).chmod(0o644)
     return broker_pw, db_pw
