@@ -138,6 +138,20 @@ def test_bf16_is_opt_in_and_checked_against_its_own_tolerance(untrained_models_d
     backends.check_choice("torch", "bf16")     # autocast: the GPU node's bf16
 
 
+@pytest.mark.skipif("openvino" not in ONNX_BACKENDS, reason="OpenVINO is not installed")
+def test_bf16_past_its_tolerance_falls_back_to_the_float32_runtime_not_to_pytorch(untrained_models_dir,
+                                                                                 monkeypatch):
+    """A CPU node asked for bf16 where OpenVINO's bf16 is refused runs the float32 choice, as INT8 does:
+    the fastest float32 runtime (here the one asked for), not PyTorch, whose CPU forward is 2-5x slower."""
+    w, model = _load(untrained_models_dir, "superanimal_quadruped")
+    backends.export(model, w)
+    monkeypatch.setitem(backends.TOLERANCE, "bf16", 1e-9)
+    choice, runtime = backends.choose(model, w, wanted="openvino", precision="bf16")
+    assert choice.backend == "openvino" and choice.precision == "fp32" and runtime is not None, choice
+    assert "outputs differ from PyTorch's" in choice.refused["bf16"], choice.refused
+    assert max(choice.difference.values()) <= backends.TOLERANCE["fp32"]
+
+
 def _first_conv(nets):
     import torch
     return next(m for net in nets for m in net.modules() if isinstance(m, torch.nn.Conv2d))

@@ -60,7 +60,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # 5e-6 detector, 5e-2 pose model; 0.15 classifier, which stays in float32).
 TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "int8": 1e-1}
 EXPORT_FORMAT = 1
-INT8_FORMAT = 1
+INT8_FORMAT = 2                # 2: weights in 7 bits (quantize.py: no saturation without VNNI)
 
 
 def check_choice(backend: str, precision: str) -> None:
@@ -163,13 +163,20 @@ def export(model, weights: Weights, folder: Path | None = None) -> Path:
                   "exporter": f"{weights.spec.family} adapter", "torch": _version("torch"), "onnx": _version("onnx"),
                   "seconds": round(time.perf_counter() - started, 2), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                             time.gmtime())}
-        os.chmod(out, 0o644)
-        rec = Path(tmp) / (dest.name + ".json")
-        rec.write_text(json.dumps(record, indent=2) + "\n")
-        os.chmod(rec, 0o644)
-        os.replace(out, dest)             # the ONNX file first: a record never names a missing file
-        os.replace(rec, record_path(dest))
+        publish(out, record, dest)
     return dest
+
+
+def publish(out: Path, record: dict, dest: Path) -> None:
+    """Move the export ``out`` (written in a temporary folder beside ``dest``) to ``dest``, with its
+    ``record``: readable by every node's workers, each file renamed whole into place, the ONNX file
+    first, so a record never names a missing or half-written file."""
+    os.chmod(out, 0o644)
+    rec = out.parent / (dest.name + ".json.tmp")
+    rec.write_text(json.dumps(record, indent=2) + "\n")
+    os.chmod(rec, 0o644)
+    os.replace(out, dest)
+    os.replace(rec, record_path(dest))
 
 
 def export_weights(weights: Weights) -> Path:
@@ -629,18 +636,20 @@ class Ranking:
 def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "fp32", device: str = "cpu",
            threads: int | None = None, frames: list[np.ndarray] | None = None, ranking: Ranking | None = None,
            export_folder: Path | None = None, compiled_cache: Path | None = None,
-           int8: Path | None = None) -> tuple[Choice, Runtime | None]:
+           int8: Path | None = None, _fallback: bool = True) -> tuple[Choice, Runtime | None]:
     """The backend ``model`` (a family adapter's model, loaded from ``weights``) runs on, and its
     runtime (None: PyTorch). ``model`` is switched to it. ``compiled_cache``: a folder for OpenVINO's
-    compiled networks, kept per node kind (``compiled_folder``). ``int8``: the INT8 export to try
-    (``_choose_int8`` finds it; None there means PyTorch, the model untouched)."""
+    compiled networks, kept per node kind (``compiled_folder``). A reduced precision that no runtime
+    passes falls back to the float32 choice (``_choose_reduced``); ``int8``: the INT8 export to try
+    (``_choose_reduced`` finds it; None there means PyTorch, the model untouched)."""
     import torch
     check_choice(wanted, precision)
     name = weights.spec.name
     threads = threads or torch.get_num_threads()
-    if precision == "int8" and int8 is None:
-        return _choose_int8(model, weights, wanted=wanted, device=device, threads=threads, frames=frames,
-                            ranking=ranking, export_folder=export_folder, compiled_cache=compiled_cache)
+    if _fallback and (precision == "int8" or (precision == "bf16" and wanted != "torch" and device.startswith("cpu"))):
+        return _choose_reduced(model, weights, precision=precision, wanted=wanted, device=device, threads=threads,
+                               frames=frames, ranking=ranking, export_folder=export_folder,
+                               compiled_cache=compiled_cache)
     tolerance = TOLERANCE[precision]
     choice = Choice(name, "torch", "fp32", tolerance)
     if wanted == "torch" or not device.startswith("cpu"):
@@ -682,7 +691,7 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
         reference = model.raw(x)
     if not candidates:
         model.use(None)
-        if int8 is None:
+        if precision == "fp32":           # a reduced precision falls back to the float32 choice
             fold_batch_norms(model, choice, frames or probe_frames())
         return choice, None
     ranking = ranking or Ranking(None)
@@ -726,33 +735,35 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
     choice.backend, choice.difference = best, diffs
     choice.precision = precision if best != "torch" else "fp32"
     model.use(runtime)
-    if runtime is None and int8 is None:
+    if runtime is None and precision == "fp32":
         fold_batch_norms(model, choice, frames or probe_frames())
     return choice, runtime
 
 
-def _choose_int8(model, weights: Weights, *, wanted: str, device: str, threads: int, frames, ranking,
-                 export_folder: Path | None, compiled_cache: Path | None) -> tuple[Choice, Runtime | None]:
-    """``choose`` in INT8: the fastest backend that runs the model's INT8 export within the tolerance;
-    else the float32 choice, with the reason INT8 was not used in its ``refused``."""
-    why = None
-    if not device.startswith("cpu"):
-        why = f"INT8 runs on CPU nodes; the {device} device runs PyTorch"
-    else:
-        int8 = quantized(weights) or (quantized(weights, export_folder) if export_folder else None)
-        if int8 is None:
-            why = (f"no INT8 export of {weights.path.name} (sha256 {weights.sha256[:16]}); "
-                   f"`wildswarm models quantize --videos ...` makes one from your own videos")
+def _choose_reduced(model, weights: Weights, *, precision: str, wanted: str, device: str, threads: int, frames,
+                    ranking, export_folder: Path | None, compiled_cache: Path | None) -> tuple[Choice, Runtime | None]:
+    """``choose`` in a reduced precision on a CPU node (bf16 on OpenVINO, int8 on either runtime): the
+    fastest backend that runs the model in it within its tolerance; else the float32 choice (the fastest
+    float32 backend, not PyTorch by default), with the reason under ``refused[precision]``."""
+    why, int8 = None, None
+    if precision == "int8":
+        if not device.startswith("cpu"):
+            why = f"INT8 runs on CPU nodes; the {device} device runs PyTorch"
         else:
-            choice, runtime = choose(model, weights, wanted=wanted, precision="int8", device=device,
-                                     threads=threads, frames=frames, ranking=ranking, compiled_cache=compiled_cache,
-                                     int8=int8)
-            if runtime is not None:
-                return choice, runtime
-            why = "; ".join(f"{b}: {r}" for b, r in choice.refused.items()) or "no INT8 backend passed"
-    log.warning("%s: not in INT8 (%s); it runs in float32", weights.spec.name, why)
+            int8 = quantized(weights) or (quantized(weights, export_folder) if export_folder else None)
+            if int8 is None:
+                why = (f"no INT8 export of {weights.path.name} (sha256 {weights.sha256[:16]}); "
+                       f"`wildswarm models quantize --videos ...` makes one from your own videos")
+    if why is None:
+        choice, runtime = choose(model, weights, wanted=wanted, precision=precision, device=device,
+                                 threads=threads, frames=frames, ranking=ranking, export_folder=export_folder,
+                                 compiled_cache=compiled_cache, int8=int8, _fallback=False)
+        if runtime is not None:
+            return choice, runtime
+        why = "; ".join(f"{b}: {r}" for b, r in choice.refused.items()) or f"no {precision} backend passed"
+    log.warning("%s: not in %s (%s); it runs in float32", weights.spec.name, precision, why)
     choice, runtime = choose(model, weights, wanted=wanted, precision="fp32", device=device, threads=threads,
                              frames=frames, ranking=ranking, export_folder=export_folder,
                              compiled_cache=compiled_cache)
-    choice.refused["int8"] = why
+    choice.refused[precision] = why
     return choice, runtime
