@@ -123,10 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-crops-") as tmp:   # the stand-in models, if no --models
+        return run(args, args.models or Path(tmp) / "models")
+
+
+def run(args, folder: Path) -> dict:
     import torch
     from wildswarm.pipeline.pose import PoseEstimator
     untrained = args.models is None
-    folder = args.models or Path(tempfile.mkdtemp(prefix="bench-crops-")) / "models"
     spec = catalogue.spec(MODEL)
     if untrained:
         catalogue.build_untrained(folder, spec)

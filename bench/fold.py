@@ -97,9 +97,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--only", choices=MODELS, action="append", help="this model only (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-fold-") as tmp:   # the stand-in models, if no --models
+        return run(args, args.models or Path(tmp) / "models")
+
+
+def run(args, folder: Path) -> dict:
     import torch
     untrained = args.models is None
-    folder = args.models or Path(tempfile.mkdtemp(prefix="bench-fold-")) / "models"
     results = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                "untrained": untrained, "batch": args.batch, "models": {}}
     print(f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch}, {args.rounds} rounds")

@@ -145,8 +145,12 @@ def poll_bytes(store: JobStore, s: Settings) -> dict:
     """Bytes the jobs page moves: first load of 50, then ?since= polls (nothing changed; one job moved)."""
     from wildswarm.publisher import Publisher
     from wildswarm.web import create_app
-    app = create_app(s.replace(web_auth=False, data=Path(tempfile.mkdtemp(prefix="bench-web-"))), store=store,
-                     publisher=Publisher(s, "bench"))
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as data:
+        return _poll_bytes(store, create_app(s.replace(web_auth=False, data=Path(data)), store=store,
+                                             publisher=Publisher(s, "bench")))
+
+
+def _poll_bytes(store: JobStore, app) -> dict:
     c = app.test_client()
     first = c.get("/api/jobs?limit=50")
     seq = first.get_json()["seq"]

@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=4, help="starts of each way, alternated (default 4)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON (default bench/results)")
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:   # stand-ins and caches: about 700 MB
+        return run(args, Path(tmp))
+
+
+def run(args, tmp: Path) -> dict:
     models = args.models or tmp / "models"
     untrained = args.models is None
     first = start(WAYS[0], models, tmp, untrained)

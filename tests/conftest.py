@@ -52,7 +52,7 @@ def pytest_runtest_makereport(item, call):
     if report.failed and {"db_settings", "services"} & set(getattr(item, "fixturenames", ())):
         from kit.fixtures import SESSION_SERVICES
         from kit.services import broker_alarms
-        lines = machine.header()[:1]
+        lines = [machine.resources()]
         if SESSION_SERVICES:
             lines += broker_alarms(SESSION_SERVICES[0], timeout=5) or ["RabbitMQ: no resource alarm"]
         report.sections.append(("machine at the failure", "\n".join(lines)))

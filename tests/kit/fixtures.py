@@ -5,12 +5,14 @@ Services: ``services`` (session: the real RabbitMQ and PostgreSQL, see ``kit.ser
 :class:`JobStore` on it), ``broker_base`` / ``broker_settings`` / ``broker`` (a test's own
 queue on the real broker), ``spawn`` (wildswarm subprocesses, ended after the test).
 Media and models: ``make_video``, ``seed_videos``, ``untrained_models_dir``, ``untrained_settings``.
+Benchmarks: ``system_tmp`` (the folder ``tempfile`` hands out, to check that a run leaves nothing there).
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -211,6 +213,19 @@ def tmpfs(tmp_path):
     fs = Tmpfs(tmp_path / "tmpfs").mount()
     yield fs
     fs.unmount()
+
+
+# --- what a run leaves behind ---------------------------------------------------------------------------
+@pytest.fixture
+def system_tmp(tmp_path, monkeypatch) -> Path:
+    """The folder that ``tempfile`` hands out during this test, in this process and (``TMPDIR``) in its
+    subprocesses: a benchmark's stand-in models are hundreds of MB, and what a run leaves there stays
+    on the machine of everyone who runs it."""
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
 
 
 # --- media and models ---------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ def _meminfo() -> dict[str, int]:
     return out
 
 
-def header() -> list[str]:
-    """Lines for pytest's report header: cores, load, memory, and what Docker runs already."""
+def resources() -> str:
+    """One line: cores, load, free memory, and free disk where the tests and Docker write."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     mem = _meminfo()
     gb = lambda b: f"{b / 2**30:.1f} GB"  # noqa: E731
@@ -59,9 +59,24 @@ def header() -> list[str]:
             disks.append(f"{gb(shutil.disk_usage(folder).free)} for {what}")
         except OSError:
             pass
-    lines = [f"machine: {len(os.sched_getaffinity(0))} cores for this process, load {load}, "
-             f"memory {gb(mem.get('MemAvailable', 0))} free of {gb(mem.get('MemTotal', 0))}, "
-             f"disk {', '.join(disks)} free"]
+    return (f"machine: {len(os.sched_getaffinity(0))} cores for this process, load {load}, "
+            f"memory {gb(mem.get('MemAvailable', 0))} free of {gb(mem.get('MemTotal', 0))}, "
+            f"disk {', '.join(disks)} free")
+
+
+# Kept in the temporary folder by design, per user and across runs: PyTorch's compile cache and
+# ONNX Runtime's session stamp (51 bytes).
+LIBRARY_CACHES = ("torchinductor_", ".ses")
+
+
+def left_behind(folder: Path) -> list[str]:
+    """What a run left in a temporary ``folder``, less the libraries' own per-user caches."""
+    return sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith(LIBRARY_CACHES))
+
+
+def header() -> list[str]:
+    """Lines for pytest's report header: the machine's resources, and what Docker runs already."""
+    lines = [resources()]
     services = _docker("service", "ls", "--format", "{{.Name}} {{.Replicas}}")
     containers = _docker("ps", "--format", "{{.Names}}")
     if containers is None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kit.machine import left_behind
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +23,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
 
 
-def test_the_profiles_benchmark_loads_each_profile_once_through_the_cache(tmp_path):
+def test_the_profiles_benchmark_loads_each_profile_once_through_the_cache(tmp_path, system_tmp):
     done = _run("--jobs", "3", "--profiles", "camera-trap,lab-topview-mouse", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     (written,) = tmp_path.glob("profiles-*.json")
@@ -33,9 +35,11 @@ def test_the_profiles_benchmark_loads_each_profile_once_through_the_cache(tmp_pa
     assert doc["loads"] == {"camera-trap": 1, "lab-topview-mouse": 1}   # the third job found its pipeline
     assert doc["baseline_s"] > 0 and doc["cached_s"] > 0
     assert "ratio baseline / cache" in done.stdout
+    assert not left_behind(system_tmp)      # the stand-in models (about 900 MB) removed
 
 
-def test_an_unknown_profile_is_refused_by_name(tmp_path):
+def test_an_unknown_profile_is_refused_by_name(tmp_path, system_tmp):
     done = _run("--profiles", "camera-trap,no-such-profile", "--out", str(tmp_path))
     assert done.returncode != 0 and "no-such-profile" in done.stderr, done.stderr
     assert not list(tmp_path.glob("*.json"))
+    assert not left_behind(system_tmp)

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from kit.machine import left_behind
+
 pytestmark = pytest.mark.slow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench import segments  # noqa: E402
 
 
-def test_the_segments_benchmark_analyses_merges_and_restarts_after_a_kill(tmp_path):
+def test_the_segments_benchmark_analyses_merges_and_restarts_after_a_kill(tmp_path, system_tmp):
     r = segments.main(["--minutes", "0.5", "--fps", "5", "--per-frame-ms", "5", "--segment-seconds", "5",
                        "--workers", "1,2", "--out", str(tmp_path)])
     assert [row["workers"] for row in r["rows"]] == [1, 2]
@@ -22,3 +24,4 @@ def test_the_segments_benchmark_analyses_merges_and_restarts_after_a_kill(tmp_pa
     assert r["verdict"]["redone_ok"] and 0 <= r["redone"]
     (written,) = tmp_path.glob("segments-*.json")
     assert json.loads(written.read_text())["verdict"] == r["verdict"]
+    assert not left_behind(system_tmp)      # its video and outputs removed
