@@ -635,21 +635,27 @@ class Ranking:
 
 def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "fp32", device: str = "cpu",
            threads: int | None = None, frames: list[np.ndarray] | None = None, ranking: Ranking | None = None,
-           export_folder: Path | None = None, compiled_cache: Path | None = None,
-           int8: Path | None = None, _fallback: bool = True) -> tuple[Choice, Runtime | None]:
+           export_folder: Path | None = None, compiled_cache: Path | None = None) -> tuple[Choice, Runtime | None]:
     """The backend ``model`` (a family adapter's model, loaded from ``weights``) runs on, and its
     runtime (None: PyTorch). ``model`` is switched to it. ``compiled_cache``: a folder for OpenVINO's
     compiled networks, kept per node kind (``compiled_folder``). A reduced precision that no runtime
-    passes falls back to the float32 choice (``_choose_reduced``); ``int8``: the INT8 export to try
-    (``_choose_reduced`` finds it; None there means PyTorch, the model untouched)."""
+    passes on a CPU node falls back to the float32 choice (``_choose_reduced``)."""
     import torch
     check_choice(wanted, precision)
+    where = dict(wanted=wanted, device=device, threads=threads or torch.get_num_threads(), frames=frames,
+                 ranking=ranking, export_folder=export_folder, compiled_cache=compiled_cache)
+    if precision == "int8" or (precision == "bf16" and wanted != "torch" and device.startswith("cpu")):
+        return _choose_reduced(model, weights, precision=precision, **where)
+    return _choose_at(model, weights, precision=precision, **where)
+
+
+def _choose_at(model, weights: Weights, *, precision: str, wanted: str, device: str, threads: int, frames, ranking,
+               export_folder: Path | None, compiled_cache: Path | None,
+               int8: Path | None = None) -> tuple[Choice, Runtime | None]:
+    """``choose`` in ``precision``, without falling back: the fastest backend within its tolerance,
+    else PyTorch. ``int8``: the INT8 export to run (``_choose_reduced`` finds it)."""
+    import torch
     name = weights.spec.name
-    threads = threads or torch.get_num_threads()
-    if _fallback and (precision == "int8" or (precision == "bf16" and wanted != "torch" and device.startswith("cpu"))):
-        return _choose_reduced(model, weights, precision=precision, wanted=wanted, device=device, threads=threads,
-                               frames=frames, ranking=ranking, export_folder=export_folder,
-                               compiled_cache=compiled_cache)
     tolerance = TOLERANCE[precision]
     choice = Choice(name, "torch", "fp32", tolerance)
     if wanted == "torch" or not device.startswith("cpu"):
@@ -740,11 +746,12 @@ def choose(model, weights: Weights, *, wanted: str = "auto", precision: str = "f
     return choice, runtime
 
 
-def _choose_reduced(model, weights: Weights, *, precision: str, wanted: str, device: str, threads: int, frames,
-                    ranking, export_folder: Path | None, compiled_cache: Path | None) -> tuple[Choice, Runtime | None]:
+def _choose_reduced(model, weights: Weights, *, precision: str, **where) -> tuple[Choice, Runtime | None]:
     """``choose`` in a reduced precision on a CPU node (bf16 on OpenVINO, int8 on either runtime): the
     fastest backend that runs the model in it within its tolerance; else the float32 choice (the fastest
-    float32 backend, not PyTorch by default), with the reason under ``refused[precision]``."""
+    float32 backend, not PyTorch by default), with the reason under ``refused[precision]``. ``where``:
+    ``_choose_at``'s other arguments."""
+    device, export_folder = where["device"], where["export_folder"]
     why, int8 = None, None
     if precision == "int8":
         if not device.startswith("cpu"):
@@ -755,15 +762,11 @@ def _choose_reduced(model, weights: Weights, *, precision: str, wanted: str, dev
                 why = (f"no INT8 export of {weights.path.name} (sha256 {weights.sha256[:16]}); "
                        f"`wildswarm models quantize --videos ...` makes one from your own videos")
     if why is None:
-        choice, runtime = choose(model, weights, wanted=wanted, precision=precision, device=device,
-                                 threads=threads, frames=frames, ranking=ranking, export_folder=export_folder,
-                                 compiled_cache=compiled_cache, int8=int8, _fallback=False)
+        choice, runtime = _choose_at(model, weights, precision=precision, int8=int8, **where)
         if runtime is not None:
             return choice, runtime
         why = "; ".join(f"{b}: {r}" for b, r in choice.refused.items()) or f"no {precision} backend passed"
     log.warning("%s: not in %s (%s); it runs in float32", weights.spec.name, precision, why)
-    choice, runtime = choose(model, weights, wanted=wanted, precision="fp32", device=device, threads=threads,
-                             frames=frames, ranking=ranking, export_folder=export_folder,
-                             compiled_cache=compiled_cache)
+    choice, runtime = _choose_at(model, weights, precision="fp32", **where)
     choice.refused[precision] = why
     return choice, runtime
