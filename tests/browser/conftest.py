@@ -8,9 +8,11 @@ nothing is downloaded at test time. Screenshots go to test-artifacts/screenshots
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,16 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture
-def browser(chromium, artifacts, tmp_path):
-    """A headless Chromium driven by Selenium through /usr/bin/chromedriver; downloads go to tmp_path/downloads."""
+@contextlib.contextmanager
+def open_browser(chromium: tuple[Path, Path], downloads: Path, log: Path):
+    """A headless Chromium driven by Selenium through chromedriver; downloads go to ``downloads``.
+
+    Chromium puts its single-instance socket in a folder of its own under ``$TMPDIR`` and leaves that
+    folder behind when it is ended, so it gets a ``TMPDIR`` of its own, removed after it quits."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
+    downloads.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = str(chromium[0])
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -57,12 +61,22 @@ def browser(chromium, artifacts, tmp_path):
                                               "download.prompt_for_download": False,
                                               "safebrowsing.enabled": False})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(chromium[1]), log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
-    driver.set_page_load_timeout(30)
-    driver.downloads = downloads
-    yield driver
-    driver.quit()
+    with tempfile.TemporaryDirectory(prefix="ws-chromium-") as own_tmp:
+        service = Service(str(chromium[1]), log_output=str(log), env={**os.environ, "TMPDIR": own_tmp})
+        driver = webdriver.Chrome(service=service, options=options)
+        try:
+            driver.set_page_load_timeout(30)
+            driver.downloads = downloads
+            yield driver
+        finally:
+            driver.quit()
+
+
+@pytest.fixture
+def browser(chromium, artifacts, tmp_path):
+    """A headless Chromium (``open_browser``); downloads go to tmp_path/downloads."""
+    with open_browser(chromium, tmp_path / "downloads", tmp_path / "chromedriver.log") as driver:
+        yield driver
 
 
 def copy_artifact(src: Path, name: str) -> None:
