@@ -8,7 +8,8 @@ it is prepared here and carried there:
 
     # here, in the project's venv (needs the ML stack): the real networks as TorchScript, and frames
     python bench/gpu.py prepare                      # -> bench/gpu-kit/ (about 16 MB; git-ignored)
-    python bench/gpu.py run --device cpu --quick     # a dry run of the same code on this machine (4 min)
+    python bench/gpu.py run --device cpu --quick     # a dry run of the same code on this machine (6 min)
+    python bench/gpu.py encode                       # drawing and encoding alone on this host's CPUs
 
     # there (the device tool carries bench/gpu-kit with the working tree):
     python3 bench/gpu.py run                         # about 4 minutes on an H200
@@ -37,7 +38,9 @@ here with PyAV at 5 frames/s, 640x360).
   batch; drawing and MP4 encoding (OpenCV) in threads behind, each its own segments of 64 frames.
   Also with nothing drawn or encoded (is the CPU work hidden?) and with three animals a frame. Each
   line ends with the seconds the main thread waited for frames, for the GPU and for the encoders:
-  where the time goes when the pipeline falls short of its bound.
+  where the time goes when the pipeline falls short of its bound;
+* drawing and encoding alone, no network: the same encoder threads fed fixed boxes and keypoints, what
+  the host's CPUs can draw and encode, the ceiling of every drawn pipeline line.
 
 Variants (``--variants``): fp32 (cuDNN may use TF32 for convolutions, torch's default), bf16 and fp16
 autocast, bf16-cl (bf16 with channels-last tensors), bf16-cl-graph (the same replayed from CUDA
@@ -414,6 +417,95 @@ def bare_forward(det, pose, frames_u8, batch: int, animals: int, variant: str, t
     return batch / secs
 
 
+class Encoders:
+    """Drawing and MP4 encoding behind the GPU, as segments of one long video are: ``n`` threads, each
+    drawing the boxes and keypoints of its own segments of ``segment`` frames (OpenCV) and writing each
+    segment to an MP4 file of its own in ``workdir``. ``waited`` is how long ``put`` waited for room in
+    their queues; ``close`` returns the frames written."""
+
+    def __init__(self, n: int, workdir: Path, name: str, size: tuple[int, int], segment: int = 64):
+        self.lanes = [queue.Queue(4) for _ in range(max(1, n))]
+        self.written = [0] * len(self.lanes)
+        self.workdir, self.name, self.size, self.segment = workdir, name, size, segment
+        self.waited = 0.0
+        self.threads = [threading.Thread(target=self._encode, args=(i,), daemon=True)
+                        for i in range(len(self.lanes))]
+        for t in self.threads:
+            t.start()
+
+    def _encode(self, lane: int):
+        import cv2
+        import numpy as np
+        writer, current = None, None
+        while (item := self.lanes[lane].get()) is not None:
+            seg, images, boxes, valid, kps = item
+            if seg != current:
+                if writer is not None:
+                    writer.release()
+                writer = cv2.VideoWriter(str(self.workdir / f"{self.name}-{seg}.mp4"),
+                                         cv2.VideoWriter_fourcc(*"mp4v"), 5, self.size)
+                current = seg
+            for img, bx, ok, kp in zip(images, boxes, valid, kps):
+                img = np.ascontiguousarray(img[..., ::-1])
+                for (x1, y1, x2, y2, *_), good, animal in zip(bx, ok, kp):
+                    if not good:
+                        continue
+                    cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
+                    pts = np.clip(animal[:, :2], -1e4, 1e4).astype(np.int32)
+                    cv2.polylines(img, pts[:, None, :], False, (0, 0, 255), 3)   # one dot a keypoint
+                writer.write(img)
+                self.written[lane] += 1
+        if writer is not None:
+            writer.release()
+
+    def put(self, first: int, images, boxes, valid, kps) -> None:
+        """Frames ``first``... of the video with their results, each to the thread of its segment."""
+        k = 0
+        while k < len(images):
+            seg = (first + k) // self.segment
+            end = min(len(images), (seg + 1) * self.segment - first)
+            t = time.perf_counter()
+            self.lanes[seg % len(self.lanes)].put((seg, images[k:end], boxes[k:end], valid[k:end], kps[k:end]))
+            self.waited += time.perf_counter() - t
+            k = end
+
+    def close(self) -> int:
+        for lane in self.lanes:
+            lane.put(None)
+        for t in self.threads:
+            t.join()
+        return sum(self.written)
+
+
+def encode_alone(frames, *, n_frames: int, batch: int, encoders: int, animals: int, keypoints: int,
+                 workdir: Path, segment: int = 64) -> dict:
+    """Frames/s of drawing and MP4 encoding alone, in ``encoders`` threads, with no network or GPU work:
+    ``n_frames`` frames cycled from ``frames``, handed on ``batch`` at a time as the pipeline hands them,
+    each with ``animals`` boxes of ``keypoints`` keypoints (fixed, spread over the frame). What the host's
+    CPUs can draw and encode is the ceiling of every drawn pipeline line; a line far under it lost its
+    time elsewhere (the host's threads contending, not the encoders' capacity)."""
+    import numpy as np
+    h, w = frames.shape[1:3]
+    k = np.arange(keypoints)
+    boxes = np.array([[w * (a + 0.2) / (animals + 1), h * 0.2, w * (a + 1.2) / (animals + 1), h * 0.8, 0.9, 0]
+                      for a in range(animals)], dtype=np.float32)
+    kps = np.stack([np.stack([bx[0] + (bx[2] - bx[0]) * (k % 7) / 7, bx[1] + (bx[3] - bx[1]) * (k // 7) / 7,
+                              np.full(keypoints, 0.5)], -1) for bx in boxes]).astype(np.float32)
+    sink = Encoders(encoders, workdir, f"alone-{animals}", (w, h), segment)
+    start = time.perf_counter()
+    for first in range(0, n_frames, batch):
+        idx = np.arange(first, min(first + batch, n_frames)) % len(frames)
+        n = len(idx)
+        sink.put(first, frames[idx], np.broadcast_to(boxes, (n, *boxes.shape)),
+                 np.ones((n, animals), dtype=bool), np.broadcast_to(kps, (n, *kps.shape)))
+    written = sink.close()
+    seconds = time.perf_counter() - start
+    if written != n_frames:
+        raise RuntimeError(f"{written} frames encoded, {n_frames} expected")
+    return {"frames": n_frames, "seconds": round(seconds, 3), "fps": round(n_frames / seconds, 1),
+            "animals": animals, "encoders": len(sink.lanes)}
+
+
 def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, animals: int, n_frames: int,
                  encoders: int, draw: bool, workdir: Path, segment: int = 64, collect: list | None = None) -> dict:
     """The whole pipeline over ``n_frames`` frames cycled from ``frames`` (uint8 numpy, N x H x W x 3).
@@ -432,7 +524,6 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
     ``gpu`` (the previous batch's results) and ``encoders`` (their queues full). ``collect``, if given,
     receives ``(first frame, boxes, valid, keypoints)`` of each batch as numpy arrays."""
     import contextlib
-    import cv2
     import numpy as np
     import torch
 
@@ -441,10 +532,9 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
     side = torch.cuda.Stream() if cuda and two else None
     src_n = len(frames)
     ahead: queue.Queue = queue.Queue(3)
-    lanes = [queue.Queue(4) for _ in range(max(1, encoders))]
     h, w = frames.shape[1:3]
-    written = [0] * len(lanes)
-    waits = {"frames": 0.0, "gpu": 0.0, "encoders": 0.0}
+    sink = Encoders(encoders, workdir, f"{variant}-{batch}", (w, h), segment) if draw else None
+    waits = {"frames": 0.0, "gpu": 0.0}
 
     def gather():
         for i in range(0, n_frames, batch):
@@ -452,29 +542,6 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
             chunk = torch.from_numpy(frames[idx])
             ahead.put((i, chunk.pin_memory() if cuda else chunk))
         ahead.put(None)
-
-    def encode(lane: int):
-        writer, current = None, None
-        while (item := lanes[lane].get()) is not None:
-            seg, images, boxes, valid, kps = item
-            if seg != current:
-                if writer is not None:
-                    writer.release()
-                writer = cv2.VideoWriter(str(workdir / f"{variant}-{batch}-{seg}.mp4"),
-                                         cv2.VideoWriter_fourcc(*"mp4v"), 5, (w, h))
-                current = seg
-            for img, bx, ok, kp in zip(images, boxes, valid, kps):
-                img = np.ascontiguousarray(img[..., ::-1])
-                for (x1, y1, x2, y2, *_), good, animal in zip(bx, ok, kp):
-                    if not good:
-                        continue
-                    cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
-                    pts = np.clip(animal[:, :2], -1e4, 1e4).astype(np.int32)
-                    cv2.polylines(img, pts[:, None, :], False, (0, 0, 255), 3)   # one dot a keypoint
-                writer.write(img)
-                written[lane] += 1
-        if writer is not None:
-            writer.release()
 
     def hand_off(first: int, images, host, event):
         t = time.perf_counter()
@@ -484,16 +551,8 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
         boxes, valid, kps = (t.numpy() for t in host)
         if collect is not None:
             collect.append((first, boxes.copy(), valid.copy(), kps.copy()))
-        if not draw:
-            return
-        k = 0
-        while k < len(images):
-            seg = (first + k) // segment
-            end = min(len(images), (seg + 1) * segment - first)
-            t = time.perf_counter()
-            lanes[seg % len(lanes)].put((seg, images[k:end], boxes[k:end], valid[k:end], kps[k:end]))
-            waits["encoders"] += time.perf_counter() - t
-            k = end
+        if sink is not None:
+            sink.put(first, images, boxes, valid, kps)
 
     def results_back(boxes, valid, kp):
         """The batch's results to the host: one asynchronous copy each and an event (on a GPU)."""
@@ -505,10 +564,8 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
         event.record()
         return host, event
 
-    threads = [threading.Thread(target=gather, daemon=True)]
-    threads += [threading.Thread(target=encode, args=(i,), daemon=True) for i in range(len(lanes))]
-    for t in threads:
-        t.start()
+    ahead_thread = threading.Thread(target=gather, daemon=True)
+    ahead_thread.start()
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -538,15 +595,14 @@ def pipeline_run(det, pose, frames, device: str, batch: int, variant: str, *, an
             pending = (first, chunk.numpy(), host, event)
         if pending is not None:
             hand_off(*pending)
-    for lane in lanes:
-        lane.put(None)
-    for t in threads:
-        t.join()
+    ahead_thread.join()
+    written = sink.close() if sink is not None else n_frames
     seconds = time.perf_counter() - start
-    if draw and sum(written) != n_frames:
-        raise RuntimeError(f"{sum(written)} frames encoded, {n_frames} expected")
+    if written != n_frames:
+        raise RuntimeError(f"{written} frames encoded, {n_frames} expected")
+    waits["encoders"] = sink.waited if sink is not None else 0.0
     return {"frames": n_frames, "seconds": round(seconds, 3), "fps": round(n_frames / seconds, 1),
-            "animals": animals, "encoders": len(lanes) if draw else 0,
+            "animals": animals, "encoders": len(sink.lanes) if sink is not None else 0,
             "waited": {k: round(v, 3) for k, v in waits.items()}}
 
 
@@ -663,8 +719,18 @@ def run(args) -> None:
           f"encoders")
     with tempfile.TemporaryDirectory(prefix="wildswarm-gpu-") as tmp:
         workdir = Path(tmp)
-        runs = [(v, b, args.animals, True) for v in variants for b in pipe_batches]
+        keypoints = info["keypoints"]
         top = pipe_batches[-1] if args.quick else 32
+        results["encode_alone"] = {}
+        for animals in sorted({args.animals, 3}):
+            res = encode_alone(frames, n_frames=n_frames, batch=top, encoders=encoders, animals=animals,
+                               keypoints=keypoints, workdir=workdir)
+            results["encode_alone"][animals] = res
+            for f in workdir.iterdir():
+                f.unlink()
+            print(f"  drawing and encoding alone, no network: {animals} animal{'s' if animals > 1 else ''}, "
+                  f"{keypoints} keypoints each, {res['fps']:.1f} frames/s (the drawn lines' ceiling on this host)")
+        runs = [(v, b, args.animals, True) for v in variants for b in pipe_batches]
         runs += [(v, top, args.animals, False) for v in variants]          # CPU work left out: is it hidden?
         if not args.quick:
             runs += [(v, top, 3, True) for v in variants]                  # a crowded clip
@@ -698,6 +764,32 @@ def run(args) -> None:
     print(f"\nresults in {out}")
 
 
+def encode(args) -> None:
+    """Drawing and encoding alone on this host's CPUs, in 1 to ``--encoders`` threads (no network)."""
+    import tempfile
+    import numpy as np
+    kit = args.kit
+    info = json.loads((kit / "kit.json").read_text())
+    frames = np.load(kit / "frames.npz")["frames"]
+    print(f"drawing and MP4 encoding alone, no network: {args.frames} frames ({len(frames)} seed frames "
+          f"{frames.shape[2]}x{frames.shape[1]} cycled), {info['keypoints']} keypoints an animal; "
+          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
+    counts = sorted({1, *(n for n in (2, 4, 8, 16) if n < args.encoders), args.encoders})
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="wildswarm-encode-") as tmp:
+        for n in counts:
+            for animals in (1, 3):
+                res = encode_alone(frames, n_frames=args.frames, batch=32, encoders=n, animals=animals,
+                                   keypoints=info["keypoints"], workdir=Path(tmp))
+                results[f"{n}-{animals}"] = res
+                for f in Path(tmp).iterdir():
+                    f.unlink()
+            print(f"  {n:>2} thread{'s' if n > 1 else ' '}: {results[f'{n}-1']['fps']:>7.1f} frames/s with one "
+                  f"animal a frame, {results[f'{n}-3']['fps']:>7.1f} with three")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -720,8 +812,14 @@ def main(argv=None) -> None:
                     "at most 8)")
     ru.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its kernels for each shape")
     ru.add_argument("--out", type=Path, default=None)
+    en = sub.add_parser("encode", help="time drawing and encoding alone on this host's CPUs (no GPU needed)")
+    en.add_argument("--kit", type=Path, default=KIT)
+    en.add_argument("--frames", type=int, default=1024)
+    en.add_argument("--encoders", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+                    help="the most threads (default: half the CPUs, at most 8, as run)")
+    en.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    {"prepare": prepare, "run": run}[args.cmd](args)
+    {"prepare": prepare, "run": run, "encode": encode}[args.cmd](args)
 
 
 if __name__ == "__main__":

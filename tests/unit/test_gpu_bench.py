@@ -109,6 +109,27 @@ def test_pipeline_carries_every_frame_to_encoded_segments(tmp_path, draw):
     assert counts == [8, 8, 7]
 
 
+@pytest.mark.parametrize("animals", [1, 3])
+def test_drawing_and_encoding_alone_writes_every_frame_into_its_segments(tmp_path, animals):
+    """The drawn pipeline lines' ceiling: the same encoders with fixed boxes and no network, every frame
+    written, segment by segment, with the boxes and keypoints drawn on it."""
+    frames = np.full((5, 90, 160, 3), 40, dtype=np.uint8)
+    res = gpu.encode_alone(frames, n_frames=21, batch=4, encoders=2, animals=animals, keypoints=6,
+                           workdir=tmp_path, segment=8)
+    assert res["frames"] == 21 and res["fps"] > 0 and res["encoders"] == 2
+    videos = sorted(tmp_path.glob("*.mp4"))
+    assert [v.name for v in videos] == [f"alone-{animals}-{s}.mp4" for s in range(3)]
+    counts, drawn = [], []
+    for v in videos:
+        cap = cv2.VideoCapture(str(v))
+        counts.append(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        ok, image = cap.read()
+        drawn.append(ok and int((image[..., 1] > 200).sum()))          # the green boxes
+        cap.release()
+    assert counts == [8, 8, 5]
+    assert all(drawn)
+
+
 def test_the_two_stream_pipeline_gives_every_frame_the_results_of_the_one_stream_pipeline(tmp_path):
     """-streams splits each batch into detection and pose (on a GPU, two streams): on the CPU it runs the
     same steps in turn, and every frame must come out with the boxes and keypoints of the one-stream path."""
@@ -209,4 +230,17 @@ def test_a_variant_whose_networks_cannot_be_built_is_reported_and_the_others_sti
     assert set(result["detect"]["1"]) == {"fp32", "fp32-streams"} == set(result["pose"]["2"])
     assert set(result["pipeline"]) == {"fp32-2-1", "fp32-2-1-nodraw", "fp32-streams-2-1", "fp32-streams-2-1-nodraw"}
     assert set(result["pipeline"]["fp32-2-1"]["waited"]) == {"frames", "gpu", "encoders"}
+    assert {k: v["frames"] for k, v in result["encode_alone"].items()} == {"1": 4, "3": 4}
     assert "fp32-fold FAILED in building its networks" in capsys.readouterr().out
+
+
+def test_encode_times_drawing_alone_in_one_to_n_threads(tmp_path, capsys):
+    """``bench/gpu.py encode``: the encoders' capacity on any host, no GPU and no network."""
+    _small_kit(tmp_path / "kit")
+    out = tmp_path / "encode.json"
+    gpu.main(["encode", "--kit", str(tmp_path / "kit"), "--frames", "6", "--encoders", "3", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert sorted(result) == ["1-1", "1-3", "2-1", "2-3", "3-1", "3-3"]
+    assert all(r["frames"] == 6 and r["fps"] > 0 for r in result.values())
+    assert " 3 threads:" in capsys.readouterr().out
+    assert not list((tmp_path / "kit").glob("*.mp4"))
