@@ -39,6 +39,30 @@ def test_a_bad_deployment_is_refused_with_what_is_wrong(anon, bearer, openapi):
     assert anon.get("/api/deployments", headers=bearer).get_json()["deployments"] == []
 
 
+def test_a_deployment_with_numbers_of_the_wrong_kind_is_refused_and_the_list_stays_json(anon, bearer, openapi):
+    """A number field given a list, an overflowing float, NaN or infinity, true, or a fraction of a metre
+    of uncertainty is a 400 saying which field, not a 500; and nothing is stored that would make every
+    later GET /api/deployments answer with NaN, which is not JSON."""
+    for bad, field in (({**CAM, "latitude": [1]}, "latitude"),
+                       ({**CAM, "coordinate_uncertainty": 1e999}, "coordinate_uncertainty"),
+                       ({**CAM, "coordinate_uncertainty": 2.5}, "coordinate_uncertainty"),
+                       ({**CAM, "camera_height": "nan"}, "camera_height"),
+                       ({**CAM, "camera_height": "inf"}, "camera_height"),
+                       ({**CAM, "longitude": True}, "longitude"),
+                       ({**CAM, "location_name": ["a", "b"]}, "location_name"),
+                       ({**CAM, "comments": {"a": 1}}, "comments")):
+        r = anon.post("/api/deployments", json=bad, headers=bearer)
+        assert r.status_code == 400 and field in r.get_json()["error"], (bad, r.status_code, r.get_data(as_text=True))
+        openapi.check("POST", "/api/deployments", r)
+    r = anon.get("/api/deployments", headers=bearer)
+    assert r.get_json()["deployments"] == []
+    ok = anon.post("/api/deployments", json={**CAM, "coordinate_uncertainty": "30", "camera_height": "0.8",
+                                             "camera_id": 1234}, headers=bearer)
+    assert ok.status_code == 201, ok.get_json()           # numbers as text, and a camera id given as a number
+    got = ok.get_json()
+    assert got["coordinate_uncertainty"] == 30 and got["camera_height"] == 0.8 and got["camera_id"] == "1234"
+
+
 def upload_with(c, video: bytes, **fields):
     return c.post("/api/jobs", data={**fields, "file": (io.BytesIO(video), "trap.mp4", "video/mp4")},
                   headers={"X-CSRF-Token": c.csrf}, content_type="multipart/form-data")

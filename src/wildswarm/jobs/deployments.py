@@ -6,6 +6,7 @@ missing rather than inventing it.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -49,12 +50,15 @@ class Deployment:
         try:
             for key in ("latitude", "longitude", "camera_height"):
                 if key in values:
-                    values[key] = float(values[key])
+                    values[key] = _number(key, values[key])
             if "coordinate_uncertainty" in values:
-                values["coordinate_uncertainty"] = int(values["coordinate_uncertainty"])
+                values["coordinate_uncertainty"] = _whole("coordinate_uncertainty", values["coordinate_uncertainty"])
             for key in ("deployment_start", "deployment_end"):
                 if key in values:
                     values[key] = parse_time(values[key])
+            for key in TEXT_FIELDS:
+                if key in values:
+                    values[key] = _text(key, values[key])
         except ValueError as exc:
             raise JobError(f"deployment {dep_id}: {exc}") from None
         dep = cls(**values)
@@ -88,6 +92,43 @@ class Deployment:
             if d[key] is not None:
                 d[key] = d[key].isoformat(timespec="seconds")
         return d
+
+
+TEXT_FIELDS = ("location_id", "location_name", "camera_id", "camera_model", "habitat", "comments")
+
+
+def _number(key: str, value) -> float:
+    """A finite number, given as a JSON number or as text: a list, true/false, NaN or infinity is
+    refused (PostgreSQL ranks NaN above every number, so a NaN height would pass the table's own check,
+    and every later listing would answer with NaN, which is not JSON)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{key} must be a number, not {type(value).__name__}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{key} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number, not {value!r}")
+    return number
+
+
+def _whole(key: str, value) -> int:
+    """A whole number (a JSON integer, a float without a fraction, or its digits as text)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    number = _number(key, value)
+    if not number.is_integer():
+        raise ValueError(f"{key} must be a whole number, not {value!r}")
+    return int(number)
+
+
+def _text(key: str, value) -> str:
+    """Text; a number given for it (a camera id of 1234) is kept as its digits."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{key} must be text, not {type(value).__name__}")
 
 
 def parse_time(value: str | datetime) -> datetime:
