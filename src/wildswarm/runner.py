@@ -395,16 +395,19 @@ class JobRunner:
             self.note(job, ("segment " + str(job.segment) + ": " if job.is_segment else "")
                       + "cancelled while it ran; stopped, nothing recorded")
             return Verdict(Outcome.CANCELLED)
+        taken = "another worker took the job over (this one stopped answering); stopped"
         if lease.lost.is_set():
-            self.note(job, "another worker took the job over (this one stopped answering); stopped")
+            self.note(job, taken)
             return Verdict(Outcome.LOST)
         try:
             given_back = self.store.requeue(job.id, self.owner, f"interrupted: worker {self.node} stopped")
         except JobStoreError as exc:      # its lease expires and another worker takes it
             log.warning("job %s: interruption not recorded: %s", job.id, exc)
-            given_back = None
-        if given_back is not None:
-            self.note(job, "interrupted by worker shutdown; left to be delivered again")
+            return Verdict(Outcome.INTERRUPTED)
+        if given_back is None:            # no longer this worker's: a progress write saw the take-over first
+            self.note(job, taken)
+            return Verdict(Outcome.LOST)
+        self.note(job, "interrupted by worker shutdown; left to be delivered again")
         return Verdict(Outcome.INTERRUPTED)
 
     def _move(self, src: Path, dest_dir: Path, job: Job) -> str:

@@ -262,6 +262,8 @@ class Worker:
                 self.broker.ack(d)
             elif verdict.outcome is not Outcome.INTERRUPTED:
                 self.broker.ack(d)
+            elif not self.stopping.is_set():   # left unsettled it would hold this worker's prefetch for hours
+                self.broker.requeue(d)
         except BrokerError as exc:
             log.warning("job %s: %s (the broker delivers it again)", current.job_id, exc)
         finally:

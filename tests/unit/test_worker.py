@@ -208,6 +208,57 @@ def test_a_lost_lease_stops_the_analysis_and_records_nothing(settings, store):
     assert (r.layout.input / "clip.mp4").exists() and not (r.layout.output / "clip").exists()
 
 
+def take_over_at(store, job_id: str, seconds: float) -> None:
+    """In ``seconds``, another worker holds the job, as the reconciler's requeue and a second claim leave it."""
+    def take_over():
+        with store.db.connection() as conn:
+            conn.execute("UPDATE jobs SET lease_owner = 'thief', node = 'n9' WHERE id = %s", (job_id,))
+    threading.Timer(seconds, take_over).start()
+
+
+def test_a_take_over_seen_first_by_a_progress_write_is_a_lost_job_not_an_interruption(settings, store, monkeypatch):
+    """Audit: the progress write (every second) notices a take-over before the lease thread (every quarter
+    lease). The runner then asked to give the job back, matched nothing, and called it INTERRUPTED, which
+    the worker leaves unsettled for a shutdown to return: while not shutting down it sat idle, its one
+    unacknowledged delivery holding its prefetch, until the broker's consumer timeout (hours)."""
+    monkeypatch.setattr(store, "lease_seconds", 60.0)             # the lease thread renews every 15 s
+    msg = queue_clip(store, settings, seconds=3, frames=30)
+    take_over_at(store, msg.job_id, 0.4)
+    assert runner(settings, store).run(msg).outcome is Outcome.LOST
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.RUNNING and job.node == "n9"       # the other worker's record stands
+    assert "interrupted" not in (job.error or "")
+
+
+def test_the_worker_acknowledges_a_job_taken_over_and_takes_the_next(settings, store, monkeypatch):
+    monkeypatch.setattr(store, "lease_seconds", 60.0)
+    msg = queue_clip(store, settings, seconds=3, frames=30)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
+    take_over_at(store, msg.job_id, 0.4)
+    run_delivery(worker, delivery(msg.encode()))
+    assert len(broker.acked) == 1 and broker.requeued == [] and worker.current is None
+    other = queue_clip(store, settings, name="next.mp4")
+    run_delivery(worker, delivery(other.encode()))
+    assert store.get(other.job_id).status is JobStatus.DONE
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_an_interrupted_job_s_delivery_is_given_back_unless_the_worker_is_stopping(settings, store, stopping):
+    """A stopping worker leaves the delivery for its closing channel to return; a worker that goes on
+    must not keep it unsettled (the store was unreachable when the job was stopped, say)."""
+    from wildswarm.runner import Verdict
+    msg = queue_clip(store, settings)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
+    if stopping:
+        worker.stopping.set()
+    d = delivery(msg.encode())
+    current = worker_module._Current(d, msg.job_id, workers=None)
+    worker._settle(current, Verdict(Outcome.INTERRUPTED))
+    assert broker.acked == [] and broker.requeued == ([] if stopping else [d])
+
+
 # --- long videos: how they are cut ---------------------------------------------------------------------
 class Planner(SleepAnalyzer):
     """Cuts videos as the pipeline does (its plan and segment folder), without models."""
