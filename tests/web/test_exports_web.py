@@ -81,6 +81,15 @@ def test_an_export_naming_an_unfinished_or_unknown_job_is_refused_and_says_which
         assert c.post("/api/exports", json=bad, headers=bearer).status_code == 400
 
 
+def test_an_nwb_subject_of_unknown_fields_is_a_400_not_a_500(app, finished, bearer, openapi):
+    c = app.test_client()
+    for subject in ({"colour": "red"}, {"age": 5}):
+        r = c.post("/api/exports", json={"format": "nwb", "jobs": [finished[0].id], "options": {"subject": subject}},
+                   headers=bearer)
+        assert r.status_code == 400 and "subject" in r.get_json()["error"], (subject, r.status_code, r.data[:300])
+        openapi.check("POST", "/api/exports", r)
+
+
 def test_the_export_form_needs_the_csrf_token(client, finished):
     form = {"format": "md-json", "job": [j.id for j in finished]}
     assert client.post("/api/exports", data=form).status_code in (400, 403)

@@ -21,6 +21,10 @@ from wildswarm.errors import ExportError
 from wildswarm.pipeline import files
 
 
+# NWB's Subject fields an export may be given, as text (pynwb.file.Subject)
+SUBJECT_FIELDS = ("species", "sex", "age", "description", "genotype", "strain", "weight", "subject_id")
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     title: str | None = None
@@ -30,8 +34,23 @@ class ExportOptions:
     capture_method: str | None = None        # activityDetection | timeLapse
     project_title: str | None = None
     media_observations: bool = False         # a media-level row (with its box) per animal as well
-    # NWB: species (Latin or an NCBI taxon IRI), sex, age (ISO 8601 duration)
+    # NWB: species (Latin or an NCBI taxon IRI), sex, age (ISO 8601 duration); SUBJECT_FIELDS
     subject: dict | None = None
+
+    def __post_init__(self):
+        """A subject of NWB's own text fields only: pynwb's Subject refuses any other (mid-export)."""
+        if self.subject is None:
+            return
+        if not isinstance(self.subject, dict):
+            raise ExportError(f"subject must be an object of {', '.join(SUBJECT_FIELDS)}")
+        unknown = sorted(set(self.subject) - set(SUBJECT_FIELDS))
+        if unknown:
+            raise ExportError(f"unknown subject field(s): {', '.join(map(str, unknown))}; "
+                              f"NWB's are {', '.join(SUBJECT_FIELDS)}")
+        for key, value in self.subject.items():
+            if value is not None and not isinstance(value, str):
+                raise ExportError(f"subject {key} must be text (e.g. age P90D, weight 0.02 kg), "
+                                  f"not {type(value).__name__}")
 
 
 def contributor(text: str) -> dict:

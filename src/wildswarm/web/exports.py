@@ -53,9 +53,7 @@ def options_from(given) -> ExportOptions:
     text = {k: given.get(k) or None for k in ("title", "sampling_design", "capture_method", "project_title")}
     if not all(v is None or isinstance(v, str) for v in text.values()):
         raise ExportError("title, sampling_design, capture_method and project_title are text")
-    subject = given.get("subject")
-    if subject is not None and not isinstance(subject, dict):
-        raise ExportError("subject must be an object (species, sex, age)")
+    subject = given.get("subject")          # its fields are checked by ExportOptions
     return ExportOptions(contributors=contributors, media_observations=given.get("media_observations") in
                          (True, "1", "true", "on"), subject=subject, **text)
 
