@@ -179,6 +179,23 @@ def test_session_cookie_is_httponly_and_samesite(anon):
     assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
 
 
+def test_access_control_off_exempts_the_whole_json_api_from_csrf(make_app, broker):
+    """Audit: the exemption went by blueprint (``api.``), so the JSON endpoints of the other blueprints
+    (bulk actions, exports, deployments, the results zip) still answered 'CSRF check failed' to scripts."""
+    app = make_app(broker, web_auth=False, web_password="", web_token="", web_secret_key="")
+    c = app.test_client()
+    r = c.post("/api/deployments", json={"id": "cam1"})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    for path, body, words in (("/api/jobs/bulk", {"action": "retry", "jobs": []}, ""),
+                              ("/api/jobs/outputs.zip", {"jobs": []}, ""),
+                              ("/api/exports", {"format": "csv", "jobs": []}, "jobs must be")):
+        r = c.post(path, json=body)
+        text = r.get_data(as_text=True)
+        assert "CSRF" not in text and r.is_json, (path, r.status_code, text[:200])
+        assert words in r.get_json()["error"] if r.status_code >= 400 else True
+    assert c.post("/deployments", data={"id": "cam2"}).status_code == 400       # an HTML form still needs its token
+
+
 def test_access_control_off(make_app, broker, video_bytes):
     app = make_app(broker, web_auth=False, web_password="", web_token="", web_secret_key="")
     c = app.test_client()

@@ -131,7 +131,7 @@ def guard():
             return response
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     if request.method in UNSAFE_METHODS and not g.via_token and endpoint != "auth.login":
-        if not settings.web_auth and endpoint.startswith("api."):
+        if not settings.web_auth and request.path.startswith("/api/"):   # the whole JSON API, every blueprint's
             return None
         if not _csrf_ok():
             abort(400, description="This form has expired or did not come from this site (CSRF check failed). "
