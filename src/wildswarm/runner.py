@@ -153,7 +153,7 @@ class JobRunner:
         cancel = cancel or threading.Event()
         job = self.call(self.store.claim, msg.job_id, self.owner, self.node)
         if job is None:
-            return self._not_claimed(msg, redelivered)
+            return self._end_split(msg, cancel) or self._not_claimed(msg, redelivered)
         if job.attempts > self.limit:
             return self._fail(job, f"claimed {job.attempts} times; the earlier {job.attempts - 1} never finished "
                                    "(worker stopped, crashed or lost its connection)")
@@ -205,6 +205,35 @@ class JobRunner:
         if lease.lost.is_set():
             return None, self._stopped(job, lease)
         return result, None
+
+    def _end_split(self, msg: JobMessage, cancel: threading.Event) -> Verdict | None:
+        """The step a stopped worker left undone on a long video, taken by the message that comes again
+        (the segment's, or the video's after its split): a video whose segments are all done is merged,
+        one whose segment failed for good fails. Without this, a worker killed (or cut off from the store)
+        between recording a segment and that step left the video running for ever, held by segments that
+        had all ended. None: nothing of the kind to do (``claim_merge`` and ``fail_split`` match only a
+        video still held by its segments)."""
+        job = self.call(self.store.find, msg.job_id)
+        if job is None or not (job.is_segment and job.status.finished or job.segments and job.plan):
+            return None
+        video = self.call(self.store.find, job.parent_id) if job.is_segment else job
+        if video is None or video.status is not JobStatus.RUNNING or not video.plan:
+            return None
+        if job.is_segment and job.status is JobStatus.FAILED:
+            failed = self.call(self.store.fail_split, video.id, f"segment {job.segment}: {job.error}")
+            if failed is None:
+                return None
+            self.note(job, f"segment {job.segment} had failed; its video fails with it")
+            return self._failed_video(failed, f"segment {job.segment}: {job.error}")
+        merging = self.call(self.store.claim_merge, video.id, self.owner, self.node)
+        if merging is None:
+            return None
+        self.note(video, "every segment done, its merge left undone; merging")
+        loaded, verdict = self._leased(merging, cancel, lambda: self.analyzers.get(video.profile))
+        if verdict is not None:
+            return verdict
+        from wildswarm.pipeline.segments import SegmentPlan
+        return self._merge(merging, self.layout.input / video.input_name, SegmentPlan(**video.plan), loaded, cancel)
 
     def _not_claimed(self, msg: JobMessage, redelivered: bool) -> Verdict:
         job = self.call(self.store.find, msg.job_id)
@@ -352,14 +381,16 @@ class JobRunner:
         if verdict is not None:
             return verdict
         owned = min(frames, total) if stop is not None else frames
-        if self.call(self.store.finish, job.id, self.owner, output=name, outputs=[], frames=owned,
-                     untrained=bool(getattr(loaded.analyzer, "untrained", False)), timings={}) is None:
-            return Verdict(Outcome.LOST)
-        metrics.SEGMENTS.labels("done").inc()
-        self.note(job, f"segment {job.segment + 1} of {seg_plan.count} done ({owned} frames)")
+        done = self.call(self.store.finish, job.id, self.owner, output=name, outputs=[], frames=owned,
+                         untrained=bool(getattr(loaded.analyzer, "untrained", False)), timings={})
+        if done is not None:
+            metrics.SEGMENTS.labels("done").inc()
+            self.note(job, f"segment {job.segment + 1} of {seg_plan.count} done ({owned} frames)")
+        # Claimed even when the finish matched nothing: the store may have recorded it and lost its answer,
+        # or another worker's record stands; either way the merge is due once every segment is done.
         merging = self.call(self.store.claim_merge, video.id, self.owner, self.node)
         if merging is None:
-            return Verdict(Outcome.DONE)
+            return Verdict(Outcome.DONE if done is not None else Outcome.LOST)
         return self._merge(merging, src, seg_plan, loaded, cancel)
 
     def _merge(self, video: Job, src: Path, seg_plan, loaded: Loaded, cancel: threading.Event) -> Verdict:

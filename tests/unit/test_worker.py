@@ -5,6 +5,7 @@ tests/integration runs the same code against the real RabbitMQ.
 """
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -305,6 +306,99 @@ def test_the_worker_tells_the_runner_how_many_workers_consume_the_queue(cut, sto
     run_delivery(worker, delivery(msg.encode()))
     assert len(broker.acked) == 1 and len(broker.published) == 4             # the video and its 4 segment jobs
     assert store.get(msg.job_id).segments == 4
+
+
+class Merger(Planner):
+    """Planner that also analyses segments (counting their frames) and merges them (a result folder)."""
+
+    def analyze_segment(self, video, out_root, name, k, seg_plan, report=None):
+        first, stop = seg_plan.owned(k)
+        frames = (stop if stop is not None else seg_plan.total) - first
+        if report:
+            report(frames)
+        return frames
+
+    def merge(self, video, out_root, name, seg_plan):
+        from wildswarm.testing import TestResult
+        folder = Path(out_root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text("{}")
+        return TestResult(name=name, output_dir=folder, files=("summary.json",), frames_read=seg_plan.total,
+                          frames_analysed=seg_plan.total)
+
+
+def split_video(cut, store):
+    """A long video split by a worker: (its message, its segment jobs' messages)."""
+    msg = long_video(store, cut)
+    split = runner(cut, store, Merger(cut)).run(msg, workers=2)
+    assert split.outcome is Outcome.SPLIT
+    return msg, list(split.messages)
+
+
+def segment_ended(store, seg: JobMessage, *, failed: bool = False) -> None:
+    """A segment claimed and recorded done (or failed) by a worker that then stopped, as a SIGKILL leaves it."""
+    assert store.claim(seg.job_id, "gone/1", "n7") is not None
+    if failed:
+        assert store.fail(seg.job_id, "gone/1", "PipelineError: boom") is not None
+    else:
+        assert store.finish(seg.job_id, "gone/1", output="long", outputs=[], frames=8, untrained=True,
+                            timings={}) is not None
+
+
+def test_a_worker_killed_between_the_last_segment_and_the_merge_leaves_the_merge_to_the_redelivery(cut, store):
+    """Audit: the last segment recorded done, then its worker died before claiming the merge. The segment's
+    message came again and was acknowledged as a duplicate: the video stayed running, 100 % done, held by
+    its segments with a lease that never expires, and Retry refused it."""
+    msg, segs = split_video(cut, store)
+    for seg in segs:
+        segment_ended(store, seg)
+    verdict = runner(cut, store, Merger(cut), node="n2").run(segs[-1], redelivered=True)
+    assert verdict.outcome is Outcome.DONE
+    video = store.get(msg.job_id)
+    assert video.status is JobStatus.DONE and video.output == "long"
+    assert (Layout(cut.data).input_done / "long.mp4").exists()
+
+
+def test_a_worker_killed_between_the_split_and_the_merge_leaves_the_merge_to_the_redelivery(cut, store):
+    """Every segment already done on disk (a retried video): the split, then the worker died before it
+    claimed the merge; the video's own message comes again."""
+    msg = long_video(store, cut)
+    assert store.claim(msg.job_id, "gone/1", "n7") is not None
+    assert store.split(msg.job_id, "gone/1", {"total": 30, "length": 8, "overlap": 4}, [True] * 4) == []
+    verdict = runner(cut, store, Merger(cut), node="n2").run(msg, redelivered=True)
+    assert verdict.outcome is Outcome.DONE and store.get(msg.job_id).status is JobStatus.DONE
+
+
+def test_a_worker_killed_between_a_failed_segment_and_its_video_fails_the_video_on_redelivery(cut, store):
+    msg, segs = split_video(cut, store)
+    segment_ended(store, segs[1], failed=True)
+    verdict = runner(cut, store, Merger(cut), node="n2").run(segs[1], redelivered=True)
+    assert verdict.outcome is Outcome.FAILED
+    video = store.get(msg.job_id)
+    assert video.status is JobStatus.FAILED and "segment 1" in video.error and "boom" in video.error
+    assert (Layout(cut.data).input_failed / "long.mp4").exists()
+    assert runner(cut, store, Merger(cut)).run(segs[1], redelivered=True).outcome is Outcome.DUPLICATE
+
+
+def test_a_last_segment_whose_recorded_finish_went_unanswered_still_merges(cut, store, monkeypatch):
+    """The store recorded the segment done but the answer was lost (the connection dropped): the retried
+    call matched nothing, the runner called the job lost and never claimed the merge."""
+    from wildswarm.errors import JobStoreUnavailable
+    msg, segs = split_video(cut, store)
+    for seg in segs[:-1]:
+        segment_ended(store, seg)
+    real, calls = store.finish, []
+
+    def finish_then_lose_the_answer(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        if len(calls) == 1:
+            raise JobStoreUnavailable("connection lost after the commit")
+        return calls[-1]
+
+    monkeypatch.setattr(store, "finish", finish_then_lose_the_answer)
+    verdict = runner(cut, store, Merger(cut), node="n2").run(segs[-1])
+    assert calls[0] is not None and calls[1] is None                  # recorded once; the retry matched nothing
+    assert verdict.outcome is Outcome.DONE and store.get(msg.job_id).status is JobStatus.DONE
 
 
 # --- the worker: what it tells the broker ------------------------------------------------------------
