@@ -53,8 +53,19 @@ def test_no_secret_in_the_code():
                 assert PASSWORD not in text and TOKEN not in text and SECRET not in text
 
 
-def test_healthz_reports_a_writable_root_and_the_broker(anon, openapi):
+def test_healthz_tells_a_stranger_only_whether_each_part_works(anon, openapi):
+    """Audit: /healthz is open through the proxy (it is the containers' healthcheck), and told anyone the
+    data root's path, the free disk space, and the job store's and broker's raw error texts; and each
+    anonymous hit read up to 1000 job rows. A stranger now gets the verdicts only."""
     r = anon.get("/healthz")
+    assert r.status_code == 200
+    openapi.check("GET", "/healthz", r)
+    assert r.get_json() == {"status": "ok", "data": {"writable": True}, "store": {"reachable": True},
+                            "broker": {"reachable": r.get_json()["broker"]["reachable"]}}
+
+
+def test_healthz_reports_a_writable_root_and_the_broker(app, bearer, openapi):
+    r = app.test_client().get("/healthz", headers=bearer)
     assert r.status_code == 200
     openapi.check("GET", "/healthz", r)
     body = r.get_json()
@@ -62,10 +73,11 @@ def test_healthz_reports_a_writable_root_and_the_broker(anon, openapi):
     assert isinstance(body["broker"]["reachable"], bool) and body["broker"]["pending_jobs"] == 0
 
 
-def test_healthz_reports_a_full_disk_but_stays_healthy(make_app, settings, tmpfs, openapi):
+def test_healthz_reports_a_full_disk_but_stays_healthy(make_app, settings, tmpfs, openapi, bearer):
     """Audit: a full disk made /healthz 503, so Swarm restarted the web task in a loop (cutting off the
     uploads in flight and the pages that say what is wrong). Now it reports and stays 200."""
     c = make_app(data=tmpfs.path / "data").test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = bearer["Authorization"]
     tmpfs.fill()
     r = c.get("/healthz")
     assert r.status_code == 200
@@ -81,13 +93,13 @@ def test_healthz_reports_a_full_disk_but_stays_healthy(make_app, settings, tmpfs
     assert c.get("/healthz").get_json()["data"]["writable"] is True
 
 
-def test_healthz_reports_a_job_store_that_is_down(make_app, settings, openapi):
+def test_healthz_reports_a_job_store_that_is_down(make_app, settings, openapi, bearer):
     from wildswarm.jobs import JobStore
     from wildswarm.jobs.db import Database
     from wildswarm.web import create_app
     s = settings.replace(db_port=1, db_timeout_seconds=0.5)
     c = create_app(s, store=JobStore(Database(s))).test_client()
-    r = c.get("/healthz")
+    r = c.get("/healthz", headers=bearer)
     assert r.status_code == 200
     openapi.check("GET", "/healthz", r)
     assert r.get_json()["store"]["reachable"] is False and r.get_json()["status"] == "degraded"

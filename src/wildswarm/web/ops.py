@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from wildswarm import __version__
 from wildswarm.errors import JobStoreError
 from wildswarm.web import metrics
+from wildswarm.web.security import logged_in
 
 bp = Blueprint("ops", __name__)
 
@@ -47,27 +48,35 @@ def healthz():
     A full or read-only disk, a job store or broker that is down: restarting
     the web app mends none of them, and Swarm restarting it in a loop (as it
     does on a failing healthcheck) would only cut off uploads in flight and the
-    pages that say what is wrong. ``status`` is ``ok`` or ``degraded``.
+    pages that say what is wrong. ``status`` is ``ok`` or ``degraded``. The details (the data root's
+    path, free space, error texts, pending publishes, the version) go to a logged-in client or the
+    bearer token only: behind the stack's proxy anyone can reach this.
     """
     cfg = current_app.config
     settings, layout, store = cfg["WILDSWARM_SETTINGS"], cfg["WILDSWARM_LAYOUT"], cfg["WILDSWARM_STORE"]
+    known = logged_in()     # a stranger (the proxy serves /healthz to anyone) gets the verdicts only
     problem = _writable(layout.uploads)      # a folder the service owns (the root may be root's)
     try:
-        free = shutil.disk_usage(layout.uploads).free
-    except OSError:
-        free = None
-    try:
-        pending, store_error = len(store.pending(1000)), None
+        pending, store_error = len(store.pending(1000 if known else 1)), None
     except JobStoreError as exc:
         pending, store_error = None, str(exc)
     broker = _broker_reachable(settings)
-    body = {
-        "status": "ok" if problem is None and store_error is None and broker else "degraded",
-        "version": __version__,
-        "data": {"root": str(layout.root), "writable": problem is None, "error": problem, "free_bytes": free},
-        "store": {"reachable": store_error is None, "error": store_error},
-        "broker": {"reachable": broker, "pending_jobs": pending},
-    }
+    status = "ok" if problem is None and store_error is None and broker else "degraded"
+    if not known:
+        body = {"status": status, "data": {"writable": problem is None}, "store": {"reachable": store_error is None},
+                "broker": {"reachable": broker}}
+    else:
+        try:
+            free = shutil.disk_usage(layout.uploads).free
+        except OSError:
+            free = None
+        body = {
+            "status": status,
+            "version": __version__,
+            "data": {"root": str(layout.root), "writable": problem is None, "error": problem, "free_bytes": free},
+            "store": {"reachable": store_error is None, "error": store_error},
+            "broker": {"reachable": broker, "pending_jobs": pending},
+        }
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response
