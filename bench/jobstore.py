@@ -9,7 +9,8 @@ camera-trap project's), then measures, in the same run:
 
 * list the newest 50 (what the jobs page and ``/api/jobs`` ask), p50 and p95;
 * filter by status, by node, and by a name search, p50 and p95;
-* count by status;
+* count by status, and what the cluster page (queue counts, every 5 s) and the jobs page's filters
+  (the nodes, the species seen) ask;
 * claim contention: 16 threads claiming from 10,000 queued jobs, each trying every job in
   its own random order: every job must be claimed exactly once; claims per second;
 * what the jobs page's poll transfers: the first load of 50 jobs against a steady-state
@@ -42,7 +43,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from wildswarm.config import Settings  # noqa: E402
 from wildswarm.jobs import JobQuery, JobStatus, JobStore  # noqa: E402
+from wildswarm.jobs.cluster import ClusterStats  # noqa: E402
 from wildswarm.jobs.db import Database  # noqa: E402
+from wildswarm.jobs.findings import species_seen  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 LOCAL_PASSWORD_FILE = Path("/var/lib/wildswarm-test/db-password")
@@ -219,6 +222,11 @@ def main() -> int:
             out["queries"][label]["with_count_p95_ms"] = timed(
                 lambda q=q: (store.list(q), store.count(q, cap=10_000)), max(10, args.repeat // 2))["p95_ms"]
         out["count_by_status"] = timed(store.count_by_status, max(5, args.repeat // 4))
+        # what every open cluster page asks every 5 s, and the jobs page's filters on each load
+        cluster = ClusterStats(store.db)
+        out["pages"] = {"cluster page: queue counts": timed(cluster.queue, max(5, args.repeat // 4)),
+                        "jobs page: nodes": timed(store.nodes, max(5, args.repeat // 4)),
+                        "jobs page: species seen": timed(lambda: species_seen(store), max(5, args.repeat // 4))}
         print("claim contention ...", flush=True)
         out["claims"] = claim_contention(store)
         out["poll"] = poll_bytes(store, s)
@@ -245,6 +253,8 @@ def report(out: dict, args) -> None:
               f"{base['p50_ms'] / r['p50_ms']:>13.0f}x")
     c = out["count_by_status"]
     print(f"{'count by status':<38}{c['p50_ms']:>9.2f}{c['p95_ms']:>9.2f}")
+    for label, r in out["pages"].items():
+        print(f"{label:<38}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}")
     print(f"{'baseline: newest 50 of JSON records':<38}{base['p50_ms']:>9.2f}{base['p95_ms']:>9.2f}"
           f"   ({args.json_jobs:,} records, read and sorted)")
     cl = out["claims"]

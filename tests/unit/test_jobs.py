@@ -301,3 +301,28 @@ def test_listings_sort_by_animals_found_length_or_name_and_page_without_overlap(
     assert names(order="longest") == ["A.mp4", "d.mp4", "b.mp4", "c.mp4"]
     assert names(order="name") == ["A.mp4", "b.mp4", "c.mp4", "d.mp4"]
     assert names(order="animals", limit=2) + names(order="animals", limit=2, offset=2) == names(order="animals")
+
+
+def test_the_cluster_queue_counts_each_state_and_the_nodes_are_listed_from_the_index(store):
+    """ClusterStats.queue() counts each state with a query of its own (each on an index, rather than one
+    pass over every row); every count must still be what the states say."""
+    from wildswarm.jobs.cluster import ClusterStats
+    j = ids(9)
+    for n, job_id in enumerate(j):
+        store.submit(job_id, f"v{n}.mp4")
+        if n != 2:
+            store.mark_published(job_id)
+    with store.db.connection() as conn:
+        def set_(job_id, sql):
+            conn.execute(f"UPDATE jobs SET {sql} WHERE id = %s", (job_id,))
+        set_(j[1], "retry_at = now() + interval '1 hour'")                               # queued, retrying
+                                                                                          # j[2]: queued, unannounced
+        set_(j[3], "status = 'running', node = 'w2', lease_owner = 'w2/x', lease_until = now() + interval '1 minute'")
+        set_(j[4], "status = 'failed', error = 'dead-lettered: the broker gave up'")
+        set_(j[5], "status = 'failed', error = 'PipelineError: boom'")
+        set_(j[6], "status = 'done', node = 'w1'")
+        set_(j[7], "status = 'done', node = 'w3'")
+        set_(j[8], "status = 'running', segments = 2, lease_owner = 'segments', lease_until = 'infinity'")  # waits
+    q = ClusterStats(store.db).queue()
+    assert (q.queued, q.retrying, q.pending_publish, q.running, q.dead_lettered, q.failed, q.done) == (3, 1, 1, 1, 1, 2, 2)
+    assert store.nodes() == ["w1", "w2", "w3"]

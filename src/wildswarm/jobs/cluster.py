@@ -46,14 +46,18 @@ class ClusterStats:
 
     def queue(self) -> Queue:
         with self.db.connection("counting the queue") as conn:
+            # one count a status, each read from an index of its own (jobs_queued_idx, jobs_pending_idx,
+            # jobs_running_idx, jobs_status_created_idx, jobs_whole_status_idx): one pass over every row,
+            # as this was, took 190 ms at a million jobs for each open cluster page every 5 s
             r = conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'queued') AS queued, "
-                "count(*) FILTER (WHERE status = 'queued' AND retry_at > now()) AS retrying, "
-                "count(*) FILTER (WHERE publish_pending) AS pending_publish, "
-                f"count(*) FILTER (WHERE status = 'running' AND {WORKS}) AS running, "
-                "count(*) FILTER (WHERE status = 'failed' AND error LIKE 'dead-lettered%%') AS dead_lettered, "
-                "count(*) FILTER (WHERE status = 'failed' AND parent_id IS NULL) AS failed, "
-                "count(*) FILTER (WHERE status = 'done' AND parent_id IS NULL) AS done FROM jobs").fetchone()
+                "SELECT (SELECT count(*) FROM jobs WHERE status = 'queued') AS queued, "
+                "(SELECT count(*) FROM jobs WHERE status = 'queued' AND retry_at > now()) AS retrying, "
+                "(SELECT count(*) FROM jobs WHERE publish_pending) AS pending_publish, "
+                f"(SELECT count(*) FROM jobs WHERE status = 'running' AND {WORKS}) AS running, "
+                "(SELECT count(*) FROM jobs WHERE status = 'failed' AND starts_with(error, 'dead-lettered')) "
+                "AS dead_lettered, "
+                "(SELECT count(*) FROM jobs WHERE status = 'failed' AND parent_id IS NULL) AS failed, "
+                "(SELECT count(*) FROM jobs WHERE status = 'done' AND parent_id IS NULL) AS done").fetchone()
         return Queue(**r)
 
     def backlog(self, sampling_fps: Callable[[str | None], float]) -> Backlog:
