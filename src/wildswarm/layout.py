@@ -39,6 +39,9 @@ PART_PREFIX = ".upload-"          # a web upload's part file in uploads/ while i
 STAGED_PREFIX = ".incoming-"      # a submitted copy in uploads/ while it is copied
 #: errno values that mean "this filesystem has no hard links here": fall back to a rename.
 NO_LINKS = (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK)
+# Every character at which str.splitlines() (and so the logs page) starts a new line, written escaped
+LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode("ascii")
+               for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 _BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -215,6 +218,7 @@ class Layout:
         writing it into a failure of the work it describes.
         """
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        line = line.translate(LINE_BREAKS)     # what it quotes (a dropped file's name) cannot forge a line
         try:
             path = self.log_file(node)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,18 @@ def test_log_appends_lines(tmp_path):
     assert [line.split(" ", 3)[3] for line in lines] == ["first", "second"]
 
 
+def test_a_log_line_stays_one_line_whatever_it_quotes(tmp_path):
+    """A file name dropped into input/ (by scp: nobody checks it first) is quoted in the node log; a line
+    break inside it, ASCII or Unicode, must not start a line of its own there or on the logs page."""
+    lay = Layout(tmp_path)
+    for breaker in ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"):
+        lay.log("node-1", f"queued a{breaker}2026-12-06 12:00:00 node-1 job forged.mp4")
+    text = (tmp_path / "logs" / "node-1.log").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) == 10 and text.count("\n") == 10
+    assert all(line.endswith("job forged.mp4") and "queued a" in line for line in lines)
+
+
 def test_atomic_write_leaves_no_temp(tmp_path):
     atomic_write(tmp_path / "f.json", "{}")
     atomic_write(tmp_path / "f.json", b"[]")

@@ -70,6 +70,12 @@ REFUSALS = [
     ("bad\x00name.mp4", None, 400, "bad_name", "control characters"),
     ("tab\tname.mp4", None, 400, "bad_name", "control characters"),
     ("esc\x1b[31m.mp4", None, 400, "bad_name", "control characters"),
+    # Audit: Unicode's line breaks passed (only code points under 32 and 127 were refused), and the
+    # original name is written into the node log, whose page splits lines on them: forged log lines
+    ("a\u20282026-12-06 12:00:00 n1 job 1 done.mp4", None, 400, "bad_name", "control characters"),
+    ("next\x85line.mp4", None, 400, "bad_name", "control characters"),
+    ("para\u2029graph.mp4", None, 400, "bad_name", "control characters"),
+    ("gnp.\u202emp4", None, 400, "bad_name", "control characters"),   # right-to-left override: a spoofed name
     ("x" * 300 + ".mp4", None, 400, "bad_name", "longer than 255"),
     (".hidden.mp4", None, 400, "bad_name", "dot"),
     ("***", None, 400, "bad_name", "no usable characters"),

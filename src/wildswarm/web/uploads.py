@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,17 @@ def upload_limit(settings: Settings) -> int:
     return min(settings.web_max_upload_bytes, settings.max_video_bytes)
 
 
+# Unicode's bidirectional controls: a name that shows as "clip.mp4" but is not (e.g. U+202E reversing it)
+BIDI_CONTROLS = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def check_name(name: str | None) -> str:
     """The safe name for a user-given file name, or :class:`UploadRefused` for a hostile one."""
     if name is None or not name.strip():
         raise UploadRefused("no_file", 400, "No file was chosen.")
     if len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES:
         raise UploadRefused("bad_name", 400, f"The file name is longer than {MAX_NAME_BYTES} bytes.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in BIDI_CONTROLS for c in name):
         raise UploadRefused("bad_name", 400, "The file name contains control characters.")
     if "/" in name or "\\" in name:
         raise UploadRefused("bad_name", 400, f"{name!r} is a path; send a plain file name (no / or \\).")
