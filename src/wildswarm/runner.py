@@ -153,7 +153,7 @@ class JobRunner:
         cancel = cancel or threading.Event()
         job = self.call(self.store.claim, msg.job_id, self.owner, self.node)
         if job is None:
-            return self._end_split(msg, cancel) or self._not_claimed(msg, redelivered)
+            return self._not_claimed(msg, redelivered, cancel)
         if job.attempts > self.limit:
             return self._fail(job, f"claimed {job.attempts} times; the earlier {job.attempts - 1} never finished "
                                    "(worker stopped, crashed or lost its connection)")
@@ -206,15 +206,14 @@ class JobRunner:
             return None, self._stopped(job, lease)
         return result, None
 
-    def _end_split(self, msg: JobMessage, cancel: threading.Event) -> Verdict | None:
-        """The step a stopped worker left undone on a long video, taken by the message that comes again
-        (the segment's, or the video's after its split): a video whose segments are all done is merged,
+    def _end_split(self, job: Job, cancel: threading.Event) -> Verdict | None:
+        """The step a stopped worker left undone on ``job``'s long video, taken by the message that comes
+        again (the segment's, or the video's after its split): a video whose segments are all done is merged,
         one whose segment failed for good fails. Without this, a worker killed (or cut off from the store)
         between recording a segment and that step left the video running for ever, held by segments that
         had all ended. None: nothing of the kind to do (``claim_merge`` and ``fail_split`` match only a
         video still held by its segments)."""
-        job = self.call(self.store.find, msg.job_id)
-        if job is None or not (job.is_segment and job.status.finished or job.segments and job.plan):
+        if not ((job.is_segment and job.status.finished) or (job.segments and job.plan)):
             return None
         video = self.call(self.store.find, job.parent_id) if job.is_segment else job
         if video is None or video.status is not JobStatus.RUNNING or not video.plan:
@@ -235,10 +234,13 @@ class JobRunner:
         from wildswarm.pipeline.segments import SegmentPlan
         return self._merge(merging, self.layout.input / video.input_name, SegmentPlan(**video.plan), loaded, cancel)
 
-    def _not_claimed(self, msg: JobMessage, redelivered: bool) -> Verdict:
+    def _not_claimed(self, msg: JobMessage, redelivered: bool, cancel: threading.Event) -> Verdict:
         job = self.call(self.store.find, msg.job_id)
         if job is None:
             return Verdict(Outcome.REJECTED, reason=f"no job {msg.job_id} in the job store")
+        ended = self._end_split(job, cancel)
+        if ended is not None:
+            return ended
         if job.is_segment and job.status is JobStatus.QUEUED:
             video = self.call(self.store.find, job.parent_id)
             if video is None or video.status.finished:
