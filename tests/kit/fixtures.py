@@ -10,6 +10,7 @@ Benchmarks: ``system_tmp`` (the folder ``tempfile`` hands out, to check that a r
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -217,15 +218,17 @@ def tmpfs(tmp_path):
 
 # --- what a run leaves behind ---------------------------------------------------------------------------
 @pytest.fixture
-def system_tmp(tmp_path, monkeypatch) -> Path:
+def system_tmp(monkeypatch):
     """The folder that ``tempfile`` hands out during this test, in this process and (``TMPDIR``) in its
     subprocesses: a benchmark's stand-in models are hundreds of MB, and what a run leaves there stays
-    on the machine of everyone who runs it."""
-    folder = tmp_path / "system-tmp"
-    folder.mkdir()
+    on the machine of everyone who runs it. Its path is short (a Unix socket's path must fit in 108
+    bytes, and Chromium puts its own under ``$TMPDIR``; pytest's tmp_path is too long), and it is
+    removed after the test."""
+    folder = Path(tempfile.mkdtemp(prefix="ws-t-"))
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     monkeypatch.setenv("TMPDIR", str(folder))
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- media and models ---------------------------------------------------------------------------------

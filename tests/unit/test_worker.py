@@ -194,27 +194,22 @@ def test_shutdown_interrupts_and_gives_the_job_back(settings, store):
     assert (r.layout.input / "clip.mp4").exists()
 
 
-def test_a_lost_lease_stops_the_analysis_and_records_nothing(settings, store):
-    msg = queue_clip(store, settings, seconds=3, frames=30)
-    r = runner(settings, store)
-
-    def take_over():                   # as if this worker had stopped answering and another claimed it
-        with store.db.connection() as conn:
-            conn.execute("UPDATE jobs SET lease_owner = 'thief', node = 'n9' WHERE id = %s", (msg.job_id,))
-
-    threading.Timer(0.4, take_over).start()
-    assert r.run(msg).outcome is Outcome.LOST
-    job = store.get(msg.job_id)
-    assert job.status is JobStatus.RUNNING and job.node == "n9"
-    assert (r.layout.input / "clip.mp4").exists() and not (r.layout.output / "clip").exists()
-
-
 def take_over_at(store, job_id: str, seconds: float) -> None:
     """In ``seconds``, another worker holds the job, as the reconciler's requeue and a second claim leave it."""
     def take_over():
         with store.db.connection() as conn:
             conn.execute("UPDATE jobs SET lease_owner = 'thief', node = 'n9' WHERE id = %s", (job_id,))
     threading.Timer(seconds, take_over).start()
+
+
+def test_a_lost_lease_stops_the_analysis_and_records_nothing(settings, store):
+    msg = queue_clip(store, settings, seconds=3, frames=30)
+    r = runner(settings, store)
+    take_over_at(store, msg.job_id, 0.4)   # as if this worker had stopped answering and another claimed it
+    assert r.run(msg).outcome is Outcome.LOST
+    job = store.get(msg.job_id)
+    assert job.status is JobStatus.RUNNING and job.node == "n9"
+    assert (r.layout.input / "clip.mp4").exists() and not (r.layout.output / "clip").exists()
 
 
 def test_a_take_over_seen_first_by_a_progress_write_is_a_lost_job_not_an_interruption(settings, store, monkeypatch):
