@@ -87,6 +87,8 @@ VARIANTS = {"fp32": ("fp32", False, False, False, False), "bf16": ("bf16", False
             "bf16-cl-graph-fold-streams": ("bf16", True, True, True, True)}
 # what fits the lease (run 3 took 125 s for three variants, so about 210 s for these five); --variants for more
 DEFAULT_VARIANTS = ("fp32", "bf16-cl", "bf16-cl-graph", "bf16-cl-graph-fold", "bf16-cl-graph-fold-streams")
+# drawing/encoding threads: half the CPUs, at most 8 (the rest feed the GPU and gather frames)
+DEFAULT_ENCODERS = max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -477,6 +479,12 @@ class Encoders:
         return sum(self.written)
 
 
+def _empty(folder: Path) -> None:
+    """Remove the MP4 segments a timed run wrote, before the next one."""
+    for f in folder.iterdir():
+        f.unlink()
+
+
 def encode_alone(frames, *, n_frames: int, batch: int, encoders: int, animals: int, keypoints: int,
                  workdir: Path, segment: int = 64) -> dict:
     """Frames/s of drawing and MP4 encoding alone, in ``encoders`` threads, with no network or GPU work:
@@ -629,7 +637,7 @@ def run(args) -> None:
         raise SystemExit("CUDA graphs need a GPU")
     pipe_batches = (2,) if args.quick else (8, 32, 64)
     n_frames = args.frames or (16 if args.quick else 1024)
-    encoders = args.encoders or max(1, min(8, (os.cpu_count() or 2) // 2))
+    encoders = args.encoders or DEFAULT_ENCODERS
     # cuDNN's own heuristics by default: autotuning every convolution at every batch size and variant
     # would cost minutes of the machine's short lease; --cudnn-benchmark measures with it
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
@@ -726,8 +734,7 @@ def run(args) -> None:
             res = encode_alone(frames, n_frames=n_frames, batch=top, encoders=encoders, animals=animals,
                                keypoints=keypoints, workdir=workdir)
             results["encode_alone"][animals] = res
-            for f in workdir.iterdir():
-                f.unlink()
+            _empty(workdir)
             print(f"  drawing and encoding alone, no network: {animals} animal{'s' if animals > 1 else ''}, "
                   f"{keypoints} keypoints each, {res['fps']:.1f} frames/s (the drawn lines' ceiling on this host)")
         runs = [(v, b, args.animals, True) for v in variants for b in pipe_batches]
@@ -750,8 +757,7 @@ def run(args) -> None:
             res["bare_fps"] = round(bare, 1)
             res["wall_over_bare"] = round(bare / res["fps"], 3)
             results["pipeline"][f"{v}-{b}-{animals}{'' if draw else '-nodraw'}"] = res
-            for f in workdir.iterdir():
-                f.unlink()
+            _empty(workdir)
             what = f"{animals} animal{'s' if animals > 1 else ''}" + ("" if draw else ", nothing drawn or encoded")
             print(f"  {v:<13} batch {b:>2}, {what:<34} {res['fps']:>7.1f} frames/s "
                   f"{100 * res['of_detector']:>4.0f} % of detection alone"
@@ -782,8 +788,7 @@ def encode(args) -> None:
                 res = encode_alone(frames, n_frames=args.frames, batch=32, encoders=n, animals=animals,
                                    keypoints=info["keypoints"], workdir=Path(tmp))
                 results[f"{n}-{animals}"] = res
-                for f in Path(tmp).iterdir():
-                    f.unlink()
+                _empty(Path(tmp))
             print(f"  {n:>2} thread{'s' if n > 1 else ' '}: {results[f'{n}-1']['fps']:>7.1f} frames/s with one "
                   f"animal a frame, {results[f'{n}-3']['fps']:>7.1f} with three")
     if args.out:
@@ -815,7 +820,7 @@ def main(argv=None) -> None:
     en = sub.add_parser("encode", help="time drawing and encoding alone on this host's CPUs (no GPU needed)")
     en.add_argument("--kit", type=Path, default=KIT)
     en.add_argument("--frames", type=int, default=1024)
-    en.add_argument("--encoders", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+    en.add_argument("--encoders", type=int, default=DEFAULT_ENCODERS,
                     help="the most threads (default: half the CPUs, at most 8, as run)")
     en.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
