@@ -29,6 +29,15 @@ class PipelineError(WildswarmError):
     """Analysis failed for a reason other than the input or the weights."""
 
 
+class PlanChanged(PipelineError):
+    """A video's segments were planned under another key: other settings, another version or weights
+    (a rolling update), or another video under the same name. ``differs`` says what, in words."""
+
+    def __init__(self, name: str, differs: str):
+        super().__init__(f"{name}: its segments were planned under other settings ({differs}); plan it again")
+        self.differs = differs
+
+
 class MessageError(WildswarmError):
     """A queue message cannot be decoded (malformed, wrong schema version)."""
 

@@ -26,7 +26,8 @@ STAGE_DURATION = Histogram("wildswarm_stage_duration_seconds", "Time spent per p
                            ["stage"], buckets=STAGE_BUCKETS)
 FRAMES_ANALYSED = Counter("wildswarm_frames_analysed_total", "Video frames analysed by this worker")
 SEGMENTS = Counter("wildswarm_segments_total",
-                   "Segments of long videos: planned (to analyse), done and failed, by this worker", ["outcome"])
+                   "Segments of long videos: planned (to analyse), replanned (queued again under this worker's "
+                   "settings), done and failed, by this worker", ["outcome"])
 MERGES = Counter("wildswarm_merges_total", "Merges of a long video's segments by this worker, by outcome",
                  ["outcome"])
 JOBS_IN_PROGRESS = Gauge("wildswarm_inprogress_jobs", "Jobs this worker is analysing now (0 or 1)")

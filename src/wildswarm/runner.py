@@ -33,7 +33,7 @@ from typing import Callable, Protocol
 from wildswarm import metrics
 from wildswarm.broker import retry_delay
 from wildswarm.config import Settings
-from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, VideoError
+from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, PlanChanged, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore
 from wildswarm.jobs.findings import findings_of
 from wildswarm.layout import Layout, move_into, stem_of
@@ -44,6 +44,7 @@ from wildswarm.profiles import ProfileError
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0   # seconds between progress writes to the job store
+MAX_REPLANS = 10          # a long video's segments planned again at most this often, then it fails
 
 
 class Analyzer(Protocol):
@@ -376,6 +377,14 @@ class JobRunner:
         name = stem_of(video.input_name)
         first, stop = seg_plan.owned(job.segment)
         total = (stop if stop is not None else seg_plan.total) - first
+        checker = getattr(loaded.analyzer, "check_segments", None)
+        try:
+            if checker is not None:
+                checker(src, self.layout.output, name, seg_plan)
+        except PlanChanged as exc:
+            return self._replan(job, video, src, seg_plan, loaded, exc.differs)
+        except OSError as exc:
+            return self._retry(job, f"cannot read its video's segment plan: {exc}")
         self.note(job, f"segment {job.segment + 1} of {seg_plan.count} started (attempt {job.attempts})")
         progress = self._progress(job, cancel)
         frames, verdict = self._leased(job, cancel, lambda: loaded.analyzer.analyze_segment(
@@ -394,6 +403,31 @@ class JobRunner:
         if merging is None:
             return Verdict(Outcome.DONE if done is not None else Outcome.LOST)
         return self._merge(merging, src, seg_plan, loaded, cancel)
+
+    def _replan(self, job: Job, video: Job, src: Path, seg_plan, loaded: Loaded, differs: str) -> Verdict:
+        """``job``'s video was planned under another key than this worker's: a rolling update (a new
+        image, new weights or new settings) left workers of both kinds, or one node differs. A result
+        made of both kinds' segments would not be one analysis, so this worker plans the video again
+        under its own key (its segments on disk are dropped) and queues every segment again; the
+        attempts of none are counted. Workers that disagree for good would plan it back and forth:
+        after ``MAX_REPLANS`` the video fails, saying what differs."""
+        name = stem_of(video.input_name)
+        if video.replans >= MAX_REPLANS:
+            return self._fail(job, f"its segments were planned {video.replans + 1} times by workers that "
+                                   f"disagree ({differs}); give every worker the same version, weights and settings")
+        try:
+            from wildswarm.pipeline import segments
+            where = loaded.analyzer.prepare_segments(src, self.layout.output, name, seg_plan)
+            finished = [segments.finished(where, k) for k in range(seg_plan.count)]
+        except OSError as exc:
+            return self._retry(job, f"cannot plan its video's segments again: {exc}")
+        todo = self.call(self.store.replan, video.id, job.id, self.owner, finished)
+        if todo is None:
+            return Verdict(Outcome.LOST)
+        metrics.SEGMENTS.labels("replanned").inc(len(todo))
+        self.note(video, f"segments planned again by {self.node}, as planned under other settings ({differs}); "
+                         f"{len(todo)} of {seg_plan.count} queued again")
+        return Verdict(Outcome.SPLIT, messages=tuple(JobMessage.for_job(c) for c in todo))
 
     def _merge(self, video: Job, src: Path, seg_plan, loaded: Loaded, cancel: threading.Event) -> Verdict:
         """Every segment is done and this worker won the merge: the video's result, as one run's."""

@@ -108,3 +108,36 @@ def test_a_merger_killed_mid_merge_is_replaced_and_the_result_is_complete(broker
     assert sorted(p.name for p in (lay.output / "merged").iterdir()) == sorted(outputs.ALL_FILES)
     summary = json.loads((lay.output / "merged" / outputs.SUMMARY).read_text())
     assert summary["frames"]["analysed"] == 30 and summary["segments"]["count"] == 8
+
+
+def test_segments_planned_before_a_rolling_update_are_planned_again_by_the_new_workers(
+        broker_settings, store, intake, untrained_settings, spawn, make_video):
+    """A rolling update (``docker service update``: a new image or new settings) replaces the workers one
+    by one. A long video split by an old worker then has its segments taken by new ones, whose results
+    would differ: each used to fail its check as an ordinary failure, and after three attempts the whole
+    video failed, and every video split before the update with it. Now the first new worker to meet
+    such a segment plans the video again, under its own settings, and the result is one version's."""
+    old = segment_settings(broker_settings, untrained_settings, lease_seconds=8, retry_delay_seconds=1)
+    new = old.replace(detection_threshold=old.detection_threshold * 2)    # what the update changed
+    a = spawn(old, "worker", node="old")
+    wait_consuming(old, 1, (a,), timeout=180)
+    video = make_video("updated.mp4", frames=80, fps=10)         # 40 analysed frames: 10 segments of 4
+    job_id = submit_file(intake, video).job.id
+    wait_for(lambda: sum(p.status is JobStatus.DONE for p in store.segment_jobs(job_id)) >= 2, 240,
+             "the old worker to finish two segments", interval=0.05, procs=(a,))
+    assert a.stop(timeout=60) == 0                                 # the update stops it (it ends its segment)
+    assert not store.get(job_id).status.finished
+    b = spawn(new, "worker", node="new")
+    jobs = wait_for(lambda: all_finished(store, 1), 300, "the video finished by the new worker", interval=0.5,
+                    procs=(b,))
+    job = jobs[job_id]
+    assert job.status is JobStatus.DONE, job.error
+    assert job.replans == 1 and job.attempts == 1
+    parts = store.segment_jobs(job_id)
+    assert len(parts) == 10 and all(p.status is JobStatus.DONE and p.node == "new" for p in parts)
+    summary = json.loads((Layout(new.data).output / "updated" / outputs.SUMMARY).read_text())
+    assert summary["settings"]["detection_threshold"] == new.detection_threshold
+    assert summary["frames"]["analysed"] == 40 and summary["segments"]["count"] == 10
+    assert len({p["pid"] for p in summary["segments"]["parts"]}) == 1          # every part made by the new worker
+    lines = [line for line in log_lines(new) if f"job {job_id}" in line and "planned again" in line]
+    assert len(lines) == 1, lines

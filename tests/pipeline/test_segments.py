@@ -15,6 +15,7 @@ import supervision as sv
 from kit.videos import write_video
 from kit.waiting import wait_for
 from wildswarm.config import Settings
+from wildswarm.errors import PlanChanged
 from wildswarm.pipeline import outputs, segments
 from wildswarm.pipeline.pose import KeyPoints
 from wildswarm.pipeline.run import Frames
@@ -250,17 +251,38 @@ def second_pid(summary, killed):
     return pids.pop()
 
 
+def finish_part(where, k, key):
+    (where / segments.part_name(k)).mkdir()
+    (where / segments.part_name(k) / segments.PART_FILE).write_text(json.dumps({"key": key, "frames": 4}))
+
+
 def test_finished_segments_count_only_for_the_plan_they_were_made_for(tmp_path):
     plan = segments.SegmentPlan(total=100, length=20, overlap=4)
-    where = segments.prepare(tmp_path, "v", "key-1", plan)
-    (where / segments.part_name(0)).mkdir()
-    (where / segments.part_name(0) / segments.PART_FILE).write_text("{}")
+    view = {"fps": 5, "version": "1.0"}
+    where = segments.prepare(tmp_path, "v", "key-1", plan, view)
+    finish_part(where, 0, "key-1")
     assert segments.prepare(tmp_path, "v", "key-1", plan) == where and segments.finished(where, 0)  # kept
     assert segments.check(tmp_path, "v", "key-1") == where
-    with pytest.raises(Exception, match="planned for another video"):
-        segments.check(tmp_path, "v", "key-2")             # a segment never writes into another plan
+    with pytest.raises(PlanChanged, match="planned under other settings") as changed:
+        segments.check(tmp_path, "v", "key-2", {"fps": 5, "version": "1.1"})   # never writes into another plan
+    assert changed.value.differs == "version '1.0' -> '1.1'"                  # says what differs
     segments.prepare(tmp_path, "v", "key-2", plan)           # another video or settings: started afresh
     assert not segments.finished(where, 0) and segments.check(tmp_path, "v", "key-2") == where
+    with pytest.raises(PlanChanged) as changed:
+        segments.check(tmp_path, "w", "key-2", view)
+    assert changed.value.differs == "no plan on disk"
+
+
+def test_a_part_made_under_another_plan_does_not_count(tmp_path):
+    """A worker of the old version that finishes its segment after the video was planned again under
+    the new one drops its part into the new plan's folder: it must not be merged as if it were new."""
+    plan = segments.SegmentPlan(total=100, length=20, overlap=4)
+    where = segments.prepare(tmp_path, "v", "new", plan)
+    finish_part(where, 0, "old")
+    finish_part(where, 1, "new")
+    (where / segments.part_name(2)).mkdir()
+    (where / segments.part_name(2) / segments.PART_FILE).write_text("{}")      # from before parts kept their key
+    assert [segments.finished(where, k) for k in range(4)] == [False, True, False, False]
 
 
 def test_the_fingerprint_follows_the_video_the_settings_and_the_plan(tmp_path):

@@ -322,6 +322,55 @@ class Merger(Planner):
                           frames_analysed=seg_plan.total)
 
 
+class Keyed(Merger):
+    """Merger under a key of its own: a worker of one version (or one set of settings) in a rolling update."""
+
+    def __init__(self, settings, key: str):
+        super().__init__(settings)
+        self.key = key
+
+    def prepare_segments(self, video, out_root, name, seg_plan):
+        return segments.prepare(out_root, name, self.key, seg_plan, {"version": self.key})
+
+    def check_segments(self, video, out_root, name, seg_plan):
+        return segments.check(out_root, name, self.key, {"version": self.key})
+
+
+def test_a_worker_of_another_version_plans_the_segments_again_and_counts_no_attempt(cut, store):
+    msg = long_video(store, cut)
+    split = runner(cut, store, Keyed(cut, "old")).run(msg, workers=2)
+    first = store.claim(split.messages[1].job_id, "old-worker/1", "n1")      # an old worker runs segment 1
+    assert first is not None
+    new = runner(cut, store, Keyed(cut, "new"), node="n2")
+    again = new.run(split.messages[0])
+    assert again.outcome is Outcome.SPLIT                                     # its messages published, then acked
+    assert [m.job_id for m in again.messages] == [m.job_id for m in split.messages]
+    video = store.get(msg.job_id)
+    assert video.replans == 1 and video.attempts == 1 and video.status is JobStatus.RUNNING
+    parts = store.segment_jobs(msg.job_id)
+    assert all(p.status is JobStatus.QUEUED and p.attempts == 0 for p in parts)
+    # the old worker's segment was taken from it: it records nothing
+    assert store.finish(first.id, "old-worker/1", output="long", outputs=[], frames=8, untrained=True,
+                        timings={}) is None
+    assert segments.planned(segments.folder(Layout(cut.data).output, "long"))["settings"] == {"version": "new"}
+    assert "planned again by n2" in (Layout(cut.data).logs / "n2.log").read_text()
+    verdicts = [new.run(m).outcome for m in again.messages]
+    assert verdicts == [Outcome.DONE] * len(again.messages)     # the last segment's worker merged
+    assert store.get(msg.job_id).status is JobStatus.DONE
+
+
+def test_workers_that_disagree_for_good_fail_the_video_saying_what_differs(cut, store, monkeypatch):
+    monkeypatch.setattr("wildswarm.runner.MAX_REPLANS", 3)
+    msg = long_video(store, cut)
+    seg = runner(cut, store, Keyed(cut, "a")).run(msg, workers=2).messages[0]
+    verdicts = [runner(cut, store, Keyed(cut, key), node=f"n-{key}").run(seg).outcome for key in "babab"]
+    assert verdicts[:3] == [Outcome.SPLIT] * 3 and verdicts[3] is Outcome.FAILED
+    video = store.get(msg.job_id)
+    assert video.status is JobStatus.FAILED and video.replans == 3
+    assert "planned 4 times by workers that disagree (version 'b' -> 'a')" in video.error
+    assert (Layout(cut.data).input_failed / "long.mp4").exists()
+
+
 def split_video(cut, store):
     """A long video split by a worker: (its message, its segment jobs' messages)."""
     msg = long_video(store, cut)
@@ -549,3 +598,4 @@ def test_the_heartbeat_records_the_worker_its_job_and_its_rate_then_its_stop(set
     (w,) = registry.recent(0.2)
     assert w.state == "stopped" and w.frames_per_s == 0
     assert registry.recent(0.2, within_seconds=0) == []
+

@@ -71,6 +71,7 @@ class Job:
     segment: int | None = None         # a segment job: its number, from 0
     segments: int = 0                  # a split job: how many segment jobs it has
     plan: dict | None = None           # a split job: its segment plan (total, length, overlap)
+    replans: int = 0                   # a split job: times its segments were planned again (a rolling update)
     deployment_id: str | None = None   # where and when its video was recorded (jobs.deployments)
     media: dict = field(default_factory=dict)   # the video's own metadata, read at intake
     profile: str | None = None         # the analysis profile it is analysed with (None: from before profiles)

@@ -282,10 +282,39 @@ class JobStore:
                     f"UPDATE jobs SET status = 'done', finished_at = now(), lease_owner = NULL, lease_until = NULL, "
                     f"publish_pending = false, {CHANGED} WHERE id = %(id)s AND %(done)s AND status <> 'done' "
                     "AND status <> 'running'", params)
-            rows = conn.execute("SELECT * FROM jobs WHERE parent_id = %s AND status = 'queued' ORDER BY segment",
-                                (job_id,)).fetchall()
-            conn.execute("UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
-                         "WHERE c.parent_id = %(id)s) WHERE id = %(id)s", {"id": job_id})
+            return self._queued_segments(conn, job_id)
+
+    def replan(self, job_id: str, mine: str, owner: str, finished: list[bool]) -> list["Job"] | None:
+        """A split job's segments planned again (``finished``: which results are on disk under the new
+        plan), by the worker ``owner`` that holds its segment job ``mine`` and found the plan made
+        under other settings. Every segment job not done under the new plan is queued again with its
+        attempts forgiven: one that another worker runs is taken from it (it stops at its next lease
+        renewal, recording nothing), and this one's own is queued like the rest. Returns the segment
+        jobs to publish; None if the job no longer waits for its segments or ``owner`` lost its own."""
+        with self.db.connection("planning a job's segments again") as conn, conn.transaction():
+            row = conn.execute(f"UPDATE jobs SET replans = replans + 1, {CHANGED} WHERE id = %(id)s "
+                               f"AND status = 'running' AND lease_owner = '{SPLIT_OWNER}' AND EXISTS "
+                               "(SELECT 1 FROM jobs c WHERE c.id = %(segment)s AND c.parent_id = %(id)s "
+                               "AND c.status = 'running' AND c.lease_owner = %(owner)s) RETURNING *",
+                               {"id": job_id, "segment": mine, "owner": owner}).fetchone()
+            if row is None:
+                return None
+            for k, done in enumerate(finished):
+                params = {"id": segment_id(job_id, k), "done": bool(done)}
+                conn.execute(f"UPDATE jobs SET status = 'queued', attempts = 0, {RESET}, publish_pending = true, "
+                             f"{CHANGED} WHERE id = %(id)s AND NOT %(done)s AND status <> 'cancelled'", params)
+                conn.execute(f"UPDATE jobs SET status = 'done', finished_at = now(), lease_owner = NULL, "
+                             f"lease_until = NULL, publish_pending = false, {CHANGED} WHERE id = %(id)s AND %(done)s "
+                             "AND status <> 'done'", params)
+            return self._queued_segments(conn, job_id)
+
+    @staticmethod
+    def _queued_segments(conn, job_id: str) -> list["Job"]:
+        """A split job's segment jobs that wait for a worker (to publish), its progress summed again."""
+        rows = conn.execute("SELECT * FROM jobs WHERE parent_id = %s AND status = 'queued' ORDER BY segment",
+                            (job_id,)).fetchall()
+        conn.execute("UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
+                     "WHERE c.parent_id = %(id)s) WHERE id = %(id)s", {"id": job_id})
         return [Job.from_row(r) for r in rows]
 
     def claim_merge(self, job_id: str, owner: str, node: str) -> Job | None:
@@ -389,7 +418,7 @@ class JobStore:
             ended = job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
             name = restore_input(job) if ended else job.input_name
             attempts = "0" if ended else "attempts"
-            row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, {RESET}, "
+            row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, replans = 0, {RESET}, "
                                f"publish_pending = true, {NOTIFY_AGAIN}, {CHANGED} WHERE id = %s RETURNING *",
                                (name, job_id)).fetchone()
             # its unfinished segment jobs go (finished ones stay: their results are kept for the rerun)

@@ -206,7 +206,12 @@ class Pipeline:
     def prepare_segments(self, video: Path, out_root: Path, name: str, seg_plan: SegmentPlan) -> Path:
         """Make (or keep, when it was made for the same video, settings and plan) the folder the
         segments of ``video`` are written to; once per video, before its segments run."""
-        return segments.prepare(out_root, name, self.segments_key(video, seg_plan), seg_plan)
+        return segments.prepare(out_root, name, self.segments_key(video, seg_plan), seg_plan, self.results_view())
+
+    def check_segments(self, video: Path, out_root: Path, name: str, seg_plan: SegmentPlan) -> Path:
+        """The segments folder of ``video``, if it was planned under this pipeline's key; else
+        :class:`~wildswarm.pipeline.segments.PlanChanged`, saying what differs."""
+        return segments.check(out_root, name, self.segments_key(video, seg_plan), self.results_view())
 
     def analyze_segment(self, video: Path, out_root: Path, name: str, k: int, seg_plan: SegmentPlan,
                         *, report: Callable[[int], None] | None = None) -> int:
@@ -215,7 +220,8 @@ class Pipeline:
         :meth:`prepare_segments` must have been called for the video."""
         video = Path(video)
         info = probe(video)
-        where = segments.check(out_root, name, self.segments_key(video, seg_plan))
+        plan_key = self.segments_key(video, seg_plan)
+        where = segments.check(out_root, name, plan_key, self.results_view())
         if segments.finished(where, k):
             return json.loads((where / segments.part_name(k) / segments.PART_FILE).read_text())["frames"]
         first, stop = seg_plan.reads(k)
@@ -233,9 +239,9 @@ class Pipeline:
                 part["poster"] = {"animals": frames.poster[0], "frame": frames.poster[1]}
             # the segment's own wall time: its stages' timings overlap when decode and draw run in threads
             frames.timings["total"] = time.perf_counter() - started
-            part.update(segment=k, first=first, frames=len(frames.meta), decoded=frames.decoded, read=frames.read,
-                        timings={key: round(v, 4) for key, v in frames.timings.items()}, host=platform.node(),
-                        pid=os.getpid())
+            part.update(key=plan_key, segment=k, first=first, frames=len(frames.meta), decoded=frames.decoded,
+                        read=frames.read, timings={key: round(v, 4) for key, v in frames.timings.items()},
+                        host=platform.node(), pid=os.getpid())
             (tmp / segments.PART_FILE).write_text(json.dumps(part))
         return len(frames.meta)
 

@@ -12,7 +12,12 @@ Each segment's result is written atomically (temporary folder, then rename)
 under ``<out_root>/.segments/<name>/<k>/``: its labeled video (its own frames
 only), and ``frames.npz`` + ``part.json`` (boxes, tracks, keypoints; plain
 arrays and JSON, never a pickle). A finished segment is never analysed again
-while the plan and the settings are unchanged (``plan.json`` says which).
+while the plan and the settings are unchanged: ``plan.json`` holds the plan's
+key (the video, the settings that change results, wildswarm's version and the
+weights' hashes) and those settings in words, and each ``part.json`` the key it
+was made under. A worker whose key differs (a rolling update left workers of
+two versions or settings) does not write into the plan: :func:`check` raises
+:class:`PlanChanged`, saying what differs, and the worker plans the video again.
 
 The merge joins the labeled videos without re-encoding, stitches each
 segment's tracks to the next one's by the boxes they share in the overlap
@@ -32,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wildswarm.errors import PipelineError
+from wildswarm.errors import PipelineError, PlanChanged
 
 SEGMENTS_DIR = ".segments"
 PLAN_FILE = "plan.json"
@@ -104,38 +109,63 @@ def fingerprint(video: Path, settings_view: dict, seg_plan: SegmentPlan) -> str:
     return h.hexdigest()
 
 
-def planned_key(where: Path) -> str | None:
+def planned(where: Path) -> dict:
+    """The plan file of a segments folder ({} if there is none, or it cannot be read)."""
     try:
-        return json.loads((where / PLAN_FILE).read_text()).get("key")
-    except (OSError, ValueError, AttributeError):
-        return None
+        plan = json.loads((where / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
 
 
-def prepare(out_root: Path, name: str, key: str, seg_plan: SegmentPlan) -> Path:
+def planned_key(where: Path) -> str | None:
+    return planned(where).get("key")
+
+
+def differences(planned_view: dict | None, view: dict | None) -> str:
+    """What differs between the settings a plan was made under and ``view``, in words."""
+    if planned_view is None:
+        return "no plan on disk"
+    if not planned_view or not view:
+        return "another video, plan or settings"
+    changed = [f"{k} {planned_view.get(k)!r} -> {view.get(k)!r}" for k in sorted(set(planned_view) | set(view))
+               if planned_view.get(k) != view.get(k)]
+    return ", ".join(changed) or "another video or plan"
+
+
+def prepare(out_root: Path, name: str, key: str, seg_plan: SegmentPlan, view: dict | None = None) -> Path:
     """The segments folder for this plan: kept if it was made for the same video, settings and plan,
     else emptied. Returns it. Called once per video by whoever plans it, before any segment runs
-    (segments themselves only check the plan: :func:`check`)."""
+    (segments themselves only check the plan: :func:`check`). ``view``: the settings behind ``key``,
+    kept in words so that a worker under other settings can say what differs."""
     where = folder(out_root, name)
     if planned_key(where) != key:
         shutil.rmtree(where, ignore_errors=True)
         where.mkdir(parents=True, exist_ok=True)
         tmp = where / f".{PLAN_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps({"key": key, "plan": asdict(seg_plan)}))
+        tmp.write_text(json.dumps({"key": key, "plan": asdict(seg_plan), "settings": view or {}}))
         os.replace(tmp, where / PLAN_FILE)
     return where
 
 
-def check(out_root: Path, name: str, key: str) -> Path:
-    """The segments folder, if it was prepared for this video, these settings and this plan."""
+def check(out_root: Path, name: str, key: str, view: dict | None = None) -> Path:
+    """The segments folder, if it was prepared for this video, these settings and this plan; else
+    :class:`PlanChanged` (``view``: the settings behind ``key``, to say what differs)."""
     where = folder(out_root, name)
-    if planned_key(where) != key:
-        raise PipelineError(f"{name}: its segments were planned for another video, other settings or another "
-                            "plan; plan it again")
+    plan = planned(where)
+    if plan.get("key") != key:
+        raise PlanChanged(name, differences(plan.get("settings") if plan else None, view))
     return where
 
 
 def finished(where: Path, k: int) -> bool:
-    return (where / part_name(k) / PART_FILE).is_file()
+    """Segment ``k``'s result is on disk and was made under the folder's plan (a worker of another
+    version that finished it after the video was planned again does not count)."""
+    try:
+        part = json.loads((where / part_name(k) / PART_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(part, dict) and part.get("key") is not None and part.get("key") == planned_key(where)
 
 
 def remove(out_root: Path, name: str) -> None:

@@ -58,6 +58,9 @@ JOB = {
         "segments": {"type": "integer", "minimum": 0,
                      "description": "A long video analysed in segments across the workers: how many (0: one piece)"},
         "plan": {"type": ["object", "null"], "description": "Its segment plan: total, length and overlap in frames"},
+        "replans": {"type": "integer", "minimum": 0,
+                    "description": "Times its segments were planned again: a worker of another version or other "
+                                   "settings (a rolling update) took one, and planned the video under its own"},
         "profile": {"type": ["string", "null"], "description": "The analysis profile it is analysed with "
                                                                "(GET /api/profiles; null: from before profiles)"},
         "profile_settings": {"type": "object", "description": "The settings that profile resolved to on the worker "
