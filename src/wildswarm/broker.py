@@ -15,7 +15,10 @@ Messages are persistent and every publish waits for the broker's confirm, so
 a job that :meth:`Broker.publish` returned for is on disk. A quorum queue
 counts deliveries (``x-delivery-count``: 0 on the first); after more than
 ``delivery_limit`` returns the broker dead-letters a message by itself, a
-backstop for workers that die on it every time.
+backstop for workers that die on it every time. A delivery a worker cannot
+start (it is stopping) is not nacked, which would count: :meth:`Broker.hand_back`
+publishes it again, its earlier deliveries carried in ``x-wildswarm-deliveries``,
+and acknowledges it.
 
 Acknowledgement timeout: RabbitMQ closes a consumer's channel when a delivery
 stays unacknowledged longer than ``consumer_timeout`` (30 minutes by default).
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
 REASON_HEADER = "x-wildswarm-error"
+EARLIER_HEADER = "x-wildswarm-deliveries"   # deliveries counted before the message was handed back
 
 
 def dead_letter_exchange(queue: str) -> str:
@@ -99,7 +103,7 @@ class Delivery:
     body: bytes
     tag: int
     redelivered: bool
-    delivery_count: int                 # earlier deliveries (x-delivery-count), 0 on the first
+    delivery_count: int                 # earlier deliveries (x-delivery-count + before a hand-back), 0 first
     headers: dict = field(default_factory=dict)
     message_id: str | None = None
     generation: int = 0                 # which connection delivered it (tags die with it)
@@ -108,6 +112,13 @@ class Delivery:
     def attempt(self) -> int:
         """1 on the first delivery, 2 on the second, ..."""
         return self.delivery_count + 1
+
+
+def _delivery(method, props, body: bytes, generation: int) -> Delivery:
+    headers = dict(props.headers or {})
+    count = int(headers.get("x-delivery-count") or 0) + int(headers.get(EARLIER_HEADER) or 0)
+    return Delivery(body=body, tag=method.delivery_tag, redelivered=bool(method.redelivered), delivery_count=count,
+                    headers=headers, message_id=props.message_id, generation=generation)
 
 
 class Backoff:
@@ -257,11 +268,7 @@ class Broker:
         generation = self.generation
 
         def callback(_ch, method, props, body):
-            headers = dict(props.headers or {})
-            count = headers.get("x-delivery-count") or 0
-            on_delivery(Delivery(body=body, tag=method.delivery_tag, redelivered=bool(method.redelivered),
-                                 delivery_count=int(count), headers=headers,
-                                 message_id=props.message_id, generation=generation))
+            on_delivery(_delivery(method, props, body, generation))
 
         with translated("cannot start consuming"):
             self._channel.basic_qos(prefetch_count=prefetch)
@@ -310,6 +317,17 @@ class Broker:
         with translated("ack failed"):
             self._channel.basic_ack(delivery.tag)
 
+    def hand_back(self, delivery: Delivery) -> None:
+        """Give back a delivery this consumer cannot start, without counting it as a delivery: published
+        again (confirmed) to the job queue with its earlier deliveries in a header, then acknowledged.
+        A nack would count, and a message that met a few stopping workers would be dead-lettered unrun."""
+        self._check(delivery)
+        headers = {k: v for k, v in delivery.headers.items() if k not in ("x-delivery-count", EARLIER_HEADER)}
+        if delivery.delivery_count:
+            headers[EARLIER_HEADER] = delivery.delivery_count
+        self.publish(delivery.body, message_id=delivery.message_id, headers=headers)
+        self.ack(delivery)
+
     def requeue(self, delivery: Delivery) -> None:
         """Give the delivery back; the broker counts it and delivers it again (or dead-letters it)."""
         self._check(delivery)
@@ -333,10 +351,7 @@ class Broker:
             method, props, body = self._channel.basic_get(queue or self.queue, auto_ack=ack)
         if method is None:
             return None
-        headers = dict(props.headers or {})
-        return Delivery(body=body, tag=method.delivery_tag, redelivered=bool(method.redelivered),
-                        delivery_count=int(headers.get("x-delivery-count") or 0), headers=headers,
-                        message_id=props.message_id, generation=self.generation)
+        return _delivery(method, props, body, self.generation)
 
     def delete_topology(self) -> None:
         """Delete the job queue, its delay queues, the dead-letter queue and exchange (tests, benchmarks)."""

@@ -14,7 +14,10 @@ delivery goes back to the queue, and its lease expires.
 Retries back off: a retriable failure (and a message for a job another worker
 may still hold) is published again to a delay queue and the delivery acked,
 instead of being nacked straight back. A malformed message, or one with no
-job behind it, goes to the dead-letter queue with its reason.
+job behind it, goes to the dead-letter queue with its reason. A message that
+reaches a stopping worker is handed back the same way, uncounted: a quorum
+queue counts each nack, and a message that met a few stopping workers in a row
+(a rolling update) would be dead-lettered without having run.
 
 Health: :meth:`Worker.stalled_seconds` is how long the job loop has been
 unable to take work (0 while it can); the container's healthcheck reads it
@@ -219,7 +222,11 @@ class Worker:
         except MessageError as exc:
             self._reject(delivery, f"malformed message: {exc}")
             return
-        if self.stopping.is_set() or self.current is not None:
+        if self.stopping.is_set():
+            self.broker.cancel()              # first, or the message handed back comes straight back here
+            self._hand_back(delivery)
+            return
+        if self.current is not None:
             self.broker.requeue(delivery)
             return
         current = _Current(delivery, msg.job_id, workers=self._workers())
@@ -234,6 +241,14 @@ class Worker:
             return self.broker.counts()[1] or None
         except BrokerError:
             return None
+
+    def _hand_back(self, delivery: Delivery) -> None:
+        """A delivery this worker will not start (it is stopping): back on the queue, uncounted."""
+        try:
+            self.broker.hand_back(delivery)
+        except BrokerError as exc:      # not published: a nack, which the broker counts
+            log.warning("message %s not handed back (%s); giving it back counted", delivery.message_id, exc)
+            self.broker.requeue(delivery)
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
         self.broker.dead_letter(delivery, reason)

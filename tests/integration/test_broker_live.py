@@ -6,6 +6,9 @@ import pytest
 from kit.waiting import wait_for
 from wildswarm.broker import Broker, dead_letter_queue
 from wildswarm.errors import BrokerError
+from wildswarm.messages import JobMessage
+from wildswarm.testing import SleepAnalyzer
+from wildswarm.worker import Worker
 
 
 def test_declaring_is_idempotent_and_mismatches_are_broker_errors(broker_settings, broker):
@@ -96,3 +99,29 @@ def test_the_test_broker_keeps_rabbitmqs_default_disk_limit_and_blocks_nobody(se
     nodes = wait_for(lambda: [n for n in broker_nodes(services) if "disk_free_limit" in n], 30, "the node's figures")
     assert [n["disk_free_limit"] for n in nodes] == [50 * 10**6] and TEST_DISK_FREE_LIMIT == "50MB"
     assert broker_alarms(services) == []
+
+
+def test_a_stopping_worker_hands_a_delivery_back_without_counting_it(broker_settings, broker, store):
+    """Audit (stop 35): a worker told to stop nacked what the broker had just dispatched to it. A quorum
+    queue counts every nack as a delivery, so a message that met a few stopping workers in a row (a
+    rolling update, ``make scale-workers`` down) was dead-lettered, and its job failed unrun."""
+    body = JobMessage(job_id="0123456789abcdef", input_name="clip.mp4").encode()
+    broker.publish(body, message_id="0123456789abcdef")
+    broker.requeue(wait_for(lambda: broker.get(ack=False), 10, "the first delivery"))   # died on it: counted
+    for _ in range(broker_settings.delivery_limit + 1):       # one stopping worker after another
+        worker = Worker(broker_settings, SleepAnalyzer(), store, broker=Broker(broker_settings))
+        worker.broker.connect(declare=False)
+        worker.stopping.set()
+        handed = []
+        worker.broker.consume(lambda d, w=worker: (handed.append(d), w._on_delivery(d)))
+        wait_for(lambda w=worker: w.broker.process(0.1) or handed, 10, "the delivery to the stopping worker")
+        worker.broker.cancel()
+        worker.broker.process(0.2)
+        worker.broker.close()
+    got = []
+    broker.consume(got.append)
+    wait_for(lambda: broker.process(0.1) or got, 10, "the message, still on the job queue")
+    assert got[0].body == body and got[0].message_id == "0123456789abcdef"
+    assert got[0].attempt == 2 and got[0].headers["x-wildswarm-deliveries"] == 1   # the hand-backs uncounted
+    broker.ack(got[0])
+    assert broker.counts(dead_letter_queue(broker_settings.queue))[0] == 0

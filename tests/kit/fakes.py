@@ -10,7 +10,7 @@ from wildswarm.errors import BrokerError
 
 
 class FakeBroker:
-    """Records what was published, acked, requeued and dead-lettered; ``fail``: behaves like a dead broker."""
+    """Records what was published, acked, requeued, handed back and dead-lettered; ``fail``: behaves like a dead broker."""
 
     def __init__(self, fail: bool = False):
         self.fail = fail
@@ -18,6 +18,8 @@ class FakeBroker:
         self.published: list[dict] = []        # decoded message bodies, in order
         self.delayed: list[tuple[dict, float]] = []
         self.acked, self.requeued, self.dead = [], [], []
+        self.handed_back = []                  # published again uncounted, then acked (a stopping worker's)
+        self.cancelled = False                 # the consumer was cancelled
         self.connected = False
         self.connects = 0
         self.drop_next = False          # the next publish finds the connection closed by the broker
@@ -58,6 +60,14 @@ class FakeBroker:
 
     def requeue(self, delivery):
         self.requeued.append(delivery)
+
+    def cancel(self):
+        self.cancelled = True
+
+    def hand_back(self, delivery):
+        if self.fail or not self.connected:
+            raise BrokerError("publish not confirmed")
+        self.handed_back.append(delivery)
 
     def call_threadsafe(self, fn):
         fn()

@@ -599,3 +599,16 @@ def test_the_heartbeat_records_the_worker_its_job_and_its_rate_then_its_stop(set
     assert w.state == "stopped" and w.frames_per_s == 0
     assert registry.recent(0.2, within_seconds=0) == []
 
+
+def test_a_delivery_that_reaches_a_stopping_worker_is_handed_back_uncounted_else_nacked(settings, store):
+    msg = queue_clip(store, settings)
+    broker = FakeBroker().connect()
+    worker = Worker(settings, SleepAnalyzer(), store, broker=broker)
+    worker.stopping.set()
+    first, second = delivery(msg.encode()), delivery(msg.encode(), count=1)
+    worker._on_delivery(first)
+    assert broker.cancelled and broker.handed_back == [first] and broker.requeued == [] and worker.current is None
+    broker.connected = False                  # the publish is not confirmed: a nack, counted
+    worker._on_delivery(second)
+    assert broker.handed_back == [first] and broker.requeued == [second]
+    assert store.get(msg.job_id).status is JobStatus.QUEUED                  # never started
