@@ -10,7 +10,7 @@ from wildswarm.errors import BrokerError
 
 
 class FakeBroker:
-    """Records what was published, acked, requeued, handed back and dead-lettered; ``fail``: behaves like a dead broker."""
+    """Records what was published, acked, requeued, handed back and dead-lettered; ``fail``: a dead broker."""
 
     def __init__(self, fail: bool = False):
         self.fail = fail
