@@ -1,9 +1,12 @@
 """Exports over the web: one job's result in a field format, many jobs' in one file, refusals."""
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import shutil
+import threading
+import time
 import zipfile
 
 import pytest
@@ -88,6 +91,92 @@ def test_an_nwb_subject_of_unknown_fields_is_a_400_not_a_500(app, finished, bear
                    headers=bearer)
         assert r.status_code == 400 and "subject" in r.get_json()["error"], (subject, r.status_code, r.data[:300])
         openapi.check("POST", "/api/exports", r)
+
+
+def held_nwb(monkeypatch, held_name: str):
+    """NWB exports that wait, before the NWB file of ``held_name``, until the test releases them."""
+    from wildswarm.exporters import nwb
+    release, reached, real = threading.Event(), threading.Event(), nwb.write_file
+
+    def write_file(r, path, options=None):
+        if r.name == held_name:
+            reached.set()
+            assert release.wait(20), "the test never released the export"
+        return real(r, path, options)
+    monkeypatch.setattr(nwb, "write_file", write_file)
+    return release, reached
+
+
+def test_an_export_streams_as_it_is_made_so_a_long_one_outlives_no_proxy_timeout(app, finished, bearer):
+    """Audit: an export was written whole before its first byte left. The NWB of many long videos took
+    longer than the proxy's 300 s timeout: the user got a 504 while the app went on writing it. Now
+    the first video's files are downloading while the second's NWB is still being made."""
+    release, reached = held_nwb(monkeypatch := pytest.MonkeyPatch(), finished[1].output)
+    try:
+        c = app.test_client()
+        started = time.monotonic()
+        r = c.post("/api/exports", json={"format": "nwb", "jobs": [j.id for j in finished]}, headers=bearer)
+        assert r.status_code == 200 and r.mimetype == "application/zip"
+        assert time.monotonic() - started < 15 and not release.is_set()      # answered while the export waits
+        chunks = iter(r.response)
+        first = next(chunks)
+        assert first.startswith(b"PK\x03\x04") and reached.wait(10)          # the first video's files are out
+        release.set()
+        data = first + b"".join(chunks)
+    finally:
+        release.set()
+        monkeypatch.undo()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert {f"{j.output}.nwb" for j in finished} <= set(names)
+    assert "wildswarm-2-videos-nwb.zip" in r.headers["Content-Disposition"]
+
+
+def test_an_export_that_fails_midway_breaks_the_download_and_one_refused_at_first_is_a_409(app, finished, bearer,
+                                                                                         caplog):
+    from wildswarm.errors import ExportError
+    from wildswarm.exporters import nwb
+    c = app.test_client()
+    real = nwb.write_file
+
+    def second_fails(r, path, options=None):
+        if r.name == finished[1].output:
+            raise ExportError(f"cannot export {r.name}:", ["keypoints.h5 cannot be read: gone"])
+        return real(r, path, options)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nwb, "write_file", second_fails)
+        r = c.post("/api/exports", json={"format": "nwb", "jobs": [j.id for j in finished]}, headers=bearer)
+        assert r.status_code == 200
+        with pytest.raises(ExportError, match="cannot export"):
+            b"".join(r.response)                 # under gunicorn: the connection closes before the zip's end
+        assert "cut short after its first bytes" in caplog.text
+        r = c.post("/api/exports", json={"format": "nwb", "jobs": [finished[1].id]}, headers=bearer)
+        assert r.status_code == 409 and r.get_json()["problems"] == ["keypoints.h5 cannot be read: gone"]
+
+
+def test_under_gunicorn_a_download_cut_short_is_a_broken_transfer_never_a_whole_looking_file(settings, finished,
+                                                                                             bearer, spawn):
+    """A result file that cannot be read once the export is under way: the web server closes the
+    connection before the end of the chunked body, so the client knows its file is incomplete."""
+    from kit.procs import start_web
+    from webkit import PASSWORD, SECRET, TOKEN
+    _, web, base = start_web(settings, spawn, password=PASSWORD, secret=SECRET, token=TOKEN)
+    broken = Layout(settings.data).output / finished[1].output / "keypoints.h5"
+    broken.write_bytes(b"not HDF5 at all")
+    conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=60)
+    conn.request("POST", "/api/exports", body=json.dumps({"format": "nwb", "jobs": [j.id for j in finished]}),
+                 headers={**bearer, "Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("Transfer-Encoding") == "chunked"
+    with pytest.raises(http.client.IncompleteRead):
+        r.read()
+    conn.close()
+    assert "cut short after its first bytes" in web.output() and "keypoints.h5 cannot be read" in web.output()
+    conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=60)     # the server is fine
+    conn.request("POST", "/api/exports", body=json.dumps({"format": "nwb", "jobs": [finished[0].id]}),
+                 headers={**bearer, "Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200 and f"{finished[0].output}.nwb" in zipfile.ZipFile(io.BytesIO(r.read())).namelist()
+    conn.close()
 
 
 def test_the_export_form_needs_the_csrf_token(client, finished):

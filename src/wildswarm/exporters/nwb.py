@@ -50,9 +50,12 @@ class NWB(Exporter):
                 write_file(r, path, options)
                 z.write(path, path.name)
                 path.unlink()
-                z.write(r.folder / files.LABELED_VIDEO, labeled_name(r), compress_type=zipfile.ZIP_STORED)
+                # Deflated at the fastest level, not stored: streamed to a client, each entry's sizes
+                # follow it (a data descriptor), which some readers accept only for deflated entries.
+                z.write(r.folder / files.LABELED_VIDEO, labeled_name(r), compress_type=zipfile.ZIP_DEFLATED,
+                        compresslevel=1)
                 if r.source is not None:
-                    z.write(r.source, r.video, compress_type=zipfile.ZIP_STORED)
+                    z.write(r.source, r.video, compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
 
 
 def labeled_name(r: VideoResult) -> str:

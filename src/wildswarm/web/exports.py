@@ -3,14 +3,25 @@
     GET  /jobs/<id>/export/<format>          (and /api/jobs/<id>/export/<format>)
     POST /api/exports   {"format": "md-json", "jobs": ["<id>", ...], "options": {...}}   or the same as a form
 
-The file is made in an anonymous temporary file beside the uploads (the export of many videos'
-NWB, videos included, can be large) and streamed from it; nothing of it stays on disk.
+The file streams out as the exporter writes it (:class:`_Pipe`: the exporter runs in a thread of
+its own, 64 KiB chunks, at most 1 MiB held): the download starts within seconds, however many
+videos it holds, and nothing of it is kept on disk. It used to be written whole before its first
+byte left; the NWB of many long videos outlasted the proxy's 300 s timeout, and the user got a 504
+while the export went on. What the exporter refuses before it writes anything (a job not finished,
+metadata Camtrap DP needs) is still a 409 with the reasons; a failure after the first bytes (a
+result file gone meanwhile) can only cut the download short, which the client sees as a broken
+transfer, and is logged.
 """
 from __future__ import annotations
 
-import tempfile
+import io
+import logging
+import queue
+import threading
+import unicodedata
+from urllib.parse import quote
 
-from flask import Blueprint, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request
 
 from wildswarm import exporters
 from wildswarm.errors import ExportError
@@ -18,8 +29,11 @@ from wildswarm.exporters.base import ExportOptions, contributor, select
 from wildswarm.web import service
 
 bp = Blueprint("exports", __name__)
+log = logging.getLogger(__name__)
 
 MAX_JOBS = 2000
+CHUNK = 64 * 1024           # bytes the exporter's writes are gathered into before they leave
+DEPTH = 16                  # chunks made ahead of the client at most (then the exporter waits)
 
 
 def offered() -> list[dict]:
@@ -58,25 +72,120 @@ def options_from(given) -> ExportOptions:
                          (True, "1", "true", "on"), subject=subject, **text)
 
 
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class _Pipe(io.RawIOBase):
+    """Where an exporter writes in its thread; the response reads the chunks (``queue``), in order,
+    then ``_DONE`` or a ``_Failed``. Writes are gathered into ``CHUNK``-byte chunks; what is left
+    goes out only when the exporter ends well, so an exporter that fails before its first chunk (even
+    one whose zip wrote its closing record) is refused whole. Not seekable, so :mod:`zipfile` writes
+    its entries' sizes after them. A client that goes away (``abandon``) makes the exporter's next
+    write fail, ending it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: queue.Queue = queue.Queue(DEPTH)
+        self.abandoned = threading.Event()
+        self._gathered = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.abandoned.is_set():
+            raise BrokenPipeError("the client stopped reading the export")
+        self._gathered += data
+        while len(self._gathered) >= CHUNK:
+            self.queue.put(bytes(self._gathered[:CHUNK]))
+            del self._gathered[:CHUNK]
+        return len(data)
+
+    def end(self, exc: BaseException | None = None) -> None:
+        """The exporter ended: the rest and ``_DONE``, or (failed) a ``_Failed`` in place of the rest."""
+        if self.abandoned.is_set():
+            return
+        if exc is None and self._gathered:
+            self.queue.put(bytes(self._gathered))
+        self._gathered.clear()
+        self.queue.put(_DONE if exc is None else _Failed(exc))
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+        while True:                          # let a write blocked on a full queue return (and fail next)
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+
+def _export(exporter, results, options: ExportOptions, pipe: _Pipe) -> None:
+    """The exporter's thread: the file into ``pipe``, then how it ended."""
+    try:
+        exporter.write(results, pipe, options)
+    except BaseException as exc:  # noqa: BLE001 -- handed to the response, which decides
+        pipe.end(exc)
+    else:
+        pipe.end()
+
+
+def _stream(first, pipe: _Pipe, name: str):
+    """The chunks of the export after ``first``, as the exporter makes them."""
+    item = first
+    try:
+        while item is not _DONE:
+            if isinstance(item, _Failed):
+                log.error("export %s cut short after its first bytes: %s: %s", name, type(item.exc).__name__,
+                          item.exc)
+                raise item.exc
+            yield item
+            item = pipe.queue.get()
+    finally:
+        pipe.abandon()                  # the client went away (or the end): the exporter must not wait
+
+
+def _attachment(response: Response, name: str) -> None:
+    """``Content-Disposition: attachment`` named ``name`` (RFC 6266: an ASCII fallback and UTF-8)."""
+    try:
+        name.encode("ascii")
+        names = {"filename": name}
+    except UnicodeEncodeError:
+        simple = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+        names = {"filename": simple, "filename*": "UTF-8''" + quote(name, safe="!#$&+^`|~")}
+    response.headers.set("Content-Disposition", "attachment", **names)
+
+
 def _send(fmt: str, job_ids: list[str], options: ExportOptions | None = None):
     if fmt not in exporters.FORMATS:
         return _error(400, f"no export format {fmt!r}; there are: {', '.join(exporters.FORMATS)}", "bad_request")
     try:
         exporter = exporters.get(fmt)
         results = select(service.store(), service.layout(), job_ids)
-        spool = tempfile.TemporaryFile(dir=service.layout().uploads)
-        try:
-            exporter.write(results, spool, options or ExportOptions())
-        except BaseException:
-            spool.close()
-            raise
     except ExportError as exc:
-        return _error(409, str(exc).split("\n")[0], "export_refused", exc.problems or [str(exc)])
-    spool.seek(0)
-    response = send_file(spool, mimetype=exporter.mimetype, as_attachment=True,
-                         download_name=exporter.filename(results), conditional=False, max_age=0)
+        return _refused(exc)
+    pipe = _Pipe()
+    threading.Thread(target=_export, args=(exporter, results, options or ExportOptions(), pipe), daemon=True,
+                     name=f"export-{fmt}").start()
+    first = pipe.queue.get()              # the status follows what the exporter does before its first chunk
+    if isinstance(first, _Failed):
+        if isinstance(first.exc, ExportError):
+            return _refused(first.exc)
+        raise first.exc
+    name = exporter.filename(results)
+    response = Response(_stream(first, pipe, name), mimetype=exporter.mimetype)
+    response.call_on_close(pipe.abandon)  # also when the client left before the first chunk was read
+    _attachment(response, name)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _refused(exc: ExportError):
+    return _error(409, str(exc).split("\n")[0], "export_refused", exc.problems or [str(exc)])
 
 
 @bp.get("/jobs/<job_id>/export/<format>", endpoint="job_export")
