@@ -5,6 +5,7 @@ for the next. Real pipeline, untrained weights, real camera-trap videos.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from io import BytesIO
@@ -136,6 +137,26 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(stack):
         assert answer.startswith(f"HTTP/1.1 {status}"), answer[:200]
     after = sorted(str(p.relative_to(stack.data)) for p in stack.data.rglob("*") if "logs" not in p.parts)
     assert after == before
+
+
+def test_an_upload_over_the_limit_is_refused_from_its_headers_in_the_api_s_own_words(stack):
+    """Audit (stop 35): nginx counted the whole multipart body against MAX_UPLOAD (4g), the app the file
+    alone with 1 MiB more for the form's headers and fields: a video just under the limit met nginx's
+    HTML 413 instead of the app. The proxy now allows the same 1 MiB, and its own 413 is JSON."""
+    limit = 4 << 30
+    conf = docker_exec(stack.containers("proxy")[0], "cat", "/run/wildswarm-proxy/nginx.conf")
+    assert conf.count(f"client_max_body_size {limit + (1 << 20)};") == 2, conf
+    for path in ("/api/jobs", "/upload"):
+        s = _tls_socket(stack)
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                  f"Content-Length: {limit + (2 << 20)}\r\n\r\n".encode())
+        answer = b""
+        while b"too_large" not in answer and (chunk := s.recv(4096)):
+            answer += chunk
+        s.close()
+        head, _, body = answer.decode(errors="replace").partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 413") and "application/json" in head, answer[:300]
+        assert json.loads(body[body.index("{"):body.rindex("}") + 1])["reason"] == "too_large"
 
 
 def test_slow_and_idle_clients_do_not_starve_the_app(stack, make_video):
