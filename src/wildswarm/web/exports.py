@@ -140,8 +140,9 @@ def _stream(first, pipe: _Pipe, name: str):
     try:
         while item is not _DONE:
             if isinstance(item, _Failed):
-                log.error("export %s cut short after its first bytes: %s: %s", name, type(item.exc).__name__,
-                          item.exc)
+                problems = "; ".join(getattr(item.exc, "problems", None) or [])
+                log.error("export %s cut short after its first bytes: %s: %s %s", name, type(item.exc).__name__,
+                          item.exc, problems)
                 raise item.exc
             yield item
             item = pipe.queue.get()
