@@ -418,8 +418,9 @@ class JobStore:
             ended = job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
             name = restore_input(job) if ended else job.input_name
             attempts = "0" if ended else "attempts"
-            row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, replans = 0, {RESET}, "
-                               f"publish_pending = true, {NOTIFY_AGAIN}, {CHANGED} WHERE id = %s RETURNING *",
+            row = conn.execute(f"UPDATE jobs SET status = 'queued', input_name = %s, attempts = {attempts}, "
+                               f"replans = 0, {RESET}, publish_pending = true, {NOTIFY_AGAIN}, {CHANGED} "
+                               "WHERE id = %s RETURNING *",
                                (name, job_id)).fetchone()
             # its unfinished segment jobs go (finished ones stay: their results are kept for the rerun)
             conn.execute("DELETE FROM jobs WHERE parent_id = %s AND status <> 'done'", (job_id,))

@@ -4,13 +4,12 @@
     POST /api/exports   {"format": "md-json", "jobs": ["<id>", ...], "options": {...}}   or the same as a form
 
 The file streams out as the exporter writes it (:class:`_Pipe`: the exporter runs in a thread of
-its own, 64 KiB chunks, at most 1 MiB held): the download starts within seconds, however many
-videos it holds, and nothing of it is kept on disk. It used to be written whole before its first
-byte left; the NWB of many long videos outlasted the proxy's 300 s timeout, and the user got a 504
-while the export went on. What the exporter refuses before it writes anything (a job not finished,
-metadata Camtrap DP needs) is still a 409 with the reasons; a failure after the first bytes (a
-result file gone meanwhile) can only cut the download short, which the client sees as a broken
-transfer, and is logged.
+its own, 64 KiB chunks, at most 1 MiB held): the download starts with the first video, however
+many it holds, so a long export (the NWB of many long videos) meets no proxy timeout, which counts
+between reads; nothing of it is kept on disk. What the exporter refuses before it writes anything
+(a job not finished, metadata Camtrap DP needs) is a 409 with the reasons; a failure after the
+first bytes (a result file gone meanwhile) can only cut the download short, which the client sees
+as a broken transfer, and is logged.
 """
 from __future__ import annotations
 
