@@ -145,7 +145,9 @@ ensure_user() {
   else
     ctl add_user "$BROKER_USER" <"$PASSWORD_FILE" >/dev/null
   fi
-  ctl set_user_tags "$BROKER_USER" management >/dev/null
+  # administrator, as the tests' own broker gives its user (tests/kit/services.py): the tests read
+  # /api/nodes (monitoring) and set policies; this broker listens on 127.0.0.1 only.
+  ctl set_user_tags "$BROKER_USER" administrator >/dev/null
   ctl set_permissions -p / "$BROKER_USER" '.*' '.*' '.*' >/dev/null
   rabbitmq-plugins -q enable rabbitmq_management rabbitmq_prometheus >/dev/null
 }
