@@ -73,16 +73,36 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
         probe(path)
 
 
-def test_truncated_video_is_an_error_not_a_crash(make_video, tmp_path):
+def _cut_at_packet(data: bytes, path, keep: int) -> int:
+    """Where the ``keep``-th frame's data ends in ``data`` (an MP4 whose index comes first)."""
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        entries = c.streams.video[0].index_entries
+        return entries[keep - 1].pos + entries[keep - 1].size
+
+
+@pytest.mark.parametrize("cut", ["half", "mid-packet", "packet boundary"])
+@pytest.mark.parametrize("threads", [1, 0])
+def test_a_cut_off_video_is_refused_at_probe_and_decode_not_analysed_in_part(make_video, tmp_path, cut, threads):
+    """A camera file cut short (power lost, a copy broken off) keeps its index (faststart) but not all of
+    its frames. FFmpeg then just stops early (at a packet boundary) or its threaded decoder swallows the
+    broken packet: the video was analysed in part and reported done. It must fail with one clear line."""
     data = make_video(frames=40, size=(320, 192)).read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])  # header intact (faststart), frames cut off
-    try:
-        frames = list(read_frames(cut, fps=0))
-    except VideoError as exc:
-        assert "cut.mp4" in str(exc)
-    else:  # FFmpeg may just stop early: then fewer frames than the header promised
-        assert len(frames) < 40
+    whole = tmp_path / "whole.mp4"
+    end = {"half": len(data) // 2, "mid-packet": _cut_at_packet(data, whole, 20) - 7,
+           "packet boundary": _cut_at_packet(data, whole, 20)}[cut]
+    short = tmp_path / "cut.mp4"
+    short.write_bytes(data[:end])
+    with pytest.raises(VideoError, match=r"cut\.mp4: .*truncated.* of 40 frames"):
+        probe(short)
+    with pytest.raises(VideoError, match=r"cut\.mp4: .*truncated"):
+        list(read_frames(short, fps=0, threads=threads))
+
+
+def test_a_whole_video_is_not_called_truncated(make_video):
+    video = make_video(frames=40, size=(320, 192))
+    assert probe(video).frames == 40
+    assert len(list(read_frames(video, fps=0))) == 40
 
 
 def test_writer_makes_browser_playable_h264(tmp_path):
