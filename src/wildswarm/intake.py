@@ -127,7 +127,7 @@ class Intake:
         if known is not None:
             return self._known_dropped(path, known)
         where = "input/" if profile is None else f"input/{profile}/"
-        if profile is not None or safe_name(path.name) != path.name or self._taken(path.name):
+        if profile is not None or safe_name(path.name) != path.name or self.layout.name_taken(path.name, mine=path):
             renamed = self.layout.claim_input(path, path.name)
             if renamed.name != path.name:
                 self.note(f"{where}{path.name}: renamed to {renamed.name} (unsafe or already taken)")
@@ -146,7 +146,7 @@ class Intake:
             if src is None:
                 raise JobConflict(f"the input of job {job.id} ({job.input_name}) is no longer in input/ or "
                                   "input_failed/; upload the video again")
-            if src.parent == self.layout.input and src != copy:
+            if src.parent == self.layout.input and (src != copy or src.name == job.input_name):
                 return src.name
             return self.layout.claim_input(src, job.input_name, exact_first=True).name
 
@@ -240,16 +240,16 @@ class Intake:
                                          "reached right now; the job is queued automatically as soon as it answers.")
 
     def _lost_failed_input(self, job: Job) -> bool:
-        return job.status is JobStatus.FAILED and not job.refused and self.layout.failed_input(job) is None
-
-    def _taken(self, name: str) -> bool:
-        """Whether another job already owns this name (its input moved on, or its output folder)."""
-        lay, stem = self.layout, Path(name).stem
-        if (lay.input_done / name).exists() or (lay.input_failed / name).exists() or (lay.output / stem).exists():
-            return True
-        return any(p.name != name and p.stem == stem for p in lay.input.iterdir() if not p.name.startswith("."))
+        """A failed or cancelled job (both retriable) whose video is no longer kept: a new copy retries it."""
+        return job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not job.refused \
+            and self.layout.failed_input(job) is None
 
     def _known_dropped(self, path: Path, job: Job) -> Admission:
+        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not job.refused \
+                and self.layout.failed_input(job) in (None, path):   # none kept but this copy
+            retried = self.retry(job.id, copy=path, how=f"{path.name} dropped again, of a job whose input was gone")
+            return Admission(retried.job, retried.result, f"{path.name} is job {job.id}, which had "
+                             f"{job.status.value} and whose input was gone: this copy queues it again.")
         if job.input_name != path.name or path.parent != self.layout.input:
             moved = move_into(path, self.layout.input_failed, job.id[:8])
             self.note(f"{path.name}: same content as job {job.id} ({job.input_name}, {job.status.value}); "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import re
@@ -128,21 +129,32 @@ class Layout:
     def log_file(self, node: str) -> Path:
         return self.inside(self.logs / f"{safe_name(node)}.log")
 
-    def unique_input(self, name: str) -> Path:
-        """A fresh path in ``input/`` for ``name``: ``x.mp4``, ``x-1.mp4``, ...
-
-        A name is taken if it exists in any input folder or already names an
-        output folder, so results of two different uploads never collide.
-        """
+    def unique_input(self, name: str, mine: Path | None = None) -> Path:
+        """A fresh path in ``input/`` for ``name``: ``x.mp4``, ``x-1.mp4``, ... (see :meth:`name_taken`;
+        ``mine``: the file being placed, which takes nothing from itself)."""
         clean = safe_name(name)
         stem, ext = Path(clean).stem, Path(clean).suffix
         for n in range(0, 10_000):
             candidate = f"{stem}{ext}" if n == 0 else f"{stem}-{n}{ext}"
-            cstem = Path(candidate).stem
-            if not any((d / candidate).exists() for d in (self.input, self.input_done, self.input_failed)) \
-                    and not (self.output / cstem).exists():
+            if not self.name_taken(candidate, mine):
                 return self.input / candidate
         raise UnsafePathError(f"no free name for {clean}")
+
+    def name_taken(self, name: str, mine: Path | None = None) -> bool:
+        """Whether another video already owns ``name``'s result folder, ``output/<stem>/``: its results are
+        there, a video of that stem waits in ``input/`` (``x.MP4`` beside ``x.mp4``), or one of that name
+        (in any case) has moved on to ``input_done/`` or ``input_failed/`` (where a failed job waits for a
+        retry). Two videos of one stem would write one folder, the second replacing the first's results."""
+        stem, ext = Path(name).stem, Path(name).suffix
+        if (self.output / stem).exists():
+            return True
+        variants = {stem + "".join(c) for c in itertools.product(*({ch.lower(), ch.upper()} for ch in ext))}
+        if any(p != mine and p.exists() for d in (self.input_done, self.input_failed) for p in (d / v for v in variants)):
+            return True
+        with contextlib.suppress(FileNotFoundError):
+            return any(p != mine and p.stem == stem and not p.name.startswith(".") and p.is_file()
+                       for p in self.input.iterdir())
+        return False
 
     def claim_input(self, src: Path, name: str, *, exact_first: bool = False) -> Path:
         """Move ``src`` into input/ under a free name for ``name``; never overwrites.
@@ -153,7 +165,8 @@ class Layout:
         :meth:`unique_input`'s variants.
         """
         for n in range(100):
-            dest = self.input / name if exact_first and n == 0 else self.unique_input(name)
+            exact = exact_first and n == 0 and not self.name_taken(name, mine=src)
+            dest = self.input / name if exact else self.unique_input(name, mine=src)
             try:
                 os.link(src, dest)
             except FileExistsError:

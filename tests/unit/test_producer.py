@@ -294,6 +294,62 @@ def test_a_new_copy_of_a_failed_video_whose_input_is_gone_retries_it(env, store,
     assert (lay.input / "owl.mp4").read_bytes() == b"owl video" and not copy.exists()
 
 
+def test_names_that_differ_only_in_their_extension_never_share_a_result_folder(env, store):
+    """Results go to output/<stem>/. An upload of fox.MP4 (cameras write upper case) while fox.mp4 was
+    queued kept its name, and both jobs wrote output/fox/: the second to finish replaced the first's
+    results. A name is now taken while any video of that stem waits in input/ or sits in input_failed/
+    (its job may be retried), as the producer's own drop check already did for input/."""
+    _, producer, broker, _, lay = env
+    intake = producer.intake
+    admitted = []
+    for name, data in (("fox.mp4", b"fox one"), ("fox.MP4", b"fox two"), ("fox.Mp4", b"fox three")):
+        staged = lay.staging_path(name)
+        staged.write_bytes(data)
+        admitted.append(intake.admit_staged(staged, name, source="uploaded"))
+    stems = [os.path.splitext(a.job.input_name)[0] for a in admitted]
+    assert [a.result for a in admitted] == ["queued"] * 3 and len(set(stems)) == 3, stems
+    # a failed job's video waits in input_failed/ for a retry: a new video of that stem gets another name
+    failed_job(store, lay, name="owl.MP4")
+    staged = lay.staging_path("owl.mp4")
+    staged.write_bytes(b"another owl")
+    assert intake.admit_staged(staged, "owl.mp4", source="uploaded").job.input_name == "owl-1.mp4"
+
+
+def test_a_retry_takes_another_name_when_its_own_stem_has_been_taken_since(env, store):
+    _, producer, broker, _, lay = env
+    job_id = failed_job(store, lay, name="owl.mp4")
+    (lay.input / "owl.MP4").write_bytes(b"a video queued under that stem meanwhile")
+    admission = producer.intake.retry(job_id)
+    assert admission.result == "retried" and admission.job.input_name == "owl-1.mp4"
+    assert (lay.input / "owl-1.mp4").read_bytes() == b"owl video"
+
+
+def test_a_failed_video_dropped_again_after_its_input_was_removed_is_retried(env, store):
+    """docs/jobs.md: a known video is not queued again unless it failed and its input is gone: then the
+    new copy retries it. Uploads did; a copy dropped into input/ went to input_failed/ without a word."""
+    _, producer, broker, clock, lay = env
+    job_id = failed_job(store, lay)
+    (lay.input_failed / "owl.mp4").unlink()                 # tidied away
+    drop(lay, "owl.mp4", b"owl video")
+    assert settle(producer, clock) == {"owl.mp4": "retried"}
+    assert store.get(job_id).status is JobStatus.QUEUED and names(broker) == ["owl.mp4"]
+
+
+def test_a_cancelled_video_whose_input_is_gone_is_queued_again_by_a_new_copy(env, store):
+    """Retry accepts a cancelled job; when its input was tidied away, retry said 'upload it again' and the
+    upload said 'duplicate': nothing but deleting the record got the video analysed."""
+    _, producer, broker, _, lay = env
+    path = drop(lay, "owl.mp4", b"owl video")
+    job_id = job_id_for(path)
+    store.submit(job_id, "owl.mp4")
+    store.cancel(job_id, "cancelled by a test")
+    path.unlink()
+    staged = lay.staging_path("owl.mp4")
+    staged.write_bytes(b"owl video")
+    admission = producer.intake.admit_staged(staged, "owl.mp4", source="uploaded")
+    assert admission.result == "retried" and store.get(job_id).status is JobStatus.QUEUED
+
+
 # --- the reconciler ----------------------------------------------------------------------------------------
 def test_the_reconciler_requeues_jobs_whose_worker_died(env, store, monkeypatch):
     settings, producer, broker, clock, lay = env
