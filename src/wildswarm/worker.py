@@ -251,7 +251,11 @@ class Worker:
             self.broker.requeue(delivery)
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
-        self.broker.dead_letter(delivery, reason)
+        try:
+            self.broker.dead_letter(delivery, reason)
+        except BrokerError:            # not dead-lettered: given back (counted), never left unsettled
+            self.broker.requeue(delivery)
+            raise
         self.broker.ack(delivery)
         metrics.JOBS.labels(Outcome.REJECTED.value).inc()
         self._say(f"message {delivery.message_id or delivery.tag} dead-lettered: {reason}")
@@ -287,13 +291,14 @@ class Worker:
 
     def _publish_segments(self, messages) -> None:
         """A long video's segment jobs on the queue (recorded with their publish pending: a message the
-        broker does not confirm is published by the reconciler instead)."""
+        broker does not confirm is published by the reconciler instead, so a refusal here never keeps
+        the video's delivery from being settled)."""
         for msg in messages:
             try:
                 self.broker.publish(msg.encode(), message_id=msg.job_id)
             except BrokerError as exc:
                 log.warning("segment job %s not published (%s); the reconciler publishes it", msg.job_id, exc)
-                raise
+                continue
             try:
                 self.runner.store.mark_published(msg.job_id)
             except JobStoreError as exc:   # published: at worst the reconciler publishes it once more

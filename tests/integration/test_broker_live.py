@@ -125,3 +125,47 @@ def test_a_stopping_worker_hands_a_delivery_back_without_counting_it(broker_sett
     assert got[0].attempt == 2 and got[0].headers["x-wildswarm-deliveries"] == 1   # the hand-backs uncounted
     broker.ack(got[0])
     assert broker.counts(dead_letter_queue(broker_settings.queue))[0] == 0
+
+
+def test_a_split_whose_segment_publish_is_nacked_still_settles_the_videos_delivery(broker_settings, store, services):
+    """'Every path settles the delivery': a segment publish the broker nacks (a full queue that rejects
+    publishes, a quorum queue without a leader) raised out of the split, was only logged, and the video's
+    delivery was neither acked nor nacked: with prefetch 1 the worker took nothing more until the broker's
+    consumer timeout (hours), while its health check passed. The segments are recorded with their
+    publish pending, so the reconciler publishes what the broker refused: the delivery is acked."""
+    import threading
+    from kit.services import broker_policy
+    from kit.videos import write_video
+    from wildswarm.jobs import job_id_for
+    from wildswarm.layout import Layout
+    from wildswarm.pipeline import segments
+
+    class Planner(SleepAnalyzer):
+        def plan(self, info, workers=None):
+            s = self.settings
+            return segments.plan(info.sampled(s.fps), s.fps, segment_seconds=s.segment_seconds,
+                                 overlap_seconds=s.segment_overlap_seconds, batch_size=s.batch_size, workers=workers)
+
+        def prepare_segments(self, video, out_root, name, seg_plan):
+            return segments.prepare(out_root, name, "key", seg_plan)
+
+    s = broker_settings.replace(node="w1", fps=5, batch_size=4, segment_seconds=2.4, segment_overlap_seconds=0.8)
+    path = write_video(Layout(s.data).ensure().input / "long.mp4", frames=60, fps=10)
+    job, _ = store.submit(job_id_for(path), "long.mp4", path.stat().st_size)
+    publisher = Broker(s).connect()
+    worker = Worker(s, Planner(s), store, broker=Broker(s))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    try:
+        with broker_policy(services, f"test-{s.queue}", s.queue, {"max-length": 1, "overflow": "reject-publish"}):
+            publisher.publish(JobMessage.for_job(job).encode(), message_id=job.id)
+            thread.start()
+            wait_for(lambda: store.get(job.id).segments, 30, "the video split")
+            assert [p for p in store.segment_jobs(job.id) if p.publish_pending], "the full queue refused some"
+            # settled, the worker's one prefetch is free: it takes the segment the queue did accept
+            wait_for(lambda: any(p.attempts for p in store.segment_jobs(job.id)), 30,
+                     "the worker taking the segment on the queue (the video's delivery settled)")
+    finally:
+        worker.stop()
+        thread.join(20)
+        publisher.close()
+

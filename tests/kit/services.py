@@ -12,7 +12,9 @@ Every test gets its own queue and its own database schema, so tests never meet.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import os
 import secrets
 import subprocess
@@ -69,6 +71,24 @@ def broker_nodes(services: Services, timeout: float = 10) -> list[dict]:
         if r.status_code == 200:
             return r.json()
     raise BrokerError(f"RabbitMQ's management API answers {r.status_code}")
+
+
+@contextlib.contextmanager
+def broker_policy(services: Services, name: str, queue: str, definition: dict):
+    """A RabbitMQ policy on ``queue`` alone while the block runs (through the management API), cleared
+    after: e.g. ``{"max-length": 1, "overflow": "reject-publish"}``, a queue that nacks publishes."""
+    import requests
+    auth, base = ("wildswarm", services.broker_password), f"http://127.0.0.1:{services.broker_http_port}"
+    prefix = next(p for p in ("/rabbitmq", "") if requests.get(f"{base}{p}/api/overview", auth=auth,
+                                                                 timeout=10).status_code == 200)
+    url = f"{base}{prefix}/api/policies/%2F/{name}"
+    r = requests.put(url, auth=auth, timeout=10, json={"pattern": f"^{re.escape(queue)}$", "definition": definition,
+                                                       "apply-to": "queues", "priority": 10})
+    r.raise_for_status()
+    try:
+        yield
+    finally:
+        requests.delete(url, auth=auth, timeout=10)
 
 
 def broker_alarms(services: Services, timeout: float = 10) -> list[str]:
