@@ -59,6 +59,34 @@ def test_a_segment_is_decoded_from_the_keyframe_before_it_and_frames_match_a_who
     assert list(read_frames(video, 5.0, first=500)) == []
 
 
+def test_a_segment_of_a_variable_frame_rate_video_gets_the_frames_a_whole_decode_numbers_so(tmp_path):
+    """Phones record at a variable frame rate. A segment's seek turned its first frame into a time at the
+    average rate and its landed frame's time back into an index the same way, which holds only at a
+    constant rate: a segment after the change got other frames under the whole run's numbers (its
+    detections and keypoints on the wrong frames). Each frame here is painted 6 x its own index."""
+    import av
+    from fractions import Fraction
+    tb = Fraction(1, 1000)
+    pts = [100 * i for i in range(20)] + [2000 + 500 * i for i in range(20)]   # 10 frames/s, then 2
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt, st.time_base = 160, 96, "yuv420p", tb
+        st.options = {"g": "2", "keyint_min": "2", "sc_threshold": "0", "bf": "0"}
+        for i, p in enumerate(pts):
+            f = av.VideoFrame.from_ndarray(np.full((96, 160, 3), i * 6, np.uint8), format="rgb24")
+            f.pts, f.time_base = p, tb
+            for pk in st.encode(f):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    whole = {f.index: round(f.image.mean() / 6) for f in read_frames(path, 0)}
+    assert whole == {i: i for i in range(40)}
+    for first in (5, 22, 30, 36):
+        seg = {f.index: round(f.image.mean() / 6) for f in read_frames(path, 0, first=first, stop=first + 4)}
+        assert seg == {k: k for k in range(first, first + 4)}, first
+
+
 # --- stitching tracks at the seams, on scripted detections ------------------------------------------
 
 def scripted(n=40):

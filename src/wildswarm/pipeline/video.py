@@ -7,6 +7,7 @@ first (``+faststart``), which every browser plays while it downloads.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -59,7 +60,8 @@ def _open(path: Path):
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: file is empty")
     try:
-        container = av.open(str(path), mode="r")
+        # a tag in another encoding than UTF-8 (older cameras write Latin-1) must not refuse a playable video
+        container = av.open(str(path), mode="r", metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise VideoError(f"{path.name}: not a readable video ({_reason(exc)})") from None
     if not container.streams.video:
@@ -182,17 +184,21 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
         step = sample_step(src_fps, fps)
         m = first
         target = pick(m, step)
-        index = -1
+        index, times = -1, None
         if target > 0 and src_fps:
-            index = _seek(container, stream, target, src_fps)
+            if not _constant_rate(stream):       # a phone's variable rate: time is no measure of the index
+                times = _presentation_times(path, target)
+                if len(times) <= target:         # the video ends before this frame
+                    return
+            index = _seek(container, stream, target, src_fps, times)
         decoded = 0
         try:
             for frame in container.decode(stream):
                 if index < 0 or decoded:
                     index += 1
                 else:  # the first frame after a seek: its index from its time stamp
-                    index = _index_of(frame, stream, src_fps)
-                    if index > target:  # landed past the frame asked for: decode from the start
+                    index = _index_of(frame, stream, src_fps, times)
+                    if index > target or index < 0:  # landed past the frame asked for: decode from the start
                         raise _SeekMissed()
                 decoded += 1
                 if stats is not None:
@@ -233,19 +239,60 @@ def _decode_from_start(path, fps, stats, first, stop, threads):
             yield frame
 
 
-def _index_of(frame, stream, src_fps: float) -> int:
+def _index_of(frame, stream, src_fps: float, times: list[int] | None = None) -> int:
+    if times is not None:            # its rank among every frame's presentation time (-1: not among them)
+        k = bisect.bisect_left(times, frame.pts) if frame.pts is not None else len(times)
+        return k if k < len(times) and times[k] == frame.pts else -1
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     t = float(frame.pts * stream.time_base) if frame.pts is not None else float(frame.time or 0.0)
     return int(round((t - start) * src_fps))
 
 
-def _seek(container, stream, target: int, src_fps: float) -> int:
+def _seek(container, stream, target: int, src_fps: float, times: list[int] | None = None) -> int:
     """Seek to the keyframe at or before source frame ``target``; returns -1 (the index comes from
-    the first decoded frame's time stamp)."""
+    the first decoded frame's time stamp). ``times``: every frame's presentation time in order (a
+    variable frame rate), else the frame's time is ``target`` / the rate."""
     start = stream.start_time or 0
-    offset = int(target / src_fps / stream.time_base) + start
+    offset = times[target] if times is not None else int(target / src_fps / stream.time_base) + start
     container.seek(offset, stream=stream, backward=True, any_frame=False)
     return 0
+
+
+#: Frames demuxed past the one asked for, so that every frame shown before it has been seen: H.264 and
+#: HEVC reorder at most 16 frames between decoding and showing.
+_REORDER = 16
+
+
+def _constant_rate(stream) -> bool:
+    """Whether frame ``n`` is shown at ``n`` / the average rate: every frame the same time apart in the
+    container's index (MP4 indexes every frame), or else the stream's own rate agreeing with its average."""
+    entries = stream.index_entries
+    n = len(entries)
+    if n > 1 and n == int(stream.frames or 0):
+        first, step = entries[0].timestamp, entries[1].timestamp - entries[0].timestamp
+        return step > 0 and all(entries[i].timestamp == first + i * step for i in range(2, n))
+    base, average = stream.base_rate, stream.average_rate
+    return bool(base and average) and abs(float(base) / float(average) - 1) < 1e-3
+
+
+def _presentation_times(path: Path, target: int) -> list[int]:
+    """The presentation time stamps of frames 0..``target`` (and a few more), in the order they are shown:
+    read from the packets alone, nothing decoded. Frames an edit list drops are not counted, as the
+    decoder does not show them."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        seen = []
+        for packet in container.demux(stream):
+            if packet.size and packet.pts is not None and not packet.is_discard:
+                seen.append(packet.pts)
+                if len(seen) > target + _REORDER:
+                    break
+        return sorted(seen)
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{Path(path).name}: video is corrupt or truncated ({_reason(exc)})") from None
+    finally:
+        container.close()
 
 
 class VideoWriter:
