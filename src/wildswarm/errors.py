@@ -58,6 +58,11 @@ class JobStoreError(WildswarmError):
     """The job store (PostgreSQL) refused an operation."""
 
 
+class JobStoreDataError(JobStoreError):
+    """A value the job store cannot keep (a NUL byte in text, a number or time out of range): the
+    caller's input, not an outage (the web answers 400, not 503)."""
+
+
 class JobStoreUnavailable(JobStoreError):
     """The job store cannot be reached now; the same operation may work later."""
 

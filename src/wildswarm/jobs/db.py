@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from wildswarm.config import Settings
-from wildswarm.errors import JobStoreError, JobStoreUnavailable
+from wildswarm.errors import JobStoreDataError, JobStoreError, JobStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def translated(action: str) -> Iterator[None]:
         yield
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise JobStoreUnavailable(f"{action}: the job store is unreachable: {_first_line(exc)}") from exc
+    except psycopg.DataError as exc:
+        raise JobStoreDataError(f"{action}: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise JobStoreError(f"{action}: {type(exc).__name__}: {_first_line(exc)}") from exc
 

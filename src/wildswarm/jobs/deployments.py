@@ -140,7 +140,12 @@ def parse_time(value: str | datetime) -> datetime:
             t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO 8601 date and time (e.g. 2026-07-01T06:30:00+02:00)") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    try:     # in UTC within years 1-9999: PostgreSQL stores 10000-01-01, which Python cannot read back
+        t.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range (years 1 to 9999 in UTC)") from None
+    return t
 
 
 class Deployments:

@@ -12,12 +12,12 @@ import time
 from datetime import datetime, timezone
 
 from flask import Flask, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from wildswarm import __version__
 from wildswarm.publisher import Publisher
 from wildswarm.config import Settings
-from wildswarm.errors import JobConflict, JobError, JobStoreError, UnsafePathError
+from wildswarm.errors import JobConflict, JobError, JobStoreDataError, JobStoreError, UnsafePathError
 from wildswarm.intake import Intake
 from wildswarm.jobs import JobStore
 from wildswarm.jobs.db import Database
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app.register_error_handler(JobError, lambda exc: _http_error(_NotFound(str(exc))))
     app.register_error_handler(UnsafePathError, lambda exc: _http_error(_NotFound(str(exc))))
     app.register_error_handler(JobStoreError, lambda exc: _http_error(_Unavailable(str(exc))))
+    app.register_error_handler(JobStoreDataError, lambda exc: _http_error(BadRequest(str(exc))))
     app.jinja_env.globals.update(csrf_token=csrf_token, session_user=session_user, version=__version__,
                                  auth=settings.web_auth)
     app.jinja_env.filters["when"] = _when

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
@@ -196,7 +196,8 @@ def page_bulk():
     """The jobs page's form: the ticked jobs, or with ``all`` every job its filters match."""
     form = request.form
     action = form.get("action")
-    back = url_for("ui.jobs") + ("?" + form["filter"] if form.get("filter") else "")
+    # the page's filters, encoded again: a line break pasted into the field would break the Location header
+    back = url_for("ui.jobs") + ("?" + urlencode(parse_qsl(form["filter"])) if form.get("filter") else "")
     if action not in FORM_ACTIONS:
         flash("Choose what to do with the jobs: download, retry, cancel or delete.", "error")
         return redirect(back, 303)
