@@ -152,3 +152,27 @@ def test_reader_decodes_in_one_thread_where_asked(tmp_path, monkeypatch):
     assert len(frames) == 6
     monkeypatch.setattr(video, "_open", real_open)
     assert all(np.array_equal(a, b.image) for a, b in zip(frames, video.read_frames(out, 0)))
+
+
+def test_frame_times_count_from_the_start_of_the_stream_as_frame_numbers_do(tmp_path):
+    """A stream whose first frame is stamped 10 s (a clip cut from a longer recording, some cameras):
+    tracks took the frames' raw time stamps (first seen at 10 s) while every table and export counts
+    frame / rate from 0, so one export's animal events came 10 s later than its detections."""
+    from fractions import Fraction
+    tb = Fraction(1, 1000)
+    path = tmp_path / "offset.mp4"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt, st.time_base = 160, 96, "yuv420p", tb
+        for i in range(20):
+            f = av.VideoFrame.from_ndarray(np.full((96, 160, 3), i * 6, np.uint8), format="rgb24")
+            f.pts, f.time_base = 10_000 + 100 * i, tb
+            for pk in st.encode(f):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    whole = list(read_frames(path, 0))
+    assert [f.index for f in whole] == list(range(20))
+    assert [f.time for f in whole] == pytest.approx([i / 10 for i in range(20)], abs=1e-6)
+    late = list(read_frames(path, 0, first=12, stop=15))
+    assert [(f.index, f.time) for f in late] == [(f.index, f.time) for f in whole[12:15]]

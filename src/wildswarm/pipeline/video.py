@@ -182,6 +182,7 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
             stream.codec_context.thread_count = threads
         src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
         step = sample_step(src_fps, fps)
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         m = first
         target = pick(m, step)
         index, times = -1, None
@@ -206,7 +207,8 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
                     stats["last"] = index
                 if index < target:
                     continue
-                t = float(frame.time) if frame.time is not None else (index / src_fps if src_fps else 0.0)
+                # from the stream's first frame, as frame numbers count: a stream stamped from 10 s starts at 0
+                t = float(frame.time) - start if frame.time is not None else (index / src_fps if src_fps else 0.0)
                 yield Frame(index, t, frame.to_ndarray(format="rgb24"))
                 m += 1
                 target = pick(m, step)
