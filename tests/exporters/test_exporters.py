@@ -186,6 +186,19 @@ def test_camtrap_dp_passes_frictionless_against_the_official_profile_and_schemas
     assert len(boxes) == len(events) and all(0 <= float(o["bboxX"]) <= 1 for o in boxes)
 
 
+def test_camtrap_dp_file_paths_pass_its_pattern_whatever_the_video_is_called(results, tmp_path):
+    """Camtrap DP's filePath may not start with '.', '/' or '~' nor hold '..'; names intake keeps (fox..night.mp4)
+    made a package GBIF refuses. Such a path is written as a relative URL (the dot escaped): it still names
+    the file; a name that passes stays as it is."""
+    from dataclasses import replace
+    from urllib.parse import unquote
+    names = ["fox..night.mp4", "~cam07.mp4"]
+    data = export("camtrap-dp", [replace(r, video=n) for r, n in zip(placed(results), names)], PACKAGE)
+    assert camtrap_problems(data, tmp_path) == []
+    media = list(csv.DictReader(open(tmp_path / "media.csv")))
+    assert [m["fileName"] for m in media] == names and [unquote(m["filePath"]) for m in media] == names
+
+
 def replace_options(**changes) -> ExportOptions:
     from dataclasses import replace
     return replace(PACKAGE, **changes)

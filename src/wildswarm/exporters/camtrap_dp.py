@@ -15,6 +15,7 @@ method. A missing one stops the export with the list of what is missing, video b
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import BinaryIO
@@ -71,7 +72,7 @@ class CamtrapDP(Exporter):
 
     def _media(self, r: VideoResult, start: datetime, options: ExportOptions) -> dict:
         return {"mediaID": media_id(r), "deploymentID": r.deployment["id"], "captureMethod": options.capture_method,
-                "timestamp": _time(start), "filePath": r.video, "filePublic": "false", "fileName": r.video,
+                "timestamp": _time(start), "filePath": file_path(r.video), "filePublic": "false", "fileName": r.video,
                 "fileMediatype": "video/mp4",
                 "mediaComments": "analysed by wildswarm" + (" with UNTRAINED weights: the observations are "
                                                            "meaningless" if r.summary.get("untrained_weights") else "")}
@@ -221,6 +222,16 @@ def _deployment(d: dict) -> dict:
 
 def _time(t: datetime) -> str:
     return parse_time(t).isoformat(timespec="seconds")
+
+
+def file_path(name: str) -> str:
+    """The media's ``filePath``: its name, or where Camtrap DP's pattern refuses that (a leading '.', '/' or
+    '~', or '..' anywhere), the name as a relative URL with those characters percent-encoded: it still
+    names the same file."""
+    path = re.sub(r"\.(?=\.)", "%2E", name)
+    if path[:1] in (".", "/", "~"):
+        path = {".": "%2E", "/": "%2F", "~": "%7E"}[path[0]] + path[1:]
+    return path
 
 
 def _table(header: list[str], rows: list[dict]) -> str:
