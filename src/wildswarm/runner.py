@@ -445,7 +445,14 @@ class JobRunner:
             log.exception("job %s: merge failed", video.id)
             return self._retry(video, f"merge failed: {type(exc).__name__}: {exc}")
         metrics.MERGES.labels("done").inc()
-        return self._finish(video, src, result, loaded)
+        verdict = self._finish(video, src, result, loaded)
+        if verdict.outcome is Outcome.DONE:     # recorded: the segments are no longer needed
+            self._remove_segments(name)
+        return verdict
+
+    def _remove_segments(self, name: str) -> None:
+        from wildswarm.pipeline import segments
+        segments.remove(self.layout.output, name)
 
     def _was_cancelled(self, job: Job) -> bool:
         try:
@@ -491,6 +498,8 @@ class JobRunner:
         video's, still needed by its other segments: never)."""
         if job.is_segment:
             return
+        if job.status is JobStatus.DONE and job.segments and job.output:   # merged; its merger died after
+            self._remove_segments(job.output)
         src = self.layout.input / job.input_name
         if src.is_file() and not src.is_symlink():
             self._move(src, self.layout.input_done if job.status is JobStatus.DONE else self.layout.input_failed, job)

@@ -403,6 +403,46 @@ def test_a_worker_killed_between_the_last_segment_and_the_merge_leaves_the_merge
     assert (Layout(cut.data).input_done / "long.mp4").exists()
 
 
+class DiskMerger(Merger):
+    """Merger whose segments leave their parts on disk, as the pipeline's do (part.json under the plan's key);
+    its merge, like the pipeline's, commits the result and leaves the segments to the runner."""
+    KEY = "same video, same settings"
+
+    def analyze_segment(self, video, out_root, name, k, seg_plan, report=None):
+        part = segments.folder(out_root, name) / segments.part_name(k)
+        part.mkdir(parents=True, exist_ok=True)
+        (part / segments.PART_FILE).write_text('{"key": "%s", "frames": 8}' % self.KEY)
+        return super().analyze_segment(video, out_root, name, k, seg_plan, report)
+
+    def prepare_segments(self, video, out_root, name, seg_plan):
+        return segments.prepare(out_root, name, self.KEY, seg_plan)
+
+
+def test_a_merger_killed_after_its_merge_but_before_recording_it_costs_no_segment(cut, store):
+    """The merge removed the segments as soon as the result was committed, before the runner recorded the
+    video done: a merger killed in between left a video whose every segment was analysed again (an hour
+    of cluster time for an hour of video). The runner now removes them once the video is recorded done."""
+    lay = Layout(cut.data)
+    msg, segs = split_video(cut, store)
+    analyzer = DiskMerger(cut)
+    for seg in segs[:-1]:
+        assert runner(cut, store, analyzer).run(seg).outcome is Outcome.DONE
+    # the last segment's worker records it, wins the merge, merges ... and is SIGKILLed before recording it
+    dying = runner(cut, store, analyzer)
+    last = store.claim(segs[-1].job_id, dying.owner, "n1")
+    plan = segments.SegmentPlan(**store.get(msg.job_id).plan)
+    analyzer.analyze_segment(None, lay.output, "long", last.segment, plan)
+    assert store.finish(last.id, dying.owner, output="long", outputs=[], frames=8, untrained=True, timings={})
+    video = store.claim_merge(msg.job_id, dying.owner, "n1")
+    analyzer.merge(None, lay.output, "long", plan)
+    time.sleep(cut.lease_seconds + 0.5)
+    assert [j.id for j in store.requeue_expired(0)] == [msg.job_id]
+    again = runner(cut, store, analyzer, node="n2").run(msg, redelivered=True)
+    assert again.outcome is Outcome.DONE and not again.messages          # merged again, nothing re-analysed
+    assert store.get(msg.job_id).status is JobStatus.DONE
+    assert not segments.folder(lay.output, "long").exists()             # gone once the video is recorded
+
+
 def test_a_worker_killed_between_the_split_and_the_merge_leaves_the_merge_to_the_redelivery(cut, store):
     """Every segment already done on disk (a retried video): the split, then the worker died before it
     claimed the merge; the video's own message comes again."""

@@ -284,7 +284,8 @@ class Pipeline:
             result = self._write(tmp, video, info, frames, started, segmented={
                 "count": seg_plan.count, "frames_each": seg_plan.length, "overlap": seg_plan.overlap,
                 "parts": made_by, "labels": labels})
-        segments.remove(out_root, name)
+        # the segments stay until the video is recorded done (the runner, or _analyze_in_segments, removes
+        # them): a merger killed before that leaves them for the next one to merge, not to analyse again
         return replace(result, output_dir=Path(out_root) / name, name=name)
 
     def _analyze_in_segments(self, video, info, out_root, name, seg_plan, progress) -> Result:
@@ -298,6 +299,7 @@ class Pipeline:
             report = (lambda n, base=done: progress(base + n, max(total, base + n))) if progress else None
             done += self.analyze_segment(video, out_root, name, k, seg_plan, report=report)
         result = self.merge(video, out_root, name, seg_plan)
+        segments.remove(out_root, name)
         if progress:
             progress(result.frames_analysed, result.frames_analysed)
         return result
