@@ -127,6 +127,8 @@ class Intake:
         if known is not None:
             return self._known_dropped(path, known)
         where = "input/" if profile is None else f"input/{profile}/"
+        if profile is None:
+            self._replace_changed(path, job_id)
         if profile is not None or safe_name(path.name) != path.name or self.layout.name_taken(path.name, mine=path):
             renamed = self.layout.claim_input(path, path.name)
             if renamed.name != path.name:
@@ -134,6 +136,21 @@ class Intake:
             path = renamed
         return self._record_and_publish(job_id, path, f"dropped into {where}", media=self._media(path),
                                         profile=self.profile(profile))
+
+    def _replace_changed(self, path: Path, job_id: str) -> None:
+        """``input/<name>`` was queued as another job and its content has changed since (a copy that stalled
+        past the settle time and resumed, a file overwritten): that job would analyse what it was not
+        hashed from. It is cancelled, saying so, and the file becomes a job of its own (the caller's)."""
+        old = self.store.unfinished_named(path.name)
+        if old is None or old.id == job_id:
+            return
+        why = (f"its video input/{path.name} changed after it was queued (a copy that resumed, or the file "
+               f"replaced): replaced by job {job_id}")
+        try:
+            self.store.cancel(old.id, why)
+        except JobConflict:           # it ended meanwhile: nothing to replace
+            return
+        self.note(f"job {old.id} {old.input_name}: cancelled: {why}")
 
     # --- retry --------------------------------------------------------------------------------------------
     def retry(self, job_id: str, copy: Path | None = None, how: str = "retried") -> Admission:

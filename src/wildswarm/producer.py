@@ -144,15 +144,12 @@ class Producer:
     # --- dealing with one file ---------------------------------------------------
     def handle(self, name: str) -> str:
         """Queue, skip or refuse ``input/<name>``; returns what happened (a metric label)."""
-        self.pending.pop(name)
+        seen = self.pending.pop(name)
         profile = name.split("/", 1)[0] if "/" in name else None
         result = self.intake.admit_dropped(self.layout.input / name, profile=profile).result
-        path = self.layout.input / name
-        try:
-            st = path.stat()
-            self.handled[name] = (st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            pass
+        # the file as it was seen settled, not as it is now: one that changed while it was hashed is
+        # looked at again (and its new content replaces the job: Intake._replace_changed)
+        self.handled[name] = (seen.size, seen.mtime_ns)
         metrics.FILES_SEEN.labels("queued" if result == "pending" else result).inc()
         return result
 

@@ -502,4 +502,7 @@ class JobRunner:
             self._remove_segments(job.output)
         src = self.layout.input / job.input_name
         if src.is_file() and not src.is_symlink():
+            other = self.call(self.store.unfinished_named, job.input_name)
+            if other is not None and other.id != job.id:     # the name's file is now another job's video
+                return
             self._move(src, self.layout.input_done if job.status is JobStatus.DONE else self.layout.input_failed, job)

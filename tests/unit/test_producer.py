@@ -350,6 +350,28 @@ def test_a_cancelled_video_whose_input_is_gone_is_queued_again_by_a_new_copy(env
     assert admission.result == "retried" and store.get(job_id).status is JobStatus.QUEUED
 
 
+def test_a_file_that_changes_after_it_was_queued_replaces_its_job_instead_of_adding_a_second(env, store):
+    """A copy that stalls past the settle time is taken half-copied (the settle time is the guard); when the
+    copy then resumed (or someone overwrote the file), the new content became a second job of the same
+    input name: the first job analysed the grown file under the old content's id, the second failed
+    'not in input/'. Now the file's new content replaces the job: the old one is cancelled saying why, its
+    message is acknowledged without work, and the new one analyses the whole file."""
+    from wildswarm.runner import JobRunner, Outcome
+    from wildswarm.testing import SleepAnalyzer, write_clip
+    _, producer, broker, clock, lay = env
+    path = write_clip(lay.input / "fox.mp4", frames=3)            # the first part of the copy
+    assert settle(producer, clock) == {"fox.mp4": "queued"}
+    with open(path, "ab") as fh:                                  # the copy resumes
+        fh.write(b" " * 100)
+    assert settle(producer, clock) == {"fox.mp4": "queued"}
+    old, new = (store.get(m["job_id"]) for m in broker.published)
+    assert old.status is JobStatus.CANCELLED and "changed after it was queued" in old.error and new.id in old.error
+    assert new.status is JobStatus.QUEUED and new.input_name == "fox.mp4" and new.id == job_id_for(path)
+    run = JobRunner(producer.settings, SleepAnalyzer(), store)
+    assert [run.run(JobMessage.for_job(j)).outcome for j in (old, new)] == [Outcome.DUPLICATE, Outcome.DONE]
+    assert settle(producer, clock) == {}                          # and nothing more comes of it
+
+
 # --- the reconciler ----------------------------------------------------------------------------------------
 def test_the_reconciler_requeues_jobs_whose_worker_died(env, store, monkeypatch):
     settings, producer, broker, clock, lay = env

@@ -113,6 +113,11 @@ class JobStore:
             return None
         return self._one("reading a job", "SELECT * FROM jobs WHERE id = %s", (job_id,))
 
+    def unfinished_named(self, input_name: str) -> Job | None:
+        """The queued or running video whose input is ``input/<input_name>`` (the name index answers it)."""
+        return self._one("reading a job", f"SELECT * FROM jobs WHERE {WHOLE} AND lower(input_name) = lower(%s) "
+                         "AND input_name = %s AND status IN ('queued', 'running') LIMIT 1", (input_name, input_name))
+
     def list(self, query: JobQuery = JobQuery()) -> list[Job]:
         where, params = query.where()
         params.update(limit=max(0, query.limit), offset=max(0, query.offset))
