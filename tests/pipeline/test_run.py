@@ -300,8 +300,8 @@ def test_on_a_cpu_node_the_codecs_run_in_one_thread_each(pipeline, make_video, t
     result = pipeline.analyze(make_video(frames=12, size=(160, 96)), tmp_path / "out")
     assert result.frames_analysed > 0
     assert writers == [1]
-    decoders = [c.thread_count for c in opened if c.is_open]   # probe's context is never opened
-    assert decoders == [1], [c.thread_count for c in opened]
+    decoders = [c.thread_count for c in opened if c.is_open]   # probe's (one frame: its rotation), the run's
+    assert decoders == [1, 1], [c.thread_count for c in opened]
 
 
 def test_a_failure_while_writing_results_stops_the_labeled_video_and_leaves_nothing(pipeline, make_video, tmp_path,
@@ -321,3 +321,48 @@ def test_a_failure_while_writing_results_stops_the_labeled_video_and_leaves_noth
         pipeline.overlap = False
     assert not out.exists() or list(out.iterdir()) == []
     assert not [t for t in threading.enumerate() if t.name.startswith("wildswarm-")]
+
+
+def test_a_variable_frame_rate_video_gives_one_time_per_frame_in_every_table_and_export(pipeline, tmp_path):
+    """10 frames at 10 frames/s, then 10 at 2 frames/s (a phone). Tracks took each frame's own time while
+    detections.csv, NWB and Camtrap DP's events counted frame / average rate: one export's times disagreed
+    by a second and more. The summary now keeps each analysed frame's time where the rate varies, and
+    every export reads it."""
+    import csv
+    import io
+    import zipfile
+    from fractions import Fraction
+    from wildswarm import exporters
+    from wildswarm.exporters.base import ExportOptions, VideoResult
+    tb = Fraction(1, 1000)
+    pts = [100 * i for i in range(10)] + [1000 + 500 * i for i in range(10)]
+    video = tmp_path / "vfr.mp4"
+    rng = np.random.default_rng(0)
+    background = (rng.random((96, 160, 3)) * 60 + 40).astype(np.uint8)
+    with av.open(str(video), "w") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt, st.time_base = 160, 96, "yuv420p", tb
+        for i, p in enumerate(pts):
+            img = background.copy()
+            img[32:56, 6 * i: 6 * i + 30] = (200, 150, 90)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = p, tb
+            for pk in st.encode(f):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    result = pipeline.analyze(video, tmp_path / "out")
+    summary = result.summary
+    times = {int(k): v for k, v in summary["frame_times_s"].items()}
+    assert times[19] == pytest.approx(5.5) and times[4] == pytest.approx(0.4)
+    r = VideoResult("j", video.name, result.output_dir)
+    buf = io.BytesIO()
+    exporters.get("csv").write([r], buf, ExportOptions())
+    tables = {n: list(csv.DictReader(io.StringIO(z))) for n, z in
+              ((n, zipfile.ZipFile(io.BytesIO(buf.getvalue())).read(n).decode()) for n in
+               zipfile.ZipFile(io.BytesIO(buf.getvalue())).namelist())}
+    assert tables["detections.csv"], "the untrained detector at threshold 0.001 finds boxes"
+    for d in tables["detections.csv"]:
+        assert float(d["time_s"]) == pytest.approx(times[int(d["frame"])], abs=1e-3)
+    for t in summary["tracks"]:
+        assert t["first_s"] == pytest.approx(times[t["first_frame"]], abs=1e-3)

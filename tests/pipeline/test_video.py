@@ -176,3 +176,35 @@ def test_frame_times_count_from_the_start_of_the_stream_as_frame_numbers_do(tmp_
     assert [f.time for f in whole] == pytest.approx([i / 10 for i in range(20)], abs=1e-6)
     late = list(read_frames(path, 0, first=12, stop=15))
     assert [(f.index, f.time) for f in late] == [(f.index, f.time) for f in whole[12:15]]
+
+
+@pytest.mark.parametrize("matrix,turns", [((0, 65536, 0, -65536, 0, 0), -1), ((0, -65536, 0, 65536, 0, 0), 1),
+                                          ((-65536, 0, 0, 0, -65536, 0), 2)])
+def test_a_phone_clip_recorded_upright_is_analysed_upright(tmp_path, matrix, turns):
+    """Phones store a portrait clip as landscape frames and a display matrix that turns them (MP4 tkhd). The
+    matrix was ignored: animals analysed on their side, labeled.mp4 sideways beside the source, keypoints in
+    the stored frame's coordinates. Frames now come turned as the player shows them, and probe says so."""
+    import struct
+    from kit.videos import write_video
+    coded = np.zeros((96, 160, 3), np.uint8)
+    coded[:16, :16] = 255                                            # a mark in the stored frame's top left
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 160, 96, "yuv420p"
+        for _ in range(3):
+            for pk in st.encode(av.VideoFrame.from_ndarray(coded, format="rgb24")):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd") + 44                                     # the matrix of a version 0 track header
+    data[at:at + 36] = struct.pack(">9i", *matrix, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    shown = np.rot90(coded, turns)                                   # what a player shows
+    info = probe(path)
+    assert (info.height, info.width) == shown.shape[:2]
+    frames = list(read_frames(path, 0))
+    assert len(frames) == 3 and frames[0].image.shape == shown.shape
+    assert np.abs(frames[0].image.astype(int) - shown).mean() < 8
+    assert probe(write_video(tmp_path / "plain.mp4")).width == 160   # no matrix: as stored

@@ -87,6 +87,16 @@ class VideoResult:
     def detections(self) -> dict:
         return self._json(files.DETECTIONS)
 
+    @cached_property
+    def _frame_times(self) -> dict[int, float]:
+        return {int(k): float(v) for k, v in (self.summary.get("frame_times_s") or {}).items()}
+
+    def time_of(self, frame: int, fps: float) -> float:
+        """When source frame ``frame`` is shown, in seconds from the first: its own time where the video's
+        frame rate varies (``frame_times_s`` of the summary), else frame / rate, as the tracks count."""
+        t = self._frame_times.get(int(frame))
+        return t if t is not None else (frame / fps if fps else 0.0)
+
     @property
     def entry(self) -> dict:
         """The video's entry of its MegaDetector JSON."""

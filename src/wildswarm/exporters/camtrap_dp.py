@@ -106,8 +106,8 @@ class CamtrapDP(Exporter):
                 most = max(frames.count(f) for f in set(frames))
                 best = max(d["conf"] for d in entry["detections"] if d["category"] == category)
                 rows.append({**base, "observationID": f"{media_id(r)}-{kind}", "observationLevel": "event",
-                             "eventStart": _time(start + timedelta(seconds=min(frames) / fps)),
-                             "eventEnd": _time(start + timedelta(seconds=max(frames) / fps)),
+                             "eventStart": _time(start + timedelta(seconds=r.time_of(min(frames), fps))),
+                             "eventEnd": _time(start + timedelta(seconds=r.time_of(max(frames), fps))),
                              "observationType": kind, "count": most, "classificationProbability": best,
                              "classifiedBy": info.get("detector") or by})
         if not rows:

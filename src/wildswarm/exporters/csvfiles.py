@@ -45,7 +45,7 @@ class CSVTables(Exporter):
             for d in entry.get("detections", []):
                 x, y, bw, bh = d["bbox"]
                 sp = d.get("classifications") or [[None, None]]
-                boxes.append([r.video, d["frame_number"], round(d["frame_number"] / fps, 3) if fps else "",
+                boxes.append([r.video, d["frame_number"], round(r.time_of(d["frame_number"], fps), 3) if fps else "",
                               md.DETECTION_CATEGORIES.get(d["category"], d["category"]), d["conf"],
                               round(x * w, 1), round(y * h, 1), round(bw * w, 1), round(bh * h, 1),
                               species.get(sp[0][0], "") if sp[0][0] is not None else "",

@@ -134,7 +134,7 @@ def write_file(r: VideoResult, path: Path, options: ExportOptions | None = None)
             if not len(seen):
                 continue
             rows = slice(seen[0], seen[-1] + 1)                 # the animal's span, gaps inside as NaN
-            times = frames[rows] / fps
+            times = np.array([r.time_of(f, fps) for f in frames[rows]])
             series = [PoseEstimationSeries(
                 name=bp, description=f"{bp} of {individual}", data=xy[rows, k, :2], unit="pixels",
                 reference_frame=REFERENCE_FRAME, timestamps=times, confidence=xy[rows, k, 2],

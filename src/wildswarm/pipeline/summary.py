@@ -19,7 +19,7 @@ def build_summary(p, video, info, decoded, frames_meta, dets, poses, tracks, out
         for sp in d.data.get("species", []):
             if sp:
                 species[sp] += 1
-    return {
+    summary = {
         "video": video.name,
         "wildswarm_version": __version__,
         "untrained_weights": p.untrained,
@@ -52,6 +52,19 @@ def build_summary(p, video, info, decoded, frames_meta, dets, poses, tracks, out
         "host": platform.node(),
         "files": list(outputs.expected(s.smooth != "none")),
     }
+    times = frame_times(frames_meta, info.fps)
+    if times is not None:
+        summary["frame_times_s"] = times
+    return summary
+
+
+def frame_times(frames_meta, fps: float) -> dict[str, float] | None:
+    """Each analysed frame's time (s from the first frame) by its index, where the video's frame rate
+    varies (a phone's): a time half a frame or more from index / rate. Exports read them from here; at a
+    constant rate (None) index / rate is the time."""
+    if not fps or all(abs(t - i / fps) < 0.5 / fps for i, t in frames_meta):
+        return None
+    return {str(i): round(t, 4) for i, t in frames_meta}
 
 
 def _versions() -> dict[str, str]:

@@ -89,6 +89,30 @@ def _check_whole(stream, path: Path) -> None:
                          "(the rest was cut off; copy or export it again)")
 
 
+def _turns(frame) -> int:
+    """Quarter turns (counterclockwise, as ``np.rot90`` counts) that show ``frame`` as a player does: phones
+    store a portrait clip as landscape frames and a display matrix that turns them."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def _upright(frame) -> np.ndarray:
+    image = frame.to_ndarray(format="rgb24")
+    turns = _turns(frame)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def _turns_shown(container, stream) -> int:
+    """The first frame's :func:`_turns` (0 where it cannot be decoded: reading the video says why), decoded
+    in one thread: one frame needs no more."""
+    try:
+        stream.codec_context.thread_count = 1
+        for frame in container.decode(stream):
+            return _turns(frame)
+    except (av.error.FFmpegError, ValueError):
+        pass
+    return 0
+
+
 def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
@@ -112,7 +136,8 @@ def probe(path: Path) -> VideoInfo:
         if frames <= 0:
             raise VideoError(f"{Path(path).name}: video has no frames")
         _check_whole(stream, path)
-        return VideoInfo(Path(path), ctx.width, ctx.height, fps, frames, duration, ctx.name)
+        width, height = (ctx.height, ctx.width) if _turns_shown(container, stream) % 2 else (ctx.width, ctx.height)
+        return VideoInfo(Path(path), width, height, fps, frames, duration, ctx.name)
     finally:
         container.close()
 
@@ -209,7 +234,7 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
                     continue
                 # from the stream's first frame, as frame numbers count: a stream stamped from 10 s starts at 0
                 t = float(frame.time) - start if frame.time is not None else (index / src_fps if src_fps else 0.0)
-                yield Frame(index, t, frame.to_ndarray(format="rgb24"))
+                yield Frame(index, t, _upright(frame))
                 m += 1
                 target = pick(m, step)
                 if stop is not None and m >= stop:
