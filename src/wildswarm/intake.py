@@ -264,9 +264,13 @@ class Intake:
     def _known_dropped(self, path: Path, job: Job) -> Admission:
         if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not job.refused \
                 and self.layout.failed_input(job) in (None, path):   # none kept but this copy
-            retried = self.retry(job.id, copy=path, how=f"{path.name} dropped again, of a job whose input was gone")
-            return Admission(retried.job, retried.result, f"{path.name} is job {job.id}, which had "
-                             f"{job.status.value} and whose input was gone: this copy queues it again.")
+            try:
+                retried = self.retry(job.id, copy=path, how=f"{path.name} dropped again, of a job whose input was gone")
+            except JobConflict as exc:    # not retriable after all: kept with the failed inputs, as before
+                self.note(f"{path.name}: same content as job {job.id}, not queued again: {exc}")
+            else:
+                return Admission(retried.job, retried.result, f"{path.name} is job {job.id}, which had "
+                                 f"{job.status.value} and whose input was gone: this copy queues it again.")
         if job.input_name != path.name or path.parent != self.layout.input:
             moved = move_into(path, self.layout.input_failed, job.id[:8])
             self.note(f"{path.name}: same content as job {job.id} ({job.input_name}, {job.status.value}); "

@@ -149,7 +149,8 @@ class Layout:
         if (self.output / stem).exists():
             return True
         variants = {stem + "".join(c) for c in itertools.product(*({ch.lower(), ch.upper()} for ch in ext))}
-        if any(p != mine and p.exists() for d in (self.input_done, self.input_failed) for p in (d / v for v in variants)):
+        moved_on = (d / v for d in (self.input_done, self.input_failed) for v in variants)
+        if any(p != mine and p.exists() for p in moved_on):
             return True
         with contextlib.suppress(FileNotFoundError):
             return any(p != mine and p.stem == stem and not p.name.startswith(".") and p.is_file()
