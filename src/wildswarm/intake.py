@@ -256,14 +256,13 @@ class Intake:
         return Admission(job, "pending", f"{job.input_name} is saved as job {job.id}. The job queue cannot be "
                                          "reached right now; the job is queued automatically as soon as it answers.")
 
-    def _lost_failed_input(self, job: Job) -> bool:
-        """A failed or cancelled job (both retriable) whose video is no longer kept: a new copy retries it."""
-        return job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not job.refused \
-            and self.layout.failed_input(job) is None
+    def _lost_failed_input(self, job: Job, copy: Path | None = None) -> bool:
+        """A retriable job whose video is no longer kept (but for ``copy``, a new copy of it, which then
+        retries it)."""
+        return job.retriable and self.layout.failed_input(job) in (None, copy)
 
     def _known_dropped(self, path: Path, job: Job) -> Admission:
-        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not job.refused \
-                and self.layout.failed_input(job) in (None, path):   # none kept but this copy
+        if self._lost_failed_input(job, copy=path):
             try:
                 retried = self.retry(job.id, copy=path, how=f"{path.name} dropped again, of a job whose input was gone")
             except JobConflict as exc:    # not retriable after all: kept with the failed inputs, as before

@@ -90,6 +90,12 @@ class Job:
         return self.parent_id is not None
 
     @property
+    def retriable(self) -> bool:
+        """Whether a retry may queue it again (failed, not refused as no video, or cancelled; the job store
+        has the last word)."""
+        return self.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not self.refused
+
+    @property
     def progress(self) -> float:
         if self.status is JobStatus.DONE:
             return 1.0

@@ -42,7 +42,3 @@ def job_json(job: Job, detail: bool = False) -> dict:
                                 for p in (store().segment_jobs(job.id) if job.segments else [])]
     return data
 
-
-def retriable(job: Job) -> bool:
-    """Whether a Retry button makes sense for this job (the job store has the last word)."""
-    return job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not job.refused

@@ -119,7 +119,7 @@ def job(job_id: str):
     data = service.job_json(record, detail=True)
     summary = results.read_summary(folder)
     return render_template("job.html", job=record, data=data, files=files, summary=summary,
-                           card=results.summary_card(summary, record.size_bytes), retriable=service.retriable(record),
+                           card=results.summary_card(summary, record.size_bytes), retriable=record.retriable,
                            has_video=results.VIDEO in names, has_plot=results.PLOT in names,
                            has_poster=results.POSTER in names,
                            pending=record.publish_pending, output=results.output_name(record),
