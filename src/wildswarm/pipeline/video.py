@@ -207,7 +207,7 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
             stream.codec_context.thread_count = threads
         src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
         step = sample_step(src_fps, fps)
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        start = _start_seconds(stream)
         m = first
         target = pick(m, step)
         index, times = -1, None
@@ -270,9 +270,13 @@ def _index_of(frame, stream, src_fps: float, times: list[int] | None = None) -> 
     if times is not None:            # its rank among every frame's presentation time (-1: not among them)
         k = bisect.bisect_left(times, frame.pts) if frame.pts is not None else len(times)
         return k if k < len(times) and times[k] == frame.pts else -1
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     t = float(frame.pts * stream.time_base) if frame.pts is not None else float(frame.time or 0.0)
-    return int(round((t - start) * src_fps))
+    return int(round((t - _start_seconds(stream)) * src_fps))
+
+
+def _start_seconds(stream) -> float:
+    """When the stream's first frame is stamped, in seconds (frame times and indices count from it)."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
 def _seek(container, stream, target: int, src_fps: float, times: list[int] | None = None) -> int:
