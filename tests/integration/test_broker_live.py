@@ -134,20 +134,11 @@ def test_a_split_whose_segment_publish_is_nacked_still_settles_the_videos_delive
     consumer timeout (hours), while its health check passed. The segments are recorded with their
     publish pending, so the reconciler publishes what the broker refused: the delivery is acked."""
     import threading
+    from kit.planner import Planner
     from kit.services import broker_policy
     from kit.videos import write_video
     from wildswarm.jobs import job_id_for
     from wildswarm.layout import Layout
-    from wildswarm.pipeline import segments
-
-    class Planner(SleepAnalyzer):
-        def plan(self, info, workers=None):
-            s = self.settings
-            return segments.plan(info.sampled(s.fps), s.fps, segment_seconds=s.segment_seconds,
-                                 overlap_seconds=s.segment_overlap_seconds, batch_size=s.batch_size, workers=workers)
-
-        def prepare_segments(self, video, out_root, name, seg_plan):
-            return segments.prepare(out_root, name, "key", seg_plan)
 
     s = broker_settings.replace(node="w1", fps=5, batch_size=4, segment_seconds=2.4, segment_overlap_seconds=0.8)
     path = write_video(Layout(s.data).ensure().input / "long.mp4", frames=60, fps=10)

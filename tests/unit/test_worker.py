@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kit.fakes import FakeBroker
+from kit.planner import Planner
 from wildswarm import worker as worker_module
 from wildswarm.broker import Delivery
 from wildswarm.errors import ConfigError, PipelineError
@@ -256,18 +257,6 @@ def test_an_interrupted_job_s_delivery_is_given_back_unless_the_worker_is_stoppi
 
 
 # --- long videos: how they are cut ---------------------------------------------------------------------
-class Planner(SleepAnalyzer):
-    """Cuts videos as the pipeline does (its plan and segment folder), without models."""
-
-    def plan(self, info, workers=None):
-        s = self.settings
-        return segments.plan(info.sampled(s.fps), s.fps, segment_seconds=s.segment_seconds,
-                             overlap_seconds=s.segment_overlap_seconds, batch_size=s.batch_size, workers=workers)
-
-    def prepare_segments(self, video, out_root, name, seg_plan):
-        return segments.prepare(out_root, name, "same video, same settings", seg_plan)
-
-
 def long_video(store, settings, name="long.mp4") -> JobMessage:
     path = write_video(Layout(settings.data).input / name, frames=60, fps=10)   # 30 frames at 5 fps
     job, _ = store.submit(job_id_for(path), name, path.stat().st_size)
