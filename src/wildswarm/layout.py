@@ -68,6 +68,10 @@ def safe_name(name: str, *, max_len: int = MAX_NAME) -> str:
     return f"{stem}.{ext}" if ext else stem
 
 
+#: ``output/.segments/<stem>/``: a long video's finished segments, until the whole video is recorded done.
+SEGMENTS_DIR = ".segments"
+
+
 def stem_of(name: str) -> str:
     """The output-folder name for an input file name."""
     return Path(safe_name(name)).stem
@@ -150,8 +154,10 @@ class Layout:
             return True
         variants = {stem + "".join(c) for c in itertools.product(*({ch.lower(), ch.upper()} for ch in ext))}
         moved_on = (d / v for d in (self.input_done, self.input_failed) for v in variants)
-        if any(p != mine and p.exists() for p in moved_on):
-            return True
+        return any(p != mine and p.exists() for p in moved_on) or self.stem_waiting(stem, mine=mine)
+
+    def stem_waiting(self, stem: str, mine: Path | None = None) -> bool:
+        """Whether a video of ``stem`` (other than ``mine``) waits in ``input/``: queued or being analysed."""
         with contextlib.suppress(FileNotFoundError):
             return any(p != mine and p.stem == stem and not p.name.startswith(".") and p.is_file()
                        for p in self.input.iterdir())

@@ -114,3 +114,19 @@ def test_many_jobs_results_download_as_one_streamed_zip(client, anon, bearer, st
     assert form.status_code == 200 and "wildswarm-results-1.zip" in form.headers["Content-Disposition"]
     with zipfile.ZipFile(io.BytesIO(form.data)) as z:
         assert {n.split("/")[0] for n in z.namelist()} == {"fox"}
+
+
+def test_deleting_a_failed_long_video_removes_its_finished_segments_unless_a_video_of_its_stem_waits(
+        anon, bearer, store, settings, video_bytes):
+    lay = Layout(settings.data)
+    owl = make_failed_job(store, video_bytes, name="owl")            # failed after two of its segments
+    badger = make_failed_job(store, video_bytes + b"1", name="badger")
+    for stem in ("owl", "badger"):
+        (lay.output / ".segments" / stem / "00000").mkdir(parents=True)
+        (lay.output / ".segments" / stem / "00000" / "frames.npz").write_bytes(b"x")
+    (lay.input / "badger.MP4").write_bytes(video_bytes + b"2")       # a video of badger's stem waits: its own
+    r = anon.post("/api/jobs/bulk", json={"action": "delete", "jobs": [owl.id, badger.id]}, headers=bearer)
+    results = {x["id"]: x for x in r.get_json()["results"]}
+    assert results[owl.id]["removed"] == ["output/.segments/owl"] and not (lay.output / ".segments" / "owl").exists()
+    assert results[badger.id]["removed"] == [] and (lay.output / ".segments" / "badger" / "00000").is_dir()
+    assert (lay.input_failed / "owl.mp4").exists()                   # inputs kept: not asked to delete them

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from wildswarm.errors import PipelineError, PlanChanged
+from wildswarm.layout import SEGMENTS_DIR  # noqa: F401  (output/.segments: named once, beside the layout)
 
-SEGMENTS_DIR = ".segments"
 PLAN_FILE = "plan.json"
 PART_FILE = "part.json"
 FRAMES_FILE = "frames.npz"

@@ -24,7 +24,7 @@ from werkzeug.datastructures import MultiDict
 
 from wildswarm.errors import JobConflict, JobError, UnsafePathError
 from wildswarm.jobs import Job
-from wildswarm.layout import Layout
+from wildswarm.layout import SEGMENTS_DIR, Layout, stem_of
 from wildswarm.web import service
 from wildswarm.web.query import BadQuery, job_query
 
@@ -98,7 +98,10 @@ def remove_files(layout: Layout, job: Job, delete_inputs: bool) -> list[str]:
 
     targets: list[Path] = []
     if plain(job.output):
-        targets += [layout.output / job.output, layout.output / ".segments" / job.output]
+        targets += [layout.output / job.output, layout.output / SEGMENTS_DIR / job.output]
+    stem = stem_of(job.input_name) if plain(job.input_name) else None
+    if stem and stem != job.output and not layout.stem_waiting(stem):  # a failed long video's finished segments,
+        targets.append(layout.output / SEGMENTS_DIR / stem)             # unless a waiting video of its stem owns them
     if delete_inputs and plain(job.input_name):
         stem, ext, tag = Path(job.input_name).stem, Path(job.input_name).suffix, job.id[:8]
         for folder in (layout.input_done, layout.input_failed):
@@ -106,7 +109,7 @@ def remove_files(layout: Layout, job: Job, delete_inputs: bool) -> list[str]:
             targets += sorted(folder.glob(f"{stem}-{tag}-*{ext}"))
     removed = []
     for path in targets:
-        if path.parent not in (layout.output, layout.output / ".segments", layout.input_done, layout.input_failed):
+        if path.parent not in (layout.output, layout.output / SEGMENTS_DIR, layout.input_done, layout.input_failed):
             continue
         if not path.exists() or not _inside(layout, path):
             continue
