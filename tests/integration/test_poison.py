@@ -1,6 +1,8 @@
 """Poison input ends failed or dead-lettered with its reason, and the worker goes on."""
 from __future__ import annotations
 
+import time
+
 from kit.observe import all_finished, jobs_of, wait_consuming, wait_moved, waiting_in_input
 from kit.waiting import wait_for
 from wildswarm.broker import REASON_HEADER, Broker, dead_letter_queue
@@ -92,3 +94,20 @@ def test_a_dead_lettered_job_ends_failed_with_its_reason_not_queued_forever(brok
     worker = spawn(s, "worker", node="w0")
     done = wait_for(lambda: all_finished(store, 1), 30, "the retried job", procs=(worker, producer))[job.id]
     assert done.status is JobStatus.DONE and [p.name for p in lay.output.iterdir()] == ["stuck"]
+
+
+def test_deeply_nested_json_is_dead_lettered_and_no_process_dies_of_it(broker_settings, store, spawn, broker):
+    """Audit: a body of 60,000 '[' (well under the 64 KiB limit) made json.loads raise RecursionError, which no
+    one caught: the worker that took it died (and the next, until the broker dead-lettered it), and then the
+    producer's reconciler died on the dead letter at each start, leaving it unacknowledged for the next."""
+    s = broker_settings.replace(reconcile_seconds=0.5)
+    worker = spawn(s, "worker", node="w0")
+    wait_consuming(s, 1, (worker,))
+    broker.publish(b"[" * 60000, message_id="deep")
+    dead_q = dead_letter_queue(s.queue)
+    wait_for(lambda: broker.counts(dead_q)[0] == 1, 30, "the nested message dead-lettered", procs=(worker,))
+    assert worker.alive()
+    producer = spawn(s, "producer", node="p0")       # its reconciler reads the dead letter, drops it, goes on
+    wait_for(lambda: broker.counts(dead_q)[0] == 0, 30, "the reconciler to drop the dead letter", procs=(producer,))
+    time.sleep(1.5)
+    assert producer.alive() and worker.alive()

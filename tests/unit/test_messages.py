@@ -38,6 +38,9 @@ def test_is_frozen():
      + b"t" * 5000 + b'"}', "submitted_at"),
     (b'{"job_id": "0123456789abcdef", "input_name": "..", "version": 1}', "plain file name"),
     (b"{" + b'"pad": "' + b"x" * 70000 + b'"}', "too large"),
+    # audit: JSON nested deeper than the interpreter's recursion limit raised RecursionError, not MessageError
+    (b"[" * 60000, "UTF-8 JSON"),
+    (b'{"job_id": ' + b"[" * 60000, "UTF-8 JSON"),
 ])
 def test_malformed_messages_raise_one_named_error(body, reason):
     with pytest.raises(MessageError, match=reason):
