@@ -71,6 +71,8 @@ class JobMessage:
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MessageError(f"message is not UTF-8 JSON: {exc}") from None
+        except RecursionError:          # nested deeper than the interpreter allows: no job message is
+            raise MessageError("message is not UTF-8 JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise MessageError("message is not a JSON object")
         known = {"job_id", "input_name", "submitted_at", "version"}
