@@ -32,3 +32,40 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Streamer:
+    """An HTTP server on 127.0.0.1 that answers 200 at once, then sends a body of ``total`` bytes in chunks of
+    ``chunk``, ``pause`` seconds apart (a receiver that trickles, or one that answers with a flood);
+    ``sent`` counts the bytes the client took."""
+
+    def __init__(self, total: int, chunk: int = 1, pause: float = 0.0):
+        self.sent = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Length", str(total))
+                self.end_headers()
+                try:
+                    while outer.sent < total:
+                        self.wfile.write(b"x" * chunk)
+                        self.wfile.flush()
+                        outer.sent += chunk
+                        time.sleep(pause)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

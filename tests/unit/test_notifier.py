@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
 
 import pytest
 
 from kit.fakes import FakeBroker
-from kit.webhooks import Receiver
+from kit.webhooks import Receiver, Streamer
 from wildswarm.intake import Intake, Refused
 from wildswarm.jobs.deployments import Deployment, Deployments
 from wildswarm.notifier import Notifier, WebhookError, check_webhook
@@ -113,6 +114,31 @@ def test_a_slow_receiver_holds_only_the_notifier(settings, store, receiver):
     assert time.monotonic() - started < 2.5
     job = store.get("f000000000000008")
     assert job.notify_state == "waiting" and "no answer within 1 s" in job.notify_error
+
+
+def test_a_receiver_that_trickles_or_floods_its_answer_holds_the_notifier_no_longer_than_the_timeout(settings, store):
+    """Audit: the whole answer was read, each read bounded by the timeout but not the whole: a receiver that
+    answered 200 and then sent its body a byte at a time held the notifier (every job's webhook) for as long as
+    it liked, and one that answered gigabytes had them all read into the producer's memory."""
+    slow, flood = Streamer(total=10**6, chunk=1, pause=0.2), Streamer(total=400 * 2**20, chunk=2**20)
+    try:
+        finish(store, "f00000000000000b", webhook_url=slow.url)
+        notifier = Notifier(settings, store.db)
+        started = time.monotonic()
+        t = threading.Thread(target=notifier.run_once, daemon=True)
+        t.start()
+        t.join(timeout=10)
+        assert not t.is_alive(), "the notifier still reading a trickled answer after 10 s (timeout 1 s)"
+        assert time.monotonic() - started < 5
+        finish(store, "f00000000000000c", name="bat.mp4", webhook_url=flood.url)
+        notifier.run_once()
+        time.sleep(0.5)
+        assert flood.sent < 64 * 2**20, f"{flood.sent} bytes of the receiver's answer read"
+        assert {store.get(i).notify_state for i in ("f00000000000000b", "f00000000000000c")} == {"sent"}
+    finally:
+        notifier.stopping.set()
+        slow.close()
+        flood.close()
 
 
 def test_a_deployments_webhook_serves_its_jobs_that_name_none(settings, store, receiver):
