@@ -126,12 +126,15 @@ class Notifier:
             headers["X-Wildswarm-Signature"] = "sha256=" + hmac.new(s.webhook_secret.encode(), body,
                                                                     hashlib.sha256).hexdigest()
         try:
+            # stream: the status line and headers decide; the body is never read (a receiver that trickles
+            # it would hold every notification, one that floods it would fill the producer's memory)
             r = self.session.post(job.webhook_url, data=body, headers=headers, timeout=s.webhook_timeout_seconds,
-                                  allow_redirects=False)
+                                  allow_redirects=False, stream=True)
         except requests.Timeout:
             return f"no answer within {s.webhook_timeout_seconds:g} s"
         except requests.RequestException as exc:
             return f"{type(exc).__name__}: {str(exc)[:300]}"
+        r.close()
         return None if 200 <= r.status_code < 300 else f"answered HTTP {r.status_code}"
 
     def run_once(self) -> int:
