@@ -139,6 +139,23 @@ def test_hidden_files_deep_folders_and_links_are_ignored(env, tmp_path):
     assert (tmp_path / "outside" / "x.mp4").exists() and store_is_empty(producer)
 
 
+def test_a_folder_it_may_not_read_stops_only_that_folder_not_the_producer(env, store, monkeypatch):
+    """Audit: a folder in input/ that the producer may not list (made mode 000 by someone who may drop videos,
+    or a filesystem error on it) raised PermissionError out of poll(), and the producer died at every start."""
+    _, producer, broker, clock, lay = env
+    (lay.input / "locked").mkdir()
+    drop(lay, "trap.mp4", b"fox")
+    scandir = os.scandir
+
+    def denied(path):       # tests run as root, for whom mode 000 denies nothing
+        if os.fspath(path).endswith("/locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+    monkeypatch.setattr("wildswarm.producer.os.scandir", denied)
+    assert settle(producer, clock) == {"trap.mp4": "queued"}
+    assert names(broker) == ["trap.mp4"]
+
+
 def store_is_empty(producer) -> bool:
     return producer.store.list() == []
 
