@@ -129,6 +129,11 @@ class Producer:
                     listed = list(it)
             except (FileNotFoundError, NotADirectoryError):
                 return
+            except OSError as exc:    # a folder it may not read (mode 000, a filesystem error): the rest goes on
+                if not prefix:
+                    raise
+                log.warning("input/%s skipped for now: %s", prefix, exc.strerror or exc)
+                return
             for entry in listed:
                 if entry.name.startswith("."):
                     continue
