@@ -5,7 +5,7 @@ import time
 
 from kit.observe import all_finished, jobs_of, wait_consuming, wait_moved, waiting_in_input
 from kit.waiting import wait_for
-from wildswarm.broker import REASON_HEADER, Broker, dead_letter_queue
+from wildswarm.broker import EARLIER_HEADER, REASON_HEADER, Broker, dead_letter_queue
 from wildswarm.jobs import JobStatus
 from wildswarm.layout import Layout
 from wildswarm.producer import submit_file
@@ -109,5 +109,24 @@ def test_deeply_nested_json_is_dead_lettered_and_no_process_dies_of_it(broker_se
     assert worker.alive()
     producer = spawn(s, "producer", node="p0")       # its reconciler reads the dead letter, drops it, goes on
     wait_for(lambda: broker.counts(dead_q)[0] == 0, 30, "the reconciler to drop the dead letter", procs=(producer,))
+    time.sleep(1.5)
+    assert producer.alive() and worker.alive()
+
+
+def test_a_message_with_a_malformed_delivery_header_kills_no_process(broker_settings, store, spawn, broker):
+    """Audit: the count header a stopping worker writes when it hands a message back (x-wildswarm-deliveries)
+    was read with int() in pika's callback; a message with any other value there raised ValueError out of the
+    worker's connection loop and killed each worker that took it, then the producer at each reconcile."""
+    s = broker_settings.replace(reconcile_seconds=0.5)
+    worker = spawn(s, "worker", node="w0")
+    wait_consuming(s, 1, (worker,))
+    body = b'{"job_id": "0123456789abcdef", "input_name": "x.mp4", "version": 1}'
+    broker.publish(body, message_id="odd", headers={EARLIER_HEADER: "many"})
+    dead_q = dead_letter_queue(s.queue)
+    wait_for(lambda: broker.counts(dead_q)[0] == 1, 30, "the message dead-lettered", procs=(worker,))
+    assert worker.alive()
+    broker.publish(body, message_id="odd-dead", headers={EARLIER_HEADER: "many"}, routing_key=dead_q)
+    producer = spawn(s, "producer", node="p0")
+    wait_for(lambda: broker.counts(dead_q)[0] == 0, 30, "the reconciler to settle the dead letters", procs=(producer,))
     time.sleep(1.5)
     assert producer.alive() and worker.alive()
