@@ -114,9 +114,18 @@ class Delivery:
         return self.delivery_count + 1
 
 
+def _count(value) -> int:
+    """A delivery-count header as a number: anything else (a message published by hand, say) counts 0, so
+    a malformed header never raises in pika's callback, which would end the consumer's process."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _delivery(method, props, body: bytes, generation: int) -> Delivery:
     headers = dict(props.headers or {})
-    count = int(headers.get("x-delivery-count") or 0) + int(headers.get(EARLIER_HEADER) or 0)
+    count = _count(headers.get("x-delivery-count")) + _count(headers.get(EARLIER_HEADER))
     return Delivery(body=body, tag=method.delivery_tag, redelivered=bool(method.redelivered), delivery_count=count,
                     headers=headers, message_id=props.message_id, generation=generation)
 
