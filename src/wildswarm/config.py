@@ -89,6 +89,8 @@ class Settings:
     webhook_retry_seconds: float = 30.0    # the first retry's delay, doubling each time (at most an hour)
     webhook_max_attempts: int = 10         # then it is given up, the last error kept on the job
     webhook_secret: str = field(default="", repr=False)  # secret: signs each body (X-Wildswarm-Signature)
+    webhook_allow_internal: bool = False   # also POST to internal addresses: loopback, link-local, the producer's
+    #                                        own networks (in the stack: every service of it, and its node)
     public_url: str = ""                   # the web app's address as users see it: links in notifications
 
     # --- producer ----------------------------------------------------------

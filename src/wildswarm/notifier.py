@@ -16,17 +16,31 @@ with ``X-Wildswarm-Event`` and, when ``WILDSWARM_WEBHOOK_SECRET`` is set,
 else (an error status, a refused connection, no answer within ``webhook_timeout_seconds``) is tried
 again after ``webhook_retry_seconds``, doubling each time (at most an hour), and given up after
 ``webhook_max_attempts``, with the last error kept on the job. A retried job notifies again.
+
+A receiver at an internal address is refused (given up at once, the reason on the job) unless
+``webhook_allow_internal``: loopback, link-local (a cloud's metadata service), unspecified, multicast or
+reserved addresses, and the networks the producer is directly on (in the stack: its overlay networks,
+where every service of the stack answers, and the bridge to its node). Without it any user who may
+upload could make the producer POST to the stack's own consoles and read from the job which ports
+answer. The address judged is the one connected to, after the name is resolved, so a name that
+resolves to an internal address is refused as the address itself is.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
+import struct
 import threading
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from wildswarm import __version__, metrics
 from wildswarm.config import Settings
@@ -42,6 +56,98 @@ MAX_DELAY = 3600.0
 
 class WebhookError(ValueError):
     pass
+
+
+class InternalReceiver(WebhookError):
+    """A webhook whose receiver is at an internal address, with ``webhook_allow_internal`` off."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def own_networks() -> list[Network]:
+    """The networks this process is directly on: its routing table's routes without a gateway (Linux)."""
+    nets: list[Network] = []
+    try:
+        with open("/proc/net/route") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        for row in rows:                     # Iface Destination Gateway Flags ... Mask (little-endian hex)
+            dest, flags, mask = int(row[1], 16), int(row[3], 16), int(row[7], 16)
+            if mask and not flags & 0x2:     # RTF_GATEWAY: reached through a router, not on it
+                nets.append(ipaddress.ip_network((socket.inet_ntoa(struct.pack("<I", dest)),
+                                                  socket.inet_ntoa(struct.pack("<I", mask))), strict=False))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            rows = [line.split() for line in f]
+        for row in rows:                     # dest prefixlen src srclen next_hop metric ... flags iface
+            if int(row[1], 16) and int(row[4], 16) == 0:
+                nets.append(ipaddress.ip_network((ipaddress.IPv6Address(bytes.fromhex(row[0])), int(row[1], 16)),
+                                                 strict=False))
+    except (OSError, ValueError, IndexError):
+        pass
+    return nets
+
+
+def internal_address(ip: Address) -> bool:
+    """Whether a webhook to ``ip`` would reach this node, its stack or its cloud rather than the outside."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return True
+    return any(ip in net for net in own_networks() if net.version == ip.version)
+
+
+def receiver_address(host: str, port: int) -> str:
+    """The address to connect to for ``host``; :class:`InternalReceiver` if any address it has is internal."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return host                           # the connection says it cannot resolve the name
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+    internal = [a for a in addresses if internal_address(a)]
+    if internal:
+        raise InternalReceiver(f"refused: {host} is {internal[0]}, an internal address (this node, its stack's "
+                               "networks or link-local); set WILDSWARM_WEBHOOK_ALLOW_INTERNAL=true to allow it")
+    return str(addresses[0])
+
+
+class _Checked:
+    """A connection that connects only to the receiver's checked address (the name kept for Host and TLS)."""
+
+    def _new_conn(self):
+        name = self._dns_host
+        self._dns_host = receiver_address(name, self.port)
+        try:
+            return super()._new_conn()
+        finally:
+            self._dns_host = name
+
+
+class _CheckedHTTPConnection(_Checked, HTTPConnection):
+    pass
+
+
+class _CheckedHTTPSConnection(_Checked, HTTPSConnection):
+    pass
+
+
+class _CheckedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _CheckedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+class ExternalOnly(HTTPAdapter):
+    """requests' adapter whose connections refuse internal receivers."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPPool, "https": _CheckedHTTPSPool}
 
 
 def check_webhook(url: str) -> str:
@@ -112,6 +218,9 @@ class Notifier:
         self.table = Notifications(db)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"wildswarm/{__version__} (webhook)"
+        if not settings.webhook_allow_internal:
+            for scheme in ("http://", "https://"):
+                self.session.mount(scheme, ExternalOnly())
         self.note = note or log.info
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,6 +239,8 @@ class Notifier:
             # it would hold every notification, one that floods it would fill the producer's memory)
             r = self.session.post(job.webhook_url, data=body, headers=headers, timeout=s.webhook_timeout_seconds,
                                   allow_redirects=False, stream=True)
+        except InternalReceiver:
+            raise
         except requests.Timeout:
             return f"no answer within {s.webhook_timeout_seconds:g} s"
         except requests.RequestException as exc:
@@ -143,14 +254,19 @@ class Notifier:
         for job in self.table.due(hold_seconds=s.webhook_timeout_seconds * 3 + 30):
             if self.stopping.is_set():
                 break
-            error = self.send(job)
+            final = False
+            try:
+                error = self.send(job)
+            except InternalReceiver as exc:          # the same setting would refuse every retry: given up now
+                error, final = str(exc), True
             if error is None:
                 self.table.sent(job.id)
                 metrics.NOTIFICATIONS.labels("sent").inc()
                 delivered += 1
                 self.note(f"job {job.id} {job.input_name}: webhook notified (job.{job.status.value})")
                 continue
-            attempts, gave_up = self.table.missed(job.id, error, s.webhook_retry_seconds, s.webhook_max_attempts)
+            attempts, gave_up = self.table.missed(job.id, error, s.webhook_retry_seconds,
+                                                  1 if final else s.webhook_max_attempts)
             metrics.NOTIFICATIONS.labels("gave_up" if gave_up else "failed").inc()
             self.note(f"job {job.id} {job.input_name}: webhook not notified ({error}); "
                       + (f"given up after {attempts} attempts" if gave_up else f"tried again later (attempt {attempts})"))

@@ -15,7 +15,8 @@ from wildswarm.testing import write_clip
 
 
 def test_a_slow_webhook_delays_nothing_but_its_own_post(broker_settings, store, intake, spawn, tmp_path):
-    s = broker_settings.replace(notify_seconds=0.2, webhook_timeout_seconds=20.0)
+    s = broker_settings.replace(notify_seconds=0.2, webhook_timeout_seconds=20.0,
+                                webhook_allow_internal=True)  # its receiver listens on 127.0.0.1
     receiver = Receiver(delay=8.0)
     try:
         worker = spawn(s, "worker", node="w0")

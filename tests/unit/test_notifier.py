@@ -33,8 +33,10 @@ def receiver():
 
 @pytest.fixture
 def settings(db_settings):
+    """The receivers here listen on 127.0.0.1, an internal address: allowed for these tests."""
     return db_settings.replace(webhook_retry_seconds=0.2, webhook_max_attempts=3, webhook_timeout_seconds=1.0,
-                               webhook_secret="s3cret", public_url="https://wildswarm.lab.example")
+                               webhook_secret="s3cret", public_url="https://wildswarm.lab.example",
+                               webhook_allow_internal=True)
 
 
 def finish(store, job_id, name="fox.mp4", **submit):
@@ -163,3 +165,33 @@ def test_webhooks_must_be_http_urls(settings, store):
     with pytest.raises(Refused, match="http:// or https://"):
         intake.webhook("gopher://x.example/")
     assert intake.webhook("") is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "169.254.169.254", "0.0.0.0"])
+def test_a_webhook_to_an_internal_address_is_refused_unsent_and_given_up_at_once(settings, store, receiver, host):
+    """Audit: any logged-in user could make the producer POST to the stack's own services, the node itself or
+    the cloud's metadata address, and read from the job's notify_error which ports answer. Internal addresses
+    (loopback, link-local, unspecified, the producer's own networks) are refused unless allowed, judged on the
+    address connected to (a name that resolves to one is refused too), and given up at once: a retry would
+    meet the same setting."""
+    r = receiver()
+    url = r.url.replace("127.0.0.1", host) if host != "169.254.169.254" else "http://169.254.169.254/hook"
+    finish(store, "f00000000000000d", webhook_url=url)
+    notifier = Notifier(settings.replace(webhook_allow_internal=False), store.db)
+    assert notifier.run_once() == 0
+    job = store.get("f00000000000000d")
+    assert job.notify_state == "gave_up" and job.notify_attempts == 1 and r.got == []
+    assert "internal address" in job.notify_error and "WILDSWARM_WEBHOOK_ALLOW_INTERNAL" in job.notify_error
+
+
+def test_the_producers_own_networks_are_internal_and_the_outside_is_not():
+    from ipaddress import ip_address
+
+    from wildswarm.notifier import internal_address, own_networks
+    nets = own_networks()
+    assert nets, "no directly connected network read from /proc/net/route"
+    for net in nets:
+        assert internal_address(net.network_address + 1), net
+    assert internal_address(ip_address("10.0.1.7")) is (any(ip_address("10.0.1.7") in n for n in nets))
+    assert not internal_address(ip_address("8.8.8.8")) and not internal_address(ip_address("2606:4700::1111"))
+    assert internal_address(ip_address("fe80::1")) and internal_address(ip_address("::ffff:127.0.0.1"))
