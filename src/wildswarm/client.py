@@ -70,18 +70,33 @@ class Client:
                 body = r.json()
             except ValueError:
                 body = {}
+            body = body if isinstance(body, dict) else {}     # not the web app's error: its status says enough
             raise ServerError(f"{self.base}{path.split('?')[0]}: {r.status_code} "
                               f"{body.get('error') or r.reason}", r.status_code, body.get("reason"))
         return r
 
+    def _object(self, method: str, path: str, **kwargs) -> dict:
+        """The JSON object the API answers; :class:`ServerError` when something else answered (the
+        address of another console, a proxy's page): its status and content type, and what to check."""
+        r = self._call(method, path, **kwargs)
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            kind = (r.headers.get("Content-Type") or "no content type").split(";")[0]
+            raise ServerError(f"{self.base}{path.split('?')[0]}: answered {r.status_code} {kind}, not the wildswarm "
+                              "API: is the server's address the wildswarm web app's?", r.status_code)
+        return body
+
     def cancel(self, job_id: str) -> dict:
         """Cancel job ``job_id`` (:class:`ServerError` 409 if it has ended, 404 if there is none): the job."""
-        return self._call("POST", f"/api/jobs/{quote(job_id)}/cancel").json()["job"]
+        return self._object("POST", f"/api/jobs/{quote(job_id)}/cancel")["job"]
 
     def job(self, job_id: str) -> dict | None:
         """The job ``job_id`` (with its files), or None if the server has no such job."""
         try:
-            return self._call("GET", f"/api/jobs/{quote(job_id)}").json()
+            return self._object("GET", f"/api/jobs/{quote(job_id)}")
         except ServerError as exc:
             if exc.status == 404:
                 return None
@@ -89,7 +104,7 @@ class Client:
 
     def jobs(self, **filters) -> dict:
         """A listing (``GET /api/jobs``) with the given filters (None values left out)."""
-        return self._call("GET", "/api/jobs", params={k: v for k, v in filters.items() if v is not None}).json()
+        return self._object("GET", "/api/jobs", params={k: v for k, v in filters.items() if v is not None})
 
     def submit(self, video: Path, *, fields: dict | None = None,
                progress: Callable[[int], None] | None = None) -> Upload:
@@ -101,9 +116,8 @@ class Client:
             parts["file"] = (Path(video).name, fh, "video/mp4")
             encoder = MultipartEncoder(fields=parts)
             body = MultipartEncoderMonitor(encoder, (lambda m: progress(m.bytes_read)) if progress else None)
-            r = self._call("POST", "/api/jobs", data=body, headers={"Content-Type": body.content_type},
-                           timeout=(self.timeout, None))      # the upload itself may take long
-        data = r.json()
+            data = self._object("POST", "/api/jobs", data=body, headers={"Content-Type": body.content_type},
+                                timeout=(self.timeout, None))      # the upload itself may take long
         return Upload(data["job"], data["result"], data["message"])
 
     def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> Path:
@@ -132,7 +146,7 @@ class Client:
         answer included)."""
         import time
         while True:
-            jobs = [self._call("GET", f"/api/jobs/{quote(i)}").json() for i in job_ids]
+            jobs = [self._object("GET", f"/api/jobs/{quote(i)}") for i in job_ids]
             yield jobs
             if all(j["status"] in ("done", "failed", "cancelled") for j in jobs):
                 return
