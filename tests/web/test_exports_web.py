@@ -228,3 +228,27 @@ def test_the_jobs_page_exports_the_ticked_jobs(client, finished, store):
     r = client.post("/api/exports", data={"csrf_token": client.csrf, "format": "csv", "action": "retry",
                                           "filter": "", "job": [j.id for j in finished]})
     assert r.status_code == 200 and "wildswarm-2-videos-csv.zip" in r.headers["Content-Disposition"]
+
+
+def test_a_download_the_client_leaves_ends_its_exporter_even_mid_way_through_one_large_write(app, finished, bearer,
+                                                                                            monkeypatch):
+    """Audit: the md-json exporter writes its whole document in one write (a zip entry of the CSV tables is
+    one write too). A client that went away while that write was under way made the exporter's thread wait
+    for ever on the full queue, holding the whole export in memory: one leaked thread per cancelled download."""
+    from wildswarm.exporters import megadetector as md
+    real = md.merge
+
+    def many(docs, files=None):                   # a batch of many videos: a document of several MiB
+        doc = real(docs, files)
+        doc["images"] = doc["images"] * (1 + (4 << 20) // len(md.dumps(doc)))
+        return doc
+    monkeypatch.setattr(md, "merge", many)
+    c = app.test_client()
+    r = c.post("/api/exports", json={"format": "md-json", "jobs": [j.id for j in finished]}, headers=bearer)
+    assert r.status_code == 200
+    next(iter(r.response))                        # the first chunk arrives, then the client goes away
+    r.close()
+    deadline = time.monotonic() + 10
+    while any(t.name == "export-md-json" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [t for t in threading.enumerate() if t.name == "export-md-json"], "the exporter waits for ever"
