@@ -101,18 +101,32 @@ class _Pipe(io.RawIOBase):
             raise BrokenPipeError("the client stopped reading the export")
         self._gathered += data
         while len(self._gathered) >= CHUNK:
-            self.queue.put(bytes(self._gathered[:CHUNK]))
+            self._put(bytes(self._gathered[:CHUNK]))
             del self._gathered[:CHUNK]
         return len(data)
 
+    def _put(self, item) -> None:
+        """``item`` into the queue, waiting while it is full, unless the client went away meanwhile: one
+        write of many chunks (a whole JSON document, a zip entry) must not wait for ever on a queue that
+        nobody reads any more."""
+        while True:
+            if self.abandoned.is_set():
+                raise BrokenPipeError("the client stopped reading the export")
+            try:
+                self.queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
     def end(self, exc: BaseException | None = None) -> None:
         """The exporter ended: the rest and ``_DONE``, or (failed) a ``_Failed`` in place of the rest."""
-        if self.abandoned.is_set():
+        try:
+            if exc is None and self._gathered:
+                self._put(bytes(self._gathered))
+            self._gathered.clear()
+            self._put(_DONE if exc is None else _Failed(exc))
+        except BrokenPipeError:
             return
-        if exc is None and self._gathered:
-            self.queue.put(bytes(self._gathered))
-        self._gathered.clear()
-        self.queue.put(_DONE if exc is None else _Failed(exc))
 
     def abandon(self) -> None:
         self.abandoned.set()
