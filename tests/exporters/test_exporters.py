@@ -265,3 +265,19 @@ def test_the_nwb_session_starts_when_the_video_was_recorded_as_given_first(tmp_p
     assert start == datetime.fromisoformat("2026-05-03T05:40:00+02:00") and "given" in basis
     start, basis = session_start(VideoResult("j", "v.mp4", tmp_path, media={"creation_time": both["creation_time"]}))
     assert start == datetime.fromisoformat(both["creation_time"]) and "creation time" in basis
+
+
+def test_camtrap_dp_never_writes_a_contributor_its_profile_refuses(results, tmp_path):
+    """Audit: a contributor's role or email was written as given. Data Package's own role "author", or an
+    address mistyped on the command line (--contributor "A. Ranger <ranger at example.org>"), made a package
+    that fails the Camtrap DP profile (GBIF refuses it), though the export said nothing."""
+    from wildswarm.exporters.base import contributor
+    for n, people in enumerate([({"title": "A. Ranger", "role": "author"},),
+                                (contributor("A. Ranger <ranger at example.org>"),)]):
+        try:
+            data = export("camtrap-dp", placed(results), replace_options(contributors=people))
+        except ExportError as exc:                  # refused, saying which contributor
+            assert "A. Ranger" in " ".join([str(exc), *exc.problems])
+        else:
+            assert camtrap_problems(data, tmp_path / str(n)) == [], people
+
