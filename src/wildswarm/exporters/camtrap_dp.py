@@ -32,6 +32,8 @@ PROFILE = f"{BASE}/camtrap-dp-profile.json"
 SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted",
                     "opportunistic")
 CAPTURE_METHODS = ("activityDetection", "timeLapse")
+ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")   # the profile's
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 DEPLOYMENTS = ["deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",
                "deploymentStart", "deploymentEnd", "setupBy", "cameraID", "cameraModel", "cameraDelay",
@@ -172,6 +174,12 @@ def missing(results: list[VideoResult], options: ExportOptions) -> list[str]:
     out = []
     if not options.contributors:
         out.append("the package's contributors (at least one name: --contributor \"Name <email>\")")
+    for person in options.contributors:
+        who = person.get("title")
+        if person.get("role") is not None and person["role"] not in ROLES:
+            out.append(f"contributor {who}: role {person['role']!r} is not one of {', '.join(ROLES)}")
+        if person.get("email") is not None and not EMAIL.match(str(person["email"])):
+            out.append(f"contributor {who}: {person['email']!r} is not an email address")
     if options.sampling_design not in SAMPLING_DESIGNS:
         out.append(f"the project's sampling design (--sampling-design, one of: {', '.join(SAMPLING_DESIGNS)})")
     if options.capture_method not in CAPTURE_METHODS:
