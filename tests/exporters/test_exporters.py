@@ -281,3 +281,17 @@ def test_camtrap_dp_never_writes_a_contributor_its_profile_refuses(results, tmp_
         else:
             assert camtrap_problems(data, tmp_path / str(n)) == [], people
 
+
+def test_an_nwb_export_of_a_result_whose_labeled_video_is_gone_is_refused_before_its_first_byte(results, tmp_path):
+    """Audit: a result folder whose labeled.mp4 was deleted (the largest file, the first to go when disk is
+    short) crashed the NWB export with FileNotFoundError: a 500 from the web app (or a download cut short,
+    for any video but the first) and a traceback from the command line, never the 409 naming the file."""
+    import shutil
+    folder = tmp_path / results[1].folder.name
+    shutil.copytree(results[1].folder, folder)
+    (folder / files.LABELED_VIDEO).unlink()
+    buf = io.BytesIO()
+    with pytest.raises(ExportError) as caught:
+        exporters.get("nwb").write([results[0], VideoResult("job1", results[1].video, folder)], buf, ExportOptions())
+    assert files.LABELED_VIDEO in " ".join([str(caught.value), *caught.value.problems])
+    assert buf.getvalue() == b""                    # refused whole: the web app answers 409
