@@ -26,6 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from wildswarm import __version__
+from wildswarm.errors import ExportError
 from wildswarm.exporters.base import Exporter, ExportOptions, VideoResult, zip_writer
 from wildswarm.jobs.deployments import parse_time
 from wildswarm.pipeline import files
@@ -44,6 +45,10 @@ class NWB(Exporter):
         """A zip of ``<name>.nwb`` per video with the videos it refers to beside it (NWB keeps a video
         as an external file, by a path relative to the NWB file): ``<name>.labeled.mp4`` and the
         source video, where it is still kept."""
+        gone = [f"{r.name}: its result has no {files.LABELED_VIDEO}" for r in results
+                if not (r.folder / files.LABELED_VIDEO).is_file()]
+        if gone:                  # known before the first byte: refused whole, not a download cut short
+            raise ExportError("cannot export these results as NWB:", gone)
         with tempfile.TemporaryDirectory(prefix="wildswarm-nwb-") as tmp, zip_writer(out) as z:
             for r in results:
                 path = Path(tmp) / f"{r.name}.nwb"
