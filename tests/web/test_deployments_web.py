@@ -114,3 +114,13 @@ def test_the_deployments_page_adds_one_from_its_form(client):
     assert CAM["id"] in page and "Reconyx-HF2X" in page
     r = client.post("/deployments", data={"id": "x", "latitude": "100", "longitude": "0", "csrf_token": client.csrf})
     assert r.status_code == 400 and "latitude must be between" in r.get_data(as_text=True)
+
+
+def test_a_deployment_field_holding_a_lone_surrogate_is_a_400_not_a_500(anon, bearer, openapi):
+    """Audit: JSON may escape half a UTF-16 pair ("\\ud800"); such text cannot be UTF-8, and saving it
+    crashed in the database driver (UnicodeEncodeError): a 500 where a 400 says which field."""
+    r = anon.post("/api/deployments", data='{"id": "cam1", "location_name": "Mara \\ud800 river"}',
+                  content_type="application/json", headers=bearer)
+    assert r.status_code == 400 and "location_name" in r.get_json()["error"], (r.status_code, r.data[:300])
+    openapi.check("POST", "/api/deployments", r)
+    assert anon.get("/api/deployments", headers=bearer).get_json()["deployments"] == []
