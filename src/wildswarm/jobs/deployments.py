@@ -83,6 +83,8 @@ class Deployment:
             value = getattr(self, f.name)
             if isinstance(value, str) and (len(value) > TEXT_MAX or "\x00" in value):
                 problems.append(f"{f.name} is longer than {TEXT_MAX} characters or holds a NUL")
+            elif isinstance(value, str) and not _utf8(value):
+                problems.append(f"{f.name} is not text that UTF-8 can hold (it has a lone surrogate)")
         if problems:
             raise JobError(f"deployment {self.id}: " + "; ".join(problems))
 
@@ -120,6 +122,15 @@ def _whole(key: str, value) -> int:
     if not number.is_integer():
         raise ValueError(f"{key} must be a whole number, not {value!r}")
     return int(number)
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored (JSON may escape half a UTF-16 pair, which UTF-8 cannot hold)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(key: str, value) -> str:
