@@ -208,3 +208,22 @@ def test_a_phone_clip_recorded_upright_is_analysed_upright(tmp_path, matrix, tur
     assert len(frames) == 3 and frames[0].image.shape == shown.shape
     assert np.abs(frames[0].image.astype(int) - shown).mean() < 8
     assert probe(write_video(tmp_path / "plain.mp4")).width == 160   # no matrix: as stored
+
+
+def test_a_segment_of_a_stream_whose_seek_lands_on_no_keyframe_is_decoded_not_left_empty(tmp_path):
+    """An MPEG-TS stream (a camera's .ts renamed .mp4) with one keyframe, at its start: FFmpeg's seek
+    to a later frame lands where no keyframe follows, the decoder shows nothing, and the segment came
+    back empty, without an error: a long video was analysed in its first segment only and reported done."""
+    path = tmp_path / "one-gop.mp4"
+    with av.open(str(path), "w", format="mpegts") as c:
+        st = c.add_stream("libx264", rate=10, options={"g": "1000"})
+        st.width, st.height, st.pix_fmt = 160, 96, "yuv420p"
+        for i in range(60):
+            for pk in st.encode(av.VideoFrame.from_ndarray(np.full((96, 160, 3), i * 4, np.uint8), format="rgb24")):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    whole = list(read_frames(path, 0))
+    assert len(whole) == probe(path).frames == 60
+    late = list(read_frames(path, 0, first=20, stop=25))
+    assert [(f.index, f.time) for f in late] == [(f.index, f.time) for f in whole[20:25]]
