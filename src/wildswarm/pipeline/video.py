@@ -239,6 +239,8 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
                 target = pick(m, step)
                 if stop is not None and m >= stop:
                     return
+            if index == 0 and not decoded:   # sought, and nothing shown after (no keyframe followed): from the start
+                raise _SeekMissed()
         except _SeekMissed:
             container.close()
             yield from _decode_from_start(path, fps, stats, first, stop, threads)
