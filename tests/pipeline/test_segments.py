@@ -59,6 +59,32 @@ def test_a_segment_is_decoded_from_the_keyframe_before_it_and_frames_match_a_who
     assert list(read_frames(video, 5.0, first=500)) == []
 
 
+def test_segments_past_the_end_a_header_promised_are_joined_without_them(tmp_path):
+    """A Matroska file (named .mp4) whose copy broke off keeps its header's full duration: probe promises
+    600 frames, 188 are there, and the plan's later segments read none. Their labeled videos (no frame
+    written) are empty files, and the merge failed on them with PyAV's InvalidDataError after every
+    segment had been analysed: retried, then failed, the whole analysis lost."""
+    from wildswarm.pipeline.video import VideoWriter
+    data = write_video(tmp_path / "whole.mkv", frames=600, size=(96, 64), fps=10).read_bytes()
+    video = tmp_path / "cut.mp4"
+    video.write_bytes(data[: len(data) // 3])
+    info = probe(video)
+    seg_plan = segments.plan(info.sampled(5), 5, segment_seconds=20, overlap_seconds=2, batch_size=4)
+    assert seg_plan is not None and seg_plan.count == 3
+    parts, read = [], []
+    for k in range(seg_plan.count):
+        first, stop = seg_plan.reads(k)
+        own = seg_plan.owned(k)
+        frames = list(read_frames(video, 5, first=first, stop=stop))
+        read.append(len(frames))
+        parts.append(tmp_path / f"{k}.mp4")
+        with VideoWriter(parts[-1], 5, 96, 64) as w:                   # as a segment writes its own frames
+            for f in frames[: None if own[1] is None else own[1] - own[0]]:
+                w.write(f.image)
+    assert read[0] > 0 and read[-1] == 0                             # the last segment lies past the cut
+    joined = segments.join_videos(parts, tmp_path / "labeled.mp4")
+    assert joined == frames_of(tmp_path / "labeled.mp4") == len(list(read_frames(video, 5)))
+
 def test_a_segment_of_a_variable_frame_rate_video_gets_the_frames_a_whole_decode_numbers_so(tmp_path):
     """Phones record at a variable frame rate. A segment's seek turned its first frame into a time at the
     average rate and its landed frame's time back into an index the same way, which holds only at a
