@@ -310,7 +310,9 @@ def join_videos(videos: list[Path], target: Path) -> int:
     """Concatenate H.264 MP4s made by the same encoder settings into one, packets copied (no
     re-encoding), time stamps shifted to follow on; returns the frames written."""
     import av
-    videos = [v for v in videos if v.is_file()]
+    # a segment past the video's real end (a header that promised more frames: a cut-off Matroska or
+    # fragmented MP4) drew no frame: the writer left an empty file, which FFmpeg cannot open
+    videos = [v for v in videos if v.is_file() and v.stat().st_size > 0]
     if not videos:
         raise PipelineError("no segment video to join")
     from fractions import Fraction
