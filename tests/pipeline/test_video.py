@@ -99,6 +99,31 @@ def test_a_cut_off_video_is_refused_at_probe_and_decode_not_analysed_in_part(mak
         list(read_frames(short, fps=0, threads=threads))
 
 
+def test_a_cut_off_fragmented_mp4_is_refused_not_analysed_in_part(tmp_path):
+    """A fragmented MP4 (moov first, then moof+mdat pairs: what cameras and recorders write so that a cut
+    recording survives) cut mid-fragment: its stream counts no frames in the header, so the check for a
+    cut-off file was skipped, and the frames of the last fragment were dropped without a word: analysed
+    in part and reported done, as the index-first MP4 was before."""
+    from fractions import Fraction
+    path = tmp_path / "frag.mp4"
+    with av.open(str(path), "w", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}) as c:
+        st = c.add_stream("libx264", rate=Fraction(10), options={"g": "30"})
+        st.width, st.height, st.pix_fmt = 160, 96, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(120):
+            image = rng.integers(0, 255, (96, 160, 3), np.uint8)
+            for pk in st.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    assert probe(path).frames == len(list(read_frames(path, 0))) == 120     # whole: not called truncated
+    short = tmp_path / "cut.mp4"
+    short.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.raises(VideoError, match=r"cut\.mp4: .*truncated"):
+        probe(short)
+    with pytest.raises(VideoError, match=r"cut\.mp4: .*truncated"):
+        list(read_frames(short, fps=0))
+
 def test_a_whole_video_is_not_called_truncated(make_video):
     video = make_video(frames=40, size=(320, 192))
     assert probe(video).frames == 40
