@@ -74,9 +74,10 @@ def _check_whole(stream, path: Path) -> None:
     """Refuse a file cut short (power lost mid-recording, a copy broken off) whose index survived (an MP4
     whose index comes first): FFmpeg would just stop early, or its threaded decoder drop the broken
     packet, and the video be analysed in part and reported done. Only where the container indexes every
-    frame with its place in the file (MP4, MOV); 75 ms for an hour of video at 30 frames/s."""
-    frames = int(stream.frames or 0)
+    frame with its place in the file (MP4, MOV, fragmented MP4); 75 ms for an hour of video at 30 frames/s."""
     entries = stream.index_entries
+    # a fragmented MP4 counts no frames in its header (its fragments come after it): its index does
+    frames = int(stream.frames or 0) or len(entries)
     if frames <= 0 or len(entries) != frames:
         return
     size, whole = Path(path).stat().st_size, 0
