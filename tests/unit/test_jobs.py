@@ -279,6 +279,28 @@ def test_json_records_of_earlier_versions_are_imported_once(store, tmp_path):
     assert store.count() == 4
 
 
+@pytest.mark.parametrize("bad", [
+    {"id": "00000000000000A9"},                                  # not an id the store takes (upper case)
+    {"input_name": "x" * 300 + ".mp4"},                          # longer than a name may be
+    {"input_name": "a\u0000.mp4"},                               # NUL: not PostgreSQL text
+    {"frames_done": 10**12},                                     # over an integer column
+    {"attempts": 1e400},                                         # JSON's 1e400 is float infinity
+    {"timings": {"total": float("nan")}},                        # NaN: not JSON PostgreSQL takes
+    {"node": {"name": "w1"}},                                    # not text
+    {"error": "\ud800"},                                         # a lone surrogate: not UTF-8
+], ids=["id", "long-name", "nul", "int-range", "infinity", "nan", "node-object", "surrogate"])
+def test_a_malformed_json_record_is_unreadable_and_never_keeps_the_others_out(store, tmp_path, bad):
+    """One record an old version (or a disk error) left malformed is counted unreadable: the good records
+    are still imported, once, instead of the whole import failing (or crashing the producer) on every start."""
+    folder = tmp_path / "jobs"
+    write_record(folder, id="00000000000000b1", status="done", output="a")
+    record = {"id": "00000000000000b2", "input_name": "b.mp4", "status": "failed", **bad}
+    (folder / "00000000000000b2.json").write_text(json.dumps(record))
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)   # nested past Python's recursion limit
+    assert import_json_records(store, folder) == {"imported": 1, "known": 0, "unreadable": 2}
+    assert [j.id for j in store.list(JobQuery())] == ["00000000000000b1"]
+
+
 def test_a_store_that_cannot_be_reached_is_a_clear_error(db_settings):
     from wildswarm.errors import JobStoreUnavailable
     unreachable = db_settings.replace(db_port=1, db_timeout_seconds=1)
