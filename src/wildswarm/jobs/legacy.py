@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +25,26 @@ log = logging.getLogger(__name__)
 
 MARKER = "json_records_imported"
 REFUSED_PREFIX = "refused:"
+JOB_ID = re.compile(r"[0-9a-f]{8,64}")        # as the jobs table's CHECK takes it
+INT4, INT8 = 2**31 - 1, 2**63 - 1
+
+
+def _count(value, high: int = INT4) -> int:
+    """A whole number a column takes (0 for none); ValueError otherwise."""
+    n = int(value or 0)
+    if not 0 <= n <= high:
+        raise ValueError(f"{n} is out of range")
+    return n
+
+
+def _str(value) -> str | None:
+    """Text PostgreSQL takes (UTF-8, no NUL), or None; ValueError for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError("not text a column takes")
+    value.encode("utf-8")          # a lone surrogate (JSON's "\\ud800"): UnicodeEncodeError, a ValueError
+    return value
 
 
 def _when(value) -> datetime | None:
@@ -47,17 +69,24 @@ def read_record(path: Path) -> Job | None:
             error = None                       # the old pending-publish note: now a column
         if status is JobStatus.RUNNING:        # its worker belongs to the version being replaced
             status, error = JobStatus.QUEUED, None
+        job_id, name = str(data["id"]), _str(str(data["input_name"]))
+        if not JOB_ID.fullmatch(job_id) or not 1 <= len(name) <= 255:
+            return None
+        timings = {str(k): float(v) for k, v in (data.get("timings") or {}).items()}
+        if not all(math.isfinite(v) for v in timings.values()):
+            return None
         return Job(
-            id=str(data["id"]), input_name=str(data["input_name"]), status=status,
-            frames_done=int(data.get("frames_done") or 0), frames_total=int(data.get("frames_total") or 0),
-            node=data.get("node"), attempts=int(data.get("attempts") or 0),
+            id=job_id, input_name=name, status=status,
+            frames_done=_count(data.get("frames_done")), frames_total=_count(data.get("frames_total")),
+            node=_str(data.get("node")), attempts=_count(data.get("attempts")),
             created_at=_when(data.get("created_at")), started_at=_when(data.get("started_at")),
-            finished_at=_when(data.get("finished_at")), output=data.get("output"),
-            outputs=[str(o) for o in data.get("outputs") or []], error=error, refused=refused,
-            untrained=bool(data.get("untrained")), size_bytes=data.get("size_bytes"),
-            timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
+            finished_at=_when(data.get("finished_at")), output=_str(data.get("output")),
+            outputs=[_str(str(o)) for o in data.get("outputs") or []], error=_str(error), refused=refused,
+            untrained=bool(data.get("untrained")),
+            size_bytes=None if data.get("size_bytes") is None else _count(data["size_bytes"], INT8),
+            timings=timings,
         )
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError):
         return None
 
 
