@@ -135,3 +135,26 @@ def test_segments_of_a_failed_video_are_never_requeued_or_republished(store):
     with store.db.connection() as conn:   # segment 2's worker died meanwhile: its lease is long gone
         conn.execute("UPDATE jobs SET lease_until = now() - interval '1 hour' WHERE id = %s", (running.id,))
     assert store.requeue_expired(0) == [] and store.pending() == [] and store.unannounced(0) == []
+
+
+def test_segments_left_running_by_a_failed_video_end_rather_than_count_as_work_for_ever(store):
+    """A video fails with one segment while two others run: the one whose worker meets a passing error
+    and gives it back, and the one whose worker dies, are never claimed again (their video no longer
+    waits), so they must end too, not stay queued or running for ever on the cluster page's queue."""
+    from wildswarm.jobs.cluster import ClusterStats
+    split(store)
+    retrying = store.claim(segment_id(ID, 0), "w2/b", "w2")
+    dying = store.claim(segment_id(ID, 2), "w3/c", "w3")
+    failing = store.claim(segment_id(ID, 1), "w4/d", "w4")
+    store.fail(failing.id, "w4/d", "not a video")
+    assert store.fail_split(ID, "segment 1: not a video").status is JobStatus.FAILED
+    store.requeue(retrying.id, "w2/b", "attempt 1 failed: OSError: stale file handle", 0)
+    assert store.claim(retrying.id, "w5/e", "w5") is None                    # nobody ever runs it again
+    with store.db.connection() as conn:                                       # segment 2's worker died
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 hour' WHERE id = %s", (dying.id,))
+    assert store.requeue_expired(0) == []                                     # the reconciler's pass
+    stats = ClusterStats(store.db)
+    queue = stats.queue()
+    assert (queue.queued, queue.running, queue.failed) == (0, 0, 1)
+    assert stats.backlog(lambda profile: 5.0).jobs == 0
+    assert {store.get(segment_id(ID, k)).status for k in range(4)} == {JobStatus.FAILED}
