@@ -356,9 +356,14 @@ class JobStore:
 
     def requeue(self, job_id: str, owner: str, reason: str, delay_seconds: float = 0.0) -> Job | None:
         """Give the job back, to be tried again after ``delay_seconds`` (its attempts stay counted)."""
+        # A segment whose video no longer waits for it (the video failed meanwhile) would never be claimed
+        # again: it ends with its video instead of waiting, queued, for ever.
         return self._one("requeueing a job",
-                         "UPDATE jobs SET status = 'queued', error = %(reason)s, lease_owner = NULL, "
-                         "lease_until = NULL, retry_at = now() + make_interval(secs => %(delay)s), "
+                         f"UPDATE jobs SET status = CASE WHEN {PARENT_WAITS} THEN 'queued' ELSE 'failed' END, "
+                         f"error = CASE WHEN {PARENT_WAITS} THEN %(reason)s ELSE 'its video failed' END, "
+                         f"finished_at = CASE WHEN {PARENT_WAITS} THEN finished_at ELSE now() END, "
+                         "lease_owner = NULL, lease_until = NULL, "
+                         f"retry_at = CASE WHEN {PARENT_WAITS} THEN now() + make_interval(secs => %(delay)s) END, "
                          f"{CHANGED} WHERE {MINE} RETURNING *",
                          self._params(job_id, owner, reason=_text(reason), delay=float(delay_seconds)))
 
@@ -372,7 +377,13 @@ class JobStore:
                          self._params(job_id, reason=_text(reason)))
 
     def requeue_expired(self, grace_seconds: float) -> list[Job]:
-        """Running jobs whose worker stopped heartbeating ``grace_seconds`` ago: queued, to be published."""
+        """Running jobs whose worker stopped heartbeating ``grace_seconds`` ago: queued, to be published.
+        A segment whose video no longer waits for it (the video failed) is never claimed again: it fails."""
+        with self.db.connection("ending abandoned segments") as conn:
+            conn.execute("UPDATE jobs SET status = 'failed', error = 'its video failed', finished_at = now(), "
+                         f"lease_owner = NULL, lease_until = NULL, publish_pending = false, {CHANGED} "
+                         "WHERE status = 'running' AND parent_id IS NOT NULL AND lease_until < now() - "
+                         f"make_interval(secs => %s) AND NOT {PARENT_WAITS}", (float(grace_seconds),))
         return self._many("requeueing abandoned jobs",
                           "UPDATE jobs SET status = 'queued', publish_pending = true, lease_owner = NULL, "
                           "lease_until = NULL, error = 'the worker running it stopped answering', "
