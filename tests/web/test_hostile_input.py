@@ -151,3 +151,23 @@ def test_a_bulk_form_whose_filter_holds_a_line_break_is_a_redirect_or_a_400_not_
                                         "csrf_token": client.csrf})
     print(r.status_code)
     assert r.status_code in (303, 400)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/jobs/bulk", '{"action": "retry", "filter": {"q": "cam\\ud800"}}'),
+    ("/api/jobs/bulk", '{"action": "retry", "filter": {"node": "w\\ud800"}}'),
+    ("/api/jobs/bulk", '{"action": "delete", "filter": {"status": "failed", "species": "fox\\ud800"}}'),
+    ("/api/jobs/bulk", '{"action": "delete", "jobs": ["abc\\ud800"]}'),
+    ("/api/jobs/bulk", '{"action": "cancel", "jobs": ["abc\\ud800"]}'),
+    ("/api/jobs/outputs.zip", '{"filter": {"q": "cam\\ud800"}}'),
+], ids=["bulk-q", "bulk-node", "bulk-species", "bulk-delete-id", "bulk-cancel-id", "zip-q"])
+def test_a_lone_surrogate_in_a_bulk_filter_or_job_id_is_answered_as_documented_not_a_500(anon, bearer, openapi,
+                                                                                        path, body):
+    """JSON may escape half a UTF-16 pair ("\\ud800"): text UTF-8 cannot hold, which the database driver
+    refuses with a UnicodeEncodeError (a 500). A filter holding it is a bad filter (400); an id holding it
+    is no job's."""
+    r = anon.post(path, data=body, content_type="application/json", headers=bearer)
+    assert r.status_code in (200, 400), (r.status_code, r.data[:300])
+    openapi.check("POST", path, r)
+    if r.status_code == 200:
+        assert r.get_json()["counts"] == {"missing": 1}
