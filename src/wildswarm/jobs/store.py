@@ -450,6 +450,8 @@ class JobStore:
         cancel = ("UPDATE jobs SET status = 'cancelled', error = %(reason)s, finished_at = now(), lease_owner = NULL, "
                   f"lease_until = NULL, retry_at = NULL, publish_pending = false, {CHANGED} "
                   "WHERE {} AND status IN ('queued', 'running') RETURNING *")
+        if not JOB_ID.fullmatch(job_id):          # never a query for what cannot be an id
+            raise JobError(f"no job {job_id[:64]!r}")
         params = {"id": job_id, "reason": _text(reason)}
         with self.db.connection("cancelling a job") as conn, conn.transaction():
             row = conn.execute(cancel.format("id = %(id)s AND parent_id IS NULL"), params).fetchone()
@@ -461,6 +463,8 @@ class JobStore:
     def delete(self, job_id: str) -> Job:
         """Remove a finished video's record (and its segments'); :class:`JobConflict` unless it is done,
         failed or cancelled, :class:`JobError` if there is none. Its files are the caller's to remove."""
+        if not JOB_ID.fullmatch(job_id):          # never a query for what cannot be an id
+            raise JobError(f"no job {job_id[:64]!r}")
         row = self._one("deleting a job", "DELETE FROM jobs WHERE id = %s AND parent_id IS NULL AND "
                                           "status IN ('done', 'failed', 'cancelled') RETURNING *", (job_id,))
         if row is not None:

@@ -44,9 +44,15 @@ def _bad(name: str):
     raise BadQuery(f"{name} must be a date, YYYY-MM-DD")
 
 
+def _printable(raw: str, longest: int) -> bool:
+    """At most ``longest`` characters, none a control character, all of them UTF-8 can hold (a JSON
+    filter may escape half a UTF-16 pair, "\\ud800", which the job store cannot be asked about)."""
+    return len(raw) <= longest and not any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in raw)
+
+
 def _text(args: MultiDict, name: str, longest: int) -> str | None:
     raw = (args.get(name) or "").strip() or None
-    if raw is not None and (len(raw) > longest or any(ord(c) < 32 for c in raw)):
+    if raw is not None and not _printable(raw, longest):
         raise BadQuery(f"{name} must be at most {longest} printable characters")
     return raw
 
@@ -60,10 +66,10 @@ def job_query(args: MultiDict, default_limit: int = 50) -> JobQuery:
     if untrained not in (None, "yes", "no", "true", "false", "1", "0"):
         raise BadQuery("untrained must be yes or no")
     search = (args.get("q") or "").strip() or None
-    if search is not None and (len(search) > MAX_SEARCH or any(ord(c) < 32 for c in search)):
+    if search is not None and not _printable(search, MAX_SEARCH):
         raise BadQuery(f"q must be at most {MAX_SEARCH} printable characters")
     node = (args.get("node") or "").strip() or None
-    if node is not None and (len(node) > 255 or any(ord(c) < 32 for c in node)):
+    if node is not None and not _printable(node, 255):
         raise BadQuery("node must be a node name")
     animals = args.get("animals") or None
     if animals not in (None, "yes", "no"):
