@@ -115,6 +115,21 @@ def test_guessing_one_user_from_many_addresses_is_throttled_too(make_app):
     assert codes[:8] == [401] * 8 and codes[8:] == [429] * 4          # 4 x the per-address limit per user
 
 
+def test_forgotten_login_failures_do_not_pile_up_in_the_job_store(make_app, store):
+    """Failures older than the window are forgotten, but their rows stayed for ever: anyone (no login needed)
+    grew login_failures by a row or two for every wrong login under a new user name or from a new address."""
+    import time
+    app = make_app(web_login_max_failures=3, web_login_lock_seconds=1, web_login_window_seconds=1)
+    c = app.test_client()
+    for i in range(20):
+        assert login(c, "wrong", user=f"guess-{i}", REMOTE_ADDR=f"203.0.113.{i}").status_code == 401
+    time.sleep(1.5)                                         # the window passes: every one of them is forgotten
+    assert login(c, "wrong", user="one-more", REMOTE_ADDR="198.51.100.9").status_code == 401
+    with store.db.connection() as conn:
+        left = conn.execute("SELECT count(*) AS n FROM login_failures").fetchone()["n"]
+    assert left == 2                                        # the last failure's address and user name only
+
+
 def test_the_proxys_auth_check_answers_from_headers_alone(app, client, bearer):
     anon = app.test_client()
     assert anon.get("/auth/check").status_code == 401
