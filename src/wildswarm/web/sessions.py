@@ -94,6 +94,10 @@ class Sessions:
         """Count a failed login for the address and the user name (locking them when over the limit)."""
         s = self.settings
         with self.db.connection("counting a failed login") as conn:
+            # failures older than the window are forgotten: so are their rows (a row for every user name
+            # ever tried would grow the table for as long as anyone can reach the login form)
+            conn.execute("DELETE FROM login_failures WHERE window_start < now() - make_interval(secs => %s) "
+                         "AND (locked_until IS NULL OR locked_until < now())", (float(s.web_login_window_seconds),))
             for key, limit in self._keys(address, user):
                 conn.execute(
                     "INSERT INTO login_failures AS f (key, failures, window_start) VALUES (%(key)s, 1, now()) "
