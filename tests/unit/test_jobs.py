@@ -232,6 +232,15 @@ def test_listing_filters_pages_and_counts_in_sql(store):
     assert store.nodes() == ["node-a"]
 
 
+def test_a_name_search_finds_a_name_whose_letters_python_and_postgresql_lower_differently(store):
+    """Python lowers "İ" to "i" and a combining dot, PostgreSQL to a plain "i": the search lowered in Python
+    and the names lowered in SQL never met, so a video was not found by its own name."""
+    store.submit(ID, "İzmir-kedi.mp4")
+    for term in ("İzmir", "izmir", "İZMİR-KEDİ.mp4", "kedi"):
+        assert [j.id for j in store.list(JobQuery(search=term))] == [ID], term
+        assert store.count(JobQuery(search=term)) == 1, term
+
+
 def test_changes_since_answers_only_what_changed(store):
     a, b = ids(2)
     store.submit(a, "a.mp4")
