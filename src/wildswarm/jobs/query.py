@@ -45,8 +45,9 @@ class JobQuery:
             clauses.append("node = %(node)s")
             params["node"] = self.node
         if self.search:
-            clauses.append("lower(input_name) LIKE %(search)s")
-            params["search"] = "%" + _like_escape(self.search.lower()) + "%"
+            # lowered by PostgreSQL on both sides: Python lowers some letters otherwise ("İ": "i" and a dot)
+            clauses.append("lower(input_name) LIKE lower(%(search)s)")
+            params["search"] = "%" + _like_escape(self.search) + "%"
         if self.created_from:
             clauses.append("created_at >= %(created_from)s")
             params["created_from"] = self.created_from
