@@ -12,20 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from datetime import datetime
 from pathlib import Path
 
 from psycopg.types.json import Jsonb
 
 from wildswarm.jobs.model import Job, JobStatus
-from wildswarm.jobs.store import JobStore
+from wildswarm.jobs.store import JOB_ID, JobStore
 
 log = logging.getLogger(__name__)
 
 MARKER = "json_records_imported"
 REFUSED_PREFIX = "refused:"
-JOB_ID = re.compile(r"[0-9a-f]{8,64}")        # as the jobs table's CHECK takes it
 INT4, INT8 = 2**31 - 1, 2**63 - 1
 
 
