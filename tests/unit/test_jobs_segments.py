@@ -48,6 +48,20 @@ def test_segment_progress_adds_up_on_the_video(store):
     assert store.get(ID).frames_done == 19
 
 
+def test_a_video_whose_segments_find_more_frames_than_its_header_promised_never_shows_over_100_percent(store):
+    """Audit: the video's total is the header's estimate (a Matroska's duration times its rate), its done the
+    sum of its segments' frames: more frames than promised showed a progress above 1, which the API's schema
+    forbids (and the page's bar drew past its end)."""
+    split(store)
+    for k in range(3):
+        run_segment(store, k)
+    last = store.claim(segment_id(ID, 3), "w4/d", "w4")
+    assert store.progress(last.id, "w4/d", 9, 4)                   # the last segment runs on past the promise
+    video = store.get(ID)
+    assert video.frames_done == 45 and video.frames_total >= 45 and video.progress <= 1.0
+    assert 0 <= video.to_dict()["progress"] <= 1 and store.get(last.id).progress == 1.0
+
+
 def test_the_merge_is_claimed_once_and_only_when_every_segment_is_done(store):
     split(store)
     for k in range(3):

@@ -55,6 +55,11 @@ from wildswarm.jobs.query import WHOLE, JobQuery
 
 JOB_ID = re.compile(r"[0-9a-f]{8,64}")
 CHANGED = "seq = nextval('job_seq'), updated_at = now()"
+#: A split video's progress: the sum of its segments' frames, its total raised to it where the header's
+#: estimate fell short (a Matroska's duration times its rate), so its progress never passes 1.
+SUM_SEGMENTS = ("UPDATE jobs SET frames_done = s.n, frames_total = greatest(jobs.frames_total, s.n){} "
+                "FROM (SELECT coalesce(sum(frames_done), 0) AS n FROM jobs c WHERE c.parent_id = %(id)s) s "
+                "WHERE jobs.id = %(id)s")
 LEASE = "lease_until = now() + make_interval(secs => %(lease)s)"
 MINE = "id = %(id)s AND status = 'running' AND lease_owner = %(owner)s"
 EXPIRED = "status = 'running' AND lease_until < now()"
@@ -218,17 +223,16 @@ class JobStore:
     def progress(self, job_id: str, owner: str, done: int, total: int) -> bool:
         """Record progress (a segment job's adds up into its video's job, whose bar sums its segments)."""
         job = self._one("recording progress",
-                        f"UPDATE jobs SET frames_done = %(done)s, frames_total = %(total)s, {LEASE}, {CHANGED} "
-                        f"WHERE {MINE} RETURNING *", self._params(job_id, owner, done=done, total=total))
+                        "UPDATE jobs SET frames_done = %(done)s, frames_total = greatest(%(total)s, %(done)s), "
+                        f"{LEASE}, {CHANGED} WHERE {MINE} RETURNING *",
+                        self._params(job_id, owner, done=done, total=total))
         if job is not None and job.parent_id:
             self._sum_segments(job.parent_id)
         return job is not None
 
     def _sum_segments(self, parent_id: str) -> None:
         with self.db.connection("recording progress") as conn:
-            conn.execute("UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
-                         f"WHERE c.parent_id = %(id)s), {CHANGED} WHERE id = %(id)s AND status = 'running'",
-                         {"id": parent_id})
+            conn.execute(SUM_SEGMENTS.format(", " + CHANGED) + " AND status = 'running'", {"id": parent_id})
 
     def finish(self, job_id: str, owner: str, *, output: str, outputs: list[str], frames: int,
                untrained: bool, timings: dict[str, float], profile: str | None = None,
@@ -318,8 +322,7 @@ class JobStore:
         """A split job's segment jobs that wait for a worker (to publish), its progress summed again."""
         rows = conn.execute("SELECT * FROM jobs WHERE parent_id = %s AND status = 'queued' ORDER BY segment",
                             (job_id,)).fetchall()
-        conn.execute("UPDATE jobs SET frames_done = (SELECT coalesce(sum(frames_done), 0) FROM jobs c "
-                     "WHERE c.parent_id = %(id)s) WHERE id = %(id)s", {"id": job_id})
+        conn.execute(SUM_SEGMENTS.format(""), {"id": job_id})
         return [Job.from_row(r) for r in rows]
 
     def claim_merge(self, job_id: str, owner: str, node: str) -> Job | None:
