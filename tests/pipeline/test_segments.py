@@ -59,31 +59,36 @@ def test_a_segment_is_decoded_from_the_keyframe_before_it_and_frames_match_a_who
     assert list(read_frames(video, 5.0, first=500)) == []
 
 
-def test_segments_past_the_end_a_header_promised_are_joined_without_them(tmp_path):
+def test_segments_past_the_end_a_header_promised_are_refused_or_joined_without_them(tmp_path):
     """A Matroska file (named .mp4) whose copy broke off keeps its header's full duration: probe promises
-    600 frames, 188 are there, and the plan's later segments read none. Their labeled videos (no frame
-    written) are empty files, and the merge failed on them with PyAV's InvalidDataError after every
-    segment had been analysed: retried, then failed, the whole analysis lost."""
+    600 frames, about 290 are there, and the plan's last segment read none. Its labeled video (no frame
+    written) was an empty file, and the merge failed on them with PyAV's InvalidDataError after every
+    segment had been analysed: retried, then failed, the whole analysis lost. The segment that decodes to
+    the cut now refuses the file as truncated; and where a header's estimate overshoots the real end by
+    less than that check's margin, an empty last segment is left out of the join."""
+    from wildswarm.errors import VideoError
     from wildswarm.pipeline.video import VideoWriter
     data = write_video(tmp_path / "whole.mkv", frames=600, size=(96, 64), fps=10).read_bytes()
     video = tmp_path / "cut.mp4"
-    video.write_bytes(data[: len(data) // 3])
+    video.write_bytes(data[: len(data) // 2])
     info = probe(video)
     seg_plan = segments.plan(info.sampled(5), 5, segment_seconds=20, overlap_seconds=2, batch_size=4)
     assert seg_plan is not None and seg_plan.count == 3
-    parts, read = [], []
-    for k in range(seg_plan.count):
+    assert len(list(read_frames(video, 5, first=seg_plan.reads(0)[0], stop=seg_plan.reads(0)[1]))) > 0
+    for k in (1, 2):
         first, stop = seg_plan.reads(k)
-        own = seg_plan.owned(k)
-        frames = list(read_frames(video, 5, first=first, stop=stop))
-        read.append(len(frames))
-        parts.append(tmp_path / f"{k}.mp4")
-        with VideoWriter(parts[-1], 5, 96, 64) as w:                   # as a segment writes its own frames
-            for f in frames[: None if own[1] is None else own[1] - own[0]]:
-                w.write(f.image)
-    assert read[0] > 0 and read[-1] == 0                             # the last segment lies past the cut
-    joined = segments.join_videos(parts, tmp_path / "labeled.mp4")
-    assert joined == frames_of(tmp_path / "labeled.mp4") == len(list(read_frames(video, 5)))
+        with pytest.raises(VideoError, match=r"cut\.mp4: video is truncated"):
+            list(read_frames(video, 5, first=first, stop=stop))
+    whole = write_video(tmp_path / "short.mp4", frames=30, size=(96, 64), fps=10)
+    parts = [tmp_path / "0.mp4", tmp_path / "1.mp4"]
+    with VideoWriter(parts[0], 5, 96, 64) as w:                   # as a segment writes its own frames
+        for f in read_frames(whole, 5):
+            w.write(f.image)
+    with VideoWriter(parts[1], 5, 96, 64):                        # a segment that found no frame
+        pass
+    assert parts[1].stat().st_size == 0
+    assert segments.join_videos(parts, tmp_path / "labeled.mp4") == frames_of(tmp_path / "labeled.mp4") == 15
+
 
 def test_a_segment_of_a_variable_frame_rate_video_gets_the_frames_a_whole_decode_numbers_so(tmp_path):
     """Phones record at a variable frame rate. A segment's seek turned its first frame into a time at the

@@ -124,6 +124,54 @@ def test_a_cut_off_fragmented_mp4_is_refused_not_analysed_in_part(tmp_path):
     with pytest.raises(VideoError, match=r"cut\.mp4: .*truncated"):
         list(read_frames(short, fps=0))
 
+
+@pytest.mark.parametrize("suffix, codec", [(".mkv", "libx264"), (".avi", "mpeg4")])
+def test_a_cut_off_copy_without_an_index_is_refused_where_its_header_promises_more(tmp_path, suffix, codec):
+    """Matroska and AVI keep no index that survives a copy broken off (MKV's cues and AVI's idx1 come last),
+    but their headers keep the whole video's duration or frame count: a cut copy dropped straight into
+    input/ was analysed up to the cut and reported done (187 of 600 frames), its results silently short."""
+    from kit.videos import write_video
+    whole = write_video(tmp_path / f"whole{suffix}", frames=300, size=(96, 64), fps=10, codec=codec)
+    assert len(list(read_frames(whole, 0))) == 300                        # whole: not called truncated
+    cut = tmp_path / "cut.mp4"                                             # named .mp4, as a camera's copy may be
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 5])
+    with pytest.raises(VideoError, match=r"cut\.mp4: video is truncated: its frames end at \d+\.\d s of the 30\.0 s"):
+        list(read_frames(cut, fps=5))
+    first_segment = list(read_frames(cut, fps=5, first=0, stop=20))      # a segment before the cut reads on
+    assert len(first_segment) == 20
+    with pytest.raises(VideoError, match="truncated"):                    # the segment that reaches the end
+        list(read_frames(cut, fps=5, first=40))
+
+
+@pytest.mark.parametrize("suffix, codec", [(".ts", "libx264"), (".mkv", "libx264"), (".avi", "mpeg4"),
+                                           (".mov", "mpeg4")])
+def test_whole_videos_of_other_containers_are_not_called_truncated(tmp_path, suffix, codec):
+    from kit.videos import write_video
+    path = write_video(tmp_path / f"whole{suffix}", frames=75, size=(96, 64), fps=25, codec=codec)
+    assert len(list(read_frames(path, 0))) == 75 and len(list(read_frames(path, 5, first=3))) == 12
+
+
+def test_a_whole_matroska_whose_audio_outlasts_its_video_is_not_called_truncated(tmp_path):
+    """The container's duration is its longest track's (12 s of audio); the video track's own is 5 s."""
+    path = tmp_path / "sound.mkv"
+    with av.open(str(path), "w") as c:
+        v, a = c.add_stream("libx264", rate=10), c.add_stream("aac", rate=16000)
+        v.width, v.height, v.pix_fmt = 96, 64, "yuv420p"
+        for i in range(50):
+            for pk in v.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), i * 4, np.uint8), format="rgb24")):
+                c.mux(pk)
+        for pk in v.encode():
+            c.mux(pk)
+        for i in range(16000 * 12 // 1024):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 16000, i * 1024
+            for pk in a.encode(f):
+                c.mux(pk)
+        for pk in a.encode():
+            c.mux(pk)
+    assert len(list(read_frames(path, 0))) == 50
+
+
 def test_a_whole_video_is_not_called_truncated(make_video):
     video = make_video(frames=40, size=(320, 192))
     assert probe(video).frames == 40

@@ -70,24 +70,61 @@ def _open(path: Path):
     return container
 
 
-def _check_whole(stream, path: Path) -> None:
+def _check_whole(stream, path: Path) -> bool:
     """Refuse a file cut short (power lost mid-recording, a copy broken off) whose index survived (an MP4
     whose index comes first): FFmpeg would just stop early, or its threaded decoder drop the broken
     packet, and the video be analysed in part and reported done. Only where the container indexes every
-    frame with its place in the file (MP4, MOV, fragmented MP4); 75 ms for an hour of video at 30 frames/s."""
+    frame with its place in the file (MP4, MOV, fragmented MP4); 75 ms for an hour of video at 30 frames/s.
+    True when the index showed the file whole; False when there was none to check (see :func:`_check_ended`)."""
     entries = stream.index_entries
-    # a fragmented MP4 counts no frames in its header (its fragments come after it): its index does
-    frames = int(stream.frames or 0) or len(entries)
+    # a fragmented MP4 counts no frames in its header (its fragments come after it): its index does (an MP4's
+    # indexes every frame; Matroska's cues only keyframes, so they prove nothing: see _check_ended)
+    frames = int(stream.frames or 0) or (len(entries) if "mp4" in stream.container.format.name else 0)
     if frames <= 0 or len(entries) != frames:
-        return
+        return False
     size, whole = Path(path).stat().st_size, 0
     for e in entries:
         if e.pos < 0:          # a place not known: nothing to check against
-            return
+            return False
         whole += e.pos + e.size <= size
     if whole < frames:
         raise VideoError(f"{Path(path).name}: video is truncated: the file holds {whole} of {frames} frames "
                          "(the rest was cut off; copy or export it again)")
+    return True
+
+
+def _header_seconds(container, stream) -> float:
+    """How long the header says the video is (0 when it does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def _track_seconds(stream) -> float:
+    """A Matroska track's own duration (its DURATION tag, "HH:MM:SS.nnnnnnnnn"), else 0."""
+    h, _, rest = (stream.metadata.get("DURATION") or "").partition(":")
+    m, _, sec = rest.partition(":")
+    try:
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return 0.0
+
+
+def _check_ended(container, stream, ended: float | None, path: Path) -> None:
+    """Refuse a file without an index to check (:func:`_check_whole`) whose frames, decoded to their end,
+    stop well short of the duration its header gives: a Matroska or AVI copy broken off keeps its header
+    (its index, written last, is gone). ``ended``: when the last frame decoded ends, from the stream's
+    start. The margin (2 s, or 5 %) allows for audio that outlasts the video and for rounding."""
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    # AVI's header counts its frames (FFmpeg's duration of a cut AVI is only what it found); a Matroska's
+    # video track keeps its own DURATION tag, where the container's is the longest track's (audio's, say)
+    promised = _track_seconds(stream) or _header_seconds(container, stream)
+    promised = max(promised, int(stream.frames or 0) / rate if rate else 0.0)
+    if ended is not None and promised > 0 and ended < promised - max(2.0, 0.05 * promised):
+        raise VideoError(f"{Path(path).name}: video is truncated: its frames end at {ended:.1f} s of the "
+                         f"{promised:.1f} s its header gives (the rest was cut off; copy or export it again)")
 
 
 def _turns(frame) -> int:
@@ -125,12 +162,7 @@ def probe(path: Path) -> VideoInfo:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        else:
-            duration = 0.0
+        duration = _header_seconds(container, stream)
         frames = int(stream.frames or 0) or int(round(duration * fps))
         if not ctx.width or not ctx.height:
             raise VideoError(f"{Path(path).name}: not a readable video (its stream has no frame size)")
@@ -202,7 +234,7 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        _check_whole(stream, path)
+        indexed = _check_whole(stream, path)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
@@ -211,7 +243,7 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
         start = _start_seconds(stream)
         m = first
         target = pick(m, step)
-        index, times = -1, None
+        index, times, ended = -1, None, None
         if target > 0 and src_fps:
             if not _constant_rate(stream):       # a phone's variable rate: time is no measure of the index
                 times = _presentation_times(path, target)
@@ -228,6 +260,8 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
                     if index > target or index < 0:  # landed past the frame asked for: decode from the start
                         raise _SeekMissed()
                 decoded += 1
+                if frame.time is not None:       # when this frame ends: the last one's is checked at the end
+                    ended = float(frame.time) - start + (1 / src_fps if src_fps else 0.0)
                 if stats is not None:
                     stats["decoded"] = decoded
                     stats["last"] = index
@@ -251,6 +285,8 @@ def read_frames(path: Path, fps: float = 0.0, stats: dict | None = None, *, firs
                              f"({_reason(exc)})") from None
         if decoded == 0 and first == 0:
             raise VideoError(f"{Path(path).name}: no frame could be decoded")
+        if not indexed:                          # decoded to the end: was it the end the header gives?
+            _check_ended(container, stream, ended, path)
     finally:
         container.close()
 
