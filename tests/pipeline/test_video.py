@@ -300,3 +300,19 @@ def test_a_segment_of_a_stream_whose_seek_lands_on_no_keyframe_is_decoded_not_le
     assert len(whole) == probe(path).frames == 60
     late = list(read_frames(path, 0, first=20, stop=25))
     assert [(f.index, f.time) for f in late] == [(f.index, f.time) for f in whole[20:25]]
+
+
+def test_a_video_too_small_to_analyse_is_refused_by_probe(tmp_path):
+    """A frame a pixel wide: the annotated video's encoder (even sizes) failed with PyAV's ArgumentError,
+    which the worker took for a passing error and tried again, and again."""
+    path = tmp_path / "sliver.avi"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("rawvideo", rate=10)
+        st.width, st.height, st.pix_fmt = 1, 48, "rgb24"
+        for i in range(5):
+            for pk in st.encode(av.VideoFrame.from_ndarray(np.full((48, 1, 3), i * 40, np.uint8), format="rgb24")):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    with pytest.raises(VideoError, match=r"sliver\.avi: frames of 1x48 pixels are too small to analyse"):
+        probe(path)

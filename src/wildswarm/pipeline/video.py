@@ -44,6 +44,10 @@ class Frame:
     image: np.ndarray  # RGB uint8 (H, W, 3)
 
 
+#: The smallest frame side analysed: no camera records less, and a frame a pixel wide cannot be encoded.
+MIN_SIDE = 16
+
+
 def sample_step(source_fps: float, fps: float) -> float:
     """Source frames per analysed frame: 1 keeps every frame."""
     if not fps or fps <= 0 or not source_fps or fps >= source_fps:
@@ -168,6 +172,9 @@ def probe(path: Path) -> VideoInfo:
             raise VideoError(f"{Path(path).name}: not a readable video (its stream has no frame size)")
         if frames <= 0:
             raise VideoError(f"{Path(path).name}: video has no frames")
+        if min(ctx.width, ctx.height) < MIN_SIDE:    # the annotated video's encoder needs even sizes of 2 or more
+            raise VideoError(f"{Path(path).name}: frames of {ctx.width}x{ctx.height} pixels are too small to "
+                             f"analyse (at least {MIN_SIDE}x{MIN_SIDE})")
         _check_whole(stream, path)
         width, height = (ctx.height, ctx.width) if _turns_shown(container, stream) % 2 else (ctx.width, ctx.height)
         return VideoInfo(Path(path), width, height, fps, frames, duration, ctx.name)
