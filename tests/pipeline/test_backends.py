@@ -92,6 +92,24 @@ def test_a_backend_whose_outputs_differ_is_refused(untrained_models_dir, tmp_pat
         assert "differ from PyTorch's" in choice.refused[b], choice.refused
 
 
+def test_a_backend_whose_outputs_hold_nan_is_refused(untrained_models_dir, tmp_path, monkeypatch):
+    """NaN is never greater than a tolerance: a runtime that hands back NaN (a damaged export, an
+    overflow in reduced precision) must be refused by the equality check, not taken as equal."""
+    w, model = _load(untrained_models_dir, "AI4GSnapshotSerengeti")
+
+    class Poisoned(backends.Runtime):
+        def __call__(self, x):
+            out = [np.array(o, copy=True) for o in super().__call__(x)]
+            out[0].flat[0] = np.nan
+            return out
+
+    monkeypatch.setattr(backends, "Runtime", Poisoned)
+    choice, runtime = backends.choose(model, w, wanted="auto", device="cpu", export_folder=tmp_path / "exports")
+    assert runtime is None and choice.backend == "torch", choice.describe()
+    for b in ONNX_BACKENDS:
+        assert "differ from PyTorch's" in choice.refused[b], choice.refused
+
+
 def test_exports_are_keyed_by_the_weights_checksum_and_checked(untrained_models_dir, tmp_path):
     folder = tmp_path / "models"
     cat.build_untrained(folder, cat.spec("AI4GSnapshotSerengeti"), seed=1)
