@@ -514,7 +514,7 @@ class Runtime:
 
 # --- equality and choice ----------------------------------------------------------------------------
 def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per output: max |other - reference| / max |reference| (shapes must agree)."""
+    """Per output: max |other - reference| / max |reference| (shapes must agree; NaN anywhere: inf)."""
     diffs = {}
     for name, ref in reference.items():
         got = other.get(name)
@@ -523,7 +523,8 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> d
             continue
         scale = float(np.abs(ref).max()) if ref.size else 0.0
         diff = float(np.abs(got.astype(np.float64) - ref).max()) if ref.size else 0.0
-        diffs[name] = diff / scale if scale > 0 else diff
+        rel = diff / scale if scale > 0 else diff
+        diffs[name] = float("inf") if np.isnan(rel) else rel   # NaN exceeds no tolerance: never equal
     return diffs
 
 
