@@ -47,6 +47,39 @@ def test_superanimal_is_loaded_weights_only(tmp_path, hostile, monkeypatch):
     assert not hostile.marker.exists()
 
 
+class BuildsADetectionModel:
+    """Unpickling this builds an ultralytics ``DetectionModel`` from a config whose activation string
+    calls ``os.mkdir(path)``: outside ultralytics' own restricted load, ``parse_model`` evals it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        from ultralytics.nn.tasks import DetectionModel
+        cfg = {"activation": f"__import__('os').mkdir({self.path!r})", "backbone": [[-1, 1, "Conv", [16, 3, 2]]],
+               "head": []}
+        return (DetectionModel, (cfg,))
+
+
+@pytest.mark.parametrize("name,key", [("AI4GSnapshotSerengeti", "state_dict"), ("superanimal_quadruped", "model")])
+def test_the_classes_the_detector_allowed_do_not_open_the_other_models_loads(tmp_path, untrained_models_dir, name,
+                                                                              key):
+    """Loading MegaDetector v6 weights-only registers ultralytics' model classes with torch for the
+    whole process (ultralytics' ``_SafeLoad``), and a pipeline loads its detector first: a classifier
+    or pose file recorded by mistake must still not construct them."""
+    import torch
+    from wildswarm.pipeline import families
+    from wildswarm.pipeline.detect import Detector
+    Detector(cat.require(untrained_models_dir, cat.spec("MDV6-yolov9-c"), allow_untrained=True), device="cpu",
+             image_size=320, threshold=0.1)
+    marker = tmp_path / "PAYLOAD-RAN"
+    w = recorded_by_mistake(tmp_path, name, lambda path, key: torch.save({key: BuildsADetectionModel(marker)}, path)
+                            or path, key)
+    with pytest.raises(Exception):
+        families.adapter(w.spec.family).load(w, device="cpu", max_animals=1)
+    assert not marker.exists()
+
+
 def test_untrained_megadetector_v6_loads_through_the_restricted_loader(untrained_models_dir):
     import numpy as np
     from wildswarm.pipeline.detect import Detector
