@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -67,10 +68,37 @@ def check_weights_only(path: Path) -> None:
     import pickle
     import torch
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        with plain_weights_only():
+            torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelError(f"{path.name} is not a plain weights file: torch's weights-only loader refused it "
                          f"({_first_line(exc)}); unpickling it in full could run code, so it is not loaded") from None
+
+
+_ALLOW_LIST = threading.Lock()
+
+
+@contextmanager
+def plain_weights_only() -> Iterator[None]:
+    """Around a weights-only load of a plain state dict (the classifier's, the pose model's): torch's
+    own allow-list and numpy's scalars and dtypes (DeepLabCut registers those), nothing else.
+
+    The allow-list is one set for the whole process, and ultralytics' restricted loader adds to it, for
+    good, the model classes a MegaDetector v6 checkpoint names; a pipeline loads its detector first. A
+    file may call an allowed class, and ultralytics' ``DetectionModel`` built from a config outside
+    ultralytics' own load evals the config's activation string: so those are taken out meanwhile.
+    """
+    import torch.serialization as ts
+    with _ALLOW_LIST:
+        others = [g for g in ts.get_safe_globals()
+                  if not getattr(g[0] if isinstance(g, tuple) else g, "__module__", "").startswith("numpy")]
+        kept = [g for g in ts.get_safe_globals() if g not in others]
+        ts.clear_safe_globals()
+        ts.add_safe_globals(kept)
+        try:
+            yield
+        finally:
+            ts.add_safe_globals(others)
 
 
 @contextmanager

@@ -35,7 +35,7 @@ import torch
 
 from wildswarm.pipeline.families import _onnx
 from wildswarm.pipeline.families._lean import lean_import
-from wildswarm.pipeline.safeload import verified_copy
+from wildswarm.pipeline.safeload import plain_weights_only, verified_copy
 from wildswarm.pipeline.specs import ModelSpec, Weights
 
 KIND = "pose"
@@ -91,7 +91,7 @@ class PoseModel:
         # Weights-only, whatever DeepLabCut's default (TORCH_LOAD_WEIGHTS_ONLY) says: a snapshot is a
         # plain {"model": state_dict}. The runner loads the private copy as it is built.
         cfg["runner"]["load_weights_only"] = True
-        with verified_copy(weights) as path:
+        with verified_copy(weights) as path, plain_weights_only():
             self.runner, _ = get_inference_runners(cfg, snapshot_path=str(path), max_individuals=max_animals,
                                                    batch_size=batch_size, device=device)
         self.net = _Net(self.runner.model)
