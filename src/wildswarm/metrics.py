@@ -20,6 +20,10 @@ STAGE_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600)
 #: outcome: done | failed | retried | duplicate | skipped | deferred | lost | rejected | interrupted | split |
 #: cancelled | error
 JOBS = Counter("wildswarm_jobs_total", "Jobs a worker finished handling, by outcome", ["outcome"])
+JOB_OUTCOMES = ("done", "failed", "retried", "duplicate", "skipped", "deferred", "lost", "rejected", "interrupted",
+                "split", "cancelled", "error")
+for _outcome in JOB_OUTCOMES:    # exported as 0 from the start: increase() and rate() of a series born at 1 miss it
+    JOBS.labels(_outcome)
 JOB_DURATION = Histogram("wildswarm_job_duration_seconds", "Wall time of handling one job, by outcome",
                          ["outcome"], buckets=JOB_BUCKETS)
 STAGE_DURATION = Histogram("wildswarm_stage_duration_seconds", "Time spent per pipeline stage of a job",

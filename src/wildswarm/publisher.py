@@ -31,6 +31,9 @@ class Publisher:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.last_error: str | None = None
+        from wildswarm import metrics
+        metrics.JOBS_PUBLISHED.labels(component)     # 0 from the start, so the alert on its first failure fires
+        metrics.PUBLISH_FAILURES.labels(component)
 
     def _fresh(self) -> Broker:
         if self._pid != os.getpid():
