@@ -80,6 +80,20 @@ def test_a_wrong_profiles_file_is_refused_saying_where_and_why(settings, text, m
     assert str(settings.profiles_path) in str(err.value)
 
 
+@pytest.mark.parametrize("stack,text,match", [
+    ({"precision": "bf16"}, '[onnx-cpu]\nbackend = "onnxruntime"\n', "bf16 runs on OpenVINO or PyTorch"),
+    ({"backend": "torch"}, '[small]\nprecision = "int8"\n', "int8 runs on ONNX Runtime or OpenVINO"),
+    ({"smooth_window": 4}, '[smoothed]\nsmooth = "savgol"\n', "must be an odd number"),
+])
+def test_a_profile_is_checked_as_it_resolves_over_the_stacks_settings(settings, stack, text, match):
+    # checked against the defaults alone, it passed `profiles check` and every job naming it failed on the worker
+    stack = settings.replace(**stack)
+    write(stack, text)
+    with pytest.raises(ProfileError, match=match) as err:
+        load(stack)
+    assert str(stack.profiles_path) in str(err.value) and "profile [" in str(err.value)
+
+
 def test_an_unknown_profile_or_default_is_an_error_naming_the_known_ones(settings):
     with pytest.raises(ProfileError, match="no analysis profile 'mice'; there are: camera-trap, "):
         load(settings).get("mice")
