@@ -191,7 +191,29 @@ def load(settings: Settings) -> Profiles:
         raise ProfileError(f"{path}: cannot read the profiles file: {exc.strerror}") from None
     if text is not None:
         profiles.update(parse(text, str(path)))
+    for p in profiles.values():
+        _check_resolved(p, settings)
     return Profiles(profiles, settings.profile)
+
+
+def _check_resolved(profile: Profile, settings: Settings) -> None:
+    """What ``profile`` sets, together with the stack's settings it leaves (smoothing and its window, backend
+    and precision): parse() checks a profile's values with the defaults, the pipeline with the stack's."""
+    where = f"{profile.source}: profile [{profile.name}]"
+    sets = dict(profile.values)
+    s = profile.apply(settings)
+    if "smooth" in sets or "smooth_window" in sets:
+        from wildswarm.pipeline import smooth
+        try:
+            smooth.check(s.smooth, s.smooth_window)
+        except ConfigError as exc:
+            raise ProfileError(f"{where}: {exc} (with the stack's settings)") from None
+    if "backend" in sets or "precision" in sets:
+        from wildswarm.pipeline.backends import check_choice
+        try:
+            check_choice(s.backend, s.precision)
+        except ModelError as exc:
+            raise ProfileError(f"{where}: {exc} (with the stack's settings)") from None
 
 
 class ProfileBook:
