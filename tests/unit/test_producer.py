@@ -575,3 +575,28 @@ def test_results_analysed_before_findings_were_kept_get_them_from_their_summary(
     assert old1.animals is None and (old2.animals, old2.tracks) == (0, 0)
     assert producer._findings_after is None                 # all looked at: not again
     assert "recorded what 2 earlier result(s) found" in (lay.logs / "test-node.log").read_text()
+
+
+@pytest.mark.parametrize("odd", [
+    {"animals": {"max_per_frame": 1, "species": ["zebra"]}},             # species as a list of names
+    {"animals": {"max_per_frame": 1}, "tracks": 3},                      # tracks as a count
+    {"animals": {"max_per_frame": 1}, "tracks": ["1"]},                  # a track that is not an object
+    {"animals": {"max_per_frame": "n/a"}},
+])
+def test_a_summary_whose_findings_cannot_be_read_is_passed_over_not_the_producers_end(env, store, odd):
+    # the backfill runs in every reconcile from the producer's start: one summary.json it cannot read stopped
+    # the producer, and the next one after its restart, for good (no intake, no reconciling)
+    import json
+    settings, producer, _, _, lay = env
+    for k, summary in enumerate((odd, {"animals": {"max_per_frame": 2, "distinct": 1},
+                                       "tracks": [{"id": 1, "species": "zebra"}]})):
+        job_id = f"c00000000000000{k}"
+        store.submit(job_id, f"old{k}.mp4", 10)
+        store.claim(job_id, "w/1", "w")
+        store.finish(job_id, "w/1", output=f"old{k}", outputs=[], frames=1, untrained=False, timings={})
+        (lay.output / f"old{k}").mkdir()
+        (lay.output / f"old{k}" / "summary.json").write_text(json.dumps(summary))
+    producer.reconcile(force=True)
+    assert store.get("c000000000000000").animals is None
+    assert (store.get("c000000000000001").animals, store.get("c000000000000001").species) == (2, {"zebra": 1})
+    assert producer._findings_after is None
