@@ -64,9 +64,9 @@ def backfill(store: JobStore, output: Path, after: str = "", batch: int = 200) -
     for job in jobs:
         try:
             summary = json.loads((output / job.output / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            found = findings_of(summary) if isinstance(summary, dict) else {}
+        except (OSError, ValueError, TypeError, AttributeError):   # gone, or not a summary it can read
             continue
-        found = findings_of(summary) if isinstance(summary, dict) else {}
         if found and record_findings(store, job.id, found) is not None:
             recorded += 1
     return recorded, (jobs[-1].id if len(jobs) == batch else None)
