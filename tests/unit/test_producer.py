@@ -462,6 +462,30 @@ def test_dead_letters_become_failed_jobs_with_their_reason(env, store):
     assert [d.tag for d in broker.acked] == [9, 0] and [d.tag for d in broker.requeued] == [1]
 
 
+def test_a_dead_lettered_job_is_counted_where_the_jobsfailing_alert_looks(env, store):
+    # a video that kills its worker (out of memory) on every delivery is dead-lettered and failed by the
+    # reconciler: no worker ever counts it, so JobsFailing stayed silent about exactly these failures
+    import re
+    from pathlib import Path
+
+    import yaml
+    from prometheus_client import REGISTRY
+    alerts = yaml.safe_load((Path(__file__).resolve().parents[2] / "monitoring" / "alerts.yml").read_text())
+    expr = next(r["expr"] for g in alerts["groups"] for r in g["rules"] if r["alert"] == "JobsFailing")
+    name, label, value = re.search(r'(wildswarm_\w+)\{(\w+)="(\w+)"\}', expr).groups()
+    _, producer, _, clock, lay = env
+    drop(lay, "a.mp4")
+    settle(producer, clock)
+    (a,) = store.list()
+    before = REGISTRY.get_sample_value(name, {label: value}) or 0.0
+    death = {"x-death": [{"reason": b"delivery_limit", "queue": "q", "count": 4}]}
+    producer.reconciler.broker = DeadLetters([Delivery(JobMessage(a.id, a.input_name).encode(), 0, True, 3,
+                                                       headers=death)])
+    producer.reconciler.run_once()
+    assert store.get(a.id).status is JobStatus.FAILED
+    assert (REGISTRY.get_sample_value(name, {label: value}) or 0.0) == before + 1
+
+
 def test_death_reasons():
     assert death_reason({"x-wildswarm-error": b"malformed message: x"}) == "malformed message: x"
     assert "too many" in death_reason({"x-death": [{"reason": b"delivery_limit"}]})
