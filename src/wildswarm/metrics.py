@@ -19,7 +19,8 @@ STAGE_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600)
 # --- worker ------------------------------------------------------------------
 #: outcome: done | failed | retried | duplicate | skipped | deferred | lost | rejected | interrupted | split |
 #: cancelled | error
-JOBS = Counter("wildswarm_jobs_total", "Jobs a worker finished handling, by outcome", ["outcome"])
+JOBS = Counter("wildswarm_jobs_total", "Jobs a worker finished handling, by outcome (failed: also those the "
+               "producer's reconciler failed, dead-lettered)", ["outcome"])
 JOB_OUTCOMES = ("done", "failed", "retried", "duplicate", "skipped", "deferred", "lost", "rejected", "interrupted",
                 "split", "cancelled", "error")
 for _outcome in JOB_OUTCOMES:    # exported as 0 from the start: increase() and rate() of a series born at 1 miss it

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from typing import Callable
 
+from wildswarm import metrics
 from wildswarm.broker import REASON_HEADER, Broker, dead_letter_queue
 from wildswarm.publisher import Publisher
 from wildswarm.config import Settings
@@ -152,10 +153,12 @@ class Reconciler:
                 self.note(f"job {job.parent_id} {job.input_name}: failed: segment {job.segment} dead-lettered: "
                           f"{reason}")
                 done["dead_failed"] += 1
+                metrics.JOBS.labels("failed").inc()
             elif job is not None:
                 self._move_failed_input(job)
                 self.note(f"job {job.id} {job.input_name}: failed: dead-lettered: {reason}")
                 done["dead_failed"] += 1
+                metrics.JOBS.labels("failed").inc()     # no worker counted it: it died with it (JobsFailing)
             elif (current := self.store.find(msg.job_id)) is not None and current.status is JobStatus.RUNNING:
                 self.broker.requeue(d)          # a live worker holds it: look again next pass
                 done["dead_waiting"] += 1
