@@ -69,6 +69,7 @@ def test_the_operators_file_adds_profiles_and_replaces_shipped_ones(settings):
     ("[a]\nbackend = \"tensorrt\"\n", "unknown backend 'tensorrt'"),
     ("[a]\nbackend = \"onnxruntime\"\nprecision = \"bf16\"\n", "bf16 runs on OpenVINO or PyTorch"),
     ("[\"Mouse Lab\"]\nfps = 1\n", "a profile name is 1 to 40 lower-case"),
+    ("[\"mice\\n\"]\nfps = 1\n", "a profile name is 1 to 40 lower-case"),   # $ matched before the newline
     ("[a]\ndescription = 3\n", "description must be a string"),
     ("a = 1\n", "must be a table of settings"),
     ("[a\nfps = 1\n", "not valid TOML"),
