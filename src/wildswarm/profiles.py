@@ -32,7 +32,7 @@ from wildswarm.errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).with_name("profiles.toml")
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")   # also a folder name in input/
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")   # also a folder name in input/
 
 # The settings a profile may set, and their type; any other is the node's or the stack's alone
 # (device, batch size: the node's hardware; segments: the cluster's).
@@ -117,7 +117,7 @@ def parse(text: str, source: str) -> dict[str, Profile]:
     profiles = {}
     for name, table in data.items():
         where = f"{source}: profile [{name}]"
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             raise ProfileError(f"{where}: a profile name is 1 to 40 lower-case letters, digits, '-' or '_', "
                                "starting with a letter or digit (it is also a folder in input/)")
         if not isinstance(table, dict):
