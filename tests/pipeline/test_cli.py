@@ -85,3 +85,33 @@ def test_analyze_with_a_profile_and_an_option_over_it(env, make_video, tmp_path)
     assert summary["frames"]["analysed"] == 10
     code, out = run("analyze", str(video), "--profile", "owls", env=env)
     assert code != 0 and "no analysis profile 'owls'" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_an_output_folder_that_cannot_be_written_is_a_failed_video_not_a_traceback(env, make_video, tmp_path):
+    """An --out on a read-only or full filesystem (here: under a file) raised OSError out of the command."""
+    video = make_video("fox.mp4", frames=10, fps=10)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file")
+    code, out = run("analyze", str(video), "--out", str(blocker / "results"), "--untrained", "--device", "cpu",
+                    env=env)
+    assert code == 1, out
+    assert "fox.mp4: failed" in out and "results" in out and "Traceback" not in out
+    assert blocker.read_text() == "a file"
+
+
+@pytest.mark.parametrize("option, env_key, value", [
+    ("--fps", None, "nan"), ("--fps", None, "-1"), ("--track-lost-seconds", None, "-5"),
+    (None, "WILDSWARM_DETECTION_THRESHOLD", "2"), (None, "WILDSWARM_MAX_ANIMALS", "0"),
+    (None, "WILDSWARM_DETECTOR_IMAGE_SIZE", "0")])
+def test_a_setting_out_of_range_is_refused_as_a_profile_would_refuse_it(env, make_video, tmp_path, option,
+                                                                       env_key, value):
+    """A profile may not set fps = -1 or detection_threshold = 2, but the same values given as an option or
+    in the environment ran: a NaN fps or a threshold over 1 as a traceback, the others silently (exit 0)."""
+    video = make_video("fox.mp4", frames=10, fps=10)
+    args = ["analyze", str(video), "--out", str(tmp_path / "r"), "--untrained", "--device", "cpu"]
+    code, out = run(*args, *((option, value) if option else ()), env={**env, **({env_key: value} if env_key else {})})
+    name = (option or env_key).lstrip("-").replace("-", "_").removeprefix("WILDSWARM_").lower()
+    assert code == 2, out
+    assert name in out and "Traceback" not in out
+    assert not (tmp_path / "r").exists()

@@ -81,3 +81,16 @@ def test_cancel_and_a_deployments_webhook_from_the_command_line(db_settings, sto
     assert Deployments(store.db).webhooks() == {"cam3": "https://lab.example.org/h?k=1"}
     bad = invoke(db_settings, "deployments", "--add", "id=cam4", "--add", "webhook_url=ftp://x")
     assert bad.exit_code == 2 and "http:// or https://" in bad.output
+
+
+def test_submit_into_a_data_root_without_input_makes_it_rather_than_a_traceback(db_settings, store, tmp_path):
+    """On a fresh data root (no producer or web app has made input/ yet) the hard link into input/ failed,
+    reported as 'the staged copy is gone', as a traceback: no job, and the copy thrown away."""
+    fresh = db_settings.replace(data=tmp_path / "fresh")
+    (tmp_path / "fresh").mkdir()
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x")
+    out = invoke(fresh.replace(broker_port=1), "submit", str(video))
+    assert out.exit_code == 0, repr(out.exception)
+    (job,) = store.list()
+    assert (tmp_path / "fresh" / "input" / "a.mp4").exists() and job.input_name == "a.mp4"
