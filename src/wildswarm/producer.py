@@ -57,6 +57,7 @@ def submit_file(intake: Intake, video: Path, **given) -> Admission:
         raise Refused(why[0], f"{video.name}: {why[1]}")
     layout = intake.layout
     layout.uploads.mkdir(parents=True, exist_ok=True)
+    layout.input.mkdir(parents=True, exist_ok=True)      # a fresh data root: no producer has made it yet
     staged = layout.staging_path(name)
     try:
         shutil.copyfile(video, staged)

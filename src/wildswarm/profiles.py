@@ -94,6 +94,14 @@ def _value(where: str, key: str, raw: object) -> object:
     return value
 
 
+def check_settings(settings: Settings) -> None:
+    """:class:`ProfileError` if a setting a profile may set is out of the range a profile is held to
+    (set in the environment or as a command's option instead)."""
+    for key, kind in FIELDS.items():
+        if kind in (int, float):
+            _value("settings", key, getattr(settings, key))
+
+
 def _check_models(where: str, values: dict) -> None:
     from wildswarm.pipeline import models as catalogue   # the catalogue only: no torch
     for kind in MODEL_FIELDS:

@@ -72,11 +72,15 @@ def export(settings: Settings, jobs: tuple[str, ...], fmt: str, everything: bool
         exporter.write(results, sys.stdout.buffer, options)
         return
     target = out or Path(exporter.filename(results))
+    if not target.name:
+        raise ExportError(f"-o {str(out)!r}: name a file to write")
     tmp = target.with_name(f".{target.name}.part")
     try:
         with open(tmp, "wb") as f:
             exporter.write(results, f, options)
         tmp.replace(target)
+    except OSError as exc:            # a folder that is not there, read-only, or full
+        raise ExportError(f"{target}: cannot write: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     click.echo(f"{target}: {len(results)} video{'s' if len(results) != 1 else ''}, {exporter.label}")

@@ -74,6 +74,11 @@ def analyze(settings: Settings, videos: tuple[Path, ...], out: Path, **options) 
             click.secho(f"{video}: failed: {exc}", fg="red", err=True)
             failed += 1
             continue
+        except OSError as exc:          # --out read-only, full, or under a file: this video's failure
+            click.secho(f"{video}: failed: cannot write its result in {out}: {exc.strerror or exc}", fg="red",
+                        err=True)
+            failed += 1
+            continue
         finally:
             if bar is not None:
                 bar.close()

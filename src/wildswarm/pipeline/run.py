@@ -33,6 +33,7 @@ from wildswarm.pipeline.frames import Frames
 from wildswarm.pipeline.segments import SegmentPlan
 from wildswarm.pipeline.summary import build_summary
 from wildswarm.pipeline.video import Frame, VideoInfo, VideoWriter, probe, read_frames, sample_step
+from wildswarm.profiles import check_settings
 
 ProgressFn = Callable[[int, int], None]
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Pipeline:
 
         started = time.perf_counter()
         smooth.check(settings.smooth, settings.smooth_window)
+        check_settings(settings)
         self.settings = settings
         self.device = resolve_device(settings.device)
         det_spec = catalogue.spec(settings.detector, "detector")
