@@ -115,3 +115,20 @@ def test_a_setting_out_of_range_is_refused_as_a_profile_would_refuse_it(env, mak
     assert code == 2, out
     assert name in out and "Traceback" not in out
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_two_videos_whose_names_clean_up_alike_get_a_result_folder_each(env, make_video, tmp_path):
+    """Audit: "a b.mp4" and "a_b.mp4" both clean up to the result name a_b: in one run the second replaced
+    the first's results, and both were reported analysed."""
+    first = make_video("a b.mp4", frames=10, fps=10)
+    second = make_video("a_b.mp4", frames=20, fps=10)
+    out_dir = tmp_path / "results"
+    code, out = run("analyze", str(first), str(second), "--out", str(out_dir), "--untrained", "--fps", "5",
+                    "--device", "cpu", env={**env, "WILDSWARM_DETECTION_THRESHOLD": "0.001"})
+    assert code == 0, out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a_b", "a_b-2"]
+    for folder, video, frames in (("a_b", "a b.mp4", 5), ("a_b-2", "a_b.mp4", 10)):
+        summary = json.loads((out_dir / folder / outputs.SUMMARY).read_text())
+        assert summary["video"] == video and summary["frames"]["analysed"] == frames
+    assert "a_b.mp4: its result name a_b is this run's a b.mp4's: written as a_b-2" in out

@@ -56,9 +56,10 @@ def analyze(settings: Settings, videos: tuple[Path, ...], out: Path, **options) 
     if pipeline.untrained:
         click.secho("WARNING: untrained (random) weights in use: the results are meaningless "
                     "and are marked so.", fg="yellow", err=True)
-    failed = 0
+    failed, named = 0, {}                 # result name -> the video of this run written there
     for video in videos:
         bar = None
+        name = _result_name(video, named)
 
         def progress(done: int, total: int) -> None:
             nonlocal bar
@@ -69,7 +70,7 @@ def analyze(settings: Settings, videos: tuple[Path, ...], out: Path, **options) 
             bar.refresh()
 
         try:
-            result = pipeline.analyze(video, out, progress=progress)
+            result = pipeline.analyze(video, out, name=name, progress=progress)
         except WildswarmError as exc:
             click.secho(f"{video}: failed: {exc}", fg="red", err=True)
             failed += 1
@@ -86,6 +87,25 @@ def analyze(settings: Settings, videos: tuple[Path, ...], out: Path, **options) 
                    f"animals tracked, up to {result.animals} per frame -> {result.output_dir}")
     if failed:
         sys.exit(1)
+
+
+def _result_name(video: Path, named: dict[str, Path]) -> str:
+    """``video``'s result folder in this run: its cleaned-up stem, numbered on where another video of the
+    run cleans up alike ("a b.mp4" and "a_b.mp4"), which would otherwise replace the first's results."""
+    from wildswarm.layout import stem_of
+    try:
+        stem = stem_of(video.name)
+    except WildswarmError:
+        return ""                           # a name with nothing usable: analyze says so for this video
+    name, n = stem, 1
+    while named.get(name, video.resolve()) != video.resolve():
+        n += 1
+        name = f"{stem}-{n}"
+    if name != stem:
+        click.secho(f"{video}: its result name {stem} is this run's {named[stem].name}'s: written as {name}",
+                    fg="yellow", err=True)
+    named[name] = video.resolve()
+    return name
 
 
 @main.group()
