@@ -7,6 +7,15 @@ from wildswarm.pipeline import video
 from wildswarm.pipeline.video import VideoWriter, probe, read_frames, sample_step
 
 
+def mux(container, stream, images) -> None:
+    """Encode RGB ``images`` into ``stream`` of ``container``, and flush the encoder."""
+    for image in images:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def test_probe_reads_the_header(make_video):
     info = probe(make_video(frames=12, size=(160, 96), fps=10))
     assert (info.width, info.height, info.frames) == (160, 96, 12)
@@ -110,12 +119,7 @@ def test_a_cut_off_fragmented_mp4_is_refused_not_analysed_in_part(tmp_path):
         st = c.add_stream("libx264", rate=Fraction(10), options={"g": "30"})
         st.width, st.height, st.pix_fmt = 160, 96, "yuv420p"
         rng = np.random.default_rng(0)
-        for _ in range(120):
-            image = rng.integers(0, 255, (96, 160, 3), np.uint8)
-            for pk in st.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                c.mux(pk)
-        for pk in st.encode():
-            c.mux(pk)
+        mux(c, st, (rng.integers(0, 255, (96, 160, 3), np.uint8) for _ in range(120)))
     assert probe(path).frames == len(list(read_frames(path, 0))) == 120     # whole: not called truncated
     short = tmp_path / "cut.mp4"
     short.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
@@ -157,11 +161,7 @@ def test_a_whole_matroska_whose_audio_outlasts_its_video_is_not_called_truncated
     with av.open(str(path), "w") as c:
         v, a = c.add_stream("libx264", rate=10), c.add_stream("aac", rate=16000)
         v.width, v.height, v.pix_fmt = 96, 64, "yuv420p"
-        for i in range(50):
-            for pk in v.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), i * 4, np.uint8), format="rgb24")):
-                c.mux(pk)
-        for pk in v.encode():
-            c.mux(pk)
+        mux(c, v, (np.full((64, 96, 3), i * 4, np.uint8) for i in range(50)))
         for i in range(16000 * 12 // 1024):
             f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
             f.sample_rate, f.pts = 16000, i * 1024
@@ -291,11 +291,7 @@ def test_a_segment_of_a_stream_whose_seek_lands_on_no_keyframe_is_decoded_not_le
     with av.open(str(path), "w", format="mpegts") as c:
         st = c.add_stream("libx264", rate=10, options={"g": "1000"})
         st.width, st.height, st.pix_fmt = 160, 96, "yuv420p"
-        for i in range(60):
-            for pk in st.encode(av.VideoFrame.from_ndarray(np.full((96, 160, 3), i * 4, np.uint8), format="rgb24")):
-                c.mux(pk)
-        for pk in st.encode():
-            c.mux(pk)
+        mux(c, st, (np.full((96, 160, 3), i * 4, np.uint8) for i in range(60)))
     whole = list(read_frames(path, 0))
     assert len(whole) == probe(path).frames == 60
     late = list(read_frames(path, 0, first=20, stop=25))
@@ -309,10 +305,6 @@ def test_a_video_too_small_to_analyse_is_refused_by_probe(tmp_path):
     with av.open(str(path), "w") as c:
         st = c.add_stream("rawvideo", rate=10)
         st.width, st.height, st.pix_fmt = 1, 48, "rgb24"
-        for i in range(5):
-            for pk in st.encode(av.VideoFrame.from_ndarray(np.full((48, 1, 3), i * 40, np.uint8), format="rgb24")):
-                c.mux(pk)
-        for pk in st.encode():
-            c.mux(pk)
+        mux(c, st, (np.full((48, 1, 3), i * 40, np.uint8) for i in range(5)))
     with pytest.raises(VideoError, match=r"sliver\.avi: frames of 1x48 pixels are too small to analyse"):
         probe(path)
