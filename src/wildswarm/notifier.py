@@ -13,8 +13,8 @@ LOCKED``: two producers never send one twice at once) and POSTs::
 
 with ``X-Wildswarm-Event`` and, when ``WILDSWARM_WEBHOOK_SECRET`` is set,
 ``X-Wildswarm-Signature: sha256=<HMAC-SHA256 of the body>``. A 2xx answer is delivered; anything
-else (an error status, a refused connection, no answer within ``webhook_timeout_seconds``) is tried
-again after ``webhook_retry_seconds``, doubling each time (at most an hour), and given up after
+else (an error status, a refused connection, no answer within ``webhook_timeout_seconds``, or status
+and headers not all in within three times it) is tried again after ``webhook_retry_seconds``, doubling each time (at most an hour), and given up after
 ``webhook_max_attempts``, with the last error kept on the job. A retried job notifies again.
 
 A receiver at an internal address is refused (given up at once, the reason on the job) unless
@@ -27,6 +27,7 @@ resolves to an internal address is refused as the address itself is.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -35,6 +36,7 @@ import logging
 import socket
 import struct
 import threading
+import weakref
 from urllib.parse import urlsplit
 
 import requests
@@ -50,6 +52,7 @@ from wildswarm.jobs import Job
 log = logging.getLogger(__name__)
 
 BATCH = 20
+DEADLINE_TIMEOUTS = 3     # a whole request (connect, send, status and headers) ends after this many timeouts
 MAX_URL = 2000
 MAX_DELAY = 3600.0
 
@@ -126,28 +129,45 @@ class _Checked:
             self._dns_host = name
 
 
-class _CheckedHTTPConnection(_Checked, HTTPConnection):
-    pass
+class _Cuttable:
+    """A connection whose socket its adapter can cut: a request past its whole deadline."""
+    opened: weakref.WeakSet
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        self.opened.add(sock)
+        return sock
+
+    def connect(self):
+        super().connect()
+        self.opened.add(self.sock)              # over TLS, the wrapped socket the answer is read from
 
 
-class _CheckedHTTPSConnection(_Checked, HTTPSConnection):
-    pass
+class WebhookAdapter(HTTPAdapter):
+    """requests' adapter for webhooks: connections :meth:`cut` can end mid-read (a timeout bounds each read,
+    not the request: a receiver sending its headers a byte at a time would hold the notifier for ever), and,
+    with ``check``, that refuse internal receivers (:func:`receiver_address`)."""
 
-
-class _CheckedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _CheckedHTTPConnection
-
-
-class _CheckedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _CheckedHTTPSConnection
-
-
-class ExternalOnly(HTTPAdapter):
-    """requests' adapter whose connections refuse internal receivers."""
+    def __init__(self, check: bool):
+        self.opened: weakref.WeakSet = weakref.WeakSet()
+        mixins = (_Cuttable, _Checked) if check else (_Cuttable,)
+        attrs = {"opened": self.opened}
+        self._pools = {
+            "http": type("WebhookHTTPPool", (HTTPConnectionPool,),
+                         {"ConnectionCls": type("WebhookHTTPConnection", (*mixins, HTTPConnection), attrs)}),
+            "https": type("WebhookHTTPSPool", (HTTPSConnectionPool,),
+                          {"ConnectionCls": type("WebhookHTTPSConnection", (*mixins, HTTPSConnection), attrs)})}
+        super().__init__()
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPPool, "https": _CheckedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = dict(self._pools)
+
+    def cut(self) -> None:
+        """Shut every socket it opened that is still open: a read blocked on one returns at once."""
+        for sock in list(self.opened):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def check_webhook(url: str) -> str:
@@ -218,9 +238,9 @@ class Notifier:
         self.table = Notifications(db)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"wildswarm/{__version__} (webhook)"
-        if not settings.webhook_allow_internal:
-            for scheme in ("http://", "https://"):
-                self.session.mount(scheme, ExternalOnly())
+        self.adapter = WebhookAdapter(check=not settings.webhook_allow_internal)
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, self.adapter)
         self.note = note or log.info
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -234,24 +254,34 @@ class Notifier:
         if s.webhook_secret:
             headers["X-Wildswarm-Signature"] = "sha256=" + hmac.new(s.webhook_secret.encode(), body,
                                                                     hashlib.sha256).hexdigest()
+        deadline, cut = s.webhook_timeout_seconds * DEADLINE_TIMEOUTS, threading.Event()
+        timer = threading.Timer(deadline, lambda: (cut.set(), self.adapter.cut()))
+        timer.daemon = True
+        timer.start()
         try:
             # stream: the status line and headers decide; the body is never read (a receiver that trickles
             # it would hold every notification, one that floods it would fill the producer's memory)
             r = self.session.post(job.webhook_url, data=body, headers=headers, timeout=s.webhook_timeout_seconds,
                                   allow_redirects=False, stream=True)
+            r.close()
         except InternalReceiver:
             raise
-        except requests.Timeout:
-            return f"no answer within {s.webhook_timeout_seconds:g} s"
         except requests.RequestException as exc:
+            if cut.is_set():
+                return f"no whole answer within {deadline:g} s"
+            if isinstance(exc, requests.Timeout):
+                return f"no answer within {s.webhook_timeout_seconds:g} s"
             return f"{type(exc).__name__}: {str(exc)[:300]}"
-        r.close()
+        finally:
+            timer.cancel()
+        if cut.is_set():
+            return f"no whole answer within {deadline:g} s"
         return None if 200 <= r.status_code < 300 else f"answered HTTP {r.status_code}"
 
     def run_once(self) -> int:
         """Send what is due; how many were delivered."""
         s, delivered = self.settings, 0
-        for job in self.table.due(hold_seconds=s.webhook_timeout_seconds * 3 + 30):
+        for job in self.table.due(hold_seconds=s.webhook_timeout_seconds * DEADLINE_TIMEOUTS + 30):
             if self.stopping.is_set():
                 break
             final = False

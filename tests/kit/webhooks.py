@@ -69,3 +69,38 @@ class Streamer:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class SlowHeaders:
+    """An HTTP server on 127.0.0.1 that answers a status line at once, then its headers a byte every
+    ``pause`` seconds, for as long as it is let (a receiver that holds its caller without a read ever
+    waiting longer than a timeout)."""
+
+    def __init__(self, pause: float = 0.2):
+        self.sent = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    while outer.sent < 10**6:
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                        outer.sent += 1
+                        time.sleep(pause)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

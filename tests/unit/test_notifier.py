@@ -12,7 +12,7 @@ import time
 import pytest
 
 from kit.fakes import FakeBroker
-from kit.webhooks import Receiver, Streamer
+from kit.webhooks import Receiver, SlowHeaders, Streamer
 from wildswarm.intake import Intake, Refused
 from wildswarm.jobs.deployments import Deployment, Deployments
 from wildswarm.notifier import Notifier, WebhookError, check_webhook
@@ -195,3 +195,31 @@ def test_the_producers_own_networks_are_internal_and_the_outside_is_not():
     assert internal_address(ip_address("10.0.1.7")) is (any(ip_address("10.0.1.7") in n for n in nets))
     assert not internal_address(ip_address("8.8.8.8")) and not internal_address(ip_address("2606:4700::1111"))
     assert internal_address(ip_address("fe80::1")) and internal_address(ip_address("::ffff:127.0.0.1"))
+
+
+@pytest.mark.parametrize("allow_internal", [True, False])
+def test_a_receiver_that_trickles_its_headers_is_cut_off_at_the_whole_requests_deadline(settings, store, monkeypatch,
+                                                                                      allow_internal):
+    """A receiver that sent its headers a byte at a time, each byte inside the timeout, held the notifier's one
+    thread (every job's webhook) for as long as it liked: the timeout bounds each read, not the request. The
+    whole request has a deadline now (three timeouts), after which its connection is cut."""
+    slow = SlowHeaders(pause=0.2)
+    notifier = None
+    try:
+        if not allow_internal:      # the checked connections of a stack's notifier: 127.0.0.1 let through here
+            monkeypatch.setattr("wildswarm.notifier.own_networks", lambda: [])
+            monkeypatch.setattr("wildswarm.notifier.internal_address", lambda ip: False)
+        finish(store, "f00000000000000e", webhook_url=slow.url)
+        notifier = Notifier(settings.replace(webhook_allow_internal=allow_internal), store.db)
+        started = time.monotonic()
+        t = threading.Thread(target=notifier.run_once, daemon=True)
+        t.start()
+        t.join(timeout=15)
+        assert not t.is_alive(), "the notifier still reading trickled headers after 15 s (timeout 1 s)"
+        assert time.monotonic() - started < 8
+        job = store.get("f00000000000000e")
+        assert job.notify_state == "waiting" and "no whole answer within 3 s" in job.notify_error
+    finally:
+        if notifier is not None:
+            notifier.stopping.set()
+        slow.close()
