@@ -1,5 +1,7 @@
 """The real pipeline (PytorchWildlife + DeepLabCut code paths) on untrained weights."""
 import json
+import os
+import time
 
 import av
 import numpy as np
@@ -184,6 +186,19 @@ def test_an_unknown_device_is_refused_with_the_choices(device):
 def test_untrained_weights_are_refused_unless_asked_for(settings):
     with pytest.raises(ModelError, match="untrained"):
         Pipeline(settings.replace(untrained=False))
+
+
+def test_a_pipeline_removes_what_a_killed_export_left_in_the_cache(settings):
+    """`wildswarm analyze` killed during an ONNX export leaves its temporary folder in the cache;
+    the next pipeline to load (a worker's, or the next analyze) removes it once it is hours old."""
+    left = settings.cache / "exports" / ".export-k1ll3d"
+    left.mkdir(parents=True)
+    (left / "md_v5a.onnx").write_bytes(b"half")
+    t = time.time() - 7 * 3600
+    for p in (left / "md_v5a.onnx", left):
+        os.utime(p, (t, t))
+    Pipeline(settings.replace(backend="torch"))
+    assert not left.exists()
 
 
 def test_torch_keeps_one_thread_where_every_model_runs_on_an_exported_runtime(settings):

@@ -152,3 +152,65 @@ def test_stale_part_files_are_swept_and_nothing_else(tmp_path):
     (layout.uploads / ".upload-link.part").symlink_to(tmp_path / "elsewhere")
     assert layout.sweep_uploads(3600) == 2
     assert sorted(p.name for p in layout.uploads.iterdir()) == [".upload-c.part", ".upload-link.part", "notes.txt"]
+
+
+def _age(path, seconds):
+    import time
+    t = time.time() - seconds
+    os.utime(path, (t, t), follow_symlinks=False)
+
+
+def test_what_a_killed_model_fetch_export_or_quantization_left_is_swept_and_nothing_else(tmp_path):
+    """A `wildswarm models fetch`, an ONNX export or an int8 quantization killed midway leaves its
+    temporary folder (hundreds of MB of weights) beside the models; an atomic write killed midway,
+    its temporary file. Those untouched for long are removed; a sibling's live ones, the weights,
+    the lock and the exports stay."""
+    from wildswarm.layout import sweep_leftovers
+    models, cache = tmp_path / "models", tmp_path / "cache"
+    (cache / "openvino" / "t2").mkdir(parents=True)
+    (cache / "exports").mkdir()
+    old = [models / ".fetch-abc", models / ".export-def", cache / "exports" / ".int8-ghi",
+           cache / "exports" / ".export-jkl"]
+    for d in old:
+        d.mkdir(parents=True)
+        (d / "md_v5a.pt").write_bytes(b"w" * 100)
+        (d / "md_v5a.onnx.json.tmp").write_text("{}")
+    live = models / ".fetch-live"                  # another node's download: its file still grows
+    live.mkdir()
+    (live / "md_v5a.pt").write_bytes(b"w")
+    stale_files = [models / ".md_v5a.pt.k2j3.tmp", models / ".weights.lock.json.x1.tmp",
+                   cache / ".backends-q9", cache / "openvino" / "t2" / ".net.blob.123.tmp"]
+    kept = [models / "md_v5a.pt", models / "weights.lock.json", cache / "exports" / "md_v5a.onnx",
+            cache / "exports" / "md_v5a.onnx.json", cache / "backends.json", models / "notes.tmp",
+            cache / "openvino" / "t2" / "net.blob"]
+    for p in stale_files + kept:
+        p.write_bytes(b"x")
+    for p in old + [live] + stale_files + kept:
+        for q in ([p, *p.rglob("*")] if p.is_dir() else [p]):
+            _age(q, 7 * 3600)
+    (live / "md_v5a.pt").write_bytes(b"ww")        # touched just now
+    _age(live, 7 * 3600)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.pt").write_bytes(b"x")
+    (models / ".export-link").symlink_to(outside)  # never followed, never removed through
+    _age(models / ".export-link", 7 * 3600)
+    fresh = cache / ".backends-now"
+    fresh.write_bytes(b"x")
+
+    assert sweep_leftovers([models, cache, tmp_path / "missing"], older_than=6 * 3600) == len(old) + len(stale_files)
+    assert not any(p.exists() for p in old + stale_files)
+    assert all(p.exists() for p in kept + [live / "md_v5a.pt", fresh, outside / "keep.pt"])
+
+
+def test_a_read_only_models_folder_is_not_swept_and_not_an_error(tmpfs):
+    """Workers mount models/ read-only: their sweep removes nothing there, quietly."""
+    from wildswarm.layout import sweep_leftovers
+    (tmpfs.path / ".fetch-abc").mkdir()
+    (tmpfs.path / ".fetch-abc" / "w.pt").write_bytes(b"x")
+    (tmpfs.path / ".w.pt.k2.tmp").write_bytes(b"x")
+    for p in (tmpfs.path / ".fetch-abc" / "w.pt", tmpfs.path / ".fetch-abc", tmpfs.path / ".w.pt.k2.tmp"):
+        _age(p, 7 * 3600)
+    tmpfs.read_only()
+    assert sweep_leftovers([tmpfs.path], older_than=3600) == 0
+    assert (tmpfs.path / ".fetch-abc" / "w.pt").exists() and (tmpfs.path / ".w.pt.k2.tmp").exists()

@@ -389,6 +389,22 @@ def test_a_file_that_changes_after_it_was_queued_replaces_its_job_instead_of_add
     assert settle(producer, clock) == {}                          # and nothing more comes of it
 
 
+def test_the_producer_sweeps_what_killed_model_fetches_and_exports_left(env):
+    """Workers mount models/ read-only and may sit on nodes that never restart: the producer, which
+    writes the whole data folder, removes the hours-old leftovers of killed fetches and exports."""
+    settings, producer, *_ = env
+    old = [settings.models / ".fetch-a1", settings.cache / "exports" / ".export-b2", settings.models / ".w.pt.x.tmp"]
+    fresh = settings.cache / "exports" / ".export-c3"
+    for p in old[:2] + [fresh]:
+        p.mkdir(parents=True)
+    old[2].write_bytes(b"x")
+    t = time.time() - 7 * 3600
+    for p in old:
+        os.utime(p, (t, t))
+    producer.reconcile(force=True)
+    assert not any(p.exists() for p in old) and fresh.is_dir()
+
+
 # --- the reconciler ----------------------------------------------------------------------------------------
 def test_the_reconciler_requeues_jobs_whose_worker_died(env, store, monkeypatch):
     settings, producer, broker, clock, lay = env
