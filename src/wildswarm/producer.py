@@ -38,7 +38,7 @@ from wildswarm.config import Settings
 from wildswarm.errors import BrokerError, JobStoreError, UnsafePathError, VideoError
 from wildswarm.intake import Admission, Intake, Refused, refusal
 from wildswarm.jobs import JobStore
-from wildswarm.layout import Layout, safe_name
+from wildswarm.layout import Layout, safe_name, sweep_leftovers
 from wildswarm.notifier import Notifier
 from wildswarm.reconciler import Reconciler, safe_run
 
@@ -172,7 +172,8 @@ class Producer:
         return results
 
     def reconcile(self, force: bool = False) -> None:
-        """Every ``reconcile_seconds``: the reconciler, and a sweep of part files dead uploads left."""
+        """Every ``reconcile_seconds``: the reconciler, and a sweep of part files dead uploads left and of
+        what killed model fetches and exports left (workers mount models/ read-only)."""
         if force or self.clock() - self._reconciled >= self.settings.reconcile_seconds:
             self._reconciled = self.clock()
             safe_run(self.reconciler)
@@ -180,6 +181,7 @@ class Producer:
                 self.layout.sweep_uploads(self.settings.web_stale_upload_seconds)
             except OSError as exc:
                 log.warning("uploads/ not swept: %s", exc)
+            sweep_leftovers([self.settings.models, self.settings.cache])
             self.backfill_findings()
 
     def backfill_findings(self) -> None:

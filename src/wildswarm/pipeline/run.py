@@ -26,7 +26,7 @@ from typing import Callable
 from wildswarm import __version__
 from wildswarm.config import Settings
 from wildswarm.errors import PipelineError, VideoError, WildswarmError
-from wildswarm.layout import stem_of
+from wildswarm.layout import stem_of, sweep_leftovers
 from wildswarm.pipeline import models as catalogue
 from wildswarm.pipeline import backends, outputs, segments, smooth, stages
 from wildswarm.pipeline.frames import Frames
@@ -91,6 +91,8 @@ class Pipeline:
         cls_spec = None if settings.classifier in ("", "none") else catalogue.spec(settings.classifier, "classifier")
         pose_spec = catalogue.spec(settings.pose, "pose")
         wanted = [s.name for s in (det_spec, cls_spec, pose_spec) if s is not None]
+        # what a process killed mid-download or mid-export left (a read-only models/ is left alone)
+        sweep_leftovers([settings.models, settings.cache])
         ensure_weights(settings, wanted)
         need = [catalogue.require(settings.models, s, allow_untrained=settings.untrained)
                 for s in (det_spec, cls_spec, pose_spec) if s is not None]
