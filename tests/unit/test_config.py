@@ -44,6 +44,31 @@ def test_malformed_values_are_config_errors(key, value):
         Settings.from_env({key: value})
 
 
+@pytest.mark.parametrize("key,value,says", [
+    ("WILDSWARM_LEASE_SECONDS", "nan", "finite"),           # every claim would fail in SQL, much later
+    ("WILDSWARM_POLL_SECONDS", "-1", "more than 0"),        # time.sleep(-1) in the producer's loop
+    ("WILDSWARM_LEASE_SECONDS", "0", "more than 0"),        # every running job stranded at once
+    ("WILDSWARM_RECONCILE_SECONDS", "inf", "finite"),
+    ("WILDSWARM_SEGMENT_SECONDS", "-60", "at least 0"),     # 0 is documented as never; -60 meant nothing
+    ("WILDSWARM_DELIVERY_LIMIT", "0", "at least 1"),
+    ("WILDSWARM_WEB_WORKERS", "0", "at least 1"),
+    ("WILDSWARM_BROKER_PORT", "70000", "65535"),
+    ("WILDSWARM_WORKER_METRICS_PORT", "0", "1 to 65535"),
+    ("WILDSWARM_WEB_BIND", "0.0.0.0:80000", "65535"),       # gunicorn died with a traceback
+    ("WILDSWARM_WEB_TRUSTED_PROXIES", "-1", "at least 0"),
+])
+def test_values_out_of_their_range_are_config_errors_naming_the_variable(key, value, says):
+    with pytest.raises(ConfigError, match=f"{key}=.*{says}"):
+        Settings.from_env({key: value})
+
+
+@pytest.mark.parametrize("key,value", [("WILDSWARM_SEGMENT_SECONDS", "0"), ("WILDSWARM_THREADS", "0"),
+                                       ("WILDSWARM_BROKER_HEARTBEAT", "0"), ("WILDSWARM_WEB_BIND", "unix:/run/x.sock"),
+                                       ("WILDSWARM_WEB_BIND", "[::1]:8000"), ("WILDSWARM_STOP_GRACE_SECONDS", "0")])
+def test_the_documented_zeros_and_other_binds_stay_allowed(key, value):
+    Settings.from_env({key: value})
+
+
 def test_secrets_stay_out_of_reprs():
     s = Settings(broker_password="pw1", web_token="tok2", web_password="pw3", web_secret_key="key4")
     text = repr(s)
