@@ -7,7 +7,9 @@ Every other module receives a :class:`Settings`. Each field ``x`` is read from
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +19,14 @@ from wildswarm.errors import ConfigError
 
 SECRET_FIELDS = ("broker_password", "db_password", "web_secret_key", "web_token", "web_password", "server_token",
                  "webhook_secret")
+
+# A number from the environment must be finite and at least 0 (where 0 has a meaning, it is
+# documented: segments never, threads as many as the cores, no timeout); these must be more:
+POSITIVE = ("poll_seconds", "lease_seconds", "reconcile_seconds", "notify_seconds", "webhook_timeout_seconds",
+            "worker_heartbeat_seconds", "db_timeout_seconds", "web_session_seconds", "web_stale_upload_seconds")
+AT_LEAST_ONE = ("delivery_limit", "db_pool_size", "webhook_max_attempts", "web_workers", "web_threads",
+                "web_login_max_failures", "max_video_bytes", "web_max_upload_bytes")
+PORTS = ("broker_port", "db_port", "worker_metrics_port", "producer_metrics_port")
 
 
 @dataclass(frozen=True)
@@ -174,8 +184,31 @@ class Settings:
             if raw is None:
                 continue
             values[f.name] = _parse(f.name, key, raw, f.type)
+            _check_range(f.name, key, raw, values[f.name])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _check_range(name: str, key: str, raw: str, value: object) -> None:
+    """:class:`ConfigError` for a value a service would only stumble on later (a lease of NaN
+    seconds in SQL, ``time.sleep(-1)``, gunicorn binding port 80000), named with its variable."""
+    if name == "web_bind":
+        port = re.fullmatch(r"(?!unix:).*:(\d+)", str(value))
+        if port and not 1 <= int(port[1]) <= 65535:
+            raise ConfigError(f"{key}={raw!r}: the port must be 1 to 65535")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={raw!r} must be a finite number")
+    if name in PORTS and not 1 <= value <= 65535:
+        raise ConfigError(f"{key}={raw!r}: a port is 1 to 65535")
+    if name in POSITIVE and value <= 0:
+        raise ConfigError(f"{key}={raw!r} must be more than 0")
+    if name in AT_LEAST_ONE and value < 1:
+        raise ConfigError(f"{key}={raw!r} must be at least 1")
+    if value < 0:
+        raise ConfigError(f"{key}={raw!r} must be at least 0")
 
 
 def _parse(name: str, key: str, raw: str, annotation) -> object:
