@@ -329,6 +329,14 @@ backup() {  # pg_dump (custom format) of the job store into BACKUP_DIR
   echo "$file"
 }
 
+tasks_running() {  # SERVICE...: the stack's tasks of these services whose containers run, on any node
+  local svc
+  for svc in "$@"; do
+    docker service ps "${STACK}_$svc" --format '{{.Name}} {{.CurrentState}}' 2>/dev/null \
+      | awk '$2 == "Running" || $2 == "Starting" {printf "%s ", $1}' || true
+  done
+}
+
 restore() {  # the job store from a pg_dump file; the wildswarm services are stopped meanwhile
   local file=${1:?usage: make restore FILE=backups/<stack>-jobs-<time>.dump} c svc n
   [ -s "$file" ] || die "$file: no such backup"
@@ -339,11 +347,17 @@ restore() {  # the job store from a pg_dump file; the wildswarm services are sto
     replicas[$svc]=$n
     docker service scale --detach "${STACK}_$svc=0" >/dev/null
   done
+  # Wait for their tasks on every node (the Swarm's view; this node's containers are only some of
+  # them): a worker still stopping would write into the tables while pg_restore drops and refills them.
+  local deadline=$((SECONDS + 120)) running
+  while running=$(tasks_running producer web worker); [ -n "$running" ]; do
+    if [ $SECONDS -ge $deadline ]; then
+      for svc in "${!replicas[@]}"; do docker service scale --detach "${STACK}_$svc=${replicas[$svc]}" >/dev/null; done
+      die "still running after 120 s: $running(make ps); nothing was restored, services started again"
+    fi
+    sleep 2
+  done
   log "stopped producer, web and workers; restoring $file"
-  local deadline=$((SECONDS + 120))
-  while [ -n "$(docker ps -q --filter "label=com.docker.stack.namespace=$STACK" --filter 'label=com.docker.swarm.service.name' \
-                 | xargs -r docker inspect --format '{{index .Config.Labels "com.docker.swarm.service.name"}}' \
-                 | grep -E "_(producer|web|worker)$")" ] && [ $SECONDS -lt $deadline ]; do sleep 2; done
   local ok=0
   docker exec -i "$c" pg_restore -U postgres -d wildswarm --clean --if-exists --single-transaction <"$file" || ok=$?
   for svc in "${!replicas[@]}"; do docker service scale --detach "${STACK}_$svc=${replicas[$svc]}" >/dev/null; done
