@@ -113,3 +113,8 @@ def test_a_failed_restore_starts_the_services_again(swarm):
     assert "pg_restore failed" in done.stderr
     assert desired(state) == SERVICES
 
+
+def test_an_interrupted_restore_starts_the_services_again(swarm):
+    done, state = swarm(FAKE_DOCKER_INTERRUPT="1")
+    assert done.returncode != 0
+    assert desired(state) == SERVICES, f"left paused after the interruption:\n{done.stderr}"
