@@ -337,30 +337,42 @@ tasks_running() {  # SERVICE...: the stack's tasks of these services whose conta
   done
 }
 
+# The replica counts restore paused, by service: started again however it ends (EXIT trap),
+# as an interrupted restore (Ctrl-C, a dropped ssh session) left the stack at 0, and running it
+# again then recorded those 0s and "started" nothing.
+declare -A PAUSED=()
+
+resume_paused() {
+  local svc
+  for svc in "${!PAUSED[@]}"; do
+    docker service scale --detach "${STACK}_$svc=${PAUSED[$svc]}" >/dev/null \
+      || log "error: could not scale ${STACK}_$svc back to ${PAUSED[$svc]}: docker service scale ${STACK}_$svc=${PAUSED[$svc]}"
+    unset "PAUSED[$svc]"
+  done
+}
+
 restore() {  # the job store from a pg_dump file; the wildswarm services are stopped meanwhile
   local file=${1:?usage: make restore FILE=backups/<stack>-jobs-<time>.dump} c svc n
   [ -s "$file" ] || die "$file: no such backup"
   c=$(postgres_container)
-  local -A replicas=()
+  trap resume_paused EXIT
   for svc in producer web worker; do
     n=$(docker service inspect "${STACK}_$svc" --format '{{.Spec.Mode.Replicated.Replicas}}' 2>/dev/null) || continue
-    replicas[$svc]=$n
+    PAUSED[$svc]=$n
     docker service scale --detach "${STACK}_$svc=0" >/dev/null
   done
   # Wait for their tasks on every node (the Swarm's view; this node's containers are only some of
   # them): a worker still stopping would write into the tables while pg_restore drops and refills them.
   local deadline=$((SECONDS + 120)) running
   while running=$(tasks_running producer web worker); [ -n "$running" ]; do
-    if [ $SECONDS -ge $deadline ]; then
-      for svc in "${!replicas[@]}"; do docker service scale --detach "${STACK}_$svc=${replicas[$svc]}" >/dev/null; done
-      die "still running after 120 s: $running(make ps); nothing was restored, services started again"
-    fi
+    [ $SECONDS -lt $deadline ] \
+      || die "still running after 120 s: $running(make ps); nothing was restored, services started again"
     sleep 2
   done
   log "stopped producer, web and workers; restoring $file"
   local ok=0
   docker exec -i "$c" pg_restore -U postgres -d wildswarm --clean --if-exists --single-transaction <"$file" || ok=$?
-  for svc in "${!replicas[@]}"; do docker service scale --detach "${STACK}_$svc=${replicas[$svc]}" >/dev/null; done
+  resume_paused
   [ $ok = 0 ] || die "pg_restore failed (exit $ok): the job store is as it was before; services restarted"
   log "job store restored from $file; producer, web and workers started again"
 }
