@@ -9,11 +9,13 @@ people dropped.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUT = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs"]
@@ -141,3 +143,31 @@ def test_a_root_kept_as_it_is_on_a_cluster(tmp_path):
     assert result.returncode == 0, result.stderr
     assert owner_mode(root) == (0, 0, 0o2755)
     assert all(owner_mode(root / name)[:2] == SERVICE for name in LAYOUT)
+
+
+def test_every_folder_the_services_make_at_the_root_is_made_on_a_cluster(tmp_path):
+    """On a cluster the root stays root's: the services (uid 10001) cannot make a folder in it, so each
+    one they write at the root by default must be in the layout. The backends' cache (<data>/cache:
+    timings, exports, OpenVINO's compiled networks) was not: every worker start on a cluster measured
+    the backends and compiled the networks again, each time warning that the cache was out of use."""
+    from wildswarm.config import Settings
+    from wildswarm.layout import Layout
+
+    root = tmp_path / "data"
+    root.mkdir()
+    root.chmod(0o2755)
+    result = prepare(root, DATA_ROOT_OWNER="keep")
+    assert result.returncode == 0, result.stderr
+    settings, layout = Settings(data=root), Layout(root)
+    written = {settings.cache, settings.models, layout.input, layout.input_done, layout.input_failed,
+               layout.output, layout.uploads, layout.logs}
+    assert {p.name for p in written if p.parent == root} <= set(LAYOUT)
+    for folder in written:
+        assert folder.is_dir() and owner_mode(folder)[:2] == SERVICE, folder
+
+
+def test_the_cluster_role_makes_the_same_folders():
+    """beegfs/roles/wildswarm_layout makes on the cluster what `scripts/stack.sh prepare-data` makes."""
+    role = yaml.safe_load((REPO / "beegfs/roles/wildswarm_layout/defaults/main.yml").read_text())
+    script = re.search(r"^DATA_LAYOUT=\((.*)\)$", (REPO / "scripts/stack.sh").read_text(), re.M).group(1)
+    assert sorted(role["wildswarm_data_dirs"]) == sorted(item.split("=")[0] for item in script.split())
