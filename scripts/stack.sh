@@ -47,10 +47,12 @@ die() { log "error: $*"; exit 1; }
 # The folders the stack owns under the data root, each with the mode it is made with:
 # input/ is the drop zone people share (setgid + sticky: each may remove only their own
 # files; the service owns it and may move anything out of it); only the service writes
-# the others. jobs/ holds legacy job records (read once, for import). On a cluster
+# the others. jobs/ holds legacy job records (read once, for import); cache/ the workers'
+# backend timings, exports and compiled networks (WILDSWARM_BACKEND_CACHE's default), made
+# here as the services cannot make it in a root that stays root's (a cluster's). On a cluster
 # beegfs/roles/wildswarm_layout makes the same folders; docs/cluster.md says who may
 # write where, and why.
-DATA_LAYOUT=(input=3775 uploads=2755 input_done=2755 input_failed=2755 output=2755 jobs=2755 models=2755 logs=2755)
+DATA_LAYOUT=(input=3775 uploads=2755 input_done=2755 input_failed=2755 output=2755 jobs=2755 models=2755 logs=2755 cache=2755)
 
 data_root() {  # WILDSWARM_DATA as an absolute path; changes nothing
   case $WILDSWARM_DATA in /*) ;; *) WILDSWARM_DATA=$ROOT/$WILDSWARM_DATA ;; esac

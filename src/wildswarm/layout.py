@@ -10,6 +10,7 @@
     models/         model weights shared by all workers (read-only to them)
     logs/<node>.log per-node progress lines
     jobs/<id>.json  job records of earlier versions (imported once into the job store)
+    cache/          the workers' backend timings, exports and compiled networks (Settings.cache)
 
 Every path built from user input goes through :func:`safe_name` and
 :meth:`Layout.inside`, so nothing escapes the root.

@@ -24,7 +24,7 @@ from clusterkit import STACK_IMAGES, Run, ansible_playbook, sh, write_extra_vars
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-DATA_DIRS = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs"]
+DATA_DIRS = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs", "cache"]
 BEEGFS = ("beegfs_storage", "beegfs_clients")
 
 

@@ -19,7 +19,7 @@ from clusterkit import REPO, ansible_playbook, write_extra_vars
 pytestmark = pytest.mark.docker
 
 ROOT = "/beegfs/wildswarm"
-LAYOUT = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs"]
+LAYOUT = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs", "cache"]
 OLD = ["input", "input_done", "input_failed", "output", "jobs", "models", "logs"]   # the old role's
 MEMBER = "1234:10001"          # someone in the drop group
 VICTIMS = ["/etc", "/root", "/etc/shadow", "/etc/passwd"]

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-LAYOUT = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs"]
+LAYOUT = ["input", "uploads", "input_done", "input_failed", "output", "jobs", "models", "logs", "cache"]
 SERVICE = (10001, 10001)          # the uid/gid the containers run as when root deploys
 MEMBER = (1234, 10001)            # someone in the group that may drop videos
 MODES = {name: 0o3775 if name == "input" else 0o2755 for name in LAYOUT}
