@@ -52,7 +52,8 @@ die() { log "error: $*"; exit 1; }
 # here as the services cannot make it in a root that stays root's (a cluster's). On a cluster
 # beegfs/roles/wildswarm_layout makes the same folders; docs/cluster.md says who may
 # write where, and why.
-DATA_LAYOUT=(input=3775 uploads=2755 input_done=2755 input_failed=2755 output=2755 jobs=2755 models=2755 logs=2755 cache=2755)
+DATA_LAYOUT=(input=3775 uploads=2755 input_done=2755 input_failed=2755 output=2755 jobs=2755 models=2755 logs=2755
+             cache=2755)
 
 data_root() {  # WILDSWARM_DATA as an absolute path; changes nothing
   case $WILDSWARM_DATA in /*) ;; *) WILDSWARM_DATA=$ROOT/$WILDSWARM_DATA ;; esac
@@ -348,7 +349,7 @@ resume_paused() {
   local svc
   for svc in "${!PAUSED[@]}"; do
     docker service scale --detach "${STACK}_$svc=${PAUSED[$svc]}" >/dev/null \
-      || log "error: could not scale ${STACK}_$svc back to ${PAUSED[$svc]}: docker service scale ${STACK}_$svc=${PAUSED[$svc]}"
+      || log "error: could not start ${STACK}_$svc again: docker service scale ${STACK}_$svc=${PAUSED[$svc]}"
     unset "PAUSED[$svc]"
   done
 }

@@ -169,5 +169,5 @@ def test_every_folder_the_services_make_at_the_root_is_made_on_a_cluster(tmp_pat
 def test_the_cluster_role_makes_the_same_folders():
     """beegfs/roles/wildswarm_layout makes on the cluster what `scripts/stack.sh prepare-data` makes."""
     role = yaml.safe_load((REPO / "beegfs/roles/wildswarm_layout/defaults/main.yml").read_text())
-    script = re.search(r"^DATA_LAYOUT=\((.*)\)$", (REPO / "scripts/stack.sh").read_text(), re.M).group(1)
+    script = re.search(r"^DATA_LAYOUT=\(([^)]*)\)", (REPO / "scripts/stack.sh").read_text(), re.M).group(1)
     assert sorted(role["wildswarm_data_dirs"]) == sorted(item.split("=")[0] for item in script.split())
