@@ -115,6 +115,26 @@ def test_guessing_one_user_from_many_addresses_is_throttled_too(make_app):
     assert codes[:8] == [401] * 8 and codes[8:] == [429] * 4          # 4 x the per-address limit per user
 
 
+def test_guessing_the_api_token_is_throttled_like_the_password(make_app):
+    """Audit: only the login form counted failures. A wrong bearer token was never counted, so the token (which
+    opens as much as the password) could be guessed as fast as the app answers: on any API call, or on the
+    proxy's /auth/check. Now wrong tokens count against the client's address like wrong passwords, and a locked
+    address is refused even with the right token (else the lock would tell a guesser when it guessed right)."""
+    app = make_app(web_login_max_failures=3, web_login_lock_seconds=30)
+    c = app.test_client()
+
+    def guess(token: str, path: str = "/api/jobs", address: str = "203.0.113.7"):
+        return c.get(path, headers={"Authorization": f"Bearer {token}"}, environ_base={"REMOTE_ADDR": address})
+    codes = [guess(f"guess-{i}").status_code for i in range(5)]
+    assert codes[:3] == [401, 401, 401] and set(codes[3:]) == {429}
+    locked = guess(TOKEN)
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 1
+    assert locked.get_json()["reason"] == "too_many_requests"
+    assert guess(TOKEN, "/auth/check").status_code == 401           # the proxy's question: no way round the lock
+    assert guess(TOKEN, address="198.51.100.2").status_code == 200     # another client's right token: fine
+    assert guess(TOKEN, "/auth/check", "198.51.100.2").status_code == 204
+
+
 def test_forgotten_login_failures_do_not_pile_up_in_the_job_store(make_app, store):
     """Failures older than the window are forgotten, but their rows stayed for ever: anyone (no login needed)
     grew login_failures by a row or two for every wrong login under a new user name or from a new address."""
