@@ -440,6 +440,13 @@ PATHS = {
     },
 }
 
+# Wrong bearer tokens lock the client's address for a while, as wrong passwords do (web/security.py).
+_THROTTLED = _error("Too many wrong bearer tokens (or logins) from this address: wait Retry-After seconds")
+for _operations in PATHS.values():
+    for _operation in _operations.values():
+        if "401" in _operation["responses"]:
+            _operation["responses"].setdefault("429", _THROTTLED)
+
 
 def document() -> dict:
     return {

@@ -11,8 +11,9 @@ OpenAPI document and static files are open (behind the stack's proxy,
 Sessions live on the server (:mod:`wildswarm.web.sessions`): logging out ends
 a session for every copy of its cookie, a new password ends every session
 opened with the old one, and failed logins are throttled per client and per
-user. ``/auth/check`` answers the proxy's ``auth_request`` from the request's
-headers alone (204 or 401), before the proxy reads a request's body.
+user (wrong bearer tokens per client). ``/auth/check`` answers the proxy's
+``auth_request`` from the request's headers alone (204 or 401), before the
+proxy reads a request's body.
 
 CSRF: every state-changing request made with a session (a browser) must carry
 the session's token, in the form field ``csrf_token`` or the header
@@ -65,9 +66,39 @@ def _equal(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
-def token_ok(settings: Settings) -> bool:
+def _bearer() -> str | None:
+    """The token of the request's ``Authorization: Bearer`` header, or None without one."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and _equal(value.strip(), settings.web_token)
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def token_ok(settings: Settings) -> bool:
+    token = _bearer()
+    return token is not None and _equal(token, settings.web_token)
+
+
+def _throttle_token(right: bool):
+    """A wrong bearer token counts against the client's address as a wrong password does: uncounted, the
+    token (which opens as much as the password) could be guessed as fast as the app answers, on any API call
+    or on ``/auth/check``. A locked address is refused even with the right token, or the lock would tell a
+    guesser when it guessed right. Returns the refusal, or None to go on."""
+    from wildswarm.errors import JobStoreError
+    sessions, address = _sessions(), client_address()
+    try:
+        lock = sessions.locked(address)
+        if lock is None and not right:
+            sessions.failed(address)
+    except JobStoreError:       # best effort: a job store that is down must not turn /healthz into a 503
+        return None
+    if lock is None:
+        return None
+    if request.endpoint == "auth.check":            # the proxy's auth_request understands 2xx, 401 and 403 only
+        return "", 401
+    response = jsonify(error=f"Too many wrong tokens from this address: try again in {lock.seconds} s.",
+                       reason="too_many_requests")
+    response.status_code = 429
+    response.headers["Retry-After"] = str(lock.seconds)
+    return response
 
 
 def csrf_token() -> str:
@@ -120,6 +151,10 @@ def guard():
     settings = _settings()
     endpoint = request.endpoint
     g.via_token = token_ok(settings)
+    if settings.web_auth and _bearer() is not None:
+        refused = _throttle_token(g.via_token)
+        if refused is not None:
+            return refused
     if endpoint is None:            # 404/405: let routing answer
         return None
     if settings.web_auth and endpoint not in PUBLIC_ENDPOINTS and not logged_in():
