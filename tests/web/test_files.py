@@ -122,3 +122,23 @@ def test_links_inside_results_are_not_followed(client, settings, done, tmp_path)
     assert b"TOP SECRET" not in client.get(f"/jobs/{done.id}/outputs.zip").data
     assert client.get("/output/linked").status_code == 404
     assert client.get("/output/linked/secret.txt").status_code == 404
+
+
+def test_a_file_whose_name_is_not_utf8_breaks_no_page_and_no_zip(client, anon, bearer, settings, done):
+    """Audit: a file added by hand to a result folder under a name that is not UTF-8 (``caf\\xe9.csv``, as a
+    Latin-1 system writes it) made the job's page, its API record and the old listing a 500 and cut the
+    job's zip short; a node log so named made the whole node-logs page a 500. No link can name such a
+    file: it is left out, like a hidden file or a link."""
+    import os
+    with open(os.fsencode(settings.data / "output" / "fox") + b"/caf\xe9.csv", "wb") as fh:
+        fh.write(b"added by hand\n")
+    with open(os.fsencode(settings.data / "logs") + b"/w\xe9.log", "wb") as fh:
+        fh.write(b"a line\n")
+    (settings.data / "logs" / "w1.log").write_text("another line\n")
+    for url in (f"/jobs/{done.id}", "/output/fox?list=1", "/logs"):
+        assert client.get(url).status_code == 200, url
+    r = anon.get(f"/api/jobs/{done.id}", headers=bearer)
+    assert r.status_code == 200 and "summary.json" in {f["name"] for f in r.get_json()["files"]}
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/jobs/{done.id}/outputs.zip").data))
+    assert archive.testzip() is None and "fox/labeled.mp4" in archive.namelist()
+    assert "w1" in client.get("/logs").get_data(as_text=True)
