@@ -36,9 +36,12 @@ class OutputFile:
 
 
 def plain_name(name: str) -> bool:
-    """A single, visible path component without control characters."""
+    """A single, visible path component without control characters, that UTF-8 can hold: a name on disk
+    that is not UTF-8 (``caf\\xe9.csv`` from a Latin-1 system) reaches Python as lone surrogates, which
+    no link, header or zip entry can carry."""
     return bool(name) and len(name) <= 255 and "/" not in name and "\\" not in name \
-        and not name.startswith(".") and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+        and not name.startswith(".") and not any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
+                                                 for c in name)
 
 
 def output_name(job: Job) -> str:
@@ -66,7 +69,8 @@ def job_folder(layout: Layout, job: Job) -> Path | None:
 
 
 def list_files(folder: Path | None) -> list[OutputFile]:
-    """The visible regular files of a result folder (no links), known ones first."""
+    """The regular files of a result folder with plain names (no links), known ones first: only what
+    :func:`find_file` serves, so that every file listed can be linked, downloaded and zipped."""
     if folder is None:
         return []
     found = []
@@ -75,7 +79,7 @@ def list_files(folder: Path | None) -> list[OutputFile]:
     except OSError:
         return []
     for entry in entries:
-        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+        if not plain_name(entry.name) or not entry.is_file(follow_symlinks=False):
             continue
         try:
             size = entry.stat(follow_symlinks=False).st_size
