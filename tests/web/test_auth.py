@@ -1,6 +1,8 @@
 """Access control: login form, bearer token, CSRF, redirects, and access control turned off."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from webkit import PASSWORD, TOKEN, csrf_of, upload
@@ -170,6 +172,25 @@ def test_login_never_redirects_off_site(anon, target):
     r = anon.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": csrf_of(anon),
                                   "next": target})
     assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("form, lands_on", [("/upload", "/"), ("/logout", "/"), ("/jobs/bulk", "/jobs"),
+                                             ("/jobs/00c0ffee00c0ffee/retry", "/jobs/00c0ffee00c0ffee")])
+def test_a_form_sent_after_the_login_expired_lands_on_a_page_after_logging_in_not_a_405(anon, form, lands_on):
+    """Audit: a form sent once the login had expired (the upload form left open past the 12 h of a login, the
+    Log out button of a stale page) was sent to /login?next=<the form's address> (by the app, and for /upload
+    by the proxy), an address only POST opens: after logging in the browser was sent there with GET and met
+    '405 Method Not Allowed'. It now lands on the page above it."""
+    import html
+    r = anon.post(form, data={"csrf_token": "stale"})
+    assert r.status_code == 302 and r.headers["Location"] == "/login?next=" + form
+    for location in (r.headers["Location"], "/login?next=" + form):          # the app's redirect, the proxy's
+        page = anon.get(location).get_data(as_text=True)
+        hidden = html.unescape(re.search(r'name="next" value="([^"]*)"', page).group(1))
+        r = anon.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": csrf_of(anon),
+                                      "next": hidden})
+        assert r.status_code == 302 and r.headers["Location"] == lands_on
+        assert anon.get(lands_on).status_code in (200, 404)                 # a page (the job may be gone), not a 405
 
 
 def test_a_proxys_basic_auth_header_does_not_turn_pages_into_json(anon):
