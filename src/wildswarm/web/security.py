@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import (Blueprint, abort, current_app, g, jsonify, make_response, redirect, render_template, request,
                    session, url_for)
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from wildswarm.config import Settings
 from wildswarm.errors import ConfigError
@@ -175,13 +176,42 @@ def guard():
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site: never another host (open redirect)."""
+    """Only a path on this site: never another host (open redirect); and one a browser can open (GET)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return url_for("ui.index")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or any(ord(c) < 32 for c in target):
         return url_for("ui.index")
-    return target
+    return _openable(target, parts.path)
+
+
+def _openable(target: str, path: str) -> str:
+    """``target``, unless it is the address of a form (/upload, /logout, a job's retry, /jobs/bulk), which a
+    request without a login was sent to the login with: after logging in, the browser would GET it and meet
+    a 405 (or, for /jobs/bulk, "no job 'bulk'"). Then the nearest page above it: the upload page, the job,
+    the jobs page."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    found = path
+    while found not in ("", "/") and not _a_page(adapter, unquote(found)):
+        found = found.rstrip("/").rpartition("/")[0]
+    return target if found == path else found or url_for("ui.index")
+
+
+def _a_page(adapter, path: str) -> bool:
+    """Whether GET opens ``path`` as what it names: not when only POST does, nor when a form's own rule fits
+    it more exactly than the page pattern GET finds (/jobs/bulk is no job). Addresses the app does not route
+    (the consoles behind the proxy) count as pages."""
+    try:
+        page, _ = adapter.match(path, method="GET", return_rule=True)
+    except MethodNotAllowed:
+        return False
+    except HTTPException:           # not the app's, or a redirect to what is
+        return True
+    try:
+        form, _ = adapter.match(path, method="POST", return_rule=True)
+    except HTTPException:
+        return True
+    return form.rule == page.rule
 
 
 @bp.route("/login", methods=["GET", "POST"])
