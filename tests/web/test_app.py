@@ -143,6 +143,24 @@ def test_security_headers_and_no_external_resources(client):
     assert "http://" not in page.replace(r.request.host_url, "") and "https://" not in page
 
 
+def test_no_page_behind_the_login_is_kept_in_the_browser_s_cache(client, store, video_bytes):
+    """Audit: only the ui and auth blueprints' answers said Cache-Control: no-store. The pages added in other
+    blueprints (the deployments page with each camera's coordinates, the cluster page, the old results listing,
+    the bulk delete's confirmation) were kept in the browser's cache, where the back button or the next user
+    of a shared browser saw them after logging out. Every HTML page now says no-store."""
+    from webkit import make_done_job
+    done = make_done_job(store, video_bytes)
+    client.post("/api/deployments", json={"id": "cam7", "latitude": -1.4, "longitude": 35.0},
+                headers={"X-CSRF-Token": client.csrf})
+    pages = {"/deployments": client.get("/deployments"), "/cluster": client.get("/cluster"),
+             "/output/fox?list=1": client.get("/output/fox?list=1"),
+             "bulk delete": client.post("/jobs/bulk", data={"action": "delete", "job": done.id,
+                                                            "csrf_token": client.csrf})}
+    for what, r in pages.items():
+        assert r.status_code == 200 and r.mimetype == "text/html", what
+        assert r.headers.get("Cache-Control") == "no-store", (what, r.headers.get("Cache-Control"))
+
+
 @pytest.mark.parametrize("path", ["/static/style.css", "/static/app.js", "/static/favicon.svg"])
 def test_static_files(anon, path):
     r = anon.get(path)
