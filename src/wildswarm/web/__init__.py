@@ -121,7 +121,9 @@ def _finish(response):
                            "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
                            "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
                            "base-uri 'none'; object-src 'none'")
-    if request.endpoint and request.endpoint.startswith(("ui.", "auth.")):
+    # Nothing shown behind the login stays in a browser's cache (the back button, the next user of a shared
+    # browser, after logging out): every page, whichever blueprint made it, and the ui's other answers (logs).
+    if response.mimetype == "text/html" or (request.endpoint and request.endpoint.startswith(("ui.", "auth."))):
         headers.setdefault("Cache-Control", "no-store")
     return response
 
