@@ -26,7 +26,8 @@ POSITIVE = ("poll_seconds", "lease_seconds", "reconcile_seconds", "notify_second
             "worker_heartbeat_seconds", "db_timeout_seconds", "web_session_seconds", "web_stale_upload_seconds")
 AT_LEAST_ONE = ("delivery_limit", "db_pool_size", "webhook_max_attempts", "web_workers", "web_threads",
                 "web_login_max_failures", "max_video_bytes", "web_max_upload_bytes")
-PORTS = ("broker_port", "db_port", "worker_metrics_port", "producer_metrics_port")
+PORTS = ("broker_port", "db_port")
+METRICS_PORTS = ("worker_metrics_port", "producer_metrics_port")   # also 0 (any free port) or -1 (none)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,10 @@ def _check_range(name: str, key: str, raw: str, value: object) -> None:
         raise ConfigError(f"{key}={raw!r} must be a finite number")
     if name in PORTS and not 1 <= value <= 65535:
         raise ConfigError(f"{key}={raw!r}: a port is 1 to 65535")
+    if name in METRICS_PORTS:
+        if not -1 <= value <= 65535:
+            raise ConfigError(f"{key}={raw!r}: a port is 1 to 65535 (0: any free port, -1: none)")
+        return
     if name in POSITIVE and value <= 0:
         raise ConfigError(f"{key}={raw!r} must be more than 0")
     if name in AT_LEAST_ONE and value < 1:

@@ -53,7 +53,9 @@ def test_malformed_values_are_config_errors(key, value):
     ("WILDSWARM_DELIVERY_LIMIT", "0", "at least 1"),
     ("WILDSWARM_WEB_WORKERS", "0", "at least 1"),
     ("WILDSWARM_BROKER_PORT", "70000", "65535"),
-    ("WILDSWARM_WORKER_METRICS_PORT", "0", "1 to 65535"),
+    ("WILDSWARM_DB_PORT", "0", "1 to 65535"),
+    ("WILDSWARM_WORKER_METRICS_PORT", "70000", "1 to 65535"),
+    ("WILDSWARM_PRODUCER_METRICS_PORT", "-2", "1 to 65535"),
     ("WILDSWARM_WEB_BIND", "0.0.0.0:80000", "65535"),       # gunicorn died with a traceback
     ("WILDSWARM_WEB_TRUSTED_PROXIES", "-1", "at least 0"),
 ])
@@ -64,7 +66,9 @@ def test_values_out_of_their_range_are_config_errors_naming_the_variable(key, va
 
 @pytest.mark.parametrize("key,value", [("WILDSWARM_SEGMENT_SECONDS", "0"), ("WILDSWARM_THREADS", "0"),
                                        ("WILDSWARM_BROKER_HEARTBEAT", "0"), ("WILDSWARM_WEB_BIND", "unix:/run/x.sock"),
-                                       ("WILDSWARM_WEB_BIND", "[::1]:8000"), ("WILDSWARM_STOP_GRACE_SECONDS", "0")])
+                                       ("WILDSWARM_WEB_BIND", "[::1]:8000"), ("WILDSWARM_STOP_GRACE_SECONDS", "0"),
+                                       ("WILDSWARM_WORKER_METRICS_PORT", "0"),      # any free port
+                                       ("WILDSWARM_PRODUCER_METRICS_PORT", "-1")])  # none
 def test_the_documented_zeros_and_other_binds_stay_allowed(key, value):
     Settings.from_env({key: value})
 
