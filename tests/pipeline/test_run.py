@@ -346,26 +346,9 @@ def test_a_variable_frame_rate_video_gives_one_time_per_frame_in_every_table_and
     import csv
     import io
     import zipfile
-    from fractions import Fraction
     from wildswarm import exporters
     from wildswarm.exporters.base import ExportOptions, VideoResult
-    tb = Fraction(1, 1000)
-    pts = [100 * i for i in range(10)] + [1000 + 500 * i for i in range(10)]
-    video = tmp_path / "vfr.mp4"
-    rng = np.random.default_rng(0)
-    background = (rng.random((96, 160, 3)) * 60 + 40).astype(np.uint8)
-    with av.open(str(video), "w") as c:
-        st = c.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt, st.time_base = 160, 96, "yuv420p", tb
-        for i, p in enumerate(pts):
-            img = background.copy()
-            img[32:56, 6 * i: 6 * i + 30] = (200, 150, 90)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = p, tb
-            for pk in st.encode(f):
-                c.mux(pk)
-        for pk in st.encode():
-            c.mux(pk)
+    video = vfr_video(tmp_path / "vfr.mp4")
     result = pipeline.analyze(video, tmp_path / "out")
     summary = result.summary
     times = {int(k): v for k, v in summary["frame_times_s"].items()}
@@ -381,3 +364,38 @@ def test_a_variable_frame_rate_video_gives_one_time_per_frame_in_every_table_and
         assert float(d["time_s"]) == pytest.approx(times[int(d["frame"])], abs=1e-3)
     for t in summary["tracks"]:
         assert t["first_s"] == pytest.approx(times[t["first_frame"]], abs=1e-3)
+
+
+def vfr_video(path):
+    """10 frames at 10 frames/s, then 10 at 2 frames/s (a phone's variable rate): frame 19 is shown at 5.5 s,
+    not at 19 / the average rate; a box moves right frame by frame."""
+    from fractions import Fraction
+    tb = Fraction(1, 1000)
+    pts = [100 * i for i in range(10)] + [1000 + 500 * i for i in range(10)]
+    rng = np.random.default_rng(0)
+    background = (rng.random((96, 160, 3)) * 60 + 40).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt, st.time_base = 160, 96, "yuv420p", tb
+        for i, p in enumerate(pts):
+            img = background.copy()
+            img[32:56, 6 * i: 6 * i + 30] = (200, 150, 90)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = p, tb
+            for pk in st.encode(f):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    return path
+
+
+def test_the_labeled_video_shows_each_frame_when_the_source_shows_it(pipeline, tmp_path):
+    """A variable frame rate (a phone's): every table and export gives each analysed frame its own time
+    (frame_times_s), but the labeled video played its frames one 1 / average rate apart. An animal first
+    seen at 5.5 s by the tracks and detections.csv came on screen at 2.5 s of labeled.mp4 beside the source."""
+    result = pipeline.analyze(vfr_video(tmp_path / "vfr.mp4"), tmp_path / "out")
+    times = result.summary["frame_times_s"]
+    [entry] = json.loads((result.output_dir / outputs.DETECTIONS).read_text())["images"]
+    with av.open(str(result.output_dir / outputs.LABELED_VIDEO)) as c:
+        shown = [float(f.time) for f in c.decode(c.streams.video[0])]
+    assert shown == pytest.approx([times[str(i)] for i in entry["frames_processed"]], abs=1e-3)
