@@ -353,12 +353,16 @@ class Pipeline:
 
         writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=codec_threads)
 
+        origin: list[float] = []    # the first drawn frame's time: the labeled video (or segment's) starts there
+
         def draw(batch: list[Frame], bdets: list, bposes: list, start: int) -> None:
             with timed("render"):
                 for n, (f, d, p) in enumerate(zip(batch, bdets, bposes), start=start):
                     if render is None or n < render:
                         drawn = renderer.render(f.image, d, p)
-                        writer.write(drawn)
+                        origin[:] = origin or [f.time]
+                        # at the source frame's own time: a variable frame rate's frames are not evenly spaced
+                        writer.write(drawn, f.time - origin[0])
                         count = len(animals(d)) if len(d) else 0
                         if frames.poster is None or count > frames.poster[0]:
                             frames.poster = (count, f.index, drawn)   # a fresh array per frame

@@ -372,6 +372,10 @@ def _presentation_times(path: Path, target: int) -> list[int]:
         container.close()
 
 
+#: The labeled video's clock (MPEG's 90 kHz): fine enough to show each frame at its source frame's own time.
+WRITER_TIME_BASE = Fraction(1, 90000)
+
+
 class VideoWriter:
     """Write RGB frames as a browser-playable H.264 MP4."""
 
@@ -390,11 +394,21 @@ class VideoWriter:
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self._stream.codec_context.thread_count = threads
+        # frames are stamped in this clock, not counted 1 / rate apart: a phone's variable frame rate
+        self._stream.codec_context.time_base = WRITER_TIME_BASE
+        self._rate = rate
+        self._pts = -1
         self.frames = 0
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, time: float | None = None) -> None:
+        """Add ``image``, shown ``time`` seconds after the first frame (None: 1 / rate after the last one).
+        A variable-rate source's frames are not evenly spaced: where its times are given, each frame is
+        shown when the source shows it, as the tables and exports time it (summary's frame_times_s)."""
         h, w = self._stream.height, self._stream.width
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
+        seconds = time if time is not None else self.frames / self._rate
+        self._pts = max(round(seconds / WRITER_TIME_BASE), self._pts + 1)    # H.264 refuses two frames at one time
+        frame.pts, frame.time_base = self._pts, WRITER_TIME_BASE
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
