@@ -399,3 +399,25 @@ def test_the_labeled_video_shows_each_frame_when_the_source_shows_it(pipeline, t
     with av.open(str(result.output_dir / outputs.LABELED_VIDEO)) as c:
         shown = [float(f.time) for f in c.decode(c.streams.video[0])]
     assert shown == pytest.approx([times[str(i)] for i in entry["frames_processed"]], abs=1e-3)
+
+
+def test_the_labeled_video_keeps_the_shape_of_a_video_of_wide_pixels(pipeline, tmp_path):
+    """Cameras that record anamorphic video (DV's 720x480, HDV's 1440x1080) store frames narrower than
+    they are shown and a sample aspect ratio that widens them. labeled.mp4 dropped it: the source played
+    at 320x96 and its labeled video beside it at 160x96, every animal squeezed to half its width."""
+    from fractions import Fraction
+    video = tmp_path / "wide-pixels.mp4"
+    with av.open(str(video), "w") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 160, 96, "yuv420p"
+        st.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for i in range(4):
+            for pk in st.encode(av.VideoFrame.from_ndarray(np.full((96, 160, 3), 40 * i, np.uint8), format="rgb24")):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    result = pipeline.analyze(video, tmp_path / "out")
+    with av.open(str(video)) as source, av.open(str(result.output_dir / outputs.LABELED_VIDEO)) as labeled:
+        shown = source.streams.video[0].display_aspect_ratio
+        assert shown == Fraction(10, 3)
+        assert labeled.streams.video[0].display_aspect_ratio == shown
