@@ -351,7 +351,8 @@ class Pipeline:
             if batch:
                 yield batch
 
-        writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=codec_threads)
+        writer = VideoWriter(labeled, out_fps, info.width, info.height, threads=codec_threads,
+                             pixel_aspect=info.pixel_aspect)
 
         origin: list[float] = []    # the first drawn frame's time: the labeled video (or segment's) starts there
 

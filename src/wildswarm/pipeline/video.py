@@ -30,6 +30,8 @@ class VideoInfo:
     frames: int          # frames in the file (from the header, else estimated)
     duration: float      # seconds
     codec: str
+    # a pixel's width over its height as shown (anamorphic DV, HDV: not 1): the labeled video keeps it
+    pixel_aspect: Fraction = Fraction(1)
 
     def sampled(self, fps: float) -> int:
         """How many frames :func:`read_frames` yields at ``fps`` (an estimate for odd files)."""
@@ -176,8 +178,13 @@ def probe(path: Path) -> VideoInfo:
             raise VideoError(f"{Path(path).name}: frames of {ctx.width}x{ctx.height} pixels are too small to "
                              f"analyse (at least {MIN_SIDE}x{MIN_SIDE})")
         _check_whole(stream, path)
-        width, height = (ctx.height, ctx.width) if _turns_shown(container, stream) % 2 else (ctx.width, ctx.height)
-        return VideoInfo(Path(path), width, height, fps, frames, duration, ctx.name)
+        aspect = Fraction(stream.sample_aspect_ratio or ctx.sample_aspect_ratio or 1)
+        aspect = aspect if aspect > 0 else Fraction(1)           # 0:1 is FFmpeg's "unknown"
+        if _turns_shown(container, stream) % 2:                  # turned upright: a pixel's sides swap too
+            width, height, aspect = ctx.height, ctx.width, 1 / aspect
+        else:
+            width, height = ctx.width, ctx.height
+        return VideoInfo(Path(path), width, height, fps, frames, duration, ctx.name, aspect)
     finally:
         container.close()
 
@@ -379,8 +386,10 @@ WRITER_TIME_BASE = Fraction(1, 90000)
 class VideoWriter:
     """Write RGB frames as a browser-playable H.264 MP4."""
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, crf: int = 23, threads: int = 0):
-        """``threads``: the encoder's threads, 0 for x264's own choice (stages.codec_threads)."""
+    def __init__(self, path: Path, fps: float, width: int, height: int, crf: int = 23, threads: int = 0,
+                 pixel_aspect: Fraction = Fraction(1)):
+        """``threads``: the encoder's threads, 0 for x264's own choice (stages.codec_threads);
+        ``pixel_aspect``: the source's (VideoInfo), so the video is shown as wide as the source is."""
         self.path = Path(path)
         # Through a Python file: a failed write (a full disk) raises OSError, where FFmpeg's own file
         # I/O left a broken context that crashed the process when the container was closed.
@@ -392,6 +401,8 @@ class VideoWriter:
         self._stream.width = width - width % 2
         self._stream.height = height - height % 2
         self._stream.pix_fmt = "yuv420p"
+        if pixel_aspect != 1:     # frames of anamorphic video are stored narrower than they are shown
+            self._stream.codec_context.sample_aspect_ratio = Fraction(pixel_aspect).limit_denominator(65535)
         self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self._stream.codec_context.thread_count = threads
         # frames are stamped in this clock, not counted 1 / rate apart: a phone's variable frame rate
