@@ -115,10 +115,14 @@ def write_file(r: VideoResult, path: Path, options: ExportOptions | None = None)
                              num_samples=int(i.get("frames") or s.get("frames", {}).get("read") or 0))
         nwb.add_acquisition(source)
     labeled_rate = float(s.get("frames", {}).get("output_fps") or fps)
+    # at a variable frame rate (a phone's) each labeled frame is shown at its own time, as the poses are
+    # timed: a rate (the average) would put them seconds apart
+    timing = ({"timestamps": [r.time_of(f, fps) for f in entry.get("frames_processed", [])]}
+              if s.get("frame_times_s") else {"rate": labeled_rate})
     labeled = ImageSeries(name="labeled_video", description="the video with each animal's box, id and keypoints "
                           "drawn, one frame per analysed frame",
                           external_file=[labeled_name(r)], format="external", starting_frame=[0],
-                          rate=labeled_rate, dimension=[width, height], unit="n.a.", device=camera,
+                          dimension=[width, height], unit="n.a.", device=camera, **timing,
                           num_samples=int(s.get("frames", {}).get("analysed") or len(entry.get("frames_processed", []))))
     nwb.add_acquisition(labeled)
 
