@@ -78,12 +78,13 @@ def jobs():
     total = store.count(query, cap=TOTAL_CAP)
     filters = {k: request.args[k] for k in FILTERS if request.args.get(k)}
     view = "grid" if request.args.get("view") == "grid" else "list"      # a grid of posters, or the table
-    shown = {**filters, **({"view": view} if view == "grid" else {})}
+    kept = {**filters, **({"limit": query.limit} if request.args.get("limit") else {})}    # and the page size
+    shown = {**kept, **({"view": view} if view == "grid" else {})}
     page = {"offset": query.offset, "limit": query.limit, "total": total, "capped": total >= TOTAL_CAP,
             "prev": url_for("ui.jobs", **shown, offset=max(0, query.offset - query.limit)) if query.offset else None,
             "next": url_for("ui.jobs", **shown, offset=query.offset + query.limit)
             if query.offset + len(found) < total else None,
-            "list": url_for("ui.jobs", **filters), "grid": url_for("ui.jobs", **filters, view="grid")}
+            "list": url_for("ui.jobs", **kept), "grid": url_for("ui.jobs", **kept, view="grid")}
     live = not filters and query.offset == 0 and view == "list"    # the first page of everything updates itself
     posters = {j.id: url_for("files.job_file", job_id=j.id, filename=results.POSTER)
                for j in found if view == "grid" and results.has_poster(service.layout(), j)}
