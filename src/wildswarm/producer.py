@@ -43,6 +43,7 @@ from wildswarm.notifier import Notifier
 from wildswarm.reconciler import Reconciler, safe_run
 
 log = logging.getLogger(__name__)
+LEFTOVER_SWEEP_SECONDS = 600.0   # how often the producer looks for leftovers of killed model fetches and exports
 
 
 def submit_file(intake: Intake, video: Path, **given) -> Admission:
@@ -89,6 +90,7 @@ class Producer:
         self.pending: dict[str, _Seen] = {}
         self.handled: dict[str, tuple[int, int]] = {}    # name -> (size, mtime_ns) already dealt with
         self._reconciled = float("-inf")
+        self._swept = float("-inf")       # leftovers of model fetches and exports: hours old, so looked for seldom
         self._findings_after: str | None = ""     # backfill_findings: the id to go on after (None: done)
 
     def stop(self, *_args) -> None:
@@ -181,7 +183,9 @@ class Producer:
                 self.layout.sweep_uploads(self.settings.web_stale_upload_seconds)
             except OSError as exc:
                 log.warning("uploads/ not swept: %s", exc)
-            sweep_leftovers([self.settings.models, self.settings.cache])
+            if self.clock() - self._swept >= LEFTOVER_SWEEP_SECONDS:     # not a walk of two folders every 15 s
+                self._swept = self.clock()
+                sweep_leftovers([self.settings.models, self.settings.cache])
             self.backfill_findings()
 
     def backfill_findings(self) -> None:

@@ -392,7 +392,7 @@ def test_a_file_that_changes_after_it_was_queued_replaces_its_job_instead_of_add
 def test_the_producer_sweeps_what_killed_model_fetches_and_exports_left(env):
     """Workers mount models/ read-only and may sit on nodes that never restart: the producer, which
     writes the whole data folder, removes the hours-old leftovers of killed fetches and exports."""
-    settings, producer, *_ = env
+    settings, producer, _, clock, _ = env
     old = [settings.models / ".fetch-a1", settings.cache / "exports" / ".export-b2", settings.models / ".w.pt.x.tmp"]
     fresh = settings.cache / "exports" / ".export-c3"
     for p in old[:2] + [fresh]:
@@ -403,6 +403,14 @@ def test_the_producer_sweeps_what_killed_model_fetches_and_exports_left(env):
         os.utime(p, (t, t))
     producer.reconcile(force=True)
     assert not any(p.exists() for p in old) and fresh.is_dir()
+    again = settings.models / ".fetch-d4"          # looked for every ten minutes, not at every reconcile
+    again.mkdir()
+    os.utime(again, (t, t))
+    producer.reconcile(force=True)
+    assert again.is_dir()
+    clock.now += 600
+    producer.reconcile(force=True)
+    assert not again.exists()
 
 
 # --- the reconciler ----------------------------------------------------------------------------------------
