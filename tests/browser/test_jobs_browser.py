@@ -4,6 +4,8 @@ grid of results, and use both on a phone. Screenshots: jobs-bulk-cancelled.png, 
 jobs-grid.png, jobs-list-phone.png, jobs-grid-phone.png."""
 from __future__ import annotations
 
+import time
+
 from kit.procs import start_web
 from test_browser import PASSWORD, SECRET, TOKEN, api_upload, login, no_console_errors, shot, wait
 
@@ -77,4 +79,25 @@ def test_tick_and_cancel_then_the_grid_and_the_phone(browser, broker_settings, s
         width = driver.execute_script("return document.documentElement.scrollWidth")
         assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
         shot(driver, name)
+    no_console_errors(driver)
+
+
+def test_the_live_first_page_keeps_its_order_when_an_older_job_changes(browser, broker_settings, store, spawn,
+                                                                       make_video):
+    """A change to a job further down the list (a worker starting the oldest queued video, a retry) updates
+    nothing on the live first page: it is not a new job, so it must not be added at the top and push the
+    newest jobs out of the page."""
+    from selenium.webdriver.common.by import By
+    settings, web, base = start_web(broker_settings, spawn, password=PASSWORD, secret=SECRET, token=TOKEN)
+    ids = [api_upload(base, make_video(f"cam{k}.mp4", frames=4 + k)) for k in range(3)]   # no worker: queued
+    driver = browser
+    login(driver, base, "/jobs?limit=2")
+    shown = lambda d: [tr.get_attribute("data-id") for tr in d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+    wait(driver, lambda d: shown(d) == [ids[2], ids[1]], 10, "the two newest jobs")
+    store.cancel(ids[0], "cancelled by the test")        # the oldest, on the second page, changes
+    wait(driver, lambda d: d.find_element(By.ID, "refreshed").text.startswith("Updated"), 10, "a poll")
+    time.sleep(4.5)                                       # two more polls
+    assert shown(driver) == [ids[2], ids[1]]
+    new = api_upload(base, make_video("cam3.mp4", frames=8))        # a job made now still comes in at the top
+    wait(driver, lambda d: shown(d) == [new, ids[2]], 10, "the new job at the top")
     no_console_errors(driver)
