@@ -197,6 +197,7 @@
     const row = (j) => {
       const tr = el("tr", fresh.has(j.id) ? "new" : "");
       tr.dataset.id = j.id;
+      tr.dataset.created = j.created_at || "";
       const link = el("a", "", j.input_name);
       link.href = j.links.page;
       const label = el("span");
@@ -228,7 +229,7 @@
     poll(url, (data) => {
       seq = data.seq;
       const rows = new Map(Array.from(tbody.rows).map((tr) => [tr.dataset.id, tr]));
-      // oldest change first: a job created later ends up above one created earlier
+      // oldest change first; each row goes where the server's newest-first listing puts it
       for (const j of data.jobs) {
         const old = rows.get(j.id);
         if (old) {
@@ -238,7 +239,16 @@
           if (ticked && box) box.checked = true;
           old.replaceWith(fresh);
         }
-        else if (live) tbody.prepend(row(j));
+        else if (live) {
+          // Not on the page: a job made since, or an older one further down the list that changed (a worker
+          // started it, it was retried). The page is newest first, so it goes above the first row older than
+          // it; one no newer than every row of a full page belongs to a later page and is left out (times are
+          // to the second: a job of the same second as the last row is taken for an older one).
+          const t = Date.parse(j.created_at);
+          const below = Array.from(tbody.rows).find((tr) => Date.parse(tr.dataset.created) < t);
+          if (below) tbody.insertBefore(row(j), below);
+          else if (tbody.rows.length < limit) tbody.append(row(j));
+        }
       }
       while (live && tbody.rows.length > limit) tbody.deleteRow(-1);
       empty.hidden = tbody.rows.length > 0;
