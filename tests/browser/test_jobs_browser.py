@@ -101,3 +101,19 @@ def test_the_live_first_page_keeps_its_order_when_an_older_job_changes(browser, 
     new = api_upload(base, make_video("cam3.mp4", frames=8))        # a job made now still comes in at the top
     wait(driver, lambda d: shown(d) == [new, ids[2]], 10, "the new job at the top")
     no_console_errors(driver)
+
+
+def test_the_live_pages_say_when_the_login_has_expired(browser, broker_settings, store, spawn, make_video):
+    """Once the login has expired every poll is refused (401): the jobs page and a job's page must say so,
+    not go on showing their last figures as if they were current, while polling in vain."""
+    from selenium.webdriver.common.by import By
+    settings, web, base = start_web(broker_settings, spawn, password=PASSWORD, secret=SECRET, token=TOKEN)
+    job_id = api_upload(base, make_video("cam0.mp4", frames=4))          # no worker: queued, so polled
+    driver = browser
+    for path in ("/jobs", f"/jobs/{job_id}"):
+        login(driver, base, path)
+        wait(driver, lambda d: d.find_elements(By.ID, "job") or d.find_elements(By.ID, "jobs"), 10, path)
+        driver.delete_all_cookies()                                       # the session is gone
+        wait(driver, lambda d: "login has expired" in d.find_element(By.TAG_NAME, "main").text, 10,
+             f"{path} to say that the login has expired")
+    no_console_errors(driver, allow=("401",))
