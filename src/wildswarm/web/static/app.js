@@ -160,6 +160,16 @@
   }
 
   // --- polling -----------------------------------------------------------------------------
+  // Once the login has expired (or was closed) every poll is refused with 401: the page stops polling and
+  // says so at its top, where the server's messages go, rather than showing its last figures as current.
+  const expired = () => {
+    const p = el("p", "flash error", "Your login has expired: this page is no longer updated. "
+      + "Reload the page and log in again.");
+    p.id = "live-stopped";
+    p.setAttribute("role", "alert");
+    document.querySelector("main").prepend(p);
+  };
+
   function poll(url, onData) {
     let timer = null;
     async function tick() {
@@ -167,6 +177,7 @@
       if (!document.hidden) {
         try {
           const r = await fetch(typeof url === "function" ? url() : url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+          if (r.status === 401) { expired(); return; }
           if (r.ok && onData(await r.json()) === false) return;
         } catch (err) { /* the server is restarting: try again on the next tick */ }
       }
