@@ -187,3 +187,23 @@ def test_a_result_with_a_poster_shows_it_before_the_video_plays(client, store, s
     assert "Poster: the annotated frame with the most animals (JPEG)" in page
     r = client.get(f"/jobs/{job.id}/files/poster.jpg")
     assert r.status_code == 200 and r.mimetype == "image/jpeg"
+
+
+@pytest.fixture
+def berlin_database(monkeypatch):
+    """The job store's connections in a time zone other than UTC (PostgreSQL's own ``timezone`` setting,
+    which initdb takes from the server's clock, does the same)."""
+    monkeypatch.setenv("PGTZ", "Europe/Berlin")
+
+
+def test_live_rows_show_the_same_utc_times_as_the_page_whatever_the_database_time_zone(berlin_database, client,
+                                                                                        store):
+    """The jobs page writes times in UTC; its script rewrites a row from the API's time (app.js ``when``),
+    labelling it UTC only when it is. So the API must give UTC too, or a row that updates live jumps by the
+    database's offset and loses its label."""
+    job = make_running_job(store, node="worker-7")
+    page = client.get("/jobs").get_data(as_text=True)
+    created = client.get(f"/api/jobs/{job.id}").get_json()["created_at"]
+    assert created.endswith(("+00:00", "Z")), created
+    assert created.replace("T", " ")[:19] + " UTC" in page
+    assert client.get("/api/jobs?since=0").get_json()["jobs"][0]["created_at"] == created
