@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
@@ -40,7 +40,9 @@ def job_id_for(path: Path, chunk: int = 1 << 20) -> str:
 def _iso(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return value.isoformat(timespec="seconds")
+    # in UTC, as the pages write times: the database answers in its session's time zone (PGTZ, or the server's
+    # own setting), and the jobs page's script labels a time UTC only when it ends in +00:00
+    return (value.astimezone(timezone.utc) if value.tzinfo else value).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
