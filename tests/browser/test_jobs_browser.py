@@ -110,10 +110,28 @@ def test_the_live_pages_say_when_the_login_has_expired(browser, broker_settings,
     settings, web, base = start_web(broker_settings, spawn, password=PASSWORD, secret=SECRET, token=TOKEN)
     job_id = api_upload(base, make_video("cam0.mp4", frames=4))          # no worker: queued, so polled
     driver = browser
-    for path in ("/jobs", f"/jobs/{job_id}"):
+    for path in ("/jobs", f"/jobs/{job_id}", "/cluster"):
         login(driver, base, path)
-        wait(driver, lambda d: d.find_elements(By.ID, "job") or d.find_elements(By.ID, "jobs"), 10, path)
+        wait(driver, lambda d: d.find_elements(By.ID, "job") or d.find_elements(By.ID, "jobs")
+             or d.find_elements(By.ID, "cluster-live"), 10, path)
         driver.delete_all_cookies()                                       # the session is gone
         wait(driver, lambda d: "login has expired" in d.find_element(By.TAG_NAME, "main").text, 10,
              f"{path} to say that the login has expired")
     no_console_errors(driver, allow=("401",))
+
+
+def test_the_page_of_a_job_deleted_meanwhile_says_so_and_stops_polling(browser, broker_settings, store, spawn,
+                                                                        make_video):
+    """A queued job's page polls its job; deleted (by someone else, from the jobs page), every poll is a 404:
+    the page must say the job is gone, not sit on "queued" while asking in vain every 2 seconds."""
+    from selenium.webdriver.common.by import By
+    settings, web, base = start_web(broker_settings, spawn, password=PASSWORD, secret=SECRET, token=TOKEN)
+    job_id = api_upload(base, make_video("cam0.mp4", frames=4))          # no worker: queued, so polled
+    driver = browser
+    login(driver, base, f"/jobs/{job_id}")
+    wait(driver, lambda d: d.find_elements(By.ID, "job"), 10, "the job's page")
+    store.cancel(job_id, "cancelled by the test")        # and deleted at once (as a colleague might, while
+    store.delete(job_id)                                 # this tab sat in the background, not polling)
+    wait(driver, lambda d: "job has been deleted" in d.find_element(By.TAG_NAME, "main").text, 10,
+         "the page to say that its job is gone")
+    no_console_errors(driver, allow=("404",))
