@@ -162,15 +162,17 @@
   // --- polling -----------------------------------------------------------------------------
   // Once the login has expired (or was closed) every poll is refused with 401: the page stops polling and
   // says so at its top, where the server's messages go, rather than showing its last figures as current.
-  const expired = () => {
-    const p = el("p", "flash error", "Your login has expired: this page is no longer updated. "
-      + "Reload the page and log in again.");
+  // What it polls deleted (404: a job's page whose job was deleted) stops it the same way.
+  const stopped = (text) => {
+    const p = el("p", "flash error", text);
     p.id = "live-stopped";
     p.setAttribute("role", "alert");
     document.querySelector("main").prepend(p);
   };
+  const expired = () => stopped("Your login has expired: this page is no longer updated. "
+    + "Reload the page and log in again.");
 
-  function poll(url, onData) {
+  function poll(url, onData, goneText) {
     let timer = null;
     async function tick() {
       timer = null;
@@ -178,6 +180,7 @@
         try {
           const r = await fetch(typeof url === "function" ? url() : url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
           if (r.status === 401) { expired(); return; }
+          if (r.status === 404 && goneText) { stopped(goneText); return; }
           if (r.ok && onData(await r.json()) === false) return;
         } catch (err) { /* the server is restarting: try again on the next tick */ }
       }
@@ -288,7 +291,7 @@
         return false;
       }
       return true;
-    });
+    }, "This job has been deleted: this page is no longer updated.");
   }
 
   document.addEventListener("DOMContentLoaded", () => { uploadPage(); jobsPage(); jobPage(); });

@@ -56,6 +56,17 @@
     if (!document.hidden) {
       try {
         const r = await fetch(live.dataset.src, { headers: { Accept: "text/html" }, credentials: "same-origin", cache: "no-store" });
+        // sent to the login page (or refused): the login has expired. Stop and say so, rather than go on
+        // showing the last figures as current while asking in vain every 5 seconds.
+        if (r.status === 401 || (r.redirected && new URL(r.url).pathname.endsWith("/login"))) {
+          const p = document.createElement("p");
+          p.className = "flash error";
+          p.id = "live-stopped";
+          p.setAttribute("role", "alert");
+          p.textContent = "Your login has expired: this page is no longer updated. Reload the page and log in again.";
+          document.querySelector("main").prepend(p);
+          return;
+        }
         if (r.ok && !r.redirected) {
           live.innerHTML = await r.text();
           stamp.textContent = "Updated " + new Date().toLocaleTimeString() + " · every 5 seconds.";
