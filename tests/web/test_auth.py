@@ -137,6 +137,24 @@ def test_guessing_the_api_token_is_throttled_like_the_password(make_app):
     assert guess(TOKEN, "/auth/check", "198.51.100.2").status_code == 204
 
 
+def test_wrong_passwords_and_wrong_tokens_lock_each_their_own_way_in(make_app):
+    """The token's lock counted the login form's failures too: someone mistyping the password behind a lab's
+    one address (or the stack's own throttling test) made every script's right token a 429 from there. Each
+    way in counts its own failures: the login form's lock leaves the token alone, and the token's the form."""
+    app = make_app(web_login_max_failures=3, web_login_lock_seconds=30)
+    c = app.test_client()
+    here = {"REMOTE_ADDR": "203.0.113.7"}
+    assert {login(c, f"guess {i}", **here).status_code for i in range(5)} == {401, 429}
+    assert login(c, PASSWORD, **here).status_code == 429                      # the form is locked here
+    right = c.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"}, environ_base=here)
+    assert right.status_code == 200                                            # the token is not
+    other = {"REMOTE_ADDR": "198.51.100.2"}
+    codes = {c.get("/api/jobs", headers={"Authorization": f"Bearer guess-{i}"}, environ_base=other).status_code
+             for i in range(5)}
+    assert codes == {401, 429}                                                 # the token is locked there
+    assert login(app.test_client(), PASSWORD, **other).status_code == 302     # the form is not
+
+
 def test_forgotten_login_failures_do_not_pile_up_in_the_job_store(make_app, store):
     """Failures older than the window are forgotten, but their rows stayed for ever: anyone (no login needed)
     grew login_failures by a row or two for every wrong login under a new user name or from a new address."""
