@@ -10,8 +10,8 @@ cookie, and a new password ends every session opened with the old one.
 **Failed logins are counted** per client address and per user name (table ``login_failures``):
 after ``web_login_max_failures`` failures within ``web_login_window_seconds``, further attempts
 are refused (HTTP 429, ``Retry-After``) for ``web_login_lock_seconds``, doubling with each
-further failure up to the window. A success clears the address's count. A wrong bearer token
-counts against the address too (no user name): the token opens as much as the password. The
+further failure up to the window. A success clears the address's count. Wrong bearer tokens
+are counted per address too, apart from the form's: the token opens as much as the password. The
 proxy in front adds a request-rate limit of its own (``limit_req``, on the login form).
 """
 from __future__ import annotations
@@ -78,13 +78,18 @@ class Sessions:
 
     # --- throttling -------------------------------------------------------------------------
     def _keys(self, address: str, user: str | None) -> list[tuple[str, int]]:
-        """The counters a failure from ``address`` as ``user`` adds to (None: a wrong token, which names no user)."""
+        """The counters a failure from ``address`` as ``user`` adds to. ``user`` None: a wrong bearer token,
+        counted apart (``token:``), so that each way in locks only itself: a password mistyped behind a
+        lab's one address leaves its scripts' token alone, and a script's stale token the login form."""
         s = self.settings
-        keys = [(f"ip:{address}"[:200], s.web_login_max_failures)]
-        return keys + [(f"user:{user}"[:200], 4 * s.web_login_max_failures)] if user is not None else keys
+        if user is None:
+            return [(f"token:{address}"[:200], s.web_login_max_failures)]
+        return [(f"ip:{address}"[:200], s.web_login_max_failures),
+                (f"user:{user}"[:200], 4 * s.web_login_max_failures)]
 
     def locked(self, address: str, user: str | None = None) -> Lock | None:
-        """Whether logins from ``address`` or as ``user`` are refused now, and for how long."""
+        """Whether logins from ``address`` as ``user`` (None: bearer tokens from ``address``) are refused
+        now, and for how long."""
         keys = [k for k, _ in self._keys(address, user)]
         with self.db.connection("checking login failures") as conn:
             row = conn.execute("SELECT key, ceil(extract(epoch FROM locked_until - now()))::int AS left "
@@ -93,7 +98,8 @@ class Sessions:
         return Lock(max(1, row["left"]), row["key"]) if row else None
 
     def failed(self, address: str, user: str | None = None) -> None:
-        """Count a failed login for the address and the user name, if any (locking them when over the limit)."""
+        """Count a failed login for the address and the user name (None: a wrong bearer token from the
+        address), locking them when over the limit."""
         s = self.settings
         with self.db.connection("counting a failed login") as conn:
             # failures older than the window are forgotten: so are their rows (a row for every user name
