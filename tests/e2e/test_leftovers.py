@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 
 from kit import machine
@@ -43,6 +44,12 @@ def test_an_interrupted_sessions_stack_and_services_are_removed_and_a_live_ones_
     containers = {}
     try:
         sh("docker", "stack", "deploy", "-c", str(tmp_path / "stack.yml"), stack)
+        # running, as an interrupted session's stack is: removed while its task's container was still being
+        # made, that container could appear after `down` had looked (seen once on a loaded CI machine)
+        deadline = time.monotonic() + 120
+        while not sh("docker", "ps", "-q", "--filter", f"label=com.docker.stack.namespace={stack}").strip():
+            assert time.monotonic() < deadline, f"the stack {stack} did not start its task in 120 s"
+            time.sleep(1)
         for project in (stale, live):
             containers[project] = sh("docker", "run", "-d", "--label", f"com.docker.compose.project={project}",
                                      "--entrypoint", "sleep", IMAGE, "3600").strip()
