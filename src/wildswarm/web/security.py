@@ -79,7 +79,7 @@ def token_ok(settings: Settings) -> bool:
 
 
 def _throttle_token(right: bool):
-    """A wrong bearer token counts against the client's address as a wrong password does: uncounted, the
+    """A wrong bearer token counts against the client's address (apart from the login form's count): uncounted, the
     token (which opens as much as the password) could be guessed as fast as the app answers, on any API call
     or on ``/auth/check``. A locked address is refused even with the right token, or the lock would tell a
     guesser when it guessed right. Returns the refusal, or None to go on."""
