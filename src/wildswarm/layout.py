@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import unicodedata
@@ -297,7 +298,7 @@ def sweep_leftovers(folders, older_than: float = LEFTOVER_SECONDS) -> int:
                 path = os.path.join(top, name)
                 try:
                     st = os.lstat(path)
-                    if not os.path.islink(path) and now - st.st_mtime > older_than:
+                    if not stat.S_ISLNK(st.st_mode) and now - st.st_mtime > older_than:
                         os.unlink(path)
                         removed += 1
                 except OSError as exc:
