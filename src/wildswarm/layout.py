@@ -252,6 +252,27 @@ class Layout:
             return False
 
 
+def partial_results(root: Path, name: str) -> list[Path]:
+    """What attempts at the result ``name`` in ``root`` left when they died mid-write: its own
+    ``.tmp-<name>-XXXXXXXX`` folders (the result being written, pipeline/outputs.py) and
+    ``.old-<name>-<pid>`` (the earlier result being replaced), never another name's: other workers may
+    be writing their results beside them."""
+    pattern = re.compile(rf"\.(tmp-{re.escape(name)}-[A-Za-z0-9_]{{8}}|old-{re.escape(name)}-\d+)")
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        return sorted(p for p in Path(root).iterdir() if pattern.fullmatch(p.name) and not p.is_symlink())
+    return []
+
+
+def remove_partial_results(root: Path, name: str) -> list[Path]:
+    """Remove :func:`partial_results`; returns those removed."""
+    removed = []
+    for path in partial_results(root, name):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
+
+
 #: Temporary folders a killed ``wildswarm models fetch``, ONNX export (pipeline/backends.py) or int8
 #: quantization (pipeline/quantize.py) leaves beside the models or in the backends' cache.
 LEFTOVER_DIRS = (".fetch-", ".export-", ".int8-")

@@ -37,7 +37,7 @@ from wildswarm.publisher import Publisher
 from wildswarm.config import Settings
 from wildswarm.errors import BrokerError, JobStoreError, MessageError
 from wildswarm.jobs import Job, JobStatus, JobStore
-from wildswarm.layout import Layout, move_into
+from wildswarm.layout import Layout, move_into, remove_partial_results, stem_of
 from wildswarm.messages import JobMessage
 
 log = logging.getLogger(__name__)
@@ -169,10 +169,17 @@ class Reconciler:
         return done
 
     def _move_failed_input(self, job: Job) -> None:
+        """A failed whole video's input to input_failed/, and what its killed attempts left of its result
+        (a partial labeled video can be gigabytes) out of output/: no worker will come back for it. Its
+        finished segments stay for a retry; deleting the job removes them."""
         try:
             move_into(self.layout.input / job.input_name, self.layout.input_failed, job.id[:8])
         except OSError as exc:
             log.warning("job %s: input not moved to input_failed/: %s", job.id, exc)
+        stem = stem_of(job.input_name)
+        if not self.layout.stem_waiting(stem):        # else that video's own attempt may be writing it
+            for path in remove_partial_results(self.layout.output, stem):
+                log.info("job %s: removed %s, what a killed attempt at its result left", job.id, path.name)
 
 
 def safe_run(reconciler: Reconciler) -> Counter | None:

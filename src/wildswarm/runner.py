@@ -36,7 +36,7 @@ from wildswarm.config import Settings
 from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, PlanChanged, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore
 from wildswarm.jobs.findings import findings_of
-from wildswarm.layout import Layout, move_into, stem_of
+from wildswarm.layout import Layout, move_into, remove_partial_results, stem_of
 from wildswarm.messages import JobMessage
 from wildswarm.pipeline.cache import Fixed, Loaded, PipelineCache
 from wildswarm.profiles import ProfileError
@@ -180,9 +180,8 @@ class JobRunner:
         self.note(job, f"started (attempt {job.attempts} of {self.limit})"
                        + (f", profile {loaded.profile}" if loaded.profile else ""))
         name = stem_of(job.input_name)
-        if job.attempts > 1:
-            from wildswarm.pipeline.outputs import clean_partial   # what a dead attempt left
-            clean_partial(self.layout.output, name)
+        # what a dead attempt left, on any attempt: a person's retry counts the attempts from 1 again
+        remove_partial_results(self.layout.output, name)
         result, verdict = self._leased(job, cancel, lambda: loaded.analyzer.analyze(
             src, self.layout.output, name=name, progress=self._progress(job, cancel)))
         return verdict or self._finish(job, src, result, loaded)
@@ -433,8 +432,7 @@ class JobRunner:
         """Every segment is done and this worker won the merge: the video's result, as one run's."""
         self.note(video, f"merging its {seg_plan.count} segments")
         name = stem_of(video.input_name)
-        from wildswarm.pipeline.outputs import clean_partial   # what a merger killed midway left
-        clean_partial(self.layout.output, name)
+        remove_partial_results(self.layout.output, name)       # what a merger killed midway left
         try:
             with Lease(self.store, video.id, self.owner, cancel.set) as lease:
                 result = loaded.analyzer.merge(src, self.layout.output, name, seg_plan)
@@ -464,8 +462,7 @@ class JobRunner:
     def _stopped(self, job: Job, lease: Lease) -> Verdict:
         if self._was_cancelled(job):      # the job is no longer this worker's: a person cancelled it
             if not job.is_segment:
-                from wildswarm.pipeline.outputs import clean_partial
-                clean_partial(self.layout.output, stem_of(job.input_name))
+                remove_partial_results(self.layout.output, stem_of(job.input_name))
             self.note(job, ("segment " + str(job.segment) + ": " if job.is_segment else "")
                       + "cancelled while it ran; stopped, nothing recorded")
             return Verdict(Outcome.CANCELLED)

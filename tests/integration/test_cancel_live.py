@@ -3,6 +3,8 @@ runs at its next batch of frames, acknowledges the cancelled queued job's messag
 goes on to the next job."""
 from __future__ import annotations
 
+import signal
+
 from kit.observe import log_lines, started_lines, wait_consuming
 from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
@@ -33,3 +35,26 @@ def test_a_running_and_a_queued_job_cancelled_while_a_worker_runs(broker_setting
     assert sorted(p.name for p in lay.output.iterdir()) == ["after"]
     assert {"long.mp4", "next.mp4"} <= {p.name for p in lay.input_failed.iterdir()}
     assert worker.alive()
+
+
+def test_a_retried_job_leaves_no_partial_result_of_a_worker_killed_before_it_was_cancelled(
+        broker_settings, store, intake, spawn, tmp_path):
+    """Audit: the worker that runs a job cleaned up what an earlier attempt left only when the attempt
+    number was above 1; a person's retry starts the count again, so a job whose worker was killed mid-write,
+    then cancelled and retried, ended done with ``output/.tmp-long-XXXXXXXX`` beside its result for good."""
+    s = broker_settings
+    lay = Layout(s.data)
+    worker = spawn(s, "worker", node="w0")
+    wait_consuming(s, 1, (worker,))
+    job = submit_file(intake, write_clip(tmp_path / "long.mp4", seconds=6, frames=60)).job
+    wait_for(lambda: store.get(job.id).frames_done > 0, 60, "the job to run", procs=(worker,))
+    worker.signal(signal.SIGKILL)
+    worker.popen.wait(5)
+    intake.cancel(job.id, "cancelled from a test")                 # its worker is gone: nobody cleans up now
+    assert [p.name.startswith(".tmp-long-") for p in lay.output.iterdir()] == [True]
+    intake.retry(job.id)
+    worker = spawn(s, "worker", node="w1")
+    done = wait_for(lambda: (j := store.get(job.id)).status is JobStatus.DONE and j, 60, "the retried job",
+                    procs=(worker,))
+    assert done.attempts == 1
+    assert sorted(p.name for p in lay.output.iterdir()) == ["long"]

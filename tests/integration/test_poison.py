@@ -1,6 +1,7 @@
 """Poison input ends failed or dead-lettered with its reason, and the worker goes on."""
 from __future__ import annotations
 
+import signal
 import time
 
 from kit.observe import all_finished, jobs_of, wait_consuming, wait_moved, waiting_in_input
@@ -94,6 +95,44 @@ def test_a_dead_lettered_job_ends_failed_with_its_reason_not_queued_forever(brok
     worker = spawn(s, "worker", node="w0")
     done = wait_for(lambda: all_finished(store, 1), 30, "the retried job", procs=(worker, producer))[job.id]
     assert done.status is JobStatus.DONE and [p.name for p in lay.output.iterdir()] == ["stuck"]
+
+
+def partial_results(layout: Layout) -> list[str]:
+    return sorted(p.name for p in layout.output.iterdir() if p.name.startswith((".tmp-", ".old-")))
+
+
+def test_the_partial_result_of_a_killed_attempt_is_removed_when_its_job_is_dead_lettered(
+        broker_settings, store, intake, spawn, broker, tmp_path):
+    """Audit: a worker killed mid-write leaves ``output/.tmp-<name>-XXXXXXXX`` (for a real video the
+    labeled video so far: up to gigabytes). Only the job's next attempt removed it; a job that the broker
+    dead-lettered after its last one (a video that kills every worker that takes it) failed with it left
+    in output/ for good. The reconciler that fails it removes it now."""
+    s = broker_settings
+    lay = Layout(s.data)
+    worker = spawn(s, "worker", node="w0")
+    wait_consuming(s, 1, (worker,))
+    job = submit_file(intake, write_clip(tmp_path / "stuck.mp4", seconds=60, frames=600)).job
+    wait_for(lambda: store.get(job.id).frames_done > 0, 60, "the job to make progress", procs=(worker,))
+    worker.signal(signal.SIGKILL)
+    worker.popen.wait(5)
+    assert [p[:len(".tmp-stuck-")] for p in partial_results(lay)] == [".tmp-stuck-"]    # as the killed one left it
+    dead_q = dead_letter_queue(s.queue)
+    with Broker(s) as consumer:           # every later delivery dies too: returned unsettled until dead-lettered
+        got = []
+        consumer.consume(got.append)
+
+        def returned_until_dead() -> bool:
+            consumer.process(0.1)
+            while got:
+                consumer.requeue(got.pop())
+            return broker.counts(dead_q)[0] == 1
+        wait_for(returned_until_dead, 30, "the broker to dead-letter it")
+    producer = spawn(s, "producer", node="p0")
+    failed = wait_for(lambda: (j := store.get(job.id)).status is JobStatus.FAILED and j, 60,
+                      "the reconciler to fail the dead-lettered job", procs=(producer,))
+    assert "dead-lettered" in failed.error
+    wait_for(lambda: partial_results(lay) == [], 10, "the partial result to be removed", procs=(producer,))
+    wait_moved(s, ["stuck.mp4"], "input_failed", procs=(producer,))
 
 
 def test_deeply_nested_json_is_dead_lettered_and_no_process_dies_of_it(broker_settings, store, spawn, broker):

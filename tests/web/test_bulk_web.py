@@ -130,3 +130,17 @@ def test_deleting_a_failed_long_video_removes_its_finished_segments_unless_a_vid
     assert results[owl.id]["removed"] == ["output/.segments/owl"] and not (lay.output / ".segments" / "owl").exists()
     assert results[badger.id]["removed"] == [] and (lay.output / ".segments" / "badger" / "00000").is_dir()
     assert (lay.input_failed / "owl.mp4").exists()                   # inputs kept: not asked to delete them
+
+
+def test_deleting_a_job_removes_what_a_killed_attempt_at_its_result_left_and_nothing_of_others(
+        anon, bearer, store, settings, video_bytes):
+    """Audit: a worker killed mid-write leaves ``output/.tmp-<name>-XXXXXXXX`` (a partial labeled video);
+    deleting the job removed its result folder but left that for good."""
+    lay = Layout(settings.data)
+    owl = make_failed_job(store, video_bytes, name="owl")
+    for leftover in (".tmp-owl-k3j_9x0a", ".old-owl-4242", ".tmp-owlet-k3j_9x0a", ".tmp-fox-aaaaaaaa"):
+        (lay.output / leftover).mkdir(parents=True)
+        (lay.output / leftover / "labeled.mp4").write_bytes(b"x" * 100)
+    r = anon.post("/api/jobs/bulk", json={"action": "delete", "jobs": [owl.id]}, headers=bearer)
+    assert sorted(r.get_json()["results"][0]["removed"]) == ["output/.old-owl-4242", "output/.tmp-owl-k3j_9x0a"]
+    assert sorted(p.name for p in lay.output.iterdir()) == [".tmp-fox-aaaaaaaa", ".tmp-owlet-k3j_9x0a"]

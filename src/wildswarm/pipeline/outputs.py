@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import supervision as sv
 
 from wildswarm.exporters import megadetector as md
+from wildswarm.layout import remove_partial_results
 from wildswarm.pipeline.detections import ANIMAL
 from wildswarm.pipeline.files import (DETECTIONS, FILTERED_CSV, FILTERED_H5, KEYPOINTS_CSV, KEYPOINTS_H5,  # noqa: F401
                                       LABELED_VIDEO, POSTER, SUMMARY, TRACKS, TRAJECTORY, expected)
@@ -56,16 +56,8 @@ class OutputFolder:
 
 
 def clean_partial(root: Path, name: str) -> None:
-    """Remove what an attempt at ``name`` left when it died mid-write.
-
-    Only ``name``'s own ``.tmp-<name>-XXXXXXXX`` and ``.old-<name>-<pid>``
-    folders: other workers may be writing other results beside them.
-    """
-    pattern = re.compile(rf"\.(tmp-{re.escape(name)}-[a-z0-9_]{{8}}|old-{re.escape(name)}-\d+)")
-    if Path(root).is_dir():
-        for p in Path(root).iterdir():
-            if pattern.fullmatch(p.name):
-                shutil.rmtree(p, ignore_errors=True)
+    """Remove what an attempt at ``name`` left when it died mid-write (:func:`~wildswarm.layout.partial_results`)."""
+    remove_partial_results(Path(root), name)
 
 
 def write_detections(path: Path, video_name: str, frames: list[tuple[int, float]], dets: list[sv.Detections],

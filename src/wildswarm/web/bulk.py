@@ -24,7 +24,7 @@ from werkzeug.datastructures import MultiDict
 
 from wildswarm.errors import JobConflict, JobError, UnsafePathError
 from wildswarm.jobs import Job
-from wildswarm.layout import SEGMENTS_DIR, Layout, stem_of
+from wildswarm.layout import SEGMENTS_DIR, Layout, partial_results, stem_of
 from wildswarm.web import service
 from wildswarm.web.query import BadQuery, job_query
 
@@ -100,8 +100,10 @@ def remove_files(layout: Layout, job: Job, delete_inputs: bool) -> list[str]:
     if plain(job.output):
         targets += [layout.output / job.output, layout.output / SEGMENTS_DIR / job.output]
     stem = stem_of(job.input_name) if plain(job.input_name) else None
-    if stem and stem != job.output and not layout.stem_waiting(stem):  # a failed long video's finished segments,
-        targets.append(layout.output / SEGMENTS_DIR / stem)             # unless a waiting video of its stem owns them
+    if stem and not layout.stem_waiting(stem):       # unless a waiting video of its stem owns them:
+        if stem != job.output:
+            targets.append(layout.output / SEGMENTS_DIR / stem)          # a failed long video's finished segments,
+        targets += partial_results(layout.output, stem)                  # what its killed attempts left mid-write
     if delete_inputs and plain(job.input_name):
         stem, ext, tag = Path(job.input_name).stem, Path(job.input_name).suffix, job.id[:8]
         for folder in (layout.input_done, layout.input_failed):
