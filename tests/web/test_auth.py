@@ -83,6 +83,17 @@ def test_logout_ends_the_session_for_every_copy_of_its_cookie(app):
     assert thief.get("/api/jobs").status_code == 401
 
 
+def test_logging_in_again_ends_the_session_the_browser_had(app):
+    """Audit: a login from a browser already logged in opened a new server session and left the old one
+    alive for the rest of its 12 h: a copy of the old cookie went on working."""
+    browser, thief = app.test_client(), app.test_client()
+    assert login(browser).status_code == 302
+    thief.set_cookie("wildswarm_session", browser.get_cookie("wildswarm_session").value)
+    assert thief.get("/jobs").status_code == 200
+    assert login(browser).status_code == 302 and browser.get("/jobs").status_code == 200
+    assert thief.get("/jobs").status_code == 302 and thief.get("/api/jobs").status_code == 401
+
+
 def test_a_new_password_ends_the_sessions_opened_with_the_old_one(make_app):
     """Audit: a copied cookie survived a password change."""
     client = make_app().test_client()

@@ -236,6 +236,7 @@ def login():
                                               lock.seconds)
             elif _equal(user, settings.web_user) & _equal(password, settings.web_password):
                 sessions.succeeded(address)
+                sessions.close(session.get(SESSION_ID))     # a login over a live one ends it, every copy of it
                 session.clear()
                 session[SESSION_ID] = sessions.open(settings.web_user)
                 session.permanent = True
