@@ -5,7 +5,9 @@
 # `wildswarm worker` and runs anything else (a shell, python3) as given.
 set -e
 case "${1:-}" in
-  worker|producer|web|analyze|models|submit|status|--*) exec wildswarm "$@" ;;
+  # every command of the CLI (tests/unit/test_entrypoint.py checks this list against it)
+  analyze|cancel|deployments|download|export|models|producer|profiles|status|submit|web|worker|-h|--*)
+    exec wildswarm "$@" ;;
   "") exec wildswarm --help ;;
   *) exec "$@" ;;
 esac
