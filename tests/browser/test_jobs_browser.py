@@ -103,6 +103,26 @@ def test_the_live_first_page_keeps_its_order_when_an_older_job_changes(browser, 
     no_console_errors(driver)
 
 
+def test_a_job_deleted_elsewhere_leaves_the_open_jobs_page(browser, broker_settings, store, spawn, make_video):
+    """Audit: a job deleted by someone else (another tab, a colleague, the CLI) stayed on every open jobs page
+    as it was, a link to a 404, until the page was reloaded."""
+    from selenium.webdriver.common.by import By
+    settings, web, base = start_web(broker_settings, spawn, password=PASSWORD, secret=SECRET, token=TOKEN)
+    ids = [api_upload(base, make_video(f"cam{k}.mp4", frames=4 + k)) for k in range(2)]   # no worker: queued
+    driver = browser
+    login(driver, base, "/jobs")
+    shown = lambda d: [tr.get_attribute("data-id") for tr in d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+    wait(driver, lambda d: shown(d) == [ids[1], ids[0]], 10, "both jobs")
+    store.cancel(ids[0], "cancelled by the test")
+    store.delete(ids[0])
+    wait(driver, lambda d: shown(d) == [ids[1]], 10, "the deleted job to leave the page")
+    store.cancel(ids[1], "cancelled by the test")
+    store.delete(ids[1])
+    wait(driver, lambda d: shown(d) == [] and d.find_element(By.ID, "no-jobs").is_displayed(), 10,
+         "the page to say there are no jobs")
+    no_console_errors(driver)
+
+
 def test_the_live_pages_say_when_the_login_has_expired(browser, broker_settings, store, spawn, make_video):
     """Once the login has expired every poll is refused (401): the jobs page and a job's page must say so,
     not go on showing their last figures as if they were current, while polling in vain."""

@@ -245,14 +245,34 @@ def test_changes_since_answers_only_what_changed(store):
     a, b = ids(2)
     store.submit(a, "a.mp4")
     store.submit(b, "b.mp4")
-    changed, seq = store.changes(0)
-    assert [j.id for j in changed] == [a, b] and seq == store.latest_seq()
-    assert store.changes(seq) == ([], seq)
+    changed, seq, deleted = store.changes(0)
+    assert [j.id for j in changed] == [a, b] and seq == store.latest_seq() and deleted == []
+    assert store.changes(seq) == ([], seq, [])
     store.claim(a, "w1", "n1")
     store.heartbeat(a, "w1")                   # a lease renewal is no visible change
     store.progress(a, "w1", 2, 10)
-    changed, seq2 = store.changes(seq)
+    changed, seq2, _ = store.changes(seq)
     assert [j.id for j in changed] == [a] and changed[0].frames_done == 2 and seq2 > seq
+
+
+def test_changes_since_name_the_jobs_deleted_meanwhile_in_their_order(store):
+    """Audit: a job deleted (by a colleague, or the CLI) stayed on every open jobs page as it was until the
+    page was reloaded: the changes a page polls for never said a job was gone."""
+    a, b, c = ids(3)
+    for job_id in (a, b, c):
+        store.submit(job_id, f"{job_id}.mp4")
+        store.cancel(job_id, "test")
+    _, seq, _ = store.changes(0)
+    store.delete(a)
+    store.delete(b)
+    changed, seq2, deleted = store.changes(seq)
+    assert changed == [] and deleted == [a, b] and seq2 == store.latest_seq() > seq
+    assert store.changes(seq2) == ([], seq2, [])
+    store.submit(a, "a-again.mp4")             # the same video again: the same id, back after its deletion
+    changed, seq3, deleted = store.changes(seq)
+    assert deleted == [a, b] and [j.id for j in changed] == [a] and seq3 > seq2
+    first, upto, gone = store.changes(seq, limit=1)                  # a page at a time, nothing skipped
+    assert (first, gone) == ([], [a]) and store.changes(upto, limit=1)[2] == [b]
 
 
 def write_record(folder, **fields):

@@ -60,7 +60,12 @@ def test_list_only_what_changed_since_the_last_poll(anon, bearer, store, openapi
     store.submit("abcdef0123456780", "new.mp4")
     r = anon.get(f"/api/jobs?since={first['seq']}", headers=bearer).get_json()
     assert [j["input_name"] for j in r["jobs"]] == ["q.mp4", "new.mp4"] and r["seq"] > first["seq"]
-    assert r["more"] is False
+    assert r["more"] is False and r["deleted"] == []
+    store.cancel("abcdef0123456789", "test")
+    store.delete("abcdef0123456789")               # a deleted job is named, to be taken off the page
+    r = anon.get(f"/api/jobs?since={r['seq']}", headers=bearer)
+    openapi.check("GET", "/api/jobs", r)
+    assert r.get_json()["jobs"] == [] and r.get_json()["deleted"] == ["abcdef0123456789"]
 
 
 @pytest.mark.parametrize("query", ["status=nope", "limit=0", "limit=-1", "limit=abc", "limit=100000", "limit=1.5",

@@ -42,7 +42,7 @@ Times are the database's ``now()``: the clocks of the nodes never matter.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -77,6 +77,14 @@ PARENT_WAITS = (f"(parent_id IS NULL OR EXISTS (SELECT 1 FROM jobs p WHERE p.id 
 def _text(reason: str, limit: int = 4000) -> str:
     """A reason as PostgreSQL text takes it: no NUL characters, bounded length."""
     return reason.replace("\x00", "\\0")[:limit]
+
+
+class Changes(NamedTuple):
+    """:meth:`JobStore.changes`: the jobs changed (as they are now), the change number to ask from next,
+    and the ids of the jobs deleted."""
+    jobs: list[Job]
+    seq: int
+    deleted: list[str]
 
 
 class JobStore:
@@ -154,15 +162,25 @@ class JobStore:
                 "SELECT node FROM n WHERE node IS NOT NULL").fetchall()
         return [r["node"] for r in rows]
 
-    def changes(self, since: int, limit: int = 500) -> tuple[list[Job], int]:
-        """Jobs changed after change number ``since`` (oldest change first), and the number to ask from next."""
-        jobs = self._many("reading changes", f"SELECT * FROM jobs WHERE seq > %s AND {WHOLE} ORDER BY seq LIMIT %s",
-                          (since, limit))
-        return jobs, (jobs[-1].seq if jobs else max(since, 0))
+    def changes(self, since: int, limit: int = 500) -> Changes:
+        """What changed after change number ``since``, oldest change first, at most ``limit`` changes: the
+        jobs changed (as they are now), the ids of the jobs deleted, and the number to ask from next."""
+        with self.db.connection("reading changes") as conn:
+            rows = conn.execute(
+                "WITH c AS ((SELECT seq, id FROM jobs WHERE seq > %(since)s AND " + WHOLE + " ORDER BY seq "
+                "LIMIT %(limit)s) UNION ALL (SELECT seq, id FROM deleted_jobs WHERE seq > %(since)s ORDER BY seq "
+                "LIMIT %(limit)s) ORDER BY seq LIMIT %(limit)s) "
+                "SELECT c.seq AS change_seq, c.id AS change_id, j.* FROM c "
+                "LEFT JOIN jobs j ON j.id = c.id AND j.seq = c.seq ORDER BY c.seq",
+                {"since": since, "limit": limit}).fetchall()
+        jobs = [Job.from_row(r) for r in rows if r["id"] is not None]
+        deleted = [r["change_id"] for r in rows if r["id"] is None]
+        return Changes(jobs, rows[-1]["change_seq"] if rows else max(since, 0), deleted)
 
     def latest_seq(self) -> int:
         with self.db.connection("reading changes") as conn:
-            return conn.execute("SELECT coalesce(max(seq), 0) AS s FROM jobs").fetchone()["s"]
+            return conn.execute("SELECT greatest((SELECT coalesce(max(seq), 0) FROM jobs), "
+                                "(SELECT coalesce(max(seq), 0) FROM deleted_jobs)) AS s").fetchone()["s"]
 
     # --- admitting -------------------------------------------------------------------------
     def submit(self, job_id: str, input_name: str, size_bytes: int | None = None, *,
@@ -468,10 +486,15 @@ class JobStore:
         failed or cancelled, :class:`JobError` if there is none. Its files are the caller's to remove."""
         if not JOB_ID.fullmatch(job_id):          # never a query for what cannot be an id
             raise JobError(f"no job {job_id[:64]!r}")
-        row = self._one("deleting a job", "DELETE FROM jobs WHERE id = %s AND parent_id IS NULL AND "
-                                          "status IN ('done', 'failed', 'cancelled') RETURNING *", (job_id,))
-        if row is not None:
-            return row
+        with self.db.connection("deleting a job") as conn:        # gone, and said so to the pages that poll
+            row = conn.execute("WITH gone AS (DELETE FROM jobs WHERE id = %s AND parent_id IS NULL AND "
+                               "status IN ('done', 'failed', 'cancelled') RETURNING *), "
+                               "said AS (INSERT INTO deleted_jobs (id, seq) SELECT id, nextval('job_seq') FROM gone "
+                               "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, deleted_at = now()) "
+                               "SELECT * FROM gone", (job_id,)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM deleted_jobs WHERE deleted_at < now() - interval '1 day'")
+                return Job.from_row(row)
         raise self._refusal(job_id, "delete", "only a done, failed or cancelled job can be deleted")
 
     def _refusal(self, job_id: str, verb: str, rule: str) -> JobError:

@@ -3,7 +3,7 @@
 Downloads (``/api/jobs/<id>/files/<name>``, ``/api/jobs/<id>/outputs.zip``) are
 served by the files blueprint. Errors are ``{"error": message, "reason": word}``.
 Listing filters, sorts, pages and counts in the job store (SQL with indexes);
-``?since=<seq>`` answers only the jobs changed after change number ``seq``.
+``?since=<seq>`` answers only the jobs changed (and the ids of those deleted) after change number ``seq``.
 """
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def jobs():
     try:
         if "since" in request.args:
             since = whole_number(request.args, "since", 0, 0, 2**62)
-            changed, seq = store.changes(since, CHANGES_LIMIT)
+            changed, seq, deleted = store.changes(since, CHANGES_LIMIT)
             return jsonify(jobs=[service.job_json(j) for j in changed], count=len(changed), seq=seq,
-                           more=len(changed) == CHANGES_LIMIT)
+                           deleted=deleted, more=len(changed) + len(deleted) == CHANGES_LIMIT)
         query = job_query(request.args, default_limit=200)
     except BadQuery as exc:
         return _error(400, str(exc), "bad_request")

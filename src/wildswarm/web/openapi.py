@@ -172,6 +172,9 @@ SCHEMAS = {
                                "offset": {"type": "integer", "minimum": 0},
                                "seq": {"type": "integer", "minimum": 0,
                                        "description": "Ask ?since=<seq> next time for only what changed"},
+                               "deleted": {"type": "array", "items": {"type": "string"},
+                                           "description": "?since: the ids of the jobs deleted meanwhile, in "
+                                                          "the order of their deletion (kept for a day)"},
                                "more": {"type": "boolean",
                                         "description": "?since: more changes wait; ask again at once"}}},
     "Submitted": {"type": "object", "required": ["job", "result", "message"],
@@ -235,7 +238,8 @@ PATHS = {
         "get": {
             "operationId": "listJobs", "summary": "Jobs, newest first: filtered, paged; or only what changed",
             "description": "With `since`, only the jobs changed after that change number (oldest change "
-                           "first, at most 500; `more` says whether to ask again at once), and no filters.",
+                           "first, at most 500 changes; `deleted` names the jobs deleted meanwhile; `more` says "
+                           "whether to ask again at once), and no filters.",
             "parameters": [
                 {"name": "status", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]}},

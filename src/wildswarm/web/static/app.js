@@ -191,7 +191,7 @@
   }
 
   // The jobs page asks only for what changed since its last poll (?since=<change number>): rows on the
-  // page are updated in place; on the live first page, new jobs are added at the top.
+  // page are updated in place, deleted jobs taken off; on the live first page, new jobs are added at the top.
   function jobsPage() {
     const table = document.getElementById("jobs");
     if (!table) return;
@@ -264,6 +264,7 @@
           else if (tbody.rows.length < limit) tbody.append(row(j));
         }
       }
+      for (const id of data.deleted || []) rows.get(id)?.remove();    // deleted meanwhile (elsewhere)
       while (live && tbody.rows.length > limit) tbody.deleteRow(-1);
       empty.hidden = tbody.rows.length > 0;
       if (live || data.jobs.length) stamp.textContent = "Updated " + new Date().toLocaleTimeString() + " · every 2 seconds.";
