@@ -190,6 +190,25 @@ def test_the_proxys_auth_check_answers_from_headers_alone(app, client, bearer):
     assert r.status_code in (401, 405)
 
 
+def test_the_auth_check_gives_the_proxy_a_login_address_that_keeps_the_whole_query(anon):
+    """Audit: the proxy sent a request without a login to ``/login?next=$request_uri`` as it came, so a
+    console address with a query of several parts (``/prometheus/graph?g0.expr=up&g0.tab=1``) came back after
+    the login cut at its first ``&``. The app's answer to the proxy's question now carries the login address
+    with ``next`` encoded (X-Login-Location), which the proxy redirects to."""
+    from urllib.parse import parse_qs, urlsplit
+    target = "/prometheus/graph?g0.expr=rate(x%5B5m%5D)&g0.tab=1&g0.range_input=1h#frag"
+    r = anon.get("/auth/check", headers={"X-Original-URI": target})
+    assert r.status_code == 401
+    location = urlsplit(r.headers["X-Login-Location"])
+    assert location.path == "/login" and parse_qs(location.query) == {"next": [target]}
+    for odd in ("", "relative", "//evil.example/x"):                 # never a way off the site
+        assert anon.get("/auth/check", headers={"X-Original-URI": odd}).headers["X-Login-Location"] == "/login"
+    r = anon.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": csrf_of(anon),
+                                  "next": parse_qs(location.query)["next"][0]})
+    assert r.status_code == 302 and r.headers["Location"] == target
+    assert "X-Login-Location" not in anon.get("/auth/check", headers={"X-Original-URI": target}).headers
+
+
 def test_login_form_needs_its_csrf_token(anon):
     anon.get("/login")
     r = anon.post("/login", data={"user": "wildswarm", "password": PASSWORD, "csrf_token": "forged"})

@@ -261,5 +261,14 @@ def logout():
 
 @bp.get("/auth/check")
 def check():
-    """For the proxy's auth_request: 204 for a logged-in session or the bearer token, else 401."""
-    return ("", 204) if logged_in() else ("", 401)
+    """For the proxy's auth_request: 204 for a logged-in session or the bearer token, else 401 with the
+    login address to send a browser to (X-Login-Location): the request's own (X-Original-URI) as ``next``,
+    encoded, so a query of several parts comes back whole. nginx has no way to encode it itself."""
+    if logged_in():
+        return "", 204
+    original = request.headers.get("X-Original-URI", "")
+    if original.startswith("/") and not original.startswith("//") and "\\" not in original:
+        location = url_for("auth.login", next=original)
+    else:
+        location = url_for("auth.login")
+    return "", 401, {"X-Login-Location": location}
