@@ -20,12 +20,27 @@ MIMETYPES = {".mp4": "video/mp4", ".png": "image/png", ".json": "application/jso
 
 
 def _send(path, as_attachment: bool = False):
+    if _several_ranges(path):        # Werkzeug serves one range only and answers several with a 416 (an
+        request.environ.pop("HTTP_RANGE", None)      # error): the whole file instead, as RFC 9110 allows
     known = result_files.BY_NAME.get(path.name)
     mimetype = known.mimetype if known else MIMETYPES.get(path.suffix.lower(), "application/octet-stream")
     response = send_file(path, mimetype=mimetype, conditional=True, as_attachment=as_attachment,
                          download_name=path.name, max_age=0)
     response.headers["Accept-Ranges"] = "bytes"
     return response
+
+
+def _several_ranges(path) -> bool:
+    """Whether the request asks for several byte ranges of ``path``, one of them in the file."""
+    from werkzeug.http import parse_range_header
+    asked = parse_range_header(request.headers.get("Range"))
+    if asked is None or asked.units != "bytes" or len(asked.ranges) < 2:
+        return False
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return any(start < 0 or start < size for start, _ in asked.ranges) and size > 0
 
 
 def _job_folder(job_id: str):
