@@ -123,16 +123,21 @@ class Client:
     def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> Path:
         """Stream ``url_path`` into ``dest`` (a part file renamed at the end): nothing half-written is left."""
         r = self._call("GET", url_path, stream=True)
-        total = int(r.headers.get("Content-Length") or 0)
+        length = r.headers.get("Content-Length") or ""
+        total = int(length) if length.isdigit() else 0          # only the progress bar's: unknown is fine
         part = dest.with_name(f".{dest.name}.part")
         done = 0
         try:
             with open(part, "wb") as out:
-                for block in r.iter_content(CHUNK):
-                    out.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
+                try:
+                    for block in r.iter_content(CHUNK):
+                        out.write(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, total)
+                except requests.RequestException as exc:     # cut off: short of its length, its last chunk, a timeout
+                    raise ServerError(f"{self.base}{url_path.split('?')[0]}: the download broke off after {done} "
+                                      f"bytes ({exc}); nothing was saved") from None
             part.replace(dest)
         except BaseException:
             part.unlink(missing_ok=True)

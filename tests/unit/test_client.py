@@ -2,6 +2,7 @@
 page): a clear error naming what answered, never a traceback."""
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -45,3 +46,71 @@ def test_a_server_that_is_not_wildswarm_is_a_clear_error(other_server, tmp_path,
     assert out.exit_code != 0 and not isinstance(out.exception, (AttributeError, ValueError, TypeError)), \
         repr(out.exception)
     assert said in out.output and "Traceback" not in out.output
+
+
+JOB_ID = "0123456789abcdef"
+#: A done job as the API lists it, whose files are served by ``broken_server`` in the ways named.
+DONE_JOB = {"id": JOB_ID, "input_name": "trap.mp4", "status": "done", "output": "trap",
+            "files": [{"name": f"{how}.json", "size": 500 if how == "bad-length" else 1000, "label": how,
+                       "url": f"/files/{how}"} for how in ("short-length", "cut-chunks", "bad-length", "close-delimited")],
+            "links": {"self": f"/api/jobs/{JOB_ID}", "page": f"/jobs/{JOB_ID}", "zip": "/files/short-length"}}
+
+
+@pytest.fixture(scope="module")
+def broken_server():
+    """A server whose file downloads are 500 bytes: cut off from 1000 with a Content-Length the body never
+    reaches, a chunked body without its last chunk, or an HTTP/1.0 body that simply ends (the connection
+    closed); or whole, but with a Content-Length that is no number."""
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            if self.path.startswith("/api/jobs/"):
+                body = json.dumps(DONE_JOB).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            how = self.path.rsplit("/", 1)[-1]
+            self.close_connection = True
+            if how == "close-delimited":
+                self.protocol_version = "HTTP/1.0"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if how == "short-length":
+                self.send_header("Content-Length", "1000")
+            elif how == "bad-length":
+                self.send_header("Content-Length", "lots")
+            elif how == "cut-chunks":
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (500, b"x" * 500) if how == "cut-chunks" else b"x" * 500)
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def download(server: str, tmp_path, *names: str):
+    return CliRunner().invoke(main, ["download", JOB_ID, *names, "--out", str(tmp_path / "got"), "--server", server,
+                                     "--token", "t" * 24], env={"WILDSWARM_DATA": str(tmp_path)})
+
+
+@pytest.mark.parametrize("how", ["short-length", "cut-chunks"])
+def test_a_download_that_breaks_off_is_one_clear_error_and_leaves_nothing(broken_server, tmp_path, how):
+    out = download(broken_server, tmp_path, f"{how}.json")
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), repr(out.exception)
+    assert f"/files/{how}: the download broke off" in out.output and "Traceback" not in out.output
+    assert list((tmp_path / "got").iterdir()) == []
+
+
+def test_a_content_length_that_is_no_number_does_not_stop_a_download(broken_server, tmp_path):
+    out = download(broken_server, tmp_path, "bad-length.json")
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "got" / "bad-length.json").read_bytes() == b"x" * 500
