@@ -120,8 +120,11 @@ class Client:
                                 timeout=(self.timeout, None))      # the upload itself may take long
         return Upload(data["job"], data["result"], data["message"])
 
-    def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> Path:
-        """Stream ``url_path`` into ``dest`` (a part file renamed at the end): nothing half-written is left."""
+    def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None,
+                 size: int | None = None) -> Path:
+        """Stream ``url_path`` into ``dest`` (a part file renamed at the end): nothing half-written is left.
+        ``size``, the file's size in the job's listing, is checked at the end: a body that just ends (no
+        Content-Length or chunks to fall short of, as over HTTP/1.0) is no whole file."""
         r = self._call("GET", url_path, stream=True)
         length = r.headers.get("Content-Length") or ""
         total = int(length) if length.isdigit() else 0          # only the progress bar's: unknown is fine
@@ -138,6 +141,9 @@ class Client:
                 except requests.RequestException as exc:     # cut off: short of its length, its last chunk, a timeout
                     raise ServerError(f"{self.base}{url_path.split('?')[0]}: the download broke off after {done} "
                                       f"bytes ({exc}); nothing was saved") from None
+            if size is not None and done != size:
+                raise ServerError(f"{self.base}{url_path.split('?')[0]}: {done} bytes of {size}: the download "
+                                  "did not end where the file does; nothing was saved")
             part.replace(dest)
         except BaseException:
             part.unlink(missing_ok=True)

@@ -114,3 +114,12 @@ def test_a_content_length_that_is_no_number_does_not_stop_a_download(broken_serv
     out = download(broken_server, tmp_path, "bad-length.json")
     assert out.exit_code == 0, out.output
     assert (tmp_path / "got" / "bad-length.json").read_bytes() == b"x" * 500
+
+
+def test_a_file_shorter_than_the_job_lists_is_not_kept(broken_server, tmp_path):
+    """An HTTP/1.0 body (or a proxy's) that ends early has no length to fall short of: the size the job's
+    listing gives is what tells the download is whole."""
+    out = download(broken_server, tmp_path, "close-delimited.json")
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), repr(out.exception)
+    assert "/files/close-delimited: 500 bytes of 1000" in out.output and "Traceback" not in out.output
+    assert list((tmp_path / "got").iterdir()) == []

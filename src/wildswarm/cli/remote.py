@@ -152,15 +152,15 @@ def download(c: Client, job_id: str, out: Path, names: tuple[str, ...]) -> list[
         missing = [n for n in names if n not in files]
         if missing:
             raise ServerError(f"job {job_id} has no {', '.join(missing)}; it has: {', '.join(files)}")
-        wanted = [(files[n]["url"], out / safe_name(n)) for n in names]
+        wanted = [(files[n]["url"], out / safe_name(n), files[n].get("size")) for n in names]
     else:
-        wanted = [(job["links"]["zip"], out / f"{stem}.zip")]
+        wanted = [(job["links"]["zip"], out / f"{stem}.zip", None)]       # made as it is sent: no size known
     done = []
-    for url, dest in wanted:
+    for url, dest, size in wanted:
         with tqdm(desc=dest.name[:30], unit="B", unit_scale=True, file=sys.stderr, leave=False) as bar:
             def got(n: int, total: int) -> None:
                 bar.total = total or None
                 bar.update(n - bar.n)
-            done.append(c.download(url, dest, got))
+            done.append(c.download(url, dest, got, size))
         click.echo(str(dest))
     return done
