@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import requests
 
@@ -65,6 +65,10 @@ class Client:
             r = self.http.request(method, self.base + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
         except requests.RequestException as exc:
             raise ServerError(f"{self.base} cannot be reached: {exc}") from None
+        if r.is_redirect:       # not followed (an upload): where the web app is now is for the user to give
+            raise ServerError(f"{self.base}{path.split('?')[0]}: {r.status_code} redirected to "
+                              f"{urljoin(r.url, r.headers['Location']).split('?')[0]}: give --server the address "
+                              "the web app answers at", r.status_code)
         if r.status_code >= 400:
             try:
                 body = r.json()
@@ -116,8 +120,10 @@ class Client:
             parts["file"] = (Path(video).name, fh, "video/mp4")
             encoder = MultipartEncoder(fields=parts)
             body = MultipartEncoderMonitor(encoder, (lambda m: progress(m.bytes_read)) if progress else None)
+            # Not redirected: requests would follow a 301/302 as a GET (another answer read as the upload's),
+            # and a 307/308 with the streamed body already read (nothing sent, an answer waited for forever).
             data = self._object("POST", "/api/jobs", data=body, headers={"Content-Type": body.content_type},
-                                timeout=(self.timeout, None))      # the upload itself may take long
+                                timeout=(self.timeout, None), allow_redirects=False)  # the upload itself may take long
         return Upload(data["job"], data["result"], data["message"])
 
     def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None,

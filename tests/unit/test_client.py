@@ -123,3 +123,56 @@ def test_a_file_shorter_than_the_job_lists_is_not_kept(broken_server, tmp_path):
     assert out.exit_code == 2 and isinstance(out.exception, SystemExit), repr(out.exception)
     assert "/files/close-delimited: 500 bytes of 1000" in out.output and "Traceback" not in out.output
     assert list((tmp_path / "got").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def moved_server():
+    """A web app that has moved (a proxy sending http to https, a new path): ``/moved/<code>/api/...``
+    answers a redirect to ``/v2/api/...`` (a POST: with that code), where GET /api/jobs is a listing and a
+    POST has to come with its whole body."""
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 10                       # a POST that never sends its body is dropped, not waited on forever
+
+        def answer(self, code: int, body: dict, location: str | None = None):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path.startswith("/v2/api/jobs/"):
+                self.answer(404, {"error": "no such job"})
+            elif self.path.startswith("/v2/"):
+                self.answer(200, {"jobs": [], "total": 0})
+            else:
+                self.answer(301, {}, "/v2/" + self.path.split("/", 3)[-1])       # /moved/<code>/api/...
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            code = int(self.path.split("/")[2]) if self.path.startswith("/moved/") else 201
+            self.answer(code, {}, "/v2/api/jobs")
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_an_upload_redirected_elsewhere_is_refused_with_where_to(moved_server, tmp_path, code):
+    """requests would follow a redirected POST as a GET (and read the listing there as the upload's answer)
+    or send it again without its streamed body (and wait for an answer that never comes)."""
+    video = tmp_path / "owl.mp4"
+    video.write_bytes(b"not really a video")
+    out = CliRunner().invoke(main, ["submit", str(video), "--server", f"{moved_server}/moved/{code}",
+                                    "--token", "t" * 24], env={"WILDSWARM_DATA": str(tmp_path)})
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), repr(out.exception)
+    assert f"{code} redirected to {moved_server}/v2/api/jobs" in out.output and "Traceback" not in out.output
