@@ -117,7 +117,10 @@ class Client:
         from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
         with open(video, "rb") as fh:
             parts = {k: str(v) for k, v in (fields or {}).items() if v}
-            parts["file"] = (Path(video).name, fh, "video/mp4")
+            # A name on disk that is not UTF-8 (caf\xe9.mp4 from a Latin-1 system) is lone surrogates here, which
+            # no multipart header can carry: U+FFFD instead, which the server's safe_name drops like a local submit.
+            name = Path(video).name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            parts["file"] = (name, fh, "video/mp4")
             encoder = MultipartEncoder(fields=parts)
             body = MultipartEncoderMonitor(encoder, (lambda m: progress(m.bytes_read)) if progress else None)
             # Not redirected: requests would follow a 301/302 as a GET (another answer read as the upload's),

@@ -6,18 +6,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
 from kit.net import free_port
 from kit.procs import settings_env
 from kit.videos import SEED_VIDEOS, write_video
 from webkit import PASSWORD, SECRET, TOKEN
+from wildswarm.cli import main
 from wildswarm.cli.web import gunicorn_options
 from wildswarm.config import Settings
+from wildswarm.jobs import job_id_for
 
 
 def env_for(tmp_path: Path, settings: Settings | None = None, **extra) -> dict:
@@ -116,3 +122,25 @@ def test_serves_under_gunicorn_and_keeps_uploads_while_the_broker_is_down(tmp_pa
     out = (tmp_path / "web.out").read_text()
     assert "Booting worker" in out and "Traceback" not in out
     assert PASSWORD not in out and TOKEN not in out and SECRET not in out
+
+
+@pytest.fixture
+def live(app):
+    """The web app served over real HTTP on 127.0.0.1 (Werkzeug's server, in a thread): its base URL."""
+    from werkzeug.serving import make_server
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_remote_submit_sends_a_file_name_that_is_not_utf8(live, tmp_path, video_bytes, store):
+    """``caf\\xe9.mp4`` from a Latin-1 system reaches Python as a lone surrogate, which no multipart header can
+    carry: sent with a replacement character, it becomes ``caf.mp4`` on the server as in a local submit."""
+    name = os.fsdecode(b"caf\xe9.mp4")
+    (tmp_path / name).write_bytes(video_bytes)
+    out = CliRunner().invoke(main, ["submit", str(tmp_path / name), "--server", live, "--token", TOKEN],
+                             env={"WILDSWARM_DATA": str(tmp_path / "elsewhere")})
+    assert out.exit_code == 0, repr(out.exception)
+    job = store.get(job_id_for(tmp_path / name))
+    assert job.input_name == "caf.mp4" and f"{job.id}  caf.mp4  queued" in out.output
