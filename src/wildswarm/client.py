@@ -41,9 +41,14 @@ class Client:
     def __init__(self, server: str, token: str, *, timeout: float = 30.0, verify: bool | str = True):
         if not server.startswith(("http://", "https://")):
             raise ServerError(f"--server {server!r}: give the web app's address, http(s)://host[:port]")
+        # Stripped as a token file is (an env file's CRLF leaves TOKEN\r); a line break left inside would
+        # have requests refuse the header in a message that quotes it, the secret printed with it.
+        token = (token or "").strip()
         if not token:
             raise ServerError("no API token: give --token, --token-file or WILDSWARM_SERVER_TOKEN(_FILE) "
                               "(the stack's web token)")
+        if "\r" in token or "\n" in token:
+            raise ServerError("the API token has a line break in it: give it on one line")
         self.base = server.rstrip("/")
         self.timeout = timeout
         self.http = requests.Session()

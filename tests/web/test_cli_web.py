@@ -144,3 +144,15 @@ def test_remote_submit_sends_a_file_name_that_is_not_utf8(live, tmp_path, video_
     assert out.exit_code == 0, repr(out.exception)
     job = store.get(job_id_for(tmp_path / name))
     assert job.input_name == "caf.mp4" and f"{job.id}  caf.mp4  queued" in out.output
+
+
+def test_a_token_with_a_line_break_is_never_printed(live, tmp_path):
+    """A token from an env file with Windows line ends (``TOKEN\\r``) is the token, as one read from a file
+    is; a line break inside it is an error that does not show the secret (requests' header check quotes it)."""
+    env = {"WILDSWARM_DATA": str(tmp_path), "WILDSWARM_SERVER": live}
+    out = CliRunner().invoke(main, ["status"], env={**env, "WILDSWARM_SERVER_TOKEN": TOKEN + "\r\n"})
+    assert out.exit_code == 0 and "no jobs match" in out.output, out.output
+    broken = TOKEN[:10] + "\n" + TOKEN[10:]
+    out = CliRunner().invoke(main, ["status"], env={**env, "WILDSWARM_SERVER_TOKEN": broken})
+    assert out.exit_code == 2 and "line break" in out.output, out.output
+    assert TOKEN[:10] not in out.output and TOKEN[10:] not in out.output
