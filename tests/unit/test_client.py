@@ -176,3 +176,19 @@ def test_an_upload_redirected_elsewhere_is_refused_with_where_to(moved_server, t
                                     "--token", "t" * 24], env={"WILDSWARM_DATA": str(tmp_path)})
     assert out.exit_code == 2 and isinstance(out.exception, SystemExit), repr(out.exception)
     assert f"{code} redirected to {moved_server}/v2/api/jobs" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-folder-there"])
+def test_a_download_that_cannot_be_written_is_one_clear_error(broken_server, tmp_path, where):
+    """--out under a file, or a folder where the file goes (read-only and full disks alike): what cannot be
+    written, as `wildswarm export` says it, not a traceback."""
+    (tmp_path / "notes.txt").write_text("mine")
+    out_dir = tmp_path / "notes.txt" / "got" if where == "under-a-file" else tmp_path / "got"
+    if where == "a-folder-there":
+        (out_dir / "bad-length.json").mkdir(parents=True)
+    out = CliRunner().invoke(main, ["download", JOB_ID, "bad-length.json", "--out", str(out_dir), "--server",
+                                    broken_server, "--token", "t" * 24], env={"WILDSWARM_DATA": str(tmp_path)})
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), repr(out.exception)
+    assert "cannot write" in out.output and "Traceback" not in out.output
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert where == "under-a-file" or [p.name for p in out_dir.iterdir()] == ["bad-length.json"]

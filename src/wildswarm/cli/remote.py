@@ -13,6 +13,7 @@ import click
 
 from wildswarm.client import Client, ServerError
 from wildswarm.config import Settings
+from wildswarm.errors import WildswarmError
 from wildswarm.layout import safe_name
 
 
@@ -145,7 +146,10 @@ def download(c: Client, job_id: str, out: Path, names: tuple[str, ...]) -> list[
         raise ServerError(f"the server has no job {job_id}", 404)
     if job["status"] != "done":
         raise ServerError(f"job {job_id} ({job['input_name']}) is {job['status']}: nothing to download yet")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:            # under a file, read-only
+        raise WildswarmError(f"{out}: cannot write: {exc.strerror or exc}") from None
     stem = safe_name(job.get("output") or job["id"])
     if names:
         files = {f["name"]: f for f in job.get("files", [])}
@@ -161,6 +165,9 @@ def download(c: Client, job_id: str, out: Path, names: tuple[str, ...]) -> list[
             def got(n: int, total: int) -> None:
                 bar.total = total or None
                 bar.update(n - bar.n)
-            done.append(c.download(url, dest, got, size))
+            try:
+                done.append(c.download(url, dest, got, size))
+            except OSError as exc:        # the disk's: the server's own errors are ServerError (requests' too)
+                raise WildswarmError(f"{dest}: cannot write: {exc.strerror or exc}") from None
         click.echo(str(dest))
     return done
