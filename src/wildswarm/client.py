@@ -87,13 +87,19 @@ class Client:
     def _object(self, method: str, path: str, **kwargs) -> dict:
         """The JSON object the API answers; :class:`ServerError` when something else answered (the
         address of another console, a proxy's page): its status and content type, and what to check."""
-        r = self._call(method, path, **kwargs)
+        # Streamed, so an answer whose content type is not JSON is not read at all: a mistyped address may be
+        # a camera's MJPEG or another endless stream, which reading to its end would only grow until killed.
+        r = self._call(method, path, stream=True, **kwargs)
+        kind = (r.headers.get("Content-Type") or "no content type").split(";")[0].strip().lower()
         try:
-            body = r.json()
+            body = r.json() if kind == "application/json" or kind.endswith("+json") else None
         except ValueError:
             body = None
+        except requests.RequestException as exc:      # cut off while read, as _call said when it read it
+            raise ServerError(f"{self.base} cannot be reached: {exc}") from None
+        finally:
+            r.close()
         if not isinstance(body, dict):
-            kind = (r.headers.get("Content-Type") or "no content type").split(";")[0]
             raise ServerError(f"{self.base}{path.split('?')[0]}: answered {r.status_code} {kind}, not the wildswarm "
                               "API: is the server's address the wildswarm web app's?", r.status_code)
         return body

@@ -3,6 +3,9 @@ page): a clear error naming what answered, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -52,7 +55,8 @@ JOB_ID = "0123456789abcdef"
 #: A done job as the API lists it, whose files are served by ``broken_server`` in the ways named.
 DONE_JOB = {"id": JOB_ID, "input_name": "trap.mp4", "status": "done", "output": "trap",
             "files": [{"name": f"{how}.json", "size": 500 if how == "bad-length" else 1000, "label": how,
-                       "url": f"/files/{how}"} for how in ("short-length", "cut-chunks", "bad-length", "close-delimited")],
+                       "url": f"/files/{how}"}
+                      for how in ("short-length", "cut-chunks", "bad-length", "close-delimited")],
             "links": {"self": f"/api/jobs/{JOB_ID}", "page": f"/jobs/{JOB_ID}", "zip": "/files/short-length"}}
 
 
@@ -192,3 +196,36 @@ def test_a_download_that_cannot_be_written_is_one_clear_error(broken_server, tmp
     assert "cannot write" in out.output and "Traceback" not in out.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert where == "under-a-file" or [p.name for p in out_dir.iterdir()] == ["bad-length.json"]
+
+
+@pytest.fixture(scope="module")
+def camera_stream():
+    """An address that streams without end (a camera's MJPEG, a metrics feed): what a mistyped --server may
+    answer with."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n" + b"\xff" * 65536 + b"\r\n")
+            except OSError:                 # the client went away
+                pass
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_endless_answer_that_is_not_json_is_not_read(camera_stream, tmp_path):
+    """Its content type says it is not the API before a byte of it is read: the body is never read to its end
+    (there is none; the client would only grow until it is killed)."""
+    run = subprocess.run([sys.executable, "-m", "wildswarm", "status", "--server", camera_stream, "--token",
+                          "t" * 24], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "WILDSWARM_DATA": str(tmp_path)})
+    assert run.returncode == 2 and "200 multipart/x-mixed-replace, not the wildswarm API" in run.stderr, run.stderr
