@@ -29,7 +29,7 @@ from wildswarm.config import Settings
 from wildswarm.errors import JobConflict, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.jobs.deployments import Deployments, parse_time
-from wildswarm.layout import Layout, move_into, safe_name
+from wildswarm.layout import Layout, move_into, readable, renamed_readable, safe_name
 from wildswarm.messages import JobMessage
 from wildswarm.profiles import ProfileBook, ProfileError
 
@@ -113,6 +113,9 @@ class Intake:
     def admit_dropped(self, path: Path, profile: str | None = None) -> Admission:
         """Queue, skip or refuse ``input/<name>``, a file someone copied there; or ``input/<profile>/<name>``,
         analysed with that profile (it moves to ``input/`` once it is a job)."""
+        path = renamed_readable(path)          # the job store and the logs take UTF-8 names only
+        if profile is not None:
+            profile = readable(profile)        # a folder so named is no profile: refused, saying so
         size = path.stat().st_size
         why = refusal(self.settings, path.name, size)
         if why is None and profile is not None:

@@ -347,6 +347,38 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
+def readable(name: str) -> str:
+    """``name`` as UTF-8 can hold it: a name of bytes in another encoding (Latin-1 from an old camera's
+    software, CP437 from a zip) reads with surrogates (os.fsdecode), which the job store and the logs
+    cannot take; each byte that is not UTF-8 becomes U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+def renamed_readable(path: Path) -> Path:
+    """``path``, renamed in its own folder to its :func:`readable` name if its name is not UTF-8; never
+    overwrites (``x-1``, ``x-2``, ... if that name is taken)."""
+    name = readable(path.name)
+    if name == path.name:
+        return path
+    stem, ext = Path(name).stem, Path(name).suffix
+    for n in range(100):
+        dest = path.with_name(name if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            os.link(path, dest)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in NO_LINKS:
+                raise
+            if dest.exists():                 # no hard links on this filesystem
+                continue
+            os.rename(path, dest)
+            return dest
+        path.unlink()
+        return dest
+    raise UnsafePathError(f"no free name for {name} in {path.parent}")
+
+
 def move_into(src: Path, dest_dir: Path, tag: str) -> Path | None:
     """Move ``src`` into ``dest_dir`` without overwriting; None if ``src`` is already gone.
 

@@ -1,6 +1,7 @@
 """The producer against a real broker: one job per content, refusals, --once."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -43,3 +44,31 @@ def test_the_same_file_dropped_twice_is_one_job(broker_settings, store, broker, 
     assert run.returncode == 0 and "queued 0 job(s)" in run.stdout, run.stderr
     assert len(jobs_of(store)) == 2 and broker.counts()[0] == 0
     assert [p.name for p in lay.output.iterdir()] == [queued.input_name[:-4]]
+
+
+def test_a_name_that_is_not_utf8_is_renamed_not_the_producers_end(broker_settings, store, broker, spawn, tmp_path):
+    """Audit: a file whose name is not UTF-8 (Latin-1 from an old camera's software, CP437 from a zip) reached
+    the job store (and the node log) as it was: the encoding error ended the producer, at every start, and
+    nothing dropped after it was ever queued. Its name (or its folder's) is made UTF-8 first."""
+    s = broker_settings
+    lay = Layout(s.data)
+    (lay.input / "camera-trap").mkdir()
+    clips = [write_clip(tmp_path / f"c{i}.mp4", seconds=0.1, frames=2) for i in range(4)]
+    dropped = [os.fsencode(lay.input / "Bl\udce5b\udce6r 1.mp4"),          # Latin-1 bytes, as os.fsdecode reads them
+               os.fsencode(lay.input / "camera-trap" / "\udce9l\udce9phant.mp4"),
+               os.fsencode(lay.input / "notes \udce9t\udce9.txt"),
+               os.fsencode(lay.input) + b"/bl\xe5b\xe6r/x.mp4"]      # a folder of that name
+    os.mkdir(os.path.dirname(dropped[-1]))
+    for clip, path in zip(clips, dropped):
+        shutil.copy(clip, path)
+    producer = spawn(s, "producer", node="p0")
+    jobs = wait_for(lambda: len(jobs_of(store)) == 4 and jobs_of(store), 30, "four jobs", procs=(producer,))
+    assert producer.alive()
+    got = {j.input_name: j for j in jobs.values()}
+    assert got["Blbr_1.mp4"].status is JobStatus.QUEUED
+    assert got["lphant.mp4"].status is JobStatus.QUEUED and got["lphant.mp4"].profile == "camera-trap"
+    assert "is not accepted" in got["notes \ufffdt\ufffd.txt"].error
+    refused = [j for j in jobs.values() if j.refused and "no analysis profile 'bl\ufffdb\ufffdr'" in j.error]
+    assert len(refused) == 1, {j.input_name: j.error for j in jobs.values()}
+    wait_for(lambda: broker.counts()[0] == 2, 10, "two messages", procs=(producer,))
+    assert "\ufffd" in (lay.logs / "p0.log").read_text(encoding="utf-8")
