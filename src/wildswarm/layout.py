@@ -56,15 +56,16 @@ def safe_name(name: str, *, max_len: int = MAX_NAME) -> str:
     dot, and it is at most ``max_len`` characters with its extension kept.
     Raises :class:`UnsafePathError` if nothing usable is left.
     """
-    name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
-    name = name.replace("\\", "/").split("/")[-1]
-    name = _BAD.sub("_", name).strip("._-")
-    if not name or set(name) <= {"_", "."}:
-        raise UnsafePathError("file name has no usable characters")
+    name = unicodedata.normalize("NFKD", str(name)).replace("\\", "/").split("/")[-1]
+    # the extension is split off before anything is dropped: a stem of no ASCII at all (猫.mp4) becomes
+    # "video", not an extension-less "mp4"; a hidden name's only dot (.mp4) starts no extension
     stem, dot, ext = name.rpartition(".")
-    if not dot:
+    if not stem.strip("."):
         stem, ext = name, ""
-    ext = ext[:10]
+    stem, ext = (_BAD.sub("_", part.encode("ascii", "ignore").decode()) for part in (stem, ext))
+    stem, ext = stem.strip("._-"), ext.rstrip("._-")[:10]
+    if not stem and not ext:
+        raise UnsafePathError("file name has no usable characters")
     room = max_len - (len(ext) + 1 if ext else 0)
     stem = stem[:room].rstrip("._-") or "video"
     return f"{stem}.{ext}" if ext else stem

@@ -72,3 +72,24 @@ def test_a_name_that_is_not_utf8_is_renamed_not_the_producers_end(broker_setting
     assert len(refused) == 1, {j.input_name: j.error for j in jobs.values()}
     wait_for(lambda: broker.counts()[0] == 2, 10, "two messages", procs=(producer,))
     assert "\ufffd" in (lay.logs / "p0.log").read_text(encoding="utf-8")
+
+
+def test_a_name_of_no_latin_letters_keeps_its_extension(broker_settings, store, broker, tmp_path):
+    """Audit: safe_name dropped every non-ASCII character before it split off the extension, then the dot:
+    a video named in Cyrillic, Chinese or Japanese (Кабан.mp4, 猫.MP4) was queued from input/ as an
+    extension-less ``mp4`` (a second one ``mp4-1``), and ``wildswarm submit`` refused it ("extension
+    '(none)' is not accepted"). The stem becomes "video" and the extension is kept, as safe_name says."""
+    s = broker_settings
+    lay = Layout(s.data)
+    shutil.copy(write_clip(tmp_path / "a.mp4", seconds=0.1, frames=2), lay.input / "Кабан у реки.mp4")
+    shutil.copy(write_clip(tmp_path / "b.mp4", seconds=0.1, frames=2), lay.input / "猫.MP4")
+    run = producer_once(s)
+    assert run.returncode == 0 and "queued 2 job(s)" in run.stdout, run.stderr
+    assert sorted(j.input_name for j in jobs_of(store).values()) == ["video-1.MP4", "video.mp4"]
+    assert sorted(p.name for p in lay.input.iterdir() if p.is_file()) == ["video-1.MP4", "video.mp4"]
+    submitted = write_clip(tmp_path / "鳥.mp4", seconds=0.1, frames=2)
+    run = subprocess.run([sys.executable, "-m", "wildswarm", "submit", str(submitted)], env=settings_env(s),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(j.input_name for j in jobs_of(store).values()) == ["video-1.MP4", "video-2.mp4", "video.mp4"]
+    assert broker.counts()[0] == 3

@@ -244,7 +244,7 @@ def test_unicode_names_are_made_safe(client, settings, video_bytes):
 
 def test_name_without_usable_stem(client, settings, video_bytes):
     r = upload(client, "日本.mp4", video_bytes, csrf=client.csrf)
-    assert r.status_code == 201 and r.get_json()["job"]["input_name"] == "upload.mp4"
+    assert r.status_code == 201 and r.get_json()["job"]["input_name"] == "video.mp4"
 
 
 def test_uploading_a_failed_video_whose_input_is_gone_retries_it(client, settings, store, broker, video_bytes):
