@@ -38,6 +38,7 @@ from wildswarm.errors import UnsafePathError
 log = logging.getLogger(__name__)
 
 MAX_NAME = 120
+NAME_MAX = 255                    # bytes in one file name (ext4, XFS, BeeGFS): a dropped file's may be that long
 PART_PREFIX = ".upload-"          # a web upload's part file in uploads/ while it arrives
 STAGED_PREFIX = ".incoming-"      # a submitted copy in uploads/ while it is copied
 #: errno values that mean "this filesystem has no hard links here": fall back to a rename.
@@ -387,6 +388,8 @@ def move_into(src: Path, dest_dir: Path, tag: str) -> Path | None:
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     stem, ext = src.stem, src.suffix
+    while stem and len(os.fsencode(f"{stem}-{tag}-99{ext}")) > NAME_MAX:    # a dropped name near the limit:
+        stem = stem[:-1]                                                    # its stem gives way to the tag
     candidates = [src.name, f"{stem}-{tag}{ext}"] + [f"{stem}-{tag}-{n}{ext}" for n in range(1, 100)]
     for candidate in candidates:
         dest = dest_dir / candidate

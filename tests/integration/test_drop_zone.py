@@ -10,7 +10,7 @@ from kit.observe import all_finished, jobs_of
 from kit.procs import settings_env
 from kit.waiting import wait_for
 from wildswarm.jobs import JobStatus
-from wildswarm.layout import Layout
+from wildswarm.layout import Layout, safe_name
 from wildswarm.testing import write_clip
 
 
@@ -93,3 +93,30 @@ def test_a_name_of_no_latin_letters_keeps_its_extension(broker_settings, store, 
     assert run.returncode == 0, run.stdout + run.stderr
     assert sorted(j.input_name for j in jobs_of(store).values()) == ["video-1.MP4", "video-2.mp4", "video.mp4"]
     assert broker.counts()[0] == 3
+
+
+def test_a_name_near_the_filesystems_limit_still_moves_on_when_its_name_is_taken(broker_settings, store, broker,
+                                                                                 tmp_path):
+    """Audit: a refused or duplicate file moves to input_failed/ with ``-<tag>`` before its extension when
+    its name is taken there; for a name near the 255-byte limit (a camera-trap description typed into the
+    name) that name was too long: ENAMETOOLONG, "skipped for now" at every settle, and the file stayed in
+    input/ for good. The stem gives way to the tag."""
+    s = broker_settings
+    lay = Layout(s.data)
+    base = "Standort 14 Nordhang " + "Dachs am Bau in der Abenddämmerung " * 6
+    stem = base + "x" * (250 - len(os.fsencode(base)))
+    assert len(os.fsencode(stem + ".txt")) == 254
+    (lay.input_failed / f"{stem}.txt").write_text("refused before")          # the same name, refused earlier
+    (lay.input / f"{stem}.txt").write_text("notes, dropped again")
+    clip = write_clip(tmp_path / "v.mp4", seconds=0.1, frames=2)
+    shutil.copy(clip, lay.input / f"{stem}.mp4")
+    run = producer_once(s)
+    assert run.returncode == 0 and "queued 1 job(s)" in run.stdout, run.stderr
+    (lay.input_failed / f"{stem}.mp4").write_text("another file of that name")
+    shutil.copy(clip, lay.input / f"{stem}.mp4")          # the same video again: a duplicate
+    run = producer_once(s)
+    assert run.returncode == 0 and "skipped for now" not in run.stderr, run.stderr
+    assert [p.name for p in lay.input.iterdir() if p.is_file()] == [safe_name(f"{stem}.mp4")]
+    failed = [p.name for p in lay.input_failed.iterdir()]
+    assert len(failed) == 4 and all(len(os.fsencode(n)) <= 255 for n in failed), failed
+    assert {j.status.value for j in jobs_of(store).values()} == {"failed", "queued"}
