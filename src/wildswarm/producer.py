@@ -162,10 +162,17 @@ class Producer:
         return result
 
     # --- the loop ----------------------------------------------------------------------
-    def poll(self) -> dict[str, str]:
-        """One pass: handle every settled file (those that fail now are tried again on a later poll)."""
+    def poll(self, reconcile: bool = False) -> dict[str, str]:
+        """One pass: handle every settled file (those that fail now are tried again on a later poll). A pass
+        over a card's thousands of videos takes as long as reading them all: a stop ends it (the rest wait for
+        the next start; the stack gives a stop 20 s), and with ``reconcile`` the reconciler's turns come
+        between files (dead workers' jobs, pending publishes)."""
         results = {}
         for name in self.scan():
+            if self.stopping.is_set():
+                break
+            if reconcile:
+                self.reconcile()
             try:
                 results[name] = self.handle(name)
             except (VideoError, UnsafePathError, OSError, JobStoreError) as exc:
@@ -240,7 +247,7 @@ class Producer:
         self.import_legacy_records()
         notifier = None if once else Notifier(s, self.store.db, self.note).start()
         while not self.stopping.is_set():
-            admitted += sum(r in ("queued", "pending") for r in self.poll().values())
+            admitted += sum(r in ("queued", "pending") for r in self.poll(reconcile=not once).values())
             if once:
                 if not self.pending or self.clock() > deadline:
                     break

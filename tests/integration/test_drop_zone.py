@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 from kit.observe import all_finished, jobs_of
 from kit.procs import settings_env
@@ -120,3 +122,38 @@ def test_a_name_near_the_filesystems_limit_still_moves_on_when_its_name_is_taken
     failed = [p.name for p in lay.input_failed.iterdir()]
     assert len(failed) == 4 and all(len(os.fsencode(n)) <= 255 for n in failed), failed
     assert {j.status.value for j in jobs_of(store).values()} == {"failed", "queued"}
+
+
+N_WAITING = 300
+
+
+def test_a_stop_during_a_long_pass_is_not_kept_waiting_for_all_of_it(broker_settings, store, broker, spawn,
+                                                                      tmp_path):
+    """Audit: one pass handled every settled file before the loop looked again: with a camera's thousands of
+    videos waiting (each hashed in full), a stop waited for all of them -- past the stack's 20 s grace, so
+    Swarm killed the producer mid-file -- and the reconciler (the jobs of dead workers, pending publishes,
+    dead letters) did not run for as long. A pass now ends at a stop, and after reconcile_seconds."""
+    s = broker_settings.replace(reconcile_seconds=1.0)
+    lay = Layout(s.data)
+    for i in range(N_WAITING):           # videos of 64 MiB (sparse: no disk used, but each read in full)
+        os.truncate(write_clip(lay.input / f"trap-{i:04d}.mp4", seconds=0.1, frames=2), 64 << 20)
+    producer = spawn(s, "producer", node="p0")
+    wait_for(lambda: len(jobs_of(store)) >= 5, 60, "the first jobs", procs=(producer,))
+    part = lay.uploads / ".upload-deadbeef-x.mp4"            # what a dead upload left: a reconcile sweeps it
+    part.write_bytes(b"x")
+    os.utime(part, (time.time() - 2 * s.web_stale_upload_seconds,) * 2)
+    wait_for(lambda: not part.exists(), 60, "the reconcile", procs=(producer,))
+    assert len(jobs_of(store)) < N_WAITING / 2, "the reconciler waited for the whole pass"
+    t0 = time.monotonic()
+    producer.signal(signal.SIGTERM)
+    try:
+        producer.popen.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+    took, queued = time.monotonic() - t0, len(jobs_of(store))
+    assert not producer.alive() and took < 5, f"still going {took:.1f} s after SIGTERM, {queued} of {N_WAITING} queued"
+    assert queued < N_WAITING
+    # the rest are queued by the next producer, each once
+    again = spawn(s, "producer", node="p1")
+    wait_for(lambda: len(jobs_of(store)) == N_WAITING, 120, "every job", procs=(again,))
+    wait_for(lambda: broker.counts()[0] == N_WAITING, 30, "one message each", procs=(again,))
