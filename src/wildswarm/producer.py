@@ -154,10 +154,15 @@ class Producer:
         """Queue, skip or refuse ``input/<name>``; returns what happened (a metric label)."""
         seen = self.pending.pop(name)
         profile = name.split("/", 1)[0] if "/" in name else None
-        result = self.intake.admit_dropped(self.layout.input / name, profile=profile).result
+        admission = self.intake.admit_dropped(self.layout.input / name, profile=profile)
+        result = admission.result
         # the file as it was seen settled, not as it is now: one that changed while it was hashed is
         # looked at again (and its new content replaces the job: Intake._replace_changed)
         self.handled[name] = (seen.size, seen.mtime_ns)
+        if result in ("queued", "pending", "retried"):
+            # renamed as it was queued (an unsafe name, a profile folder's file): the same file, a link
+            # keeps its size and mtime, so its new name is not hashed all over again at the next scan
+            self.handled[admission.job.input_name] = (seen.size, seen.mtime_ns)
         metrics.FILES_SEEN.labels("queued" if result == "pending" else result).inc()
         return result
 

@@ -157,3 +157,24 @@ def test_a_stop_during_a_long_pass_is_not_kept_waiting_for_all_of_it(broker_sett
     again = spawn(s, "producer", node="p1")
     wait_for(lambda: len(jobs_of(store)) == N_WAITING, 120, "every job", procs=(again,))
     wait_for(lambda: broker.counts()[0] == N_WAITING, 30, "one message each", procs=(again,))
+
+
+def test_a_video_renamed_as_it_is_queued_is_not_read_again(broker_settings, store, broker, spawn):
+    """Audit: a file that intake renamed as it queued it (a name with a space, any file from a profile
+    folder: it moves up into input/) was a new name to the producer's next scan: it settled again and was
+    hashed again in full, only to be found 'known'. A card of videos copied into input/camera-trap/ was read
+    from the shared filesystem twice over. The new name is recorded as dealt with, as the old one was."""
+    s = broker_settings
+    lay = Layout(s.data)
+    (lay.input / "camera-trap").mkdir()
+    n, size = 12, 64 << 20
+    for i in range(n):               # 64 MiB each, sparse: no disk used, but every hash reads it all
+        os.truncate(write_clip(lay.input / "camera-trap" / f"Trap {i:04d}.mp4", seconds=0.1, frames=2), size)
+    producer = spawn(s, "producer", node="p0")
+    wait_for(lambda: len(jobs_of(store)) == n, 60, "the jobs", procs=(producer,))
+    time.sleep(10 * s.settle_seconds + 10 * s.poll_seconds)      # the renamed files' next scans
+    with open(f"/proc/{producer.pid}/io") as fh:
+        read = int(dict(line.split(": ") for line in fh.read().splitlines())["rchar"])
+    assert read < 1.5 * n * size, f"read {read / (n * size):.2f} times what was dropped"
+    assert sorted(p.name for p in lay.input.iterdir() if p.is_file()) == [f"Trap_{i:04d}.mp4" for i in range(n)]
+    assert broker.counts()[0] == n
