@@ -246,7 +246,9 @@ class Layout:
         try:
             path = self.log_file(node)
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as fh:
+            # errors="replace": a name it quotes may not be UTF-8 (a file name of Latin-1 bytes, read with
+            # surrogates), and UnicodeEncodeError is no OSError
+            with open(path, "a", encoding="utf-8", errors="replace") as fh:
                 fh.write(f"{stamp} {node} {line}\n")
             return True
         except (OSError, UnsafePathError) as exc:

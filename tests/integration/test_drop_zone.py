@@ -178,3 +178,20 @@ def test_a_video_renamed_as_it_is_queued_is_not_read_again(broker_settings, stor
     assert read < 1.5 * n * size, f"read {read / (n * size):.2f} times what was dropped"
     assert sorted(p.name for p in lay.input.iterdir() if p.is_file()) == [f"Trap_{i:04d}.mp4" for i in range(n)]
     assert broker.counts()[0] == n
+
+
+def test_submitting_a_file_whose_name_is_not_utf8_queues_it_and_the_rest(broker_settings, store, broker, tmp_path):
+    """Audit: ``wildswarm submit`` wrote "submitted from <the file's own name>" to the node log; a name that is
+    not UTF-8 (an old camera tool's Latin-1) made the log's write raise UnicodeEncodeError -- not an OSError,
+    so not the best effort Layout.log promises -- after the job was queued: the command ended with a
+    traceback and the videos after it on its command line were never submitted."""
+    s = broker_settings
+    first = os.fsencode(tmp_path) + b"/Bl\xe5b\xe6r.mp4"
+    shutil.copy(write_clip(tmp_path / "a.mp4", seconds=0.1, frames=2), first)
+    second = write_clip(tmp_path / "fox.mp4", seconds=0.1, frames=2)
+    run = subprocess.run([sys.executable, "-m", "wildswarm", "submit", os.fsdecode(first), str(second)],
+                         env=settings_env(s), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(j.input_name for j in jobs_of(store).values()) == ["Blbr.mp4", "fox.mp4"]
+    assert broker.counts()[0] == 2
+    assert "submitted from Bl" in (Layout(s.data).logs / f"{s.node}.log").read_text(encoding="utf-8")
