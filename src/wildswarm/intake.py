@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,8 @@ class Intake:
     def admit_dropped(self, path: Path, profile: str | None = None) -> Admission:
         """Queue, skip or refuse ``input/<name>``, a file someone copied there; or ``input/<profile>/<name>``,
         analysed with that profile (it moves to ``input/`` once it is a job)."""
+        if not stat.S_ISREG(path.lstat().st_mode):    # swapped for a link since the scan saw it: not followed
+            raise VideoError(f"{path.name} is no longer a plain file")
         path = renamed_readable(path)          # the job store and the logs take UTF-8 names only
         if profile is not None:
             profile = readable(profile)        # a folder so named is no profile: refused, saying so

@@ -179,7 +179,7 @@ class Layout:
             exact = exact_first and n == 0 and not self.name_taken(name, mine=src)
             dest = self.input / name if exact else self.unique_input(name, mine=src)
             try:
-                os.link(src, dest)
+                os.link(src, dest, follow_symlinks=False)    # never the file a link (swapped in) points to
             except FileExistsError:
                 continue
             except FileNotFoundError:

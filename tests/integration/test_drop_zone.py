@@ -1,6 +1,7 @@
 """The producer against a real broker: one job per content, refusals, --once."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import time
 from kit.observe import all_finished, jobs_of
 from kit.procs import settings_env
 from kit.waiting import wait_for
-from wildswarm.jobs import JobStatus
+from wildswarm.jobs import JobStatus, job_id_for
 from wildswarm.layout import Layout, safe_name
 from wildswarm.testing import write_clip
 
@@ -195,3 +196,28 @@ def test_submitting_a_file_whose_name_is_not_utf8_queues_it_and_the_rest(broker_
     assert sorted(j.input_name for j in jobs_of(store).values()) == ["Blbr.mp4", "fox.mp4"]
     assert broker.counts()[0] == 2
     assert "submitted from Bl" in (Layout(s.data).logs / f"{s.node}.log").read_text(encoding="utf-8")
+
+
+def test_a_file_swapped_for_a_link_while_others_are_hashed_is_not_followed(broker_settings, store, spawn, tmp_path):
+    """Audit: links in input/ are ignored, but only when the scan looks; a pass then handles file after file,
+    each hashed in full. A file swapped for a symbolic link meanwhile was followed: the file it pointed to,
+    anywhere on the filesystem, was hashed, queued, and hard-linked into input/ (os.link follows links).
+    Intake now looks at the file itself, and never links through a link."""
+    s = broker_settings.replace(settle_seconds=1.0)
+    lay = Layout(s.data)
+    os.truncate(write_clip(lay.input / "a.mp4", seconds=0.1, frames=2), 3 << 30)    # sparse: seconds to hash
+    write_clip(lay.input / "b.mp4", seconds=0.1, frames=2)
+    secret = write_clip(tmp_path / "secret.mp4", seconds=0.1, frames=2)            # not in the drop zone
+    producer = spawn(s, "producer", node="p0")
+
+    def hashing_a():
+        with contextlib.suppress(FileNotFoundError):
+            return any(os.readlink(f"/proc/{producer.pid}/fd/{fd}").endswith("/input/a.mp4")
+                       for fd in os.listdir(f"/proc/{producer.pid}/fd"))
+    wait_for(hashing_a, 30, "a.mp4 to be hashed", interval=0.01, procs=(producer,))
+    os.symlink(secret, lay.input / ".swap")
+    os.replace(lay.input / ".swap", lay.input / "b.mp4")
+    wait_for(lambda: jobs_of(store), 30, "a's job", procs=(producer,))
+    time.sleep(3)
+    assert job_id_for(secret) not in jobs_of(store), "the link's target was queued"
+    assert os.stat(secret).st_nlink == 1, "the link's target was hard-linked into the drop zone"
