@@ -19,15 +19,17 @@ reconciler publishes; a message never points at a job that has no record.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from wildswarm.publisher import Publisher
 from wildswarm.config import Settings
-from wildswarm.errors import JobConflict, VideoError
+from wildswarm.errors import JobConflict, JobStoreError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.jobs.deployments import Deployments, parse_time
 from wildswarm.layout import Layout, move_into, readable, renamed_readable, safe_name
@@ -292,6 +294,14 @@ class Intake:
         job_id = hashlib.sha256(key).hexdigest()[:16]
         moved = move_into(path, self.layout.input_failed, job_id[:8])
         name = moved.name if moved else path.name
-        job = self.store.refuse(job_id, name, size, reason, self.settings.node)
+        try:
+            job = self.store.refuse(job_id, name, size, reason, self.settings.node)
+        except JobStoreError:
+            # not recorded: back where it was, to be refused (and recorded) at a later scan, not left in
+            # input_failed/ with no job and no reason anywhere
+            if moved is not None and not path.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(moved, path)
+            raise
         self.note(f"job {job_id} {path.name}: refused ({reason}); moved to input_failed/{name}")
         return Admission(job, "refused", reason)

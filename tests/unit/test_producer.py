@@ -122,6 +122,27 @@ def test_refused_files_fail_with_their_reason(env, store, name, data, reason):
     assert job.status is JobStatus.FAILED and job.refused and reason in job.error and job.input_name == name
 
 
+def test_a_refusal_the_store_cannot_record_leaves_the_file_where_it_was(env, store):
+    """Audit: a refused file was moved to input_failed/ before its refusal was recorded; when the store
+    failed just then, the file lay in input_failed/ with no job and no reason anywhere, and no later scan
+    looked at it again. It stays in input/ now, refused (and recorded) once the store answers."""
+    from wildswarm.errors import JobStoreError
+    _, producer, broker, clock, lay = env
+    drop(lay, "notes.txt")
+    with store.db.connection() as conn:                  # the store fails: its table is not there
+        conn.execute("ALTER TABLE jobs RENAME TO jobs_away")
+    try:
+        with pytest.raises(JobStoreError):
+            producer.intake.admit_dropped(lay.input / "notes.txt")
+    finally:
+        with store.db.connection() as conn:
+            conn.execute("ALTER TABLE jobs_away RENAME TO jobs")
+    assert (lay.input / "notes.txt").exists() and list(lay.input_failed.iterdir()) == []
+    assert settle(producer, clock) == {"notes.txt": "refused"}
+    (job,) = store.list()
+    assert job.refused and (lay.input_failed / job.input_name).exists()
+
+
 def test_hidden_files_deep_folders_and_links_are_ignored(env, tmp_path):
     _, producer, broker, clock, lay = env
     drop(lay, ".partial.mp4")
