@@ -48,7 +48,9 @@ def test_a_long_video_is_shared_by_two_workers_and_merged_once(broker_settings, 
     summary = json.loads((folder / outputs.SUMMARY).read_text())
     assert summary["segments"]["count"] == 4 and summary["frames"]["analysed"] == 30
     assert len({p["pid"] for p in summary["segments"]["parts"]}) == 2
-    assert not (lay.output / segments.SEGMENTS_DIR / "long").exists()
+    # the segments go once the video is recorded done, a moment after the record this test saw
+    wait_for(lambda: not (lay.output / segments.SEGMENTS_DIR / "long").exists(), 15, "the segments removed",
+             procs=tuple(workers))
     wait_moved(s, ["long.mp4"], procs=tuple(workers))
     assert waiting_in_input(s) == []
     merges = [line for line in log_lines(s) if f"job {job_id}" in line and "merging" in line]
@@ -104,7 +106,9 @@ def test_a_merger_killed_mid_merge_is_replaced_and_the_result_is_complete(broker
     merges = [line for line in log_lines(s) if f"job {job_id}" in line and "merging" in line]
     assert len(merges) == 2
     lay = Layout(s.data)
-    assert sorted(p.name for p in lay.output.iterdir()) == ["merged"]          # nothing half-written left
+    # nothing half-written left; the segments go once the video is recorded done, a moment after the record
+    wait_for(lambda: sorted(p.name for p in lay.output.iterdir()) == ["merged"], 15,
+             "only the merged result in output/", procs=(b,))
     assert sorted(p.name for p in (lay.output / "merged").iterdir()) == sorted(outputs.ALL_FILES)
     summary = json.loads((lay.output / "merged" / outputs.SUMMARY).read_text())
     assert summary["frames"]["analysed"] == 30 and summary["segments"]["count"] == 8
