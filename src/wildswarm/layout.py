@@ -179,20 +179,10 @@ class Layout:
             exact = exact_first and n == 0 and not self.name_taken(name, mine=src)
             dest = self.input / name if exact else self.unique_input(name, mine=src)
             try:
-                os.link(src, dest, follow_symlinks=False)    # never the file a link (swapped in) points to
-            except FileExistsError:
-                continue
+                if _take_name(src, dest):
+                    return dest
             except FileNotFoundError:
                 raise FileNotFoundError(errno.ENOENT, f"{src.name} is gone: it cannot be moved into input/") from None
-            except OSError as exc:
-                if exc.errno not in NO_LINKS:
-                    raise
-                if dest.exists():                 # no hard links on this filesystem
-                    continue
-                os.rename(src, dest)
-                return dest
-            src.unlink()
-            return dest
         raise UnsafePathError(f"no free name for {name} in input/")
 
     def staging_path(self, name: str, prefix: str = STAGED_PREFIX) -> Path:
@@ -351,6 +341,25 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
+def _take_name(src: Path, dest: Path) -> bool:
+    """Move ``src`` to ``dest`` unless that name is taken (False): a hard link then an unlink, so a name is
+    claimed atomically even when several processes race for it; a rename where the filesystem has no hard
+    links. A link at ``src`` is moved as itself, never the file it points to (one swapped in)."""
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in NO_LINKS:
+            raise
+        if dest.exists():                 # no hard links on this filesystem
+            return False
+        os.rename(src, dest)
+        return True
+    src.unlink()
+    return True
+
+
 def readable(name: str) -> str:
     """``name`` as UTF-8 can hold it: a name of bytes in another encoding (Latin-1 from an old camera's
     software, CP437 from a zip) reads with surrogates (os.fsdecode), which the job store and the logs
@@ -367,19 +376,8 @@ def renamed_readable(path: Path) -> Path:
     stem, ext = Path(name).stem, Path(name).suffix
     for n in range(100):
         dest = path.with_name(name if n == 0 else f"{stem}-{n}{ext}")
-        try:
-            os.link(path, dest)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno not in NO_LINKS:
-                raise
-            if dest.exists():                 # no hard links on this filesystem
-                continue
-            os.rename(path, dest)
+        if _take_name(path, dest):
             return dest
-        path.unlink()
-        return dest
     raise UnsafePathError(f"no free name for {name} in {path.parent}")
 
 
