@@ -93,7 +93,8 @@ class Intake:
         the analysis profile to analyse it with (None: the default one); ``webhook``: a URL to POST to
         when its job ends (None: its deployment's, if any)."""
         try:
-            self._check(name, staged.stat().st_size)
+            st = staged.stat()
+            self._check(name, st.st_size)
             profile = self.profile(profile)
             webhook = self.webhook(webhook)
             media = self._media(staged, deployment_id, recorded_at)
@@ -109,7 +110,7 @@ class Intake:
             final = self.layout.claim_input(staged, name)
         finally:
             staged.unlink(missing_ok=True)
-        return self._record_and_publish(job_id, final, source, deployment_id=deployment_id, media=media,
+        return self._record_and_publish(job_id, final, st, source, deployment_id=deployment_id, media=media,
                                         profile=profile, webhook=webhook)
 
     # --- a file settled in input/ (the producer) --------------------------------------------------------
@@ -121,7 +122,12 @@ class Intake:
         path = renamed_readable(path)          # the job store and the logs take UTF-8 names only
         if profile is not None:
             profile = readable(profile)        # a folder so named is no profile: refused, saying so
-        size = path.stat().st_size
+        st = path.stat()            # before it is hashed: a change while it is read shows at the next scan
+        size = st.st_size
+        if profile is None:
+            known = self._recorded_unchanged(path, st)
+            if known is not None:
+                return Admission(known, "known", f"{path.name} is job {known.id}")
         why = refusal(self.settings, path.name, size)
         if why is None and profile is not None:
             try:
@@ -142,8 +148,17 @@ class Intake:
             if renamed.name != path.name:
                 self.note(f"{where}{path.name}: renamed to {renamed.name} (unsafe or already taken)")
             path = renamed
-        return self._record_and_publish(job_id, path, f"dropped into {where}", media=self._media(path),
+        return self._record_and_publish(job_id, path, st, f"dropped into {where}", media=self._media(path),
                                         profile=self.profile(profile))
+
+    def _recorded_unchanged(self, path: Path, st: os.stat_result) -> Job | None:
+        """The queued or running job whose video ``input/<name>`` is, if the file still has the size and
+        modification time it had when intake hashed it: known without reading it again (a restarted producer
+        would otherwise read every video waiting for a worker, and every upload the web app had hashed)."""
+        job = self.store.unfinished_named(path.name)
+        if job is not None and job.size_bytes == st.st_size and job.input_mtime_ns == st.st_mtime_ns:
+            return job
+        return None
 
     def _replace_changed(self, path: Path, job_id: str) -> None:
         """``input/<name>`` was queued as another job and its content has changed since (a copy that stalled
@@ -226,11 +241,12 @@ class Intake:
                 raise Refused("bad_time", f"recorded at: {exc}") from None
         return media
 
-    def _record_and_publish(self, job_id: str, final: Path, source: str, *, deployment_id: str | None = None,
-                            media: dict | None = None, profile: str | None = None,
+    def _record_and_publish(self, job_id: str, final: Path, st: os.stat_result, source: str, *,
+                            deployment_id: str | None = None, media: dict | None = None, profile: str | None = None,
                             webhook: str | None = None) -> Admission:
-        job, created = self.store.submit(job_id, final.name, final.stat().st_size, deployment_id=deployment_id,
-                                         media=media, profile=profile, webhook_url=webhook)
+        """``st``: the file's stat from before it was hashed (its size and time are recorded with the job)."""
+        job, created = self.store.submit(job_id, final.name, st.st_size, deployment_id=deployment_id, media=media,
+                                         profile=profile, webhook_url=webhook, input_mtime_ns=st.st_mtime_ns)
         if not created:          # the same video, admitted at the same moment by another path
             moved = move_into(final, self.layout.input_failed, job_id[:8])
             self.note(f"{final.name}: same content as job {job_id} ({job.input_name}); not queued again"

@@ -221,3 +221,42 @@ def test_a_file_swapped_for_a_link_while_others_are_hashed_is_not_followed(broke
     time.sleep(3)
     assert job_id_for(secret) not in jobs_of(store), "the link's target was queued"
     assert os.stat(secret).st_nlink == 1, "the link's target was hard-linked into the drop zone"
+
+
+def test_a_restarted_producer_does_not_read_the_waiting_videos_again(broker_settings, store, broker, spawn,
+                                                                     tmp_path):
+    """A restarted producer (every stack update, a node lost) knew nothing it had dealt with: every video
+    waiting in input/ for a worker, hundreds after a card was dropped, was read in full again from the
+    shared filesystem, only to be found 'known' -- and so was every upload, once by the web app and again
+    by the producer. A queued video's size and modification time are recorded with its job; a file that
+    still has both is its job's, unread. A file changed since (same size, new content) is read again and
+    replaces its job, as before."""
+    s = broker_settings
+    lay = Layout(s.data)
+    n, size = 10, 64 << 20
+    for i in range(n):               # 64 MiB each, sparse: no disk used, but every hash reads it all
+        os.truncate(write_clip(lay.input / f"trap-{i:04d}.mp4", seconds=0.1, frames=2), size)
+    run = producer_once(s)
+    assert run.returncode == 0 and f"queued {n} job(s)" in run.stdout, run.stderr
+    uploaded = write_clip(tmp_path / "upload.mp4", seconds=0.1, frames=2)       # staged and queued by intake
+    os.truncate(uploaded, size)
+    run = subprocess.run([sys.executable, "-m", "wildswarm", "submit", str(uploaded)], env=settings_env(s),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    changed = lay.input / "trap-0003.mp4"                  # rewritten in place while it waited
+    old_id = job_id_for(changed)
+    with open(changed, "r+b") as fh:
+        fh.seek(size - 1)
+        fh.write(b"\x01")
+    assert changed.stat().st_size == size
+    producer = spawn(s, "producer", node="p1")
+    wait_for(lambda: jobs_of(store)[old_id].status is JobStatus.CANCELLED, 60, "the changed video's job replaced",
+             procs=(producer,))
+    time.sleep(10 * s.settle_seconds + 10 * s.poll_seconds)      # every other file's settle and scan
+    with open(f"/proc/{producer.pid}/io") as fh:
+        read = int(dict(line.split(": ") for line in fh.read().splitlines())["rchar"])
+    assert read < 3 * size, f"read {read / size:.1f} videos' worth, of the one that changed"
+    jobs = jobs_of(store)
+    assert len(jobs) == n + 2 and job_id_for(changed) in jobs
+    assert sorted(j.status.value for j in jobs.values()).count("queued") == n + 1
+    assert broker.counts()[0] == n + 2

@@ -67,6 +67,7 @@ class Job:
     publish_pending: bool = False      # recorded, but its message is not confirmed on the queue yet
     untrained: bool = False
     size_bytes: int | None = None
+    input_mtime_ns: int | None = None  # its file's modification time when hashed (intake; not in the API)
     timings: dict[str, float] = field(default_factory=dict)
     seq: int = 0                       # change sequence: larger for every later change of any job
     parent_id: str | None = None       # a segment job: the job of the whole video
@@ -105,6 +106,7 @@ class Job:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["input_mtime_ns"]        # the producer's note of the file it read, nothing a user asks for
         d["status"] = self.status.value
         d["progress"] = round(self.progress, 4)
         for key in ("created_at", "updated_at", "started_at", "finished_at", "lease_until", "retry_at", "notified_at"):
