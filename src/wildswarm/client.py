@@ -164,6 +164,9 @@ class Client:
             if size is not None and done != size:
                 raise ServerError(f"{self.base}{url_path.split('?')[0]}: {done} bytes of {size}: the download "
                                   "did not end where the file does; nothing was saved")
+            if dest.suffix.lower() == ".zip" and not whole_zip(part):
+                raise ServerError(f"{self.base}{url_path.split('?')[0]}: the zip was cut off after {done} bytes "
+                                  "(it lacks the table of contents a zip ends with); nothing was saved")
             part.replace(dest)
         except BaseException:
             part.unlink(missing_ok=True)
@@ -182,3 +185,15 @@ class Client:
             if all(j["status"] in ("done", "failed", "cancelled") for j in jobs):
                 return
             time.sleep(pause)
+
+
+def whole_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip that ends in its table of contents (a job's zip is made as it is sent, so
+    no size says where it should end: one cut off over HTTP/1.0, or by a proxy, just stops)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            z.infolist()
+        return True
+    except (zipfile.BadZipFile, EOFError):
+        return False
