@@ -18,6 +18,9 @@ import requests
 from wildswarm.errors import WildswarmError
 
 CHUNK = 1 << 20
+#: How long an upload's answer is waited for once its last byte is sent: the web app hashes and checks the
+#: whole video first (its proxy gives it WEB_TIMEOUT, 120 s by default); a server silent for longer has hung.
+ANSWER_SECONDS = 600.0
 
 
 class ServerError(WildswarmError):
@@ -38,7 +41,11 @@ class Upload:
 
 
 class Client:
-    def __init__(self, server: str, token: str, *, timeout: float = 30.0, verify: bool | str = True):
+    def __init__(self, server: str, token: str, *, timeout: float = 30.0, verify: bool | str = True,
+                 answer_timeout: float = ANSWER_SECONDS):
+        """``timeout``: for connecting, for a send to make headway, and for every answer but an upload's;
+        ``answer_timeout``: for the answer to an upload, which the web app gives once it has hashed and
+        checked the whole video."""
         if not server.startswith(("http://", "https://")):
             raise ServerError(f"--server {server!r}: give the web app's address, http(s)://host[:port]")
         # Stripped as a token file is (an env file's CRLF leaves TOKEN\r); a line break left inside would
@@ -51,6 +58,7 @@ class Client:
             raise ServerError("the API token has a line break in it: give it on one line")
         self.base = server.rstrip("/")
         self.timeout = timeout
+        self.answer_timeout = answer_timeout
         self.http = requests.Session()
         self.http.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
         self.http.verify = verify
@@ -66,8 +74,18 @@ class Client:
 
     # --- requests ----------------------------------------------------------------------------------
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
+        timeout = kwargs.pop("timeout", self.timeout)
         try:
-            r = self.http.request(method, self.base + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+            r = self.http.request(method, self.base + path, timeout=timeout, **kwargs)
+        except requests.ReadTimeout:
+            wait = timeout[1] if isinstance(timeout, tuple) else timeout
+            raise ServerError(f"{self.base}{path.split('?')[0]}: no answer within {wait:g} s (the server or its proxy "
+                              "has hung, or is overloaded); what was asked may have been done all the same") from None
+        except requests.ConnectionError as exc:
+            if not _timed_out(exc):
+                raise ServerError(f"{self.base} cannot be reached: {exc}") from None
+            raise ServerError(f"{self.base}{path.split('?')[0]}: the server stopped taking what was sent for "
+                              f"{self.timeout:g} s (it, or its proxy, has hung); nothing was done") from None
         except requests.RequestException as exc:
             raise ServerError(f"{self.base} cannot be reached: {exc}") from None
         if r.is_redirect:       # not followed (an upload): where the web app is now is for the user to give
@@ -136,8 +154,10 @@ class Client:
             body = MultipartEncoderMonitor(encoder, (lambda m: progress(m.bytes_read)) if progress else None)
             # Not redirected: requests would follow a 301/302 as a GET (another answer read as the upload's),
             # and a 307/308 with the streamed body already read (nothing sent, an answer waited for forever).
+            # The upload itself may take long, but each send must make headway within ``timeout`` s, and the answer
+            # come within ``answer_timeout`` s of the last byte: past that, a hung server, not one still working.
             data = self._object("POST", "/api/jobs", data=body, headers={"Content-Type": body.content_type},
-                                timeout=(self.timeout, None), allow_redirects=False)  # the upload itself may take long
+                                timeout=(self.timeout, self.answer_timeout), allow_redirects=False)
         return Upload(data["job"], data["result"], data["message"])
 
     def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None,
@@ -185,6 +205,22 @@ class Client:
             if all(j["status"] in ("done", "failed", "cancelled") for j in jobs):
                 return
             time.sleep(pause)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a connection error of requests' is, under its wrappers, a socket's timeout (a send that made no
+    headway), not a refusal or a reset."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, TimeoutError):
+            return True
+        todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
+    return False
 
 
 def whole_zip(path: Path) -> bool:

@@ -254,3 +254,48 @@ def test_an_endless_answer_that_is_not_json_is_not_read(camera_stream, tmp_path)
                           "t" * 24], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "WILDSWARM_DATA": str(tmp_path)})
     assert run.returncode == 2 and "200 multipart/x-mixed-replace, not the wildswarm API" in run.stderr, run.stderr
+
+
+@pytest.fixture(scope="module")
+def silent_server():
+    """A web app that takes an upload and never answers (``/read``), or stops reading it part way (``/stall``):
+    a hung server, a proxy whose upstream died."""
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            if self.path.startswith("/read"):
+                self.rfile.read(int(self.headers["Content-Length"]))
+            release.wait(60)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("where", ["read", "stall"])
+def test_an_upload_the_server_never_answers_ends_in_an_error(silent_server, tmp_path, where):
+    """The upload waited for its answer without a limit (the send too, once the server stopped reading): a
+    `wildswarm submit --server` of a night's videos hung for good at the first hung server, saying nothing.
+    The answer is waited for as long as the web app can take (ANSWER_SECONDS; 1 s here), each send for the
+    client's timeout, then it is a clear error (the first saying the video may have been queued)."""
+    import time
+
+    from wildswarm.client import Client, ServerError
+    video = tmp_path / "owl.mp4"
+    with open(video, "wb") as fh:                  # larger than the loopback's socket buffers together
+        fh.truncate(64 << 20)
+    t0 = time.monotonic()
+    said = {"read": "/api/jobs: no answer within 1 s", "stall": "/api/jobs: the server stopped taking what was sent"}
+    with Client(f"{silent_server}/{where}", "t" * 24, timeout=1, answer_timeout=1) as c:
+        with pytest.raises(ServerError, match=said[where]):
+            c.submit(video)
+    assert time.monotonic() - t0 < 20

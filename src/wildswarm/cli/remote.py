@@ -22,7 +22,8 @@ def server_options(fn):
         click.option("--server", default=None, metavar="URL",
                      help="Do it through this wildswarm web app (https://host:8443; WILDSWARM_SERVER) instead "
                           "of the shared filesystem and the job store."),
-        click.option("--token", default=None, help="The server's API token (WILDSWARM_SERVER_TOKEN)."),
+        click.option("--token", default=None, help="The server's API token (WILDSWARM_SERVER_TOKEN); other users "
+                                                   "see it in ps: prefer --token-file."),
         click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="A file holding the token (WILDSWARM_SERVER_TOKEN_FILE)."),
         click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path), default=None,
