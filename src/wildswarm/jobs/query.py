@@ -7,7 +7,8 @@ from datetime import date
 from wildswarm.jobs.model import JobStatus
 
 WHOLE = "parent_id IS NULL"   # a video's own job (not one of its segments)
-#: The orders a listing may be sorted in; each ends on the id, so pages never overlap.
+#: The orders a listing may be sorted in; each ends on the id, so pages never overlap. Each is an index's key,
+#: word for word (0014_listing_orders.sql): changed here, it must be changed there, or each page reads every row.
 ORDERS = {
     "newest": "created_at DESC, id DESC",
     "oldest": "created_at ASC, id ASC",
