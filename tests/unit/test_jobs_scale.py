@@ -111,7 +111,7 @@ def assert_bounded(store: JobStore, call, at_most: int = READ_AT_MOST) -> None:
     read = rows_read(store, call)
     assert read, "the call ran no statement"
     for n, query in read:
-        assert n <= at_most, f"read {n} rows of a {ROWS}-row table for: {query}"
+        assert n <= at_most, f"read {n} rows for: {query}"
 
 
 @pytest.mark.parametrize("order", ["animals", "longest", "name"])
@@ -138,3 +138,17 @@ def test_each_filter_of_the_jobs_page_reads_what_it_shows_not_the_table(big_stor
     matches = big_store.count(query)
     assert_bounded(big_store, lambda: big_store.list(query))
     assert_bounded(big_store, lambda: big_store.count(query, cap=10_000), at_most=max(READ_AT_MOST, matches + 100))
+
+
+def test_deleting_a_job_forgets_day_old_deletions_without_reading_them_all(store):
+    """Audit: each deletion also forgets the deletions over a day old, by reading every deletion of the last day
+    (a seq scan of deleted_jobs): a lab clearing out 100,000 videos in bulk (1,000 a request) read the deletions
+    once for each, 28 ms a job at 100,000 of them (28 s a request, the work growing with the square of the jobs)."""
+    with store.db.connection() as conn:
+        conn.execute("INSERT INTO deleted_jobs (id, seq, deleted_at) SELECT lpad(to_hex(g), 16, '0'), "
+                     "nextval('job_seq'), now() - interval '1 hour' FROM generate_series(1, 50000) g")
+        conn.execute("ANALYZE deleted_jobs")
+    job, _ = store.submit("f" * 16, "a.mp4")
+    store.cancel(job.id, "test")
+    assert_bounded(store, lambda: store.delete(job.id))
+    assert store.changes(store.latest_seq() - 1).deleted == [job.id]
