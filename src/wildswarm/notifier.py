@@ -198,6 +198,7 @@ def payload(job: Job, public_url: str = "") -> dict:
 class Notifications:
     """The notification columns of the jobs table (only these: a job's state is the store's)."""
 
+    # jobs_notify_idx holds exactly the waiting jobs of this predicate (0017_notify_ended.sql): keep them the same
     ENDED = "status IN ('done', 'failed', 'cancelled') AND parent_id IS NULL"
 
     def __init__(self, db):
