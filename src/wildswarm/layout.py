@@ -267,7 +267,7 @@ def remove_partial_results(root: Path, name: str) -> list[Path]:
     return removed
 
 
-#: Temporary folders a killed ``wildswarm models fetch``, ONNX export (pipeline/backends.py) or int8
+#: Temporary folders a killed ``wildswarm models fetch``, ONNX export (pipeline/onnx_exports.py) or int8
 #: quantization (pipeline/quantize.py) leaves beside the models or in the backends' cache.
 LEFTOVER_DIRS = (".fetch-", ".export-", ".int8-")
 #: How long a leftover must be untouched before it is removed. Those writers keep their files growing
@@ -287,7 +287,7 @@ def _newest_mtime(path: str) -> float:
 
 def _leftover_file(name: str) -> bool:
     """An atomic write's temporary file: ``.<file>.<random or pid>.tmp`` (models.py, weights_lock.py,
-    backends.py's compiled networks, :func:`atomic_write`) or ``.backends-<random>`` (the timings)."""
+    runtime.py's compiled networks, :func:`atomic_write`) or ``.backends-<random>`` (the timings)."""
     return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".backends-"))
 
 

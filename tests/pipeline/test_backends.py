@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from wildswarm.config import Settings
-from wildswarm.pipeline import backends
+from wildswarm.pipeline import backends, torch_path
 from wildswarm.pipeline import models as cat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -508,7 +508,7 @@ def test_the_pipeline_runs_pytorch_in_bf16_where_its_device_has_it_and_records_i
     settings = untrained_settings.replace(backend="torch", precision="bf16", fps=1, classifier="AI4GSnapshotSerengeti")
     summaries = {}
     for native in (False, True):
-        monkeypatch.setattr(backends, "native_bf16", lambda device_type, native=native: native)
+        monkeypatch.setattr(torch_path, "native_bf16", lambda device_type, native=native: native)
         r = Pipeline(settings).analyze(video, tmp_path / str(native))
         summaries[native] = json.loads((r.output_dir / "summary.json").read_text())
         assert (r.output_dir / "keypoints.csv").is_file() and r.frames_analysed > 0
