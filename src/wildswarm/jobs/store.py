@@ -31,17 +31,14 @@ fail_split          split (held by its segments)       failed, with its unfinish
 ==================  =================================  ======================================
 
 A long video is one **split** job and a **segment job** per segment (rows of
-the same table, ``parent_id`` set): the segment jobs go through the queue and
-the transitions above like any job, while the split job waits, held by them
-(its lease owner ``segments``, its lease never running out), until the worker that finishes
-the last one wins ``claim_merge`` -- exactly one does -- and merges. Listings,
-counts and changes show whole videos only.
+the same table, ``parent_id`` set; its transitions, split to merge, are in
+``long_videos``, part of this class). Listings, counts and changes show whole
+videos only. The SQL pieces the transitions share are in ``clauses``.
 
 Times are the database's ``now()``: the clocks of the nodes never matter.
 """
 from __future__ import annotations
 
-import re
 from typing import Callable, NamedTuple
 
 import psycopg
@@ -49,35 +46,12 @@ from psycopg.types.json import Jsonb
 
 from wildswarm.config import Settings
 from wildswarm.errors import JobConflict, JobError, JobStoreError
+from wildswarm.jobs.clauses import (CHANGED, EXPIRED, JOB_ID, LEASE, MINE, NOTIFY_AGAIN, PARENT_WAITS, RESET,
+                                    db_text)
 from wildswarm.jobs.db import Database
-from wildswarm.jobs.model import Job, JobStatus, segment_id
+from wildswarm.jobs.long_videos import LongVideos
+from wildswarm.jobs.model import Job, JobStatus
 from wildswarm.jobs.query import WHOLE, JobQuery
-
-JOB_ID = re.compile(r"[0-9a-f]{8,64}")
-CHANGED = "seq = nextval('job_seq'), updated_at = now()"
-#: A split video's progress: the sum of its segments' frames, its total raised to it where the header's
-#: estimate fell short (a Matroska's duration times its rate), so its progress never passes 1.
-SUM_SEGMENTS = ("UPDATE jobs SET frames_done = s.n, frames_total = greatest(jobs.frames_total, s.n){} "
-                "FROM (SELECT coalesce(sum(frames_done), 0) AS n FROM jobs c WHERE c.parent_id = %(id)s) s "
-                "WHERE jobs.id = %(id)s")
-LEASE = "lease_until = now() + make_interval(secs => %(lease)s)"
-MINE = "id = %(id)s AND status = 'running' AND lease_owner = %(owner)s"
-EXPIRED = "status = 'running' AND lease_until < now()"
-RESET = ("frames_done = 0, frames_total = 0, node = NULL, started_at = NULL, finished_at = NULL, "
-         "lease_owner = NULL, lease_until = NULL, retry_at = NULL, error = NULL")
-# A retried job notifies its webhook again when it ends.
-NOTIFY_AGAIN = ("notify_state = CASE WHEN webhook_url IS NOT NULL THEN 'waiting' END, notify_attempts = 0, "
-                "notify_at = NULL, notify_error = NULL, notified_at = NULL")
-SPLIT_OWNER = "segments"      # the lease owner of a split job while its segment jobs run
-# A segment job may run only while its video's job waits for it.
-PARENT_WAITS = (f"(parent_id IS NULL OR EXISTS (SELECT 1 FROM jobs p WHERE p.id = jobs.parent_id "
-                f"AND p.status = 'running' AND p.lease_owner = '{SPLIT_OWNER}'))")
-
-
-def _text(reason: str, limit: int = 4000) -> str:
-    """A reason as PostgreSQL text takes it: no NUL characters, bounded length."""
-    return reason.replace("\x00", "\\0")[:limit]
-
 
 class Changes(NamedTuple):
     """:meth:`JobStore.changes`: the jobs changed (as they are now), the change number to ask from next,
@@ -87,7 +61,7 @@ class Changes(NamedTuple):
     deleted: list[str]
 
 
-class JobStore:
+class JobStore(LongVideos):
     """Job records in PostgreSQL. Thread-safe: every call takes a pooled connection."""
 
     def __init__(self, db: Database):
@@ -212,7 +186,7 @@ class JobStore:
         job = self._one("recording a refusal",
                         "INSERT INTO jobs (id, input_name, size_bytes, status, refused, error, node, finished_at) "
                         "VALUES (%s, %s, %s, 'failed', true, %s, %s, now()) ON CONFLICT (id) DO NOTHING "
-                        "RETURNING *", (job_id, input_name, size_bytes, _text(reason), node))
+                        "RETURNING *", (job_id, input_name, size_bytes, db_text(reason), node))
         return job or self.get(job_id)
 
     def mark_published(self, job_id: str) -> Job | None:
@@ -250,10 +224,6 @@ class JobStore:
             self._sum_segments(job.parent_id)
         return job is not None
 
-    def _sum_segments(self, parent_id: str) -> None:
-        with self.db.connection("recording progress") as conn:
-            conn.execute(SUM_SEGMENTS.format(", " + CHANGED) + " AND status = 'running'", {"id": parent_id})
-
     def finish(self, job_id: str, owner: str, *, output: str, outputs: list[str], frames: int,
                untrained: bool, timings: dict[str, float], profile: str | None = None,
                profile_settings: dict | None = None, findings: dict | None = None) -> Job | None:
@@ -278,104 +248,11 @@ class JobStore:
             self._sum_segments(job.parent_id)
         return job
 
-    # --- a long video's transitions -------------------------------------------------------------------
-    def split(self, job_id: str, owner: str, plan: dict, finished: list[bool]) -> list["Job"] | None:
-        """Hand ``owner``'s running job to its segment jobs (one per entry of ``finished``): created
-        queued with their publish pending, or kept as they are; a segment whose result is on disk
-        (``finished[k]``) is done, one recorded done or failed whose result is not is queued again.
-        The job stays running, held by its segments. Returns the segment jobs to publish (queued);
-        None if the job is no longer this owner's."""
-        with self.db.connection("splitting a job") as conn, conn.transaction():
-            row = conn.execute(f"UPDATE jobs SET segments = %(n)s, plan = %(plan)s, frames_total = %(total)s, "
-                               f"lease_owner = '{SPLIT_OWNER}', lease_until = '9999-12-31 00:00:00+00', {CHANGED} "
-                               f"WHERE {MINE} RETURNING *",
-                               self._params(job_id, owner, n=len(finished), plan=Jsonb(plan),
-                                            total=int(plan.get("total", 0)))).fetchone()
-            if row is None:
-                return None
-            job = Job.from_row(row)
-            for k, done in enumerate(finished):
-                params = {"id": segment_id(job_id, k), "parent": job_id, "k": k, "name": job.input_name,
-                          "size": job.size_bytes, "done": bool(done), "profile": job.profile}
-                conn.execute(
-                    "INSERT INTO jobs (id, input_name, size_bytes, parent_id, segment, profile, status, "
-                    "publish_pending, finished_at) VALUES (%(id)s, %(name)s, %(size)s, %(parent)s, %(k)s, %(profile)s, "
-                    "CASE WHEN %(done)s THEN 'done' ELSE 'queued' END, NOT %(done)s, "
-                    "CASE WHEN %(done)s THEN now() END) ON CONFLICT (id) DO NOTHING", params)
-                # recorded done or failed, but its result is not (or is) on disk: the disk decides
-                conn.execute(
-                    f"UPDATE jobs SET status = 'queued', attempts = 0, {RESET}, publish_pending = true, {CHANGED} "
-                    "WHERE id = %(id)s AND NOT %(done)s AND (status IN ('done', 'failed') OR "
-                    f"({EXPIRED}))", params)
-                conn.execute(
-                    f"UPDATE jobs SET status = 'done', finished_at = now(), lease_owner = NULL, lease_until = NULL, "
-                    f"publish_pending = false, {CHANGED} WHERE id = %(id)s AND %(done)s AND status <> 'done' "
-                    "AND status <> 'running'", params)
-            return self._queued_segments(conn, job_id)
-
-    def replan(self, job_id: str, mine: str, owner: str, finished: list[bool]) -> list["Job"] | None:
-        """A split job's segments planned again (``finished``: which results are on disk under the new
-        plan), by the worker ``owner`` that holds its segment job ``mine`` and found the plan made
-        under other settings. Every segment job not done under the new plan is queued again with its
-        attempts forgiven: one that another worker runs is taken from it (it stops at its next lease
-        renewal, recording nothing), and this one's own is queued like the rest. Returns the segment
-        jobs to publish; None if the job no longer waits for its segments or ``owner`` lost its own."""
-        with self.db.connection("planning a job's segments again") as conn, conn.transaction():
-            row = conn.execute(f"UPDATE jobs SET replans = replans + 1, {CHANGED} WHERE id = %(id)s "
-                               f"AND status = 'running' AND lease_owner = '{SPLIT_OWNER}' AND EXISTS "
-                               "(SELECT 1 FROM jobs c WHERE c.id = %(segment)s AND c.parent_id = %(id)s "
-                               "AND c.status = 'running' AND c.lease_owner = %(owner)s) RETURNING *",
-                               {"id": job_id, "segment": mine, "owner": owner}).fetchone()
-            if row is None:
-                return None
-            for k, done in enumerate(finished):
-                params = {"id": segment_id(job_id, k), "done": bool(done)}
-                conn.execute(f"UPDATE jobs SET status = 'queued', attempts = 0, {RESET}, publish_pending = true, "
-                             f"{CHANGED} WHERE id = %(id)s AND NOT %(done)s AND status <> 'cancelled'", params)
-                conn.execute(f"UPDATE jobs SET status = 'done', finished_at = now(), lease_owner = NULL, "
-                             f"lease_until = NULL, publish_pending = false, {CHANGED} WHERE id = %(id)s AND %(done)s "
-                             "AND status <> 'done'", params)
-            return self._queued_segments(conn, job_id)
-
-    @staticmethod
-    def _queued_segments(conn, job_id: str) -> list["Job"]:
-        """A split job's segment jobs that wait for a worker (to publish), its progress summed again."""
-        rows = conn.execute("SELECT * FROM jobs WHERE parent_id = %s AND status = 'queued' ORDER BY segment",
-                            (job_id,)).fetchall()
-        conn.execute(SUM_SEGMENTS.format(""), {"id": job_id})
-        return [Job.from_row(r) for r in rows]
-
-    def claim_merge(self, job_id: str, owner: str, node: str) -> Job | None:
-        """The split job, leased to ``owner`` to merge, once every segment job is done: exactly one
-        caller wins (of two that finished the last segments together, the later one's view is whole)."""
-        return self._one("claiming a merge",
-                         f"UPDATE jobs SET lease_owner = %(owner)s, {LEASE}, node = %(node)s, {CHANGED} "
-                         f"WHERE id = %(id)s AND status = 'running' AND lease_owner = '{SPLIT_OWNER}' "
-                         "AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = %(id)s AND c.status <> 'done') "
-                         "RETURNING *", self._params(job_id, owner, node=node))
-
-    def fail_split(self, job_id: str, reason: str) -> Job | None:
-        """A split job whose segment failed for good: failed, with its segments not yet done or running."""
-        with self.db.connection("recording a failed job") as conn, conn.transaction():
-            row = conn.execute("UPDATE jobs SET status = 'failed', error = %(reason)s, finished_at = now(), "
-                               f"lease_owner = NULL, lease_until = NULL, {CHANGED} WHERE id = %(id)s "
-                               f"AND status = 'running' AND lease_owner = '{SPLIT_OWNER}' RETURNING *",
-                               {"id": job_id, "reason": _text(reason)}).fetchone()
-            if row is not None:
-                conn.execute("UPDATE jobs SET status = 'failed', error = 'its video failed', finished_at = now(), "
-                             f"publish_pending = false, {CHANGED} WHERE parent_id = %s AND status = 'queued'",
-                             (job_id,))
-        return Job.from_row(row) if row else None
-
-    def segment_jobs(self, job_id: str) -> list["Job"]:
-        """A split job's segment jobs, in order."""
-        return self._many("reading segments", "SELECT * FROM jobs WHERE parent_id = %s ORDER BY segment", (job_id,))
-
     def fail(self, job_id: str, owner: str, reason: str) -> Job | None:
         return self._one("recording a failed job",
                          "UPDATE jobs SET status = 'failed', error = %(reason)s, finished_at = now(), "
                          f"lease_owner = NULL, lease_until = NULL, {CHANGED} WHERE {MINE} RETURNING *",
-                         self._params(job_id, owner, reason=_text(reason)))
+                         self._params(job_id, owner, reason=db_text(reason)))
 
     def requeue(self, job_id: str, owner: str, reason: str, delay_seconds: float = 0.0) -> Job | None:
         """Give the job back, to be tried again after ``delay_seconds`` (its attempts stay counted)."""
@@ -388,7 +265,7 @@ class JobStore:
                          "lease_owner = NULL, lease_until = NULL, "
                          f"retry_at = CASE WHEN {PARENT_WAITS} THEN now() + make_interval(secs => %(delay)s) END, "
                          f"{CHANGED} WHERE {MINE} RETURNING *",
-                         self._params(job_id, owner, reason=_text(reason), delay=float(delay_seconds)))
+                         self._params(job_id, owner, reason=db_text(reason), delay=float(delay_seconds)))
 
     # --- the reconciler's transitions ---------------------------------------------------------------
     def fail_abandoned(self, job_id: str, reason: str) -> Job | None:
@@ -397,7 +274,7 @@ class JobStore:
                          "UPDATE jobs SET status = 'failed', error = %(reason)s, finished_at = now(), "
                          "lease_owner = NULL, lease_until = NULL, publish_pending = false, "
                          f"{CHANGED} WHERE id = %(id)s AND (status = 'queued' OR ({EXPIRED})) RETURNING *",
-                         self._params(job_id, reason=_text(reason)))
+                         self._params(job_id, reason=db_text(reason)))
 
     def requeue_expired(self, grace_seconds: float) -> list[Job]:
         """Running jobs whose worker stopped heartbeating ``grace_seconds`` ago: queued, to be published.
@@ -475,7 +352,7 @@ class JobStore:
                   "WHERE {} AND status IN ('queued', 'running') RETURNING *")
         if not JOB_ID.fullmatch(job_id):          # never a query for what cannot be an id
             raise JobError(f"no job {job_id[:64]!r}")
-        params = {"id": job_id, "reason": _text(reason)}
+        params = {"id": job_id, "reason": db_text(reason)}
         with self.db.connection("cancelling a job") as conn, conn.transaction():
             row = conn.execute(cancel.format("id = %(id)s AND parent_id IS NULL"), params).fetchone()
             if row is not None:
