@@ -25,92 +25,35 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 from wildswarm import metrics
 from wildswarm.broker import retry_delay
 from wildswarm.config import Settings
-from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, PlanChanged, VideoError
+from wildswarm.errors import JobStoreError, JobStoreUnavailable, ModelError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore
 from wildswarm.jobs.findings import findings_of
 from wildswarm.layout import Layout, move_into, remove_partial_results, stem_of
+from wildswarm.lease import Lease
 from wildswarm.messages import JobMessage
 from wildswarm.pipeline.cache import Fixed, Loaded, PipelineCache
 from wildswarm.profiles import ProfileError
+from wildswarm.segment_runs import SegmentRuns
+from wildswarm.verdict import Analyzer, Outcome, Verdict
+
+__all__ = ["Analyzer", "JobRunner", "Lease", "Outcome", "Verdict"]
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0   # seconds between progress writes to the job store
-MAX_REPLANS = 10          # a long video's segments planned again at most this often, then it fails
-
-
-class Analyzer(Protocol):
-    """What the runner needs of :class:`~wildswarm.pipeline.run.Pipeline` (or a test aid)."""
-
-    def analyze(self, video: Path, out_root: Path, *, name: str | None = None,
-                progress: Callable[[int, int], None] | None = None): ...
-
-
-class Outcome(str, Enum):
-    DONE = "done"                # analysed and recorded; ack
-    FAILED = "failed"            # failed for good, recorded; ack
-    RETRIED = "retried"          # failed, attempts left: given back; publish it delayed, ack
-    DUPLICATE = "duplicate"      # a message for a finished job; ack
-    SKIPPED = "skipped"          # a second message for a job running elsewhere; ack
-    DEFERRED = "deferred"        # a redelivery while another worker's lease lives: publish it delayed, ack
-    LOST = "lost"                # this worker's lease was taken over mid-job; ack, record nothing
-    REJECTED = "rejected"        # malformed, or no job behind it; dead-lettered with the reason, ack
-    INTERRUPTED = "interrupted"  # the worker stopped first; given back, no ack: delivered again
-    SPLIT = "split"              # a long video handed to its segment jobs: publish their messages, ack
-    CANCELLED = "cancelled"      # a person cancelled it while it ran: stopped, nothing recorded; ack
-
-
-@dataclass(frozen=True)
-class Verdict:
-    outcome: Outcome
-    delay: float = 0.0           # RETRIED, DEFERRED: publish the message again after this long
-    reason: str = ""             # REJECTED: why
-    messages: tuple[JobMessage, ...] = ()  # SPLIT: the segment jobs' messages
-    message: JobMessage | None = None      # RETRIED: publish this one (not the delivery's) again later
 
 
 class _Stop(BaseException):
     """Raised from the progress callback to stop an analysis (passes ``except Exception``)."""
 
 
-class Lease:
-    """``with Lease(store, job, owner, on_lost):`` renew the claim every quarter lease."""
-
-    def __init__(self, store: JobStore, job_id: str, owner: str, on_lost: Callable[[], None]):
-        self.store, self.job_id, self.owner, self.on_lost = store, job_id, owner, on_lost
-        self.interval = max(0.05, store.lease_seconds / 4)
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job_id}")
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if not self.store.heartbeat(self.job_id, self.owner):
-                    self.lost.set()
-                    self.on_lost()
-                    return
-            except JobStoreError as exc:      # the store is down: keep working, try again next time
-                log.warning("job %s: lease not renewed: %s", self.job_id, exc)
-
-    def __enter__(self) -> "Lease":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
-
-
-class JobRunner:
+class JobRunner(SegmentRuns):
     """Does one job on the shared filesystem; knows nothing of the broker."""
 
     def __init__(self, settings: Settings, analyzer: "Analyzer | PipelineCache", store: JobStore,
@@ -333,124 +276,6 @@ class JobRunner:
             return Verdict(Outcome.LOST)
         self.note(job, f"attempt {job.attempts} failed, tried again in {delay} s: {reason}")
         return Verdict(Outcome.RETRIED, delay=delay, message=JobMessage.for_job(job))
-
-    # --- long videos: split, segments, merge ------------------------------------------------------------
-    def _plan(self, job: Job, src: Path, workers: int | None, analyzer):
-        """The segment plan of a long video, or None (a short one, or an analyser without segments).
-        A video split before (a retry, a split cut short) keeps its plan, and so its finished segments,
-        whatever the number of workers now."""
-        planner = getattr(analyzer, "plan", None)
-        if planner is None:
-            return None
-        if job.plan:
-            from wildswarm.pipeline.segments import SegmentPlan
-            return SegmentPlan(**job.plan)
-        from wildswarm.pipeline.video import probe
-        return planner(probe(src), workers=workers)
-
-    def _split(self, job: Job, src: Path, seg_plan, loaded: Loaded, cancel: threading.Event) -> Verdict:
-        """Hand a long video to its segment jobs: their messages go on the queue, any worker takes one."""
-        from wildswarm.pipeline import segments
-        name = stem_of(job.input_name)
-        try:
-            where = loaded.analyzer.prepare_segments(src, self.layout.output, name, seg_plan)
-            finished = [segments.finished(where, k) for k in range(seg_plan.count)]
-        except OSError as exc:
-            return self._retry(job, f"cannot prepare its segments: {exc}")
-        plan = {"total": seg_plan.total, "length": seg_plan.length, "overlap": seg_plan.overlap}
-        todo = self.call(self.store.split, job.id, self.owner, plan, finished)
-        if todo is None:
-            return Verdict(Outcome.LOST)
-        metrics.SEGMENTS.labels("planned").inc(len(todo))
-        self.note(job, f"split into {seg_plan.count} segments of {seg_plan.length} frames "
-                       f"({seg_plan.count - len(todo)} already done)")
-        if todo:
-            return Verdict(Outcome.SPLIT, messages=tuple(JobMessage.for_job(c) for c in todo))
-        video = self.call(self.store.claim_merge, job.id, self.owner, self.node)
-        return self._merge(video, src, seg_plan, loaded, cancel) if video is not None else Verdict(Outcome.SKIPPED)
-
-    def _segment(self, job: Job, video: Job, src: Path, loaded: Loaded, cancel: threading.Event) -> Verdict:
-        """Analyse one segment of a long video; the worker that finishes the last one merges them."""
-        from wildswarm.pipeline.segments import SegmentPlan
-        seg_plan = SegmentPlan(**video.plan)
-        name = stem_of(video.input_name)
-        first, stop = seg_plan.owned(job.segment)
-        total = (stop if stop is not None else seg_plan.total) - first
-        checker = getattr(loaded.analyzer, "check_segments", None)
-        try:
-            if checker is not None:
-                checker(src, self.layout.output, name, seg_plan)
-        except PlanChanged as exc:
-            return self._replan(job, video, src, seg_plan, loaded, exc.differs)
-        except OSError as exc:
-            return self._retry(job, f"cannot read its video's segment plan: {exc}")
-        self.note(job, f"segment {job.segment + 1} of {seg_plan.count} started (attempt {job.attempts})")
-        progress = self._progress(job, cancel)
-        frames, verdict = self._leased(job, cancel, lambda: loaded.analyzer.analyze_segment(
-            src, self.layout.output, name, job.segment, seg_plan, report=lambda n: progress(min(n, total), total)))
-        if verdict is not None:
-            return verdict
-        owned = min(frames, total) if stop is not None else frames
-        done = self.call(self.store.finish, job.id, self.owner, output=name, outputs=[], frames=owned,
-                         untrained=bool(getattr(loaded.analyzer, "untrained", False)), timings={})
-        if done is not None:
-            metrics.SEGMENTS.labels("done").inc()
-            self.note(job, f"segment {job.segment + 1} of {seg_plan.count} done ({owned} frames)")
-        # Claimed even when the finish matched nothing: the store may have recorded it and lost its answer,
-        # or another worker's record stands; either way the merge is due once every segment is done.
-        merging = self.call(self.store.claim_merge, video.id, self.owner, self.node)
-        if merging is None:
-            return Verdict(Outcome.DONE if done is not None else Outcome.LOST)
-        return self._merge(merging, src, seg_plan, loaded, cancel)
-
-    def _replan(self, job: Job, video: Job, src: Path, seg_plan, loaded: Loaded, differs: str) -> Verdict:
-        """``job``'s video was planned under another key than this worker's: a rolling update (a new
-        image, new weights or new settings) left workers of both kinds, or one node differs. A result
-        made of both kinds' segments would not be one analysis, so this worker plans the video again
-        under its own key (its segments on disk are dropped) and queues every segment again; the
-        attempts of none are counted. Workers that disagree for good would plan it back and forth:
-        after ``MAX_REPLANS`` the video fails, saying what differs."""
-        name = stem_of(video.input_name)
-        if video.replans >= MAX_REPLANS:
-            return self._fail(job, f"its segments were planned {video.replans + 1} times by workers that "
-                                   f"disagree ({differs}); give every worker the same version, weights and settings")
-        try:
-            from wildswarm.pipeline import segments
-            where = loaded.analyzer.prepare_segments(src, self.layout.output, name, seg_plan)
-            finished = [segments.finished(where, k) for k in range(seg_plan.count)]
-        except OSError as exc:
-            return self._retry(job, f"cannot plan its video's segments again: {exc}")
-        todo = self.call(self.store.replan, video.id, job.id, self.owner, finished)
-        if todo is None:
-            return Verdict(Outcome.LOST)
-        metrics.SEGMENTS.labels("replanned").inc(len(todo))
-        self.note(video, f"segments planned again by {self.node}, as planned under other settings ({differs}); "
-                         f"{len(todo)} of {seg_plan.count} queued again")
-        return Verdict(Outcome.SPLIT, messages=tuple(JobMessage.for_job(c) for c in todo))
-
-    def _merge(self, video: Job, src: Path, seg_plan, loaded: Loaded, cancel: threading.Event) -> Verdict:
-        """Every segment is done and this worker won the merge: the video's result, as one run's."""
-        self.note(video, f"merging its {seg_plan.count} segments")
-        name = stem_of(video.input_name)
-        remove_partial_results(self.layout.output, name)       # what a merger killed midway left
-        try:
-            with Lease(self.store, video.id, self.owner, cancel.set) as lease:
-                result = loaded.analyzer.merge(src, self.layout.output, name, seg_plan)
-        except Exception as exc:
-            metrics.MERGES.labels("failed").inc()
-            if lease.lost.is_set():
-                return Verdict(Outcome.LOST)
-            log.exception("job %s: merge failed", video.id)
-            return self._retry(video, f"merge failed: {type(exc).__name__}: {exc}")
-        metrics.MERGES.labels("done").inc()
-        verdict = self._finish(video, src, result, loaded)
-        if verdict.outcome is Outcome.DONE:     # recorded: the segments are no longer needed
-            self._remove_segments(name)
-        return verdict
-
-    def _remove_segments(self, name: str) -> None:
-        from wildswarm.pipeline import segments
-        segments.remove(self.layout.output, name)
 
     def _was_cancelled(self, job: Job) -> bool:
         try:

@@ -349,7 +349,7 @@ def test_a_worker_of_another_version_plans_the_segments_again_and_counts_no_atte
 
 
 def test_workers_that_disagree_for_good_fail_the_video_saying_what_differs(cut, store, monkeypatch):
-    monkeypatch.setattr("wildswarm.runner.MAX_REPLANS", 3)
+    monkeypatch.setattr("wildswarm.segment_runs.MAX_REPLANS", 3)
     msg = long_video(store, cut)
     seg = runner(cut, store, Keyed(cut, "a")).run(msg, workers=2).messages[0]
     verdicts = [runner(cut, store, Keyed(cut, key), node=f"n-{key}").run(seg).outcome for key in "babab"]
