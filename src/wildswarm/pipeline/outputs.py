@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,21 @@ from wildswarm.pipeline.track import track_name
 
 #: The files of every result folder (files.py names them; smoothing adds the filtered keypoints).
 ALL_FILES = expected(smoothing=False)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A video's result as committed: ``output_dir`` holds ``files``; ``summary`` is its summary.json."""
+
+    name: str
+    output_dir: Path
+    files: tuple[str, ...]
+    frames_read: int
+    frames_analysed: int
+    animals: int
+    untrained: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
 
 
 class OutputFolder:
