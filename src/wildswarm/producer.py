@@ -38,7 +38,8 @@ from wildswarm.config import Settings
 from wildswarm.errors import BrokerError, JobStoreError, UnsafePathError, VideoError
 from wildswarm.intake import Admission, Intake, Refused, refusal
 from wildswarm.jobs import JobStore
-from wildswarm.layout import Layout, safe_name, sweep_leftovers
+from wildswarm.layout import Layout, safe_name
+from wildswarm.leftovers import sweep_leftovers
 from wildswarm.notifier import Notifier
 from wildswarm.reconciler import Reconciler, safe_run
 

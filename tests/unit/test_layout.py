@@ -165,7 +165,7 @@ def test_what_a_killed_model_fetch_export_or_quantization_left_is_swept_and_noth
     temporary folder (hundreds of MB of weights) beside the models; an atomic write killed midway,
     its temporary file. Those untouched for long are removed; a sibling's live ones, the weights,
     the lock and the exports stay."""
-    from wildswarm.layout import sweep_leftovers
+    from wildswarm.leftovers import sweep_leftovers
     models, cache = tmp_path / "models", tmp_path / "cache"
     (cache / "openvino" / "t2").mkdir(parents=True)
     (cache / "exports").mkdir()
@@ -205,7 +205,7 @@ def test_what_a_killed_model_fetch_export_or_quantization_left_is_swept_and_noth
 
 def test_a_read_only_models_folder_is_not_swept_and_not_an_error(tmpfs):
     """Workers mount models/ read-only: their sweep removes nothing there, quietly."""
-    from wildswarm.layout import sweep_leftovers
+    from wildswarm.leftovers import sweep_leftovers
     (tmpfs.path / ".fetch-abc").mkdir()
     (tmpfs.path / ".fetch-abc" / "w.pt").write_bytes(b"x")
     (tmpfs.path / ".w.pt.k2.tmp").write_bytes(b"x")
