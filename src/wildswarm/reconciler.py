@@ -142,31 +142,38 @@ class Reconciler:
                 done["malformed"] += 1
                 continue
             try:
-                job = self.store.fail_abandoned(msg.job_id, f"dead-lettered: {reason}")
-            except BaseException:
-                self.broker.requeue(d)
+                outcome = self._dead_letter(msg, reason)
+            except BaseException:               # the store failed mid-way: the letter goes back, to be
+                self.broker.requeue(d)          # settled next pass (each step is safe to take again)
                 raise
-            if job is not None and job.parent_id:   # a segment: its video fails with it
-                video = self.store.fail_split(job.parent_id, f"segment {job.segment} dead-lettered: {reason}")
-                if video is not None:
-                    self._move_failed_input(video)
-                self.note(f"job {job.parent_id} {job.input_name}: failed: segment {job.segment} dead-lettered: "
-                          f"{reason}")
-                done["dead_failed"] += 1
-                metrics.JOBS.labels("failed").inc()
-            elif job is not None:
-                self._move_failed_input(job)
-                self.note(f"job {job.id} {job.input_name}: failed: dead-lettered: {reason}")
-                done["dead_failed"] += 1
-                metrics.JOBS.labels("failed").inc()     # no worker counted it: it died with it (JobsFailing)
-            elif (current := self.store.find(msg.job_id)) is not None and current.status is JobStatus.RUNNING:
+            done[outcome] += 1
+            if outcome == "dead_waiting":
                 self.broker.requeue(d)          # a live worker holds it: look again next pass
-                done["dead_waiting"] += 1
                 break
-            else:
-                done["dead_settled"] += 1      # finished meanwhile, or no such job
             self.broker.ack(d)
         return done
+
+    def _dead_letter(self, msg: JobMessage, reason: str) -> str:
+        """Fail the job of a dead-lettered message (and a segment's video with it); returns what became of it."""
+        job = self.store.fail_abandoned(msg.job_id, f"dead-lettered: {reason}")
+        if job is None:
+            current = self.store.find(msg.job_id)
+            if current is not None and current.status is JobStatus.RUNNING:
+                return "dead_waiting"
+            if current is None or not (current.parent_id and current.status is JobStatus.FAILED):
+                return "dead_settled"           # finished meanwhile, or no such job
+            job = current    # a failed segment: its video may still wait for it (failing it was cut short)
+        if job.parent_id:                       # a segment: its video fails with it
+            video = self.store.fail_split(job.parent_id, f"segment {job.segment} dead-lettered: {reason}")
+            if video is None:
+                return "dead_settled"           # failed already, or retried meanwhile
+            self._move_failed_input(video)
+            self.note(f"job {job.parent_id} {job.input_name}: failed: segment {job.segment} dead-lettered: {reason}")
+        else:
+            self._move_failed_input(job)
+            self.note(f"job {job.id} {job.input_name}: failed: dead-lettered: {reason}")
+        metrics.JOBS.labels("failed").inc()     # no worker counted it: it died with it (JobsFailing)
+        return "dead_failed"
 
     def _move_failed_input(self, job: Job) -> None:
         """A failed whole video's input to input_failed/, and what its killed attempts left of its result

@@ -531,6 +531,42 @@ def test_a_dead_lettered_job_is_counted_where_the_jobsfailing_alert_looks(env, s
     assert (REGISTRY.get_sample_value(name, {label: value}) or 0.0) == before + 1
 
 
+def test_a_dead_segment_whose_video_the_store_could_not_fail_fails_it_at_the_next_pass(env, store, monkeypatch):
+    """Audit: a segment's dead letter failed the segment, then its video (fail_split); with the job store gone
+    between the two, the dead letter was neither acknowledged nor put back: it sat unacknowledged on the
+    producer's channel until a restart, and delivered again it found the segment failed already and was
+    acknowledged without failing the video, which stayed 'running', held by its segments, for good. The
+    dead letter goes back on its queue, and the next pass fails the video."""
+    from wildswarm.errors import JobStoreUnavailable
+    from wildswarm.jobs import segment_id
+    _, producer, _, clock, lay = env
+    drop(lay, "long.mp4")
+    settle(producer, clock)
+    (video,) = store.list()
+    store.claim(video.id, "w1/a", "w1")
+    store.split(video.id, "w1/a", {"total": 40, "length": 12, "overlap": 4}, [False, False, False, False])
+    seg = store.get(segment_id(video.id, 1))
+    death = {"x-death": [{"reason": b"delivery_limit", "queue": "q", "count": 4}]}
+    broker = DeadLetters([Delivery(JobMessage.for_job(seg).encode(), 7, True, 3, headers=death)])
+    producer.reconciler.broker = broker
+    real, calls = store.fail_split, []
+
+    def store_gone_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise JobStoreUnavailable("the job store cannot be reached (recording a failed job)")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(store, "fail_split", store_gone_once)
+    producer.reconcile(force=True)                      # the store fails mid-way: tried again next pass
+    assert [d.tag for d in broker.requeued] == [7] and broker.queue, "the dead letter was left unacknowledged"
+    assert store.get(seg.id).status is JobStatus.FAILED
+    producer.reconcile(force=True)
+    failed = store.get(video.id)
+    assert failed.status is JobStatus.FAILED and "segment 1 dead-lettered" in failed.error
+    assert [d.tag for d in broker.acked] == [7] and not broker.queue
+    assert (lay.input_failed / "long.mp4").exists()
+
+
 def test_death_reasons():
     assert death_reason({"x-wildswarm-error": b"malformed message: x"}) == "malformed message: x"
     assert "too many" in death_reason({"x-death": [{"reason": b"delivery_limit"}]})

@@ -162,14 +162,16 @@ class JobStore(LongVideos):
                profile: str | None = None, webhook_url: str | None = None,
                input_mtime_ns: int | None = None) -> tuple[Job, bool]:
         """Record a new job, its message not yet published: (the job, True); (the existing one, False).
-        ``input_mtime_ns``: its file's modification time when it was hashed; ``deployment_id``: a known deployment (:class:`JobError` if it is not); ``media``: the video's
-        own metadata; ``profile``: the analysis profile it is analysed with; ``webhook_url``: notified
-        when it ends (else its deployment's webhook, if that has one)."""
+        ``input_mtime_ns``: its file's modification time when it was hashed; ``deployment_id``: a known
+        deployment (:class:`JobError` if it is not); ``media``: the video's own metadata; ``profile``: the
+        analysis profile it is analysed with; ``webhook_url``: notified when it ends (else its deployment's
+        webhook, if that has one)."""
         try:
             job = self._one("recording a job",
                             "INSERT INTO jobs (id, input_name, size_bytes, input_mtime_ns, publish_pending, "
                             "deployment_id, media, profile, webhook_url, notify_state) SELECT %(id)s, %(name)s, "
-                            "%(size)s, %(mtime)s, true, %(dep)s, %(media)s, %(profile)s, w.url, CASE WHEN w.url IS NOT NULL THEN 'waiting' END FROM "
+                            "%(size)s, %(mtime)s, true, %(dep)s, %(media)s, %(profile)s, w.url, "
+                            "CASE WHEN w.url IS NOT NULL THEN 'waiting' END FROM "
                             "(SELECT coalesce(%(hook)s, (SELECT webhook_url FROM deployments WHERE id = %(dep)s)) "
                             "AS url) w ON CONFLICT (id) DO NOTHING RETURNING *",
                             {"id": job_id, "name": input_name, "size": size_bytes, "mtime": input_mtime_ns,
