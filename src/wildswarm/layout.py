@@ -8,7 +8,7 @@
     output/<name>/  one folder of results per video
     uploads/        web uploads and submitted copies while they arrive (service only)
     models/         model weights shared by all workers (read-only to them)
-    logs/<node>.log per-node progress lines
+    logs/<node>.log per-node progress lines (the lines before its last LOG_KEEP_BYTES in <node>.log.1)
     jobs/<id>.json  job records of earlier versions (imported once into the job store)
     cache/          the workers' backend timings, exports and compiled networks (Settings.cache)
 
@@ -74,6 +74,10 @@ def safe_name(name: str, *, max_len: int = MAX_NAME) -> str:
 
 #: ``output/.segments/<stem>/``: a long video's finished segments, until the whole video is recorded done.
 SEGMENTS_DIR = ".segments"
+#: A node log past this size starts afresh, the lines before kept in ``<node>.log.1`` (that one's earlier
+#: lines dropped): a process that runs for months must not grow its log on the shared filesystem for as
+#: long (a worker writes ~300 bytes a video; the logs page reads only the last 256 KiB).
+LOG_KEEP_BYTES = 16 << 20
 
 
 def stem_of(name: str) -> str:
@@ -240,10 +244,27 @@ class Layout:
             # surrogates), and UnicodeEncodeError is no OSError
             with open(path, "a", encoding="utf-8", errors="replace") as fh:
                 fh.write(f"{stamp} {node} {line}\n")
-            return True
+                fh.flush()
+                written = os.fstat(fh.fileno())
         except (OSError, UnsafePathError) as exc:
             log.warning("node log not written (%s): %s", exc, line)
             return False
+        if written.st_size >= LOG_KEEP_BYTES:
+            _start_afresh(path, written)
+        return True
+
+
+def _start_afresh(path: Path, written: os.stat_result) -> None:
+    """Move the full node log ``path`` (``written``: the file this process just wrote to) to ``<name>.1``, in
+    place of the one before; the next line starts a new ``path``. Several processes write one node's log
+    (the workers of a node, the web app's): only the file that is still ``path`` is moved, so a log another
+    process has just started afresh is never moved over the lines kept before it. Best effort, as the line."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) == (written.st_dev, written.st_ino):
+            os.replace(path, path.with_name(path.name + ".1"))
+    except OSError as exc:
+        log.warning("node log %s not started afresh: %s", path.name, exc)
 
 
 def partial_results(root: Path, name: str) -> list[Path]:

@@ -73,6 +73,27 @@ def test_a_log_line_stays_one_line_whatever_it_quotes(tmp_path):
     assert all(line.endswith("job forged.mp4") and "queued a" in line for line in lines)
 
 
+def test_a_node_log_is_bounded_however_many_lines_a_long_lived_node_writes(tmp_path, monkeypatch):
+    """Audit: every process appended to ``logs/<node>.log`` for as long as the stack ran, and nothing ever
+    trimmed it: a worker writes ~300 bytes a video (a line per segment of a long one), so a node's log
+    grew by the gigabyte on the shared filesystem over months, though the logs page reads only its last
+    256 KiB. Past ``LOG_KEEP_BYTES`` a log starts afresh, the lines before kept in ``<node>.log.1``."""
+    import wildswarm.layout as layout_module
+    cap = 4096
+    monkeypatch.setattr(layout_module, "LOG_KEEP_BYTES", cap, raising=False)
+    lay = Layout(tmp_path)
+    for n in range(1000):                       # ~70 KiB of lines, 17 times the cap
+        lay.log("worker-1", f"job {n:016x} fox-{n}.mp4: done")
+    logs = tmp_path / "logs"
+    held = sum(p.stat().st_size for p in logs.iterdir())
+    assert held <= 2 * cap + 200, f"{held} bytes of node logs kept for a cap of {cap}"
+    assert sorted(p.name for p in logs.iterdir()) == ["worker-1.log", "worker-1.log.1"]
+    current = (logs / "worker-1.log").read_text().splitlines()
+    before = (logs / "worker-1.log.1").read_text().splitlines()
+    assert current[-1].endswith("fox-999.mp4: done")                    # the newest line, where the page looks
+    assert len(before) > 20 and before[-1].split(" ")[4] == f"{int(current[0].split(' ')[4], 16) - 1:016x}"
+
+
 def test_atomic_write_leaves_no_temp(tmp_path):
     atomic_write(tmp_path / "f.json", "{}")
     atomic_write(tmp_path / "f.json", b"[]")
