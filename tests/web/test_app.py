@@ -127,6 +127,26 @@ def test_metrics_are_prometheus_text_with_web_names(client, anon, video_bytes):
     assert "/jobs/" not in text and "m.mp4" not in text      # no URL or file name ever becomes a label
 
 
+def test_a_client_inventing_http_methods_adds_no_metric_per_method(anon):
+    """Audit: the request counter was labelled with the request's method as sent. A method is any token
+    (nginx and gunicorn pass ``ABCD`` on, and the guard answers it with a 401, counted like any answer),
+    so anyone who can reach the login page added a time series per made-up method: the web app's memory,
+    its /metrics and Prometheus's series grew with every new one, without a login. Methods the app does
+    not route are counted as ``other``."""
+    def series() -> set[str]:
+        text = anon.get("/metrics").get_data(as_text=True)
+        return {line.split(" ")[0] for line in text.splitlines() if line.startswith("wildswarm_web_requests_total{")}
+
+    assert anon.open("/", method="PROPFIND").status_code in (302, 401, 405)
+    before = series()
+    for n in range(100):
+        assert anon.open("/", method=f"X{n:04d}").status_code in (302, 401, 405)
+    added = series() - before
+    assert len(added) <= 2, sorted(added)[:5]
+    assert not any("X00" in s for s in added)
+    assert any('method="GET"' in s for s in series())        # the methods the app routes keep their names
+
+
 def test_unknown_urls_are_404_pages_and_json_for_the_api(client):
     r = client.get("/no/such/page")
     assert r.status_code == 404 and b"404" in r.data and r.mimetype == "text/html"

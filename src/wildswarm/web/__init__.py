@@ -109,7 +109,7 @@ def _start() -> None:
 
 def _finish(response):
     endpoint = metrics.endpoint_label(request.endpoint)
-    metrics.REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    metrics.REQUESTS.labels(metrics.method_label(request.method), endpoint, str(response.status_code)).inc()
     if "started" in g:
         metrics.REQUEST_DURATION.labels(endpoint).observe(time.perf_counter() - g.started)
     headers = response.headers

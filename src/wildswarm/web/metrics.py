@@ -1,7 +1,7 @@
 """The web app's Prometheus metrics, defined once (``wildswarm_web_<noun>_<unit|total>``).
 
-Labels take a few fixed values: an HTTP method, a Flask endpoint name (the
-route, never the URL: ``ui.job``, not ``/jobs/3f2a...``), a status code, an
+Labels take a few fixed values: an HTTP method (``other`` for one the app does not answer), a Flask
+endpoint name (the route, never the URL: ``ui.job``, not ``/jobs/3f2a...``), a status code, an
 upload result or a refusal reason. Never a video name or a job id.
 """
 from __future__ import annotations
@@ -24,6 +24,17 @@ UPLOADS_REFUSED = Counter("wildswarm_web_uploads_refused_total", "Uploads refuse
 RETRIES = Counter("wildswarm_web_retries_total", "Failed jobs re-queued from the web app")
 
 REFUSAL_REASONS = ("no_file", "bad_name", "bad_type", "not_video", "too_large", "empty")
+
+
+#: The methods counted by name (those the app answers: its routes', and Flask's own HEAD and OPTIONS).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The HTTP method, or ``other``: a client may send any token as its method (nginx and gunicorn pass
+    ``ABCD`` on), and a label per made-up method would grow every worker's memory and Prometheus's
+    series with each new one, without a login (bounded label set)."""
+    return method if method in METHODS else "other"
 
 
 def endpoint_label(endpoint: str | None) -> str:
