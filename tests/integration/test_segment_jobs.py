@@ -32,7 +32,7 @@ def test_a_long_video_is_shared_by_two_workers_and_merged_once(broker_settings, 
     wait_consuming(s, 2, tuple(workers), timeout=180)
     video = make_video("long.mp4", frames=60, fps=10)   # 30 analysed frames: 3 segments of 12, cut as 4 of 8 for 2
     job_id = submit_file(intake, video).job.id
-    jobs = wait_for(lambda: all_finished(store, 1), 300, "the long video analysed", interval=0.5,
+    jobs = wait_for(lambda: all_finished(store, 1), 600, "the long video analysed", interval=0.5,
                     procs=tuple(workers))
     job = jobs[job_id]
     assert job.status is JobStatus.DONE, job.error
@@ -74,7 +74,7 @@ def test_a_worker_killed_mid_segment_costs_that_segment_only(broker_settings, st
     a.signal(signal.SIGKILL)
     done_before = {p.segment for p in store.segment_jobs(job_id) if p.status is JobStatus.DONE}
     b = spawn(s, "worker", node="wb")
-    jobs = wait_for(lambda: all_finished(store, 1), 300, "the video finished by worker B", interval=0.5, procs=(b,))
+    jobs = wait_for(lambda: all_finished(store, 1), 600, "the video finished by worker B", interval=0.5, procs=(b,))
     job = jobs[job_id]
     assert job.status is JobStatus.DONE, job.error
     parts = {p.segment: p for p in store.segment_jobs(job_id)}
@@ -99,7 +99,7 @@ def test_a_merger_killed_mid_merge_is_replaced_and_the_result_is_complete(broker
     a.signal(signal.SIGKILL)
     assert store.get(job_id).status is JobStatus.RUNNING        # killed mid-merge, not after it
     b = spawn(s, "worker", node="wb")
-    jobs = wait_for(lambda: all_finished(store, 1), 240, "worker B to merge", interval=0.5, procs=(b, producer))
+    jobs = wait_for(lambda: all_finished(store, 1), 600, "worker B to merge", interval=0.5, procs=(b, producer))
     job = jobs[job_id]
     assert job.status is JobStatus.DONE and job.node == "wb" and job.attempts == 2, job.error
     assert all(p.attempts == 1 and p.node == "wa" for p in store.segment_jobs(job_id))   # none redone
@@ -132,7 +132,7 @@ def test_segments_planned_before_a_rolling_update_are_planned_again_by_the_new_w
     assert a.stop(timeout=60) == 0                                 # the update stops it (it ends its segment)
     assert not store.get(job_id).status.finished
     b = spawn(new, "worker", node="new")
-    jobs = wait_for(lambda: all_finished(store, 1), 300, "the video finished by the new worker", interval=0.5,
+    jobs = wait_for(lambda: all_finished(store, 1), 600, "the video finished by the new worker", interval=0.5,
                     procs=(b,))
     job = jobs[job_id]
     assert job.status is JobStatus.DONE, job.error
