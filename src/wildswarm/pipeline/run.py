@@ -31,7 +31,8 @@ from wildswarm.pipeline.outputs import Result
 from wildswarm.pipeline.segment_analysis import SegmentedAnalysis
 from wildswarm.pipeline.segments import SegmentPlan
 from wildswarm.pipeline.summary import build_summary
-from wildswarm.pipeline.video import Frame, VideoInfo, VideoWriter, probe, read_frames, sample_step
+from wildswarm.pipeline.video import Frame, VideoInfo, probe, read_frames, sample_step
+from wildswarm.pipeline.video_writer import VideoWriter
 from wildswarm.profiles import check_settings
 
 ProgressFn = Callable[[int, int], None]
