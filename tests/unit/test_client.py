@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from click.testing import CliRunner
 
+from kit.net import serving
 from wildswarm.cli import main
 
 ANSWERS = {"/html": (200, "text/html", b"<html><body>RabbitMQ Management</body></html>"),
@@ -32,11 +33,8 @@ def other_server():
 
         def log_message(self, *args):
             pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize("where, said", [("/html", "200 text/html, not the wildswarm API"),
@@ -109,11 +107,8 @@ def broken_server():
 
         def log_message(self, *args):
             pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def download(server: str, tmp_path, *names: str):
@@ -188,11 +183,8 @@ def moved_server():
 
         def log_message(self, *args):
             pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize("code", [301, 302, 307, 308])
@@ -240,11 +232,8 @@ def camera_stream():
 
         def log_message(self, *args):
             pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_an_endless_answer_that_is_not_json_is_not_read(camera_stream, tmp_path):
@@ -273,12 +262,9 @@ def silent_server():
 
         def log_message(self, *args):
             pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    release.set()
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
+        release.set()                  # the handlers waiting end, so the server's shutdown does not wait on them
 
 
 @pytest.mark.parametrize("where", ["read", "stall"])
