@@ -139,7 +139,7 @@ class Intake:
         job_id = job_id_for(path)
         known = self.store.find(job_id)
         if known is not None:
-            return self._known_dropped(path, known)
+            return self._known_dropped(path, known, st)
         where = "input/" if profile is None else f"input/{profile}/"
         if profile is None:
             self._replace_changed(path, job_id)
@@ -285,7 +285,7 @@ class Intake:
         retries it)."""
         return job.retriable and self.layout.failed_input(job) in (None, copy)
 
-    def _known_dropped(self, path: Path, job: Job) -> Admission:
+    def _known_dropped(self, path: Path, job: Job, st: os.stat_result) -> Admission:
         if self._lost_failed_input(job, copy=path):
             try:
                 retried = self.retry(job.id, copy=path, how=f"{path.name} dropped again, of a job whose input was gone")
@@ -302,6 +302,9 @@ class Intake:
         if job.status.finished:   # its worker stopped between recording and moving it
             move_into(path, self.layout.input_done if job.status is JobStatus.DONE else self.layout.input_failed,
                       job.id[:8])
+        elif job.input_mtime_ns != st.st_mtime_ns:
+            # written again unchanged (an rsync without -t, a touch): known by its new time at the next start
+            self.store.note_input_read(job.id, st.st_size, st.st_mtime_ns)
         return Admission(job, "known", f"{path.name} is job {job.id}")
 
     def _refuse_dropped(self, path: Path, size: int, reason: str) -> Admission:

@@ -567,6 +567,22 @@ def test_a_dead_segment_whose_video_the_store_could_not_fail_fails_it_at_the_nex
     assert (lay.input_failed / "long.mp4").exists()
 
 
+def test_a_waiting_video_rewritten_unchanged_is_known_by_its_new_time_after_a_restart(env, store):
+    """A waiting video written again with the same bytes (a nightly rsync of the card without -t, a touch) is
+    hashed again and found to be its job; its job kept the time it had first, so every later producer start
+    read it in full again. The job now records the time its bytes were last read at."""
+    _, producer, broker, clock, lay = env
+    path = drop(lay, "a.mp4")
+    settle(producer, clock)
+    (job,) = store.list()
+    assert job.input_mtime_ns == path.stat().st_mtime_ns
+    later = time.time() + 60
+    os.utime(path, (later, later))
+    assert settle(producer, clock) == {"a.mp4": "known"}
+    assert store.get(job.id).input_mtime_ns == path.stat().st_mtime_ns
+    assert len(broker.published) == 1
+
+
 def test_death_reasons():
     assert death_reason({"x-wildswarm-error": b"malformed message: x"}) == "malformed message: x"
     assert "too many" in death_reason({"x-death": [{"reason": b"delivery_limit"}]})

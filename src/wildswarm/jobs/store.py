@@ -201,6 +201,13 @@ class JobStore(LongVideos):
                          f"UPDATE jobs SET publish_pending = true, {CHANGED} "
                          "WHERE id = %s AND status = 'queued' AND NOT publish_pending RETURNING *", (job_id,))
 
+    def note_input_read(self, job_id: str, size_bytes: int, mtime_ns: int) -> None:
+        """The size and modification time a queued or running job's file had when its bytes were last read
+        and found to be its video's (intake: a file written again unchanged). Not a change of its state."""
+        with self.db.connection("recording a video's file") as conn:
+            conn.execute("UPDATE jobs SET size_bytes = %s, input_mtime_ns = %s WHERE id = %s "
+                         "AND status IN ('queued', 'running')", (size_bytes, mtime_ns, job_id))
+
     # --- a worker's transitions ------------------------------------------------------------------
     def claim(self, job_id: str, owner: str, node: str) -> Job | None:
         """Take the job for ``owner``: exactly one caller wins; None if it is not claimable now."""
