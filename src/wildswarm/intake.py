@@ -31,6 +31,7 @@ from wildswarm.publisher import Publisher
 from wildswarm.config import Settings
 from wildswarm.errors import JobConflict, JobStoreError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
+from wildswarm.jobs.admissions import Admissions
 from wildswarm.jobs.deployments import Deployments, parse_time
 from wildswarm.layout import Layout, move_into, readable, renamed_readable, safe_name
 from wildswarm.messages import JobMessage
@@ -77,6 +78,7 @@ class Intake:
         self.publisher = publisher
         self.layout = Layout(settings.data)
         self.deployments = Deployments(store.db)
+        self.admissions = Admissions(store.db)
         self.profiles = ProfileBook(settings)
 
     def note(self, line: str) -> None:
@@ -107,7 +109,15 @@ class Intake:
                                      "whose input was gone: this copy queues it again.")
                 return Admission(known, "duplicate", f"{name} is a video wildswarm already has: job {job_id} "
                                                      f"({known.input_name}, {known.status.value}).")
-            final = self.layout.claim_input(staged, name)
+            # kept until its job is recorded: a process that dies once the video is in input/ loses none of it
+            self.admissions.ask(job_id, name, {"source": source, "profile": profile, "deployment_id": deployment_id,
+                                               "recorded_at": recorded_at, "webhook": webhook})
+            try:
+                final = self.layout.claim_input(staged, name)
+            except Exception:
+                with contextlib.suppress(JobStoreError):
+                    self.admissions.forget(job_id)
+                raise
         finally:
             staged.unlink(missing_ok=True)
         return self._record_and_publish(job_id, final, st, source, deployment_id=deployment_id, media=media,
@@ -141,15 +151,39 @@ class Intake:
         if known is not None:
             return self._known_dropped(path, known, st)
         where = "input/" if profile is None else f"input/{profile}/"
+        asked = {"source": f"dropped into {where}", "profile": self.profile(profile)}
         if profile is None:
+            asked = self._unfinished_admission(path, job_id) or asked
             self._replace_changed(path, job_id)
         if profile is not None or safe_name(path.name) != path.name or self.layout.name_taken(path.name, mine=path):
+            if profile is not None:          # moved up into input/: its folder's profile kept until it is recorded
+                self.admissions.ask(job_id, path.name, asked)
             renamed = self.layout.claim_input(path, path.name)
             if renamed.name != path.name:
                 self.note(f"{where}{path.name}: renamed to {renamed.name} (unsafe or already taken)")
             path = renamed
-        return self._record_and_publish(job_id, path, st, f"dropped into {where}", media=self._media(path),
-                                        profile=self.profile(profile))
+        dep = asked.get("deployment_id")
+        return self._record_and_publish(job_id, path, st, asked["source"], deployment_id=dep,
+                                        media=self._media(path, dep, asked.get("recorded_at")),
+                                        profile=asked["profile"], webhook=asked.get("webhook"))
+
+    def _unfinished_admission(self, path: Path, job_id: str) -> dict | None:
+        """What ``input/<name>`` asked for when it came (an upload, a submit, a profile folder), if the process
+        admitting it stopped between moving it into input/ and recording its job; None for a dropped file."""
+        asked = self.admissions.asked(job_id)
+        if asked is None:
+            return None
+        asked = dict(asked, source=f"{asked.get('source') or 'admitted'} (its admission finished by the producer: "
+                                   "the process admitting it stopped)")
+        if asked.get("deployment_id") and self.deployments.get(asked["deployment_id"]) is None:
+            self.note(f"{path.name}: its deployment {asked['deployment_id']!r} is gone: recorded without one")
+            asked["deployment_id"] = None
+        try:
+            asked["profile"] = self.profile(asked.get("profile"))
+        except Refused as exc:
+            self.note(f"{path.name}: {exc}: analysed with the default profile")
+            asked["profile"] = self.profile(None)
+        return asked
 
     def _recorded_unchanged(self, path: Path, st: os.stat_result) -> Job | None:
         """The queued or running job whose video ``input/<name>`` is, if the file still has the size and
@@ -247,6 +281,11 @@ class Intake:
         """``st``: the file's stat from before it was hashed (its size and time are recorded with the job)."""
         job, created = self.store.submit(job_id, final.name, st.st_size, deployment_id=deployment_id, media=media,
                                          profile=profile, webhook_url=webhook, input_mtime_ns=st.st_mtime_ns)
+        if not created and job.input_name == final.name:
+            # this very file, recorded first by the producer (it saw the file settle in input/ before this
+            # admission recorded it, finishing it with what it asked for): the job's video, not a duplicate
+            return Admission(job, "pending" if job.publish_pending else "queued",
+                             f"{final.name} is queued as job {job_id}.")
         if not created:          # the same video, admitted at the same moment by another path
             moved = move_into(final, self.layout.input_failed, job_id[:8])
             self.note(f"{final.name}: same content as job {job_id} ({job.input_name}); not queued again"

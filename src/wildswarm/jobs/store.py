@@ -168,6 +168,8 @@ class JobStore(LongVideos):
         webhook, if that has one)."""
         try:
             job = self._one("recording a job",
+                            # the admission that asked for it (jobs/admissions.py) ends in the same statement
+                            "WITH asked AS (DELETE FROM admissions WHERE id = %(id)s) "
                             "INSERT INTO jobs (id, input_name, size_bytes, input_mtime_ns, publish_pending, "
                             "deployment_id, media, profile, webhook_url, notify_state) SELECT %(id)s, %(name)s, "
                             "%(size)s, %(mtime)s, true, %(dep)s, %(media)s, %(profile)s, w.url, "
