@@ -79,10 +79,13 @@ def rows(n: int, rng: random.Random):
         status = "failed" if state == "refused" else state
         finished = created + timedelta(minutes=3) if status in ("done", "failed") else None
         lease = datetime.now(timezone.utc) + timedelta(hours=1) if status == "running" else None
-        yield (f"{i:016x}", name_of(i), status, 60 if status == "done" else 0, 60, node,
+        # a queued video's length is known from its header (read at intake) until a worker starts it
+        media = '{"frames": 900, "fps": 30.0, "duration_s": 30.0}' if status == "queued" else "{}"
+        yield (f"{i:016x}", name_of(i), status, 60 if status == "done" else 0, 0 if status == "queued" else 60, node,
                1 if node else 0, created, created, finished, lease, "bench" if lease else None,
                state == "refused", status == "done" and i % 10 == 0, 1_000_000 + i,
-               "PipelineError: out of memory" if state == "failed" else ("not a video" if state == "refused" else None))
+               "PipelineError: out of memory" if state == "failed" else ("not a video" if state == "refused" else None),
+               media)
 
 
 def fill(store: JobStore, n: int) -> float:
@@ -91,7 +94,7 @@ def fill(store: JobStore, n: int) -> float:
     with store.db.connection("filling") as conn:
         with conn.cursor().copy(
                 "COPY jobs (id, input_name, status, frames_done, frames_total, node, attempts, created_at, "
-                "published_at, finished_at, lease_until, lease_owner, refused, untrained, size_bytes, error) "
+                "published_at, finished_at, lease_until, lease_owner, refused, untrained, size_bytes, error, media) "
                 "FROM STDIN") as copy:
             for row in rows(n, rng):
                 copy.write_row(row)
@@ -225,6 +228,8 @@ def main() -> int:
         # what every open cluster page asks every 5 s, and the jobs page's filters on each load
         cluster = ClusterStats(store.db)
         out["pages"] = {"cluster page: queue counts": timed(cluster.queue, max(5, args.repeat // 4)),
+                        "cluster page: backlog": timed(lambda: cluster.backlog(lambda profile: 1.0),
+                                                       max(5, args.repeat // 4)),
                         "jobs page: nodes": timed(store.nodes, max(5, args.repeat // 4)),
                         "jobs page: species seen": timed(lambda: species_seen(store), max(5, args.repeat // 4))}
         print("claim contention ...", flush=True)

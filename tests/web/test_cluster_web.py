@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -55,6 +56,28 @@ def test_the_cluster_api_reports_workers_queue_backlog_and_its_eta(make_app, sto
     assert c["backlog"]["frames_per_s"] == 0.5 and c["backlog"]["eta_seconds"] == pytest.approx(220)
     assert c["prometheus"] == {"url": None, "reachable": None, "error": None}
     assert len(c["throughput"]["series"]) == 36
+
+
+def test_pages_open_together_share_one_round_of_the_stores_questions(make_app, store, settings, bearer, monkeypatch):
+    """Audit: each poll of each open cluster page (every 5 s) asked the job store everything again, the backlog
+    reading every queued and running job (206 ms at 100,000 queued of a million, bench/jobstore.py; the queue
+    counts 45 ms more): the page open on a lab's ten screens kept the store that busy. The polls of a web process
+    now share one round of questions per CACHE_SECONDS, as they share Prometheus's answers."""
+    from wildswarm.jobs.cluster import ClusterStats
+    from wildswarm.web import cluster
+    busy_cluster(store, settings)
+    rounds = []
+    real = ClusterStats.backlog
+    monkeypatch.setattr(ClusterStats, "backlog", lambda self, *a: rounds.append(1) or real(self, *a))
+    monkeypatch.setattr(cluster, "CACHE_SECONDS", 0.5)
+    app = make_app(prometheus_url="", worker_heartbeat_seconds=10, fps=5.0)
+    screens = [app.test_client() for _ in range(3)]
+    bodies = [screen.get("/api/cluster", headers=bearer).get_json() for screen in screens]
+    assert len(rounds) == 1 and {b["backlog"]["frames"] for b in bodies} == {110}
+    store.submit("a0000000000000a4", "later.mp4", 10, media={"frames": 30, "fps": 30.0})
+    time.sleep(0.6)
+    later = screens[0].get("/api/cluster", headers=bearer).get_json()
+    assert len(rounds) == 2 and later["backlog"]["frames"] == 115 and later["queue"]["queued"] == 3
 
 
 def test_the_cluster_page_shows_it_and_says_prometheus_is_down(make_app, store, settings):

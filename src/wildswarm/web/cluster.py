@@ -78,16 +78,17 @@ class _Cache:
         self.at, self.value = 0.0, None
 
 
-def _cached(key: str, make):
-    """``make()``, or what it gave (or raised) less than :data:`CACHE_SECONDS` ago: a Prometheus that does
-    not answer is asked once per period, not once per poll of every open page."""
+def _cached(key: str, make, errors: tuple[type[Exception], ...] = (PrometheusDown,)):
+    """``make()``, or what it gave (or raised, of ``errors``) less than :data:`CACHE_SECONDS` ago: Prometheus
+    and the job store are asked once per period and web process, not once per poll of every open page (the
+    backlog alone reads every queued and running job: 206 ms at 100,000 queued, bench/jobstore.py)."""
     cfg = current_app.config
     cache = cfg.setdefault(f"WILDSWARM_CLUSTER_CACHE_{key}", _Cache())
     with cache.lock:
         if cache.value is None or time.monotonic() - cache.at > CACHE_SECONDS:
             try:
                 cache.value = (make(), None)
-            except PrometheusDown as exc:
+            except errors as exc:
                 cache.value = (None, exc)
             cache.at = time.monotonic()
         value, error = cache.value
@@ -110,11 +111,13 @@ def snapshot() -> dict:
         except ProfileError:
             return settings.fps
 
-    try:
+    def ask_store():
         stats = ClusterStats(store.db)
-        workers = Workers(store.db).recent(settings.worker_heartbeat_seconds)
-        queue, backlog = stats.queue(), stats.backlog(sampling_fps)
-        throughput = stats.throughput(bucket_minutes=BUCKET_MINUTES)
+        return (Workers(store.db).recent(settings.worker_heartbeat_seconds), stats.queue(),
+                stats.backlog(sampling_fps), stats.throughput(bucket_minutes=BUCKET_MINUTES))
+
+    try:
+        workers, queue, backlog, throughput = _cached("store", ask_store, errors=(JobStoreError,))
         body["store"] = {"reachable": True, "error": None}
     except JobStoreError as exc:
         body["store"] = {"reachable": False, "error": str(exc)}
