@@ -8,6 +8,7 @@ server reads them.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -162,16 +163,40 @@ class Client:
 
     def download(self, url_path: str, dest: Path, progress: Callable[[int, int], None] | None = None,
                  size: int | None = None) -> Path:
-        """Stream ``url_path`` into ``dest`` (a part file renamed at the end): nothing half-written is left.
-        ``size``, the file's size in the job's listing, is checked at the end: a body that just ends (no
-        Content-Length or chunks to fall short of, as over HTTP/1.0) is no whole file."""
-        r = self._call("GET", url_path, stream=True)
-        length = r.headers.get("Content-Length") or ""
-        total = int(length) if length.isdigit() else 0          # only the progress bar's: unknown is fine
-        part = dest.with_name(f".{dest.name}.part")
-        done = 0
+        """Stream ``url_path`` into ``dest`` through a hidden part file renamed at the end: nothing half-written is
+        ever at ``dest``. ``size``, the file's size in the job's listing, is checked at the end: a body that just
+        ends (no Content-Length or chunks to fall short of, as over HTTP/1.0) is no whole file.
+
+        A file served with byte ranges and a strong ETag (a job's result files) that breaks off keeps what came,
+        beside ``dest``; the next call asks for the rest only, and only if the file is still the one it began
+        (``If-Range``: one changed since comes whole). A zip of results is made as it is sent: it starts over."""
+        part, mark = dest.with_name(f".{dest.name}.part"), dest.with_name(f".{dest.name}.part.json")
+        have, etag = _begun(part, mark, url_path)
+        where = f"{self.base}{url_path.split('?')[0]}"
         try:
-            with open(part, "wb") as out:
+            r = self._call("GET", url_path, stream=True,
+                           headers={"Range": f"bytes={have}-", "If-Range": etag} if have else {})
+        except ServerError as exc:
+            if have and exc.status == 416:          # what was kept is no start of the file as it is now
+                _forget(part, mark)
+                return self.download(url_path, dest, progress, size)
+            raise
+        resumed = bool(have) and r.status_code == 206 and _range_start(r.headers.get("Content-Range")) == have
+        if r.status_code == 206 and not resumed:
+            r.close()
+            _forget(part, mark)
+            raise ServerError(f"{where}: answered with a part of the file ({r.headers.get('Content-Range')}) other "
+                              "than the one asked for; nothing was saved")
+        done = have if resumed else 0
+        length = r.headers.get("Content-Length") or ""
+        total = done + int(length) if length.isdigit() else 0          # only the progress bar's: unknown is fine
+        etag = r.headers.get("ETag") or ""
+        resumable = (bool(etag) and not etag.startswith("W/") and r.headers.get("Accept-Ranges") == "bytes"
+                     and dest.suffix.lower() != ".zip")
+        try:
+            if resumable:
+                mark.write_text(json.dumps({"url": url_path, "etag": etag}))
+            with open(part, "ab" if resumed else "wb") as out:
                 try:
                     for block in r.iter_content(CHUNK):
                         out.write(block)
@@ -179,17 +204,27 @@ class Client:
                         if progress:
                             progress(done, total)
                 except requests.RequestException as exc:     # cut off: short of its length, its last chunk, a timeout
-                    raise ServerError(f"{self.base}{url_path.split('?')[0]}: the download broke off after {done} "
-                                      f"bytes ({exc}); nothing was saved") from None
+                    if resumable and done:
+                        raise _Kept(f"{where}: the download broke off after {done} bytes ({exc}); they are kept: "
+                                    "run the same command again to go on from there") from None
+                    raise ServerError(f"{where}: the download broke off after {done} bytes ({exc}); nothing was "
+                                      "saved") from None
             if size is not None and done != size:
-                raise ServerError(f"{self.base}{url_path.split('?')[0]}: {done} bytes of {size}: the download "
-                                  "did not end where the file does; nothing was saved")
+                raise ServerError(f"{where}: {done} bytes of {size}: the download did not end where the file does; "
+                                  "nothing was saved")
             if dest.suffix.lower() == ".zip" and not whole_zip(part):
-                raise ServerError(f"{self.base}{url_path.split('?')[0]}: the zip was cut off after {done} bytes "
-                                  "(it lacks the table of contents a zip ends with); nothing was saved")
+                raise ServerError(f"{where}: the zip was cut off after {done} bytes (it lacks the table of contents "
+                                  "a zip ends with); nothing was saved")
             part.replace(dest)
+            mark.unlink(missing_ok=True)
+        except _Kept as kept:
+            raise ServerError(str(kept)) from None
+        except KeyboardInterrupt:               # stopped by the user: what came is kept for the next run
+            if not (resumable and done):
+                _forget(part, mark)
+            raise
         except BaseException:
-            part.unlink(missing_ok=True)
+            _forget(part, mark)
             raise
         finally:
             r.close()
@@ -221,6 +256,36 @@ def _timed_out(exc: BaseException) -> bool:
         todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
         todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
     return False
+
+
+class _Kept(Exception):
+    """A download broke off, what came kept to go on from."""
+
+
+def _begun(part: Path, mark: Path, url_path: str) -> tuple[int, str | None]:
+    """(bytes, ETag) of a download of ``url_path`` that broke off into ``part``; (0, None) if there is none."""
+    try:
+        begun = json.loads(mark.read_text())
+        have = part.stat().st_size
+    except (OSError, ValueError):
+        return 0, None
+    if not isinstance(begun, dict) or begun.get("url") != url_path or not isinstance(begun.get("etag"), str):
+        return 0, None
+    return have, begun["etag"]
+
+
+def _forget(part: Path, mark: Path) -> None:
+    part.unlink(missing_ok=True)
+    mark.unlink(missing_ok=True)
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """Where ``Content-Range: bytes <start>-<end>/<size>`` starts."""
+    try:
+        unit, spec = (content_range or "").split(" ", 1)
+        return int(spec.split("-", 1)[0]) if unit == "bytes" else None
+    except ValueError:
+        return None
 
 
 def whole_zip(path: Path) -> bool:
