@@ -426,7 +426,8 @@ def test_the_labeled_video_keeps_the_shape_of_a_video_of_wide_pixels(pipeline, t
 def test_the_nwb_export_of_a_variable_frame_rate_video_times_its_labeled_video_as_its_poses(pipeline, tmp_path):
     """NWB keeps the labeled video as an ImageSeries beside the PoseEstimationSeries that refer to it. At a
     variable frame rate the poses had each frame's own time but the labeled video only a rate (the average):
-    a reader (DANDI, ndx-pose's viewers) put labeled frame 19 at 4.6 s, its pose at 5.5 s."""
+    a reader (DANDI, ndx-pose's viewers) put labeled frame 19 at 4.6 s, its pose at 5.5 s. The source video had
+    only the average rate too, and now has every frame's own time, read from its packets."""
     import io
     import zipfile
     from pynwb import NWBHDF5IO
@@ -434,7 +435,7 @@ def test_the_nwb_export_of_a_variable_frame_rate_video_times_its_labeled_video_a
     from wildswarm import exporters
     from wildswarm.exporters.base import ExportOptions, VideoResult
     result = pipeline.analyze(vfr_video(tmp_path / "vfr.mp4"), tmp_path / "out")
-    r = VideoResult("j", "vfr.mp4", result.output_dir)
+    r = VideoResult("j", "vfr.mp4", result.output_dir, source=tmp_path / "vfr.mp4")
     buf = io.BytesIO()
     exporters.get("nwb").write([r], buf, ExportOptions())
     zipfile.ZipFile(io.BytesIO(buf.getvalue())).extractall(tmp_path / "nwb")
@@ -442,6 +443,10 @@ def test_the_nwb_export_of_a_variable_frame_rate_video_times_its_labeled_video_a
     assert nwb_problems(path) == []
     times = result.summary["frame_times_s"]
     with NWBHDF5IO(str(path), "r") as io_:
-        labeled = io_.read().acquisition["labeled_video"]
+        acquired = io_.read().acquisition
+        labeled = acquired["labeled_video"]
         assert labeled.timestamps is not None and labeled.rate is None
         assert list(labeled.timestamps[:]) == pytest.approx([times[str(i)] for i in r.entry["frames_processed"]])
+        source = acquired["source_video"]
+        assert source.rate is None and list(source.timestamps[:]) == pytest.approx(
+            [0.1 * i for i in range(10)] + [1.0 + 0.5 * i for i in range(10)])

@@ -109,10 +109,15 @@ def write_file(r: VideoResult, path: Path, options: ExportOptions | None = None)
     width, height = int(i.get("width") or 0), int(i.get("height") or 0)
     source = None
     if r.source is not None:
+        # at a variable frame rate each frame at its own time, read from the video's packets (the average
+        # rate would misplace them by seconds, as the labeled video's below)
+        shown = _frame_times(r.source) if s.get("frame_times_s") else None
         source = ImageSeries(name="source_video", description=f"the video analysed, {r.video}",
-                             external_file=[r.video], format="external", starting_frame=[0], rate=fps,
+                             external_file=[r.video], format="external", starting_frame=[0],
+                             **({"timestamps": shown} if shown else {"rate": fps}),
                              dimension=[width, height], unit="n.a.", device=camera,
-                             num_samples=int(i.get("frames") or s.get("frames", {}).get("read") or 0))
+                             num_samples=len(shown) if shown else int(i.get("frames") or s.get("frames", {}).get("read")
+                                                                      or 0))
         nwb.add_acquisition(source)
     labeled_rate = float(s.get("frames", {}).get("output_fps") or fps)
     # at a variable frame rate (a phone's) each labeled frame is shown at its own time, as the poses are
@@ -177,6 +182,16 @@ def subject(r: VideoResult, given: dict | None) -> dict:
                                                    "to the export, so they are recorded as unknown")}
     out.update({k: v for k, v in (given or {}).items() if v})
     return out
+
+
+def _frame_times(video: Path) -> list[float] | None:
+    """Each frame's own time in ``video``; None where it cannot be read (then the rate stands)."""
+    from wildswarm.errors import VideoError
+    from wildswarm.pipeline.video import frame_times      # PyAV: the web image has it
+    try:
+        return frame_times(video) or None
+    except (VideoError, OSError):
+        return None
 
 
 def _camera(r: VideoResult) -> str:

@@ -360,10 +360,23 @@ def _constant_rate(stream) -> bool:
     return bool(base and average) and abs(float(base) / float(average) - 1) < 1e-3
 
 
-def _presentation_times(path: Path, target: int) -> list[int]:
-    """The presentation time stamps of frames 0..``target`` (and a few more), in the order they are shown:
-    read from the packets alone, nothing decoded. Frames an edit list drops are not counted, as the
-    decoder does not show them."""
+def frame_times(path: Path) -> list[float]:
+    """When each frame of the video is shown, in seconds from the first (as ``frame_times_s`` and the
+    tables count), read from its packets alone: a variable frame rate's own times, for exports that
+    place the source video's frames (an hour of video in about a second)."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        tb, start = stream.time_base, _start_seconds(stream)
+    finally:
+        container.close()
+    return [float(pts * tb) - start for pts in _presentation_times(path)]
+
+
+def _presentation_times(path: Path, target: int | None = None) -> list[int]:
+    """The presentation time stamps of frames 0..``target`` (and a few more; None: of every frame), in the
+    order they are shown: read from the packets alone, nothing decoded. Frames an edit list drops are not
+    counted, as the decoder does not show them."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -371,7 +384,7 @@ def _presentation_times(path: Path, target: int) -> list[int]:
         for packet in container.demux(stream):
             if packet.size and packet.pts is not None and not packet.is_discard:
                 seen.append(packet.pts)
-                if len(seen) > target + _REORDER:
+                if target is not None and len(seen) > target + _REORDER:
                     break
         return sorted(seen)
     except av.error.FFmpegError as exc:
