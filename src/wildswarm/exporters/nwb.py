@@ -112,12 +112,11 @@ def write_file(r: VideoResult, path: Path, options: ExportOptions | None = None)
         # at a variable frame rate each frame at its own time, read from the video's packets (the average
         # rate would misplace them by seconds, as the labeled video's below)
         shown = _frame_times(r.source) if s.get("frame_times_s") else None
+        frames = len(shown) if shown else int(i.get("frames") or s.get("frames", {}).get("read") or 0)
         source = ImageSeries(name="source_video", description=f"the video analysed, {r.video}",
                              external_file=[r.video], format="external", starting_frame=[0],
                              **({"timestamps": shown} if shown else {"rate": fps}),
-                             dimension=[width, height], unit="n.a.", device=camera,
-                             num_samples=len(shown) if shown else int(i.get("frames") or s.get("frames", {}).get("read")
-                                                                      or 0))
+                             dimension=[width, height], unit="n.a.", device=camera, num_samples=frames)
         nwb.add_acquisition(source)
     labeled_rate = float(s.get("frames", {}).get("output_fps") or fps)
     # at a variable frame rate (a phone's) each labeled frame is shown at its own time, as the poses are
