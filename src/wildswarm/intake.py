@@ -347,19 +347,14 @@ class Intake:
         return Admission(job, "known", f"{path.name} is job {job.id}")
 
     def _refuse_dropped(self, path: Path, size: int, reason: str) -> Admission:
+        """Record the refusal, then move the file to input_failed/: a producer killed between the two finds it
+        in input/ again and refuses it again (the same id: its name, size and time), so it never sits in
+        input_failed/ with no job and no reason anywhere; a store that cannot record it leaves it in input/."""
         st = path.stat()
         key = f"refused\0{path.name}\0{size}\0{st.st_mtime_ns}".encode()
         job_id = hashlib.sha256(key).hexdigest()[:16]
-        moved = move_into(path, self.layout.input_failed, job_id[:8])
+        job = self.store.refuse(job_id, path.name, size, reason, self.settings.node)
+        moved = move_into(path, self.layout.input_failed, job_id[:8])      # found there by Layout.failed_input
         name = moved.name if moved else path.name
-        try:
-            job = self.store.refuse(job_id, name, size, reason, self.settings.node)
-        except JobStoreError:
-            # not recorded: back where it was, to be refused (and recorded) at a later scan, not left in
-            # input_failed/ with no job and no reason anywhere
-            if moved is not None and not path.exists():
-                with contextlib.suppress(OSError):
-                    os.rename(moved, path)
-            raise
         self.note(f"job {job_id} {path.name}: refused ({reason}); moved to input_failed/{name}")
         return Admission(job, "refused", reason)

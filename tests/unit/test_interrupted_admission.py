@@ -4,7 +4,8 @@ A web worker, ``wildswarm submit`` or the producer (moving a file up from ``inpu
 at that step left a video in input/ with no job. The producer then queued it as a file someone dropped
 there: the default profile, and no deployment, recording time or webhook, though the user had asked for
 them (and the upload was told it failed, or never answered). What an admission asks for is now recorded
-before its video moves; the producer finishes the admission with it.
+before its video moves; the producer finishes the admission with it. A refusal is recorded before its
+file moves to input_failed/ too.
 
 The processes here are real ones, SIGKILLed at that step; the broker is unreachable (never reached).
 """
@@ -25,19 +26,24 @@ from wildswarm.publisher import Publisher
 
 pytestmark = pytest.mark.slow
 
-# ``wildswarm`` with its admissions killed, by the kernel, as they would record their job
-KILLED_AT_RECORDING = (
-    "import os, signal\n"
-    "from wildswarm.intake import Intake\n"
-    "Intake._record_and_publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+# ``wildswarm`` killed by the kernel as it reaches ``{step}`` (``module:name`` or ``module:Class.name``)
+KILLED_AT = (
+    "import importlib, os, signal\n"
+    "module, path = '{step}'.split(':')\n"
+    "owner = importlib.import_module(module)\n"
+    "*parents, name = path.split('.')\n"
+    "for parent in parents:\n"
+    "    owner = getattr(owner, parent)\n"
+    "setattr(owner, name, lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))\n"
     "from wildswarm.cli import main\n"
     "main(prog_name='wildswarm')\n")
 
+RECORDING = "wildswarm.intake:Intake._record_and_publish"
 HOOK = "https://lab.example.org/hooks/wildswarm"
 
 
-def killed_at_recording(settings, *args: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILLED_AT_RECORDING, *args], env=settings_env(settings),
+def killed_at(step: str, settings, *args: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT.format(step=step), *args], env=settings_env(settings),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
 
@@ -54,7 +60,7 @@ def test_a_submit_killed_before_recording_its_job_is_queued_as_it_asked(db_setti
     Deployments(store.db).save(Deployment.parse({"id": "arena-2", "latitude": 52.1, "longitude": 5.2}))
     video = tmp_path / "mouse 7.mp4"
     video.write_bytes(b"a mouse in arena 2")
-    killed_at_recording(settings, "submit", "--profile", "lab-topview-mouse", "--deployment", "arena-2",
+    killed_at(RECORDING, settings, "submit", "--profile", "lab-topview-mouse", "--deployment", "arena-2",
                         "--recorded-at", "2026-05-01T04:00:00Z", "--webhook", HOOK, str(video))
     inside = settings.data / "input" / "mouse_7.mp4"
     assert inside.read_bytes() == video.read_bytes() and store.list() == []       # the step it died at
@@ -72,7 +78,7 @@ def test_a_producer_killed_moving_a_file_up_from_its_profile_folder_keeps_the_pr
     folder = settings.data / "input" / "lab-topview-mouse"
     folder.mkdir(parents=True)
     (folder / "arena 3.mp4").write_bytes(b"mouse")
-    killed_at_recording(settings, "producer", "--once")
+    killed_at(RECORDING, settings, "producer", "--once")
     assert (settings.data / "input" / "arena_3.mp4").exists() and store.list() == []
 
     assert finish_in_producer(settings, store) == {"arena_3.mp4": "queued"}
@@ -105,3 +111,18 @@ def test_an_upload_the_producer_recorded_first_keeps_its_video(db_settings, stor
     assert admission.result == "queued" and admission.job.profile == "lab-topview-mouse"
     assert (db_settings.data / "input" / "owl.mp4").read_bytes() == b"owl"
     assert not any(db_settings.data.joinpath("input_failed").iterdir()) and len(store.list()) == 1
+
+
+@pytest.mark.parametrize("step", ["wildswarm.jobs.store:JobStore.refuse", "wildswarm.intake:move_into"])
+def test_a_producer_killed_refusing_a_file_leaves_it_refused_with_its_reason(db_settings, store, step):
+    """The producer moved a refused file to input_failed/ and then recorded why: killed between the two, the
+    file sat in input_failed/ with no job and no reason anywhere, and no later scan looked there. The refusal
+    is now recorded first; a producer killed before the move refuses the same file again when it restarts."""
+    settings = db_settings.replace(broker_port=1)
+    (settings.data / "input" / "notes.mp4").write_bytes(b"")
+    killed_at(step, settings, "producer", "--once")
+    assert finish_in_producer(settings, store) == {"notes.mp4": "refused"}
+    (job,) = store.list()
+    assert job.refused and job.input_name == "notes.mp4" and "empty" in job.error
+    assert (settings.data / "input_failed" / "notes.mp4").exists()
+    assert not (settings.data / "input" / "notes.mp4").exists()
