@@ -217,8 +217,8 @@ class Layout:
         """Where the input of a failed job is: input_failed/ (perhaps renamed with its id), or still input/."""
         from wildswarm.jobs import job_id_for
         name = job.input_name
-        stem, ext = Path(name).stem, Path(name).suffix
-        tag = job.id[:8]
+        ext, tag = Path(name).suffix, job.id[:8]
+        stem = _tagged_stem(Path(name).stem, tag, ext)
         candidates = [self.input_failed / name, self.input_failed / f"{stem}-{tag}{ext}"]
         candidates += sorted(self.input_failed.glob(f"{stem}-{tag}-*{ext}"))
         for path in candidates:
@@ -345,15 +345,22 @@ def renamed_readable(path: Path) -> Path:
     raise UnsafePathError(f"no free name for {name} in {path.parent}")
 
 
+def _tagged_stem(stem: str, tag: str, ext: str) -> str:
+    """``stem`` as far as it fits before ``-<tag>-99<ext>``: a dropped name near the limit gives way to the tag
+    (move_into names a file so; Layout.failed_input finds it by the same)."""
+    while stem and len(os.fsencode(f"{stem}-{tag}-99{ext}")) > NAME_MAX:
+        stem = stem[:-1]
+    return stem
+
+
 def move_into(src: Path, dest_dir: Path, tag: str) -> Path | None:
     """Move ``src`` into ``dest_dir`` without overwriting; None if ``src`` is already gone.
 
     A name taken there gets ``-<tag>`` (then ``-<tag>-1``, ...) before its extension.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
-    stem, ext = src.stem, src.suffix
-    while stem and len(os.fsencode(f"{stem}-{tag}-99{ext}")) > NAME_MAX:    # a dropped name near the limit:
-        stem = stem[:-1]                                                    # its stem gives way to the tag
+    ext = src.suffix
+    stem = _tagged_stem(src.stem, tag, ext)
     candidates = [src.name, f"{stem}-{tag}{ext}"] + [f"{stem}-{tag}-{n}{ext}" for n in range(1, 100)]
     for candidate in candidates:
         dest = dest_dir / candidate

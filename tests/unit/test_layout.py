@@ -235,3 +235,21 @@ def test_a_read_only_models_folder_is_not_swept_and_not_an_error(tmpfs):
     tmpfs.read_only()
     assert sweep_leftovers([tmpfs.path], older_than=3600) == 0
     assert (tmpfs.path / ".fetch-abc" / "w.pt").exists() and (tmpfs.path / ".w.pt.k2.tmp").exists()
+
+
+def test_a_failed_input_with_a_name_near_the_limit_is_found_where_it_was_moved(tmp_path):
+    """move_into shortens a long stem to fit its ``-<tag>`` when the name is taken in input_failed/; looking
+    for the job's input there used the whole stem, so that file was never found again (a refusal recorded
+    under the name dropped, its file left behind when the job was deleted)."""
+    from types import SimpleNamespace
+    lay = Layout(tmp_path).ensure()
+    stem = "Standort 14 Nordhang Dachs am Bau " + "x" * 215
+    name = f"{stem}.txt"
+    assert len(os.fsencode(name)) == 253
+    (lay.input_failed / name).write_text("another file of that name, refused before")
+    (lay.input / name).write_text("notes")
+    moved = move_into(lay.input / name, lay.input_failed, "0123abcd")
+    assert moved.name != name and len(os.fsencode(moved.name)) <= 255
+    (lay.input_failed / name).unlink()
+    job = SimpleNamespace(input_name=name, id="0123abcd" + "0" * 8)
+    assert lay.failed_input(job) == moved
