@@ -33,7 +33,7 @@ from wildswarm.errors import JobConflict, JobStoreError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.jobs.admissions import Admissions
 from wildswarm.jobs.deployments import Deployments, parse_time
-from wildswarm.layout import Layout, move_into, readable, renamed_readable, safe_name
+from wildswarm.layout import Layout, free_name, move_into, readable, renamed_readable, safe_name
 from wildswarm.messages import JobMessage
 from wildswarm.profiles import ProfileBook, ProfileError
 
@@ -347,14 +347,17 @@ class Intake:
         return Admission(job, "known", f"{path.name} is job {job.id}")
 
     def _refuse_dropped(self, path: Path, size: int, reason: str) -> Admission:
-        """Record the refusal, then move the file to input_failed/: a producer killed between the two finds it
-        in input/ again and refuses it again (the same id: its name, size and time), so it never sits in
-        input_failed/ with no job and no reason anywhere; a store that cannot record it leaves it in input/."""
+        """Record the refusal, under the name the file will have in input_failed/, then move it there: a
+        producer killed between the two finds it in input/ again and refuses it again (the same id: its name,
+        size and time), so it never sits in input_failed/ with no job and no reason anywhere; a store that
+        cannot record it leaves it in input/ for a later scan."""
         st = path.stat()
         key = f"refused\0{path.name}\0{size}\0{st.st_mtime_ns}".encode()
         job_id = hashlib.sha256(key).hexdigest()[:16]
-        job = self.store.refuse(job_id, path.name, size, reason, self.settings.node)
-        moved = move_into(path, self.layout.input_failed, job_id[:8])      # found there by Layout.failed_input
-        name = moved.name if moved else path.name
-        self.note(f"job {job_id} {path.name}: refused ({reason}); moved to input_failed/{name}")
+        tag, failed = job_id[:8], self.layout.input_failed
+        job = self.store.refuse(job_id, free_name(failed, path.name, tag), size, reason, self.settings.node)
+        moved = move_into(path, failed, tag)
+        if moved is not None and moved.name != job.input_name:       # another file took that name meanwhile
+            job = self.store.refuse(job_id, moved.name, size, reason, self.settings.node)
+        self.note(f"job {job_id} {path.name}: refused ({reason}); moved to input_failed/{job.input_name}")
         return Admission(job, "refused", reason)

@@ -353,16 +353,28 @@ def _tagged_stem(stem: str, tag: str, ext: str) -> str:
     return stem
 
 
+def _moved_names(name: str, tag: str) -> list[str]:
+    """The names :func:`move_into` tries for ``name``, in order."""
+    ext = Path(name).suffix
+    stem = _tagged_stem(Path(name).stem, tag, ext)
+    return [name, f"{stem}-{tag}{ext}"] + [f"{stem}-{tag}-{n}{ext}" for n in range(1, 100)]
+
+
+def free_name(dest_dir: Path, name: str, tag: str) -> str:
+    """The name :func:`move_into` would give a file ``name`` in ``dest_dir`` now (to record it before it moves)."""
+    for candidate in _moved_names(name, tag):
+        if not os.path.lexists(dest_dir / candidate):
+            return candidate
+    raise OSError(f"no free name for {name} in {dest_dir}")
+
+
 def move_into(src: Path, dest_dir: Path, tag: str) -> Path | None:
     """Move ``src`` into ``dest_dir`` without overwriting; None if ``src`` is already gone.
 
     A name taken there gets ``-<tag>`` (then ``-<tag>-1``, ...) before its extension.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
-    ext = src.suffix
-    stem = _tagged_stem(src.stem, tag, ext)
-    candidates = [src.name, f"{stem}-{tag}{ext}"] + [f"{stem}-{tag}-{n}{ext}" for n in range(1, 100)]
-    for candidate in candidates:
+    for candidate in _moved_names(src.name, tag):
         dest = dest_dir / candidate
         try:
             os.link(src, dest)          # fails if dest exists: never overwrites

@@ -21,6 +21,7 @@ from kit.procs import settings_env
 from wildswarm.intake import Intake
 from wildswarm.jobs import JobStatus, job_id_for
 from wildswarm.jobs.deployments import Deployment, Deployments
+from wildswarm.layout import Layout
 from wildswarm.producer import Producer
 from wildswarm.publisher import Publisher
 
@@ -126,3 +127,19 @@ def test_a_producer_killed_refusing_a_file_leaves_it_refused_with_its_reason(db_
     assert job.refused and job.input_name == "notes.mp4" and "empty" in job.error
     assert (settings.data / "input_failed" / "notes.mp4").exists()
     assert not (settings.data / "input" / "notes.mp4").exists()
+
+
+def test_two_refused_files_of_one_name_each_keep_their_own(db_settings, store):
+    """Recorded before it moves, a refusal must still name the file it will be in input_failed/: two cards'
+    ``NOTES.TXT`` refused one after the other, each job names its own file (deleting one with its input, or
+    looking for it, never reaches the other's)."""
+    layout = Layout(db_settings.data)
+    (layout.input / "NOTES.TXT").write_text("card 1")
+    assert finish_in_producer(db_settings, store) == {"NOTES.TXT": "refused"}
+    (layout.input / "NOTES.TXT").write_text("card 2, longer")
+    assert finish_in_producer(db_settings, store) == {"NOTES.TXT": "refused"}
+    jobs = store.list()
+    assert len(jobs) == 2 and len({j.input_name for j in jobs}) == 2
+    for job in jobs:
+        assert layout.failed_input(job) == layout.input_failed / job.input_name
+    assert sorted(p.read_text() for p in layout.input_failed.iterdir()) == ["card 1", "card 2, longer"]

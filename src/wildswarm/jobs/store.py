@@ -186,11 +186,12 @@ class JobStore(LongVideos):
         return (job, True) if job else (self.get(job_id), False)
 
     def refuse(self, job_id: str, input_name: str, size_bytes: int | None, reason: str, node: str) -> Job:
-        """Record a file that is not a video we accept: failed and refused, for good."""
+        """Record a file that is not a video we accept: failed and refused, for good (again: its new name)."""
         job = self._one("recording a refusal",
                         "INSERT INTO jobs (id, input_name, size_bytes, status, refused, error, node, finished_at) "
-                        "VALUES (%s, %s, %s, 'failed', true, %s, %s, now()) ON CONFLICT (id) DO NOTHING "
-                        "RETURNING *", (job_id, input_name, size_bytes, db_text(reason), node))
+                        "VALUES (%s, %s, %s, 'failed', true, %s, %s, now()) ON CONFLICT (id) DO UPDATE SET "
+                        f"input_name = EXCLUDED.input_name, {CHANGED} WHERE jobs.refused RETURNING *",
+                        (job_id, input_name, size_bytes, db_text(reason), node))
         return job or self.get(job_id)
 
     def mark_published(self, job_id: str) -> Job | None:
