@@ -308,3 +308,27 @@ def test_a_video_too_small_to_analyse_is_refused_by_probe(tmp_path):
         mux(c, st, (np.full((48, 1, 3), i * 40, np.uint8) for i in range(5)))
     with pytest.raises(VideoError, match=r"sliver\.avi: frames of 1x48 pixels are too small to analyse"):
         probe(path)
+
+
+def test_a_date_tag_without_a_time_of_day_is_no_recording_time(tmp_path):
+    """Audit: an MP4 whose only date is ``©day`` of a day alone (``2026-07-03``, as taggers write it) was read
+    as recorded at 2026-07-03T00:00:00+00:00: midnight UTC, invented. The Camtrap DP export then never asked
+    for the recording time, and placed the video and every animal in it at midnight (03:00 in Kenya); NWB's
+    session started there. A day alone is no time of recording; a tag with its time of day still is one."""
+    from kit.videos import write_video
+    plain = write_video(tmp_path / "plain.mp4", frames=4)
+
+    def tagged(name: str, day: str):
+        out = tmp_path / name
+        with av.open(str(plain)) as src, av.open(str(out), "w") as dst:
+            dst.metadata["date"] = day
+            stream = dst.add_stream_from_template(src.streams.video[0])
+            for packet in src.demux(src.streams.video[0]):
+                if packet.dts is not None:
+                    packet.stream = stream
+                    dst.mux(packet)
+        return out
+
+    assert "creation_time" not in video.media_metadata(tagged("day.mp4", "2026-07-03"))
+    timed = video.media_metadata(tagged("timed.mp4", "2026-07-03T05:12:00+03:00"))
+    assert timed["creation_time"] == "2026-07-03T05:12:00+03:00"

@@ -204,7 +204,8 @@ _ZERO_DATES = ("0000", "1904-01-01", "1970-01-01")
 def media_metadata(path: Path) -> dict:
     """What the video says of itself: ``creation_time`` (ISO 8601, UTC where no zone is given), the
     camera's ``make``, ``model`` and ``serial``, the ``software`` that wrote it; absent keys are
-    unknown. A zero date (1904 or 1970, as re-encoders write) counts as unknown."""
+    unknown. A zero date (1904 or 1970, as re-encoders write) counts as unknown, and so does a day
+    without its time of day (a ``©day`` of ``2026-07-03``): midnight UTC would be made up."""
     container = _open(path)
     try:
         tags = {k.lower(): str(v).strip() for k, v in container.metadata.items()}
@@ -222,7 +223,8 @@ def media_metadata(path: Path) -> dict:
     if created and not created.startswith(_ZERO_DATES):
         try:
             t = datetime.fromisoformat(created.replace("Z", "+00:00"))
-            out["creation_time"] = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")
+            if len(created) > 10:        # ISO 8601's day alone is at most 10 characters (2026-07-03)
+                out["creation_time"] = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")
         except ValueError:
             pass
     return out
