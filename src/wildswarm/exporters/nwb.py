@@ -9,8 +9,9 @@ Per video:
   each with a ``PoseEstimationSeries`` per body part: x, y in pixels of the source frame and the
   model's likelihood as confidence, at the timestamps of the sampled frames of the animal's span
   (a frame where a point was not seen is NaN);
-- the session's start is the video's own creation time where its container records one, otherwise
-  the time the job was submitted, and the description says which;
+- the session's start is the recording time given with the video, else the video's own creation
+  time where its container records one, otherwise the time the job was submitted, and the
+  description says which;
 - the subject is what the export is given (species, sex, age), otherwise only what is known: an
   animal (NCBI taxon Metazoa), sex unknown, any age.
 """
