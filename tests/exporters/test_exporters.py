@@ -199,6 +199,30 @@ def test_camtrap_dp_file_paths_pass_its_pattern_whatever_the_video_is_called(res
     assert [m["fileName"] for m in media] == names and [unquote(m["filePath"]) for m in media] == names
 
 
+def test_camtrap_dp_flags_a_video_recorded_outside_its_deployment(results, tmp_path):
+    """Audit: a video recorded after its deployment ended (a camera's clock off by a day, a deployment's end typed
+    wrong) was exported as if nothing were amiss: observations outside the period the camera is said to have
+    watched, which occupancy and activity analyses count as effort, and a package temporal coverage that ended
+    before its last observation. Nothing is invented or dropped: the deployment says its timestamps have issues
+    (Camtrap DP's timestampIssues), the video's media row says what is wrong, and the coverage spans both."""
+    data = export("camtrap-dp", placed(results, times=("2026-07-03T05:12:00+03:00", "2026-07-22T09:30:00+03:00")),
+                  PACKAGE)
+    assert camtrap_problems(data, tmp_path) == []
+    (dep,) = csv.DictReader(open(tmp_path / "deployments.csv"))
+    assert dep["timestampIssues"] == "true"
+    inside, outside = csv.DictReader(open(tmp_path / "media.csv"))
+    assert "outside its deployment" not in inside["mediaComments"]
+    assert "recorded 2026-07-22T09:30:00+03:00 to 2026-07-22T09:30:" in outside["mediaComments"]
+    assert "outside its deployment cam42-2026-07 (2026-07-01T06:00:00+03:00 to 2026-07-21T18:00:00+03:00)" \
+        in outside["mediaComments"]
+    pkg = json.loads((tmp_path / "datapackage.json").read_text())
+    assert pkg["temporal"] == {"start": "2026-07-01", "end": "2026-07-22"}
+    fine = export("camtrap-dp", placed(results), PACKAGE)
+    assert camtrap_problems(fine, tmp_path / "fine") == []
+    (dep,) = csv.DictReader(open(tmp_path / "fine" / "deployments.csv"))
+    assert dep["timestampIssues"] == "false"
+
+
 def replace_options(**changes) -> ExportOptions:
     from dataclasses import replace
     return replace(PACKAGE, **changes)

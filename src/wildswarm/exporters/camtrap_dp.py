@@ -10,7 +10,9 @@ each animal also gets a media-level row with its best box, relative to the frame
 What the standard requires and a video does not say is asked for, never invented: each video's
 deployment with its coordinates and start and end, each video's recording time (its own metadata,
 or the time given with the upload), the package's contributors, sampling design and capture
-method. A missing one stops the export with the list of what is missing, video by video.
+method. A missing one stops the export with the list of what is missing, video by video. A video
+recorded outside its deployment's period is exported, flagged: its deployment's ``timestampIssues``,
+its media row's comment, and the package's temporal coverage spanning it.
 """
 from __future__ import annotations
 
@@ -59,25 +61,32 @@ class CamtrapDP(Exporter):
         if problems:
             raise ExportError("a Camera Trap Data Package needs what is missing here:", problems)
         deployments = {r.deployment["id"]: r.deployment for r in results}
-        media, observations = [], []
+        media, observations, spans, flagged = [], [], [], set()
         for r in results:
             start = recorded(r)
-            media.append(self._media(r, start, options))
+            span = (start, start + timedelta(seconds=float(r.summary.get("input", {}).get("duration_s") or 0)))
+            outside = _outside(r.deployment, *span)
+            if outside:
+                flagged.add(r.deployment["id"])
+            spans.append(span)
+            media.append(self._media(r, start, options, outside))
             observations.extend(self._observations(r, start, options))
         names = sorted({row["scientificName"] for row in observations if row.get("scientificName")})
-        package = self._package(results, deployments, names, options)
+        package = self._package(results, deployments, names, options, spans)
         with zip_writer(out) as z:
             z.writestr("datapackage.json", json.dumps(package, indent=2))
-            z.writestr("deployments.csv", _table(DEPLOYMENTS, [_deployment(d) for d in deployments.values()]))
+            z.writestr("deployments.csv", _table(DEPLOYMENTS, [_deployment(d, d["id"] in flagged)
+                                                               for d in deployments.values()]))
             z.writestr("media.csv", _table(MEDIA, media))
             z.writestr("observations.csv", _table(OBSERVATIONS, observations))
 
-    def _media(self, r: VideoResult, start: datetime, options: ExportOptions) -> dict:
+    def _media(self, r: VideoResult, start: datetime, options: ExportOptions, outside: str | None) -> dict:
         return {"mediaID": media_id(r), "deploymentID": r.deployment["id"], "captureMethod": options.capture_method,
                 "timestamp": _time(start), "filePath": file_path(r.video), "filePublic": "false", "fileName": r.video,
                 "fileMediatype": "video/mp4",
                 "mediaComments": "analysed by wildswarm" + (" with UNTRAINED weights: the observations are "
-                                                           "meaningless" if r.summary.get("untrained_weights") else "")}
+                                                           "meaningless" if r.summary.get("untrained_weights") else "")
+                                 + (f"; {outside}" if outside else "")}
 
     def _observations(self, r: VideoResult, start: datetime, options: ExportOptions) -> list[dict]:
         s, entry = r.summary, r.entry
@@ -131,7 +140,7 @@ class CamtrapDP(Exporter):
                        bboxHeight=round(max(min(box["height"] / h, 1.0 - y), 1e-4), 4))
         return row
 
-    def _package(self, results, deployments: dict, names: list[str], options: ExportOptions) -> dict:
+    def _package(self, results, deployments: dict, names: list[str], options: ExportOptions, spans: list) -> dict:
         points = [(d["longitude"], d["latitude"]) for d in deployments.values()]
         lons, lats = [p[0] for p in points], [p[1] for p in points]
         if len(set(points)) == 1:
@@ -140,8 +149,9 @@ class CamtrapDP(Exporter):
             spatial = {"type": "Polygon", "coordinates": [[[min(lons), min(lats)], [max(lons), min(lats)],
                                                            [max(lons), max(lats)], [min(lons), max(lats)],
                                                            [min(lons), min(lats)]]]}
-        starts = [parse_time(d["deployment_start"]) for d in deployments.values()]
-        ends = [parse_time(d["deployment_end"]) for d in deployments.values()]
+        # the deployments' periods, and the videos' where one lies outside its deployment's: all it covers
+        starts = [parse_time(d["deployment_start"]) for d in deployments.values()] + [a for a, _ in spans]
+        ends = [parse_time(d["deployment_end"]) for d in deployments.values()] + [b for _, b in spans]
         title = options.title or f"wildswarm export of {len(results)} video{'s' if len(results) != 1 else ''}"
         key = ",".join(sorted(r.job_id or r.name for r in results))
         observation_level = ["event", "media"] if options.media_observations else ["event"]
@@ -218,8 +228,20 @@ def media_id(r: VideoResult) -> str:
     return r.job_id or r.name
 
 
-def _deployment(d: dict) -> dict:
+def _outside(d: dict, start: datetime, end: datetime) -> str | None:
+    """What is wrong with a video recorded from ``start`` to ``end`` in deployment ``d``, if that lies outside
+    the period its camera is said to have watched (None if it does not)."""
+    first, last = parse_time(d["deployment_start"]), parse_time(d["deployment_end"])
+    if first <= start and end <= last:
+        return None
+    return (f"recorded {_time(start)} to {_time(end)}, outside its deployment {d['id']} ({_time(first)} to "
+            f"{_time(last)}): the camera's clock, the deployment's dates or the recording time given is wrong")
+
+
+def _deployment(d: dict, timestamp_issues: bool) -> dict:
+    """A deployments.csv row; ``timestamp_issues``: a video of it was recorded outside its period."""
     return {"deploymentID": d["id"], "locationID": d.get("location_id"), "locationName": d.get("location_name"),
+            "timestampIssues": timestamp_issues,
             "latitude": d["latitude"], "longitude": d["longitude"],
             "coordinateUncertainty": d.get("coordinate_uncertainty"),
             "deploymentStart": _time(parse_time(d["deployment_start"])),
