@@ -25,6 +25,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from wildswarm.publisher import Publisher
@@ -60,6 +61,24 @@ def refusal(settings: Settings, name: str, size: int) -> tuple[str, str] | None:
     if size == 0:
         return "empty", "file is empty"
     return None
+
+
+def given_time(text: str) -> str:
+    """A recording time a person gave (ISO 8601), checked: :class:`Refused` unless it has its time of day and
+    its UTC offset. Exports write it as when the animals were seen: midnight for a day alone, or UTC for a
+    camera's local time typed from its screen, would be made up."""
+    text, example = str(text).strip(), "e.g. 2026-07-03T05:12:00+03:00"
+    try:
+        t = parse_time(text)
+    except ValueError as exc:
+        raise Refused("bad_time", f"recorded at: {exc}") from None
+    if len(text) <= 10:       # ISO 8601's day alone: 2026-07-03, 20260703
+        raise Refused("bad_time", f"recorded at: {text!r} is a day without its time of day: give the time too "
+                                  f"({example})")
+    if datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is None:
+        raise Refused("bad_time", f"recorded at: {text!r} has no UTC offset: give the camera's (+03:00, or Z for "
+                                  f"UTC; {example})")
+    return t.isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -269,10 +288,7 @@ class Intake:
         except VideoError:
             media = {}           # not a readable video: the worker says so, with its reason
         if recorded_at:
-            try:
-                media["given_time"] = parse_time(recorded_at).isoformat(timespec="seconds")
-            except ValueError as exc:
-                raise Refused("bad_time", f"recorded at: {exc}") from None
+            media["given_time"] = given_time(recorded_at)
         return media
 
     def _record_and_publish(self, job_id: str, final: Path, st: os.stat_result, source: str, *,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 from datetime import datetime
 
+import pytest
+
 from kit.videos import write_video
 from webkit import files_under
 
@@ -124,3 +126,17 @@ def test_a_deployment_field_holding_a_lone_surrogate_is_a_400_not_a_500(anon, be
     assert r.status_code == 400 and "location_name" in r.get_json()["error"], (r.status_code, r.data[:300])
     openapi.check("POST", "/api/deployments", r)
     assert anon.get("/api/deployments", headers=bearer).get_json()["deployments"] == []
+
+
+@pytest.mark.parametrize("given, said", [
+    ("2026-07-03", "a day without its time of day"),
+    ("2026-07-03T05:12:00", "no UTC offset"),
+])
+def test_a_recording_time_given_without_its_time_of_day_or_offset_is_asked_for_again(client, store, video_bytes,
+                                                                                    given, said):
+    """Audit: a recording time given as a day alone was taken as midnight UTC, and one without an offset as
+    UTC (a camera's local time, typed from its screen, three hours off in Kenya): exported to Camtrap DP
+    and NWB as the time the animals were seen. Both are asked for, never made up."""
+    r = upload_with(client, video_bytes, recorded_at=given)
+    assert r.status_code == 400 and r.get_json()["reason"] == "bad_time", r.get_json()
+    assert said in r.get_json()["error"] and store.list() == []

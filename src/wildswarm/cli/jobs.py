@@ -79,8 +79,9 @@ def producer(settings: Settings, once: bool, metrics_port: int | None) -> None:
 @click.option("--profile", default=None, help="Analysis profile (`wildswarm profiles`; default: WILDSWARM_PROFILE).")
 @click.option("--deployment", default=None, help="The known deployment the videos were recorded in "
                                                  "(wildswarm deployments).")
-@click.option("--recorded-at", default=None, help="When the video was recorded (ISO 8601), for a video whose "
-                                                  "own metadata does not say.")
+@click.option("--recorded-at", default=None, help="When the video was recorded, for a video whose own "
+                                                  "metadata does not say: ISO 8601 with the time of day and the "
+                                                  "UTC offset (2026-07-03T05:12:00+03:00).")
 @click.option("--webhook", default=None, help="An http(s) URL that receives a JSON POST when each job ends "
                                               "(default: the deployment's).")
 @remote.server_options

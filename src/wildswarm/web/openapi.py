@@ -287,7 +287,8 @@ PATHS = {
                                "deployment": {"type": "string", "description": "A known deployment's id "
                                               "(GET /api/deployments), sent before the file"},
                                "recorded_at": {"type": "string", "description": "When the video was recorded "
-                                               "(ISO 8601), for a video whose metadata does not say"},
+                                               "(ISO 8601 with time of day and UTC offset), for a video whose "
+                                               "metadata does not say"},
                                "webhook": {"type": "string", "description": "An http(s) URL that receives a JSON "
                                            "POST when the job ends (default: its deployment's), sent before the "
                                            "file"}}}}}},
