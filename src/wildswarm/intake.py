@@ -279,7 +279,8 @@ class Intake:
         if deployment_id is not None and self.deployments.get(deployment_id) is None:
             raise Refused("bad_deployment", f"there is no deployment {deployment_id!r}: add it first, or choose "
                                             "one that is known")
-        from wildswarm.pipeline.video import media_metadata, probe   # PyAV: the web and producer images have it
+        from wildswarm.pipeline.media_tags import media_metadata    # PyAV: the web and producer images have it
+        from wildswarm.pipeline.video import probe
         try:
             media = media_metadata(video)
             info = probe(video)      # its length: the cluster page's backlog counts the frames still to analyse

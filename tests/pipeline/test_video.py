@@ -314,14 +314,17 @@ def test_a_date_tag_without_a_time_of_day_is_no_recording_time(tmp_path):
     """Audit: an MP4 whose only date is ``©day`` of a day alone (``2026-07-03``, as taggers write it) was read
     as recorded at 2026-07-03T00:00:00+00:00: midnight UTC, invented. The Camtrap DP export then never asked
     for the recording time, and placed the video and every animal in it at midnight (03:00 in Kenya); NWB's
-    session started there. A day alone is no time of recording; a tag with its time of day still is one."""
+    session started there. A day alone is no time of recording; a tag with its time of day still is one.
+    And a first tag that says nothing (a re-encoder's 1970 creation_time, a day alone) no longer hides a
+    later one that does."""
     from kit.videos import write_video
+    from wildswarm.pipeline.media_tags import media_metadata
     plain = write_video(tmp_path / "plain.mp4", frames=4)
 
-    def tagged(name: str, day: str):
+    def tagged(name: str, **tags):
         out = tmp_path / name
-        with av.open(str(plain)) as src, av.open(str(out), "w") as dst:
-            dst.metadata["date"] = day
+        with av.open(str(plain)) as src, av.open(str(out), "w", options={"movflags": "use_metadata_tags"}) as dst:
+            dst.metadata.update(tags)
             stream = dst.add_stream_from_template(src.streams.video[0])
             for packet in src.demux(src.streams.video[0]):
                 if packet.dts is not None:
@@ -329,6 +332,9 @@ def test_a_date_tag_without_a_time_of_day_is_no_recording_time(tmp_path):
                     dst.mux(packet)
         return out
 
-    assert "creation_time" not in video.media_metadata(tagged("day.mp4", "2026-07-03"))
-    timed = video.media_metadata(tagged("timed.mp4", "2026-07-03T05:12:00+03:00"))
+    assert "creation_time" not in media_metadata(tagged("day.mp4", date="2026-07-03"))
+    timed = media_metadata(tagged("timed.mp4", date="2026-07-03T05:12:00+03:00"))
     assert timed["creation_time"] == "2026-07-03T05:12:00+03:00"
+    for first in ("1970-01-01T00:00:00.000000Z", "2026-07-03", "last tuesday"):
+        behind = media_metadata(tagged("behind.mp4", creation_time=first, date="2026-07-03T05:12:00+03:00"))
+        assert behind.get("creation_time") == "2026-07-03T05:12:00+03:00", first

@@ -1,4 +1,5 @@
-"""Video IO at the edge of the pipeline: probe, sampled decode (PyAV); the encoder is ``video_writer``.
+"""Video IO at the edge of the pipeline: probe, sampled decode (PyAV); the encoder is ``video_writer``, the tags
+that say when and with which camera a video was recorded ``media_tags``.
 
 Frames are RGB ``uint8`` arrays of shape ``(H, W, 3)``. Each video is decoded
 once; :func:`read_frames` keeps only the frames that fall on the sampling grid.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -188,46 +188,6 @@ def probe(path: Path) -> VideoInfo:
         return VideoInfo(Path(path), width, height, fps, frames, duration, ctx.name, aspect)
     finally:
         container.close()
-
-
-#: Container and stream tags cameras and phones write, per field (first found wins).
-_TAGS = {
-    "make": ("com.apple.quicktime.make", "make", "com.android.manufacturer", "manufacturer"),
-    "model": ("com.apple.quicktime.model", "model", "com.android.model"),
-    "serial": ("com.apple.quicktime.serial", "serial_number", "serial", "camera_serial_number"),
-    "software": ("com.apple.quicktime.software", "software", "encoder"),
-}
-#: Dates written by re-encoders and cameras without a clock: no date at all.
-_ZERO_DATES = ("0000", "1904-01-01", "1970-01-01")
-
-
-def media_metadata(path: Path) -> dict:
-    """What the video says of itself: ``creation_time`` (ISO 8601, UTC where no zone is given), the
-    camera's ``make``, ``model`` and ``serial``, the ``software`` that wrote it; absent keys are
-    unknown. A zero date (1904 or 1970, as re-encoders write) counts as unknown, and so does a day
-    without its time of day (a ``©day`` of ``2026-07-03``): midnight UTC would be made up."""
-    container = _open(path)
-    try:
-        tags = {k.lower(): str(v).strip() for k, v in container.metadata.items()}
-        for stream in container.streams.video[:1]:
-            for k, v in stream.metadata.items():
-                tags.setdefault(k.lower(), str(v).strip())
-    finally:
-        container.close()
-    out = {}
-    for key, names in _TAGS.items():
-        value = next((tags[n] for n in names if tags.get(n)), None)
-        if value and "\x00" not in value:
-            out[key] = value[:200]
-    created = tags.get("com.apple.quicktime.creationdate") or tags.get("creation_time") or tags.get("date")
-    if created and not created.startswith(_ZERO_DATES):
-        try:
-            t = datetime.fromisoformat(created.replace("Z", "+00:00"))
-            if len(created) > 10:        # ISO 8601's day alone is at most 10 characters (2026-07-03)
-                out["creation_time"] = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")
-        except ValueError:
-            pass
-    return out
 
 
 def pick(m: int, step: float) -> int:
