@@ -25,7 +25,6 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from wildswarm.publisher import Publisher
@@ -33,7 +32,7 @@ from wildswarm.config import Settings
 from wildswarm.errors import JobConflict, JobStoreError, VideoError
 from wildswarm.jobs import Job, JobStatus, JobStore, job_id_for
 from wildswarm.jobs.admissions import Admissions
-from wildswarm.jobs.deployments import Deployments, parse_time
+from wildswarm.jobs.deployments import Deployments, exact_time
 from wildswarm.layout import Layout, free_name, move_into, readable, renamed_readable, safe_name
 from wildswarm.messages import JobMessage
 from wildswarm.profiles import ProfileBook, ProfileError
@@ -64,21 +63,12 @@ def refusal(settings: Settings, name: str, size: int) -> tuple[str, str] | None:
 
 
 def given_time(text: str) -> str:
-    """A recording time a person gave (ISO 8601), checked: :class:`Refused` unless it has its time of day and
-    its UTC offset. Exports write it as when the animals were seen: midnight for a day alone, or UTC for a
-    camera's local time typed from its screen, would be made up."""
-    text, example = str(text).strip(), "e.g. 2026-07-03T05:12:00+03:00"
+    """A recording time a person gave, checked (:func:`~wildswarm.jobs.deployments.exact_time`): :class:`Refused`
+    unless it has its time of day and its UTC offset."""
     try:
-        t = parse_time(text)
+        return exact_time(text).isoformat(timespec="seconds")
     except ValueError as exc:
         raise Refused("bad_time", f"recorded at: {exc}") from None
-    if len(text) <= 10:       # ISO 8601's day alone: 2026-07-03, 20260703
-        raise Refused("bad_time", f"recorded at: {text!r} is a day without its time of day: give the time too "
-                                  f"({example})")
-    if datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is None:
-        raise Refused("bad_time", f"recorded at: {text!r} has no UTC offset: give the camera's (+03:00, or Z for "
-                                  f"UTC; {example})")
-    return t.isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

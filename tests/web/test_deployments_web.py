@@ -34,6 +34,10 @@ def test_a_bad_deployment_is_refused_with_what_is_wrong(anon, bearer, openapi):
                        ({**CAM, "id": "../etc"}, "a deployment id is"),
                        ({**CAM, "deployment_end": "2026-06-01T00:00:00Z"}, "ends before it starts"),
                        ({**CAM, "deployment_start": "yesterday"}, "not an ISO 8601"),
+                       # a day alone was midnight UTC, a time without offset UTC: the last day's videos then
+                       # fell outside the deployment, and every Camtrap DP date was hours off
+                       ({**CAM, "deployment_end": "2026-07-21"}, "a day without its time of day"),
+                       ({**CAM, "deployment_start": "2026-07-01T06:00:00"}, "has no UTC offset"),
                        ({**CAM, "colour": "green"}, "unknown deployment field")):
         r = anon.post("/api/deployments", json=bad, headers=bearer)
         assert r.status_code == 400 and words in r.get_json()["error"], (bad, r.get_json())

@@ -55,7 +55,7 @@ class Deployment:
                 values["coordinate_uncertainty"] = _whole("coordinate_uncertainty", values["coordinate_uncertainty"])
             for key in ("deployment_start", "deployment_end"):
                 if key in values:
-                    values[key] = parse_time(values[key])
+                    values[key] = values[key] if isinstance(values[key], datetime) else exact_time(values[key])
             for key in TEXT_FIELDS:
                 if key in values:
                     values[key] = _text(key, values[key])
@@ -140,6 +140,19 @@ def _text(key: str, value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise ValueError(f"{key} must be text, not {type(value).__name__}")
+
+
+def exact_time(text: str) -> datetime:
+    """A time a person gave (ISO 8601), with its time of day and its UTC offset, or ValueError saying which is
+    missing. The exports write it as a moment: midnight for a day alone, or UTC for a camera's local time read
+    from its screen, would be made up (Camtrap DP requires the offset)."""
+    text, example = str(text).strip(), "e.g. 2026-07-03T05:12:00+03:00"
+    t = parse_time(text)
+    if len(text) <= 10:       # ISO 8601's day alone: 2026-07-03, 20260703
+        raise ValueError(f"{text!r} is a day without its time of day: give the time too ({example})")
+    if datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset: give the camera's (+03:00, or Z for UTC; {example})")
+    return t
 
 
 def parse_time(value: str | datetime) -> datetime:
