@@ -14,6 +14,14 @@ from psycopg.types.json import Jsonb
 FORGET_AFTER_DAYS = 30
 
 
+def _text(value):
+    """A value as jsonb takes it: a string's lone surrogates (a file name of Latin-1 bytes quoted in its source)
+    and NULs, which PostgreSQL refuses in JSON, replaced."""
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")
+
+
 class Admissions:
     """The admissions table, on the job store's connection pool."""
 
@@ -26,7 +34,7 @@ class Admissions:
             conn.execute("WITH old AS (DELETE FROM admissions WHERE asked_at < now() - make_interval(days => %s)) "
                          "INSERT INTO admissions (id, input_name, asked) VALUES (%s, %s, %s) ON CONFLICT (id) DO "
                          "UPDATE SET input_name = EXCLUDED.input_name, asked = EXCLUDED.asked, asked_at = now()",
-                         (FORGET_AFTER_DAYS, job_id, input_name, Jsonb(asked)))
+                         (FORGET_AFTER_DAYS, job_id, input_name, Jsonb({k: _text(v) for k, v in asked.items()})))
 
     def asked(self, job_id: str) -> dict | None:
         """What an admission of ``job_id`` that did not get as far as recording its job asked for."""
