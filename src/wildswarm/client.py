@@ -193,6 +193,7 @@ class Client:
         etag = r.headers.get("ETag") or ""
         resumable = (bool(etag) and not etag.startswith("W/") and r.headers.get("Accept-Ranges") == "bytes"
                      and dest.suffix.lower() != ".zip")
+        kept = False            # it broke off, and what came stays for the next run
         try:
             if resumable:
                 mark.write_text(json.dumps({"url": url_path, "etag": etag}))
@@ -204,11 +205,10 @@ class Client:
                         if progress:
                             progress(done, total)
                 except requests.RequestException as exc:     # cut off: short of its length, its last chunk, a timeout
-                    if resumable and done:
-                        raise _Kept(f"{where}: the download broke off after {done} bytes ({exc}); they are kept: "
-                                    "run the same command again to go on from there") from None
-                    raise ServerError(f"{where}: the download broke off after {done} bytes ({exc}); nothing was "
-                                      "saved") from None
+                    kept = resumable and done > 0
+                    raise ServerError(f"{where}: the download broke off after {done} bytes ({exc}); " + (
+                        "they are kept: run the same command again to go on from there" if kept
+                        else "nothing was saved")) from None
             if size is not None and done != size:
                 raise ServerError(f"{where}: {done} bytes of {size}: the download did not end where the file does; "
                                   "nothing was saved")
@@ -217,14 +217,9 @@ class Client:
                                   "a zip ends with); nothing was saved")
             part.replace(dest)
             mark.unlink(missing_ok=True)
-        except _Kept as kept:
-            raise ServerError(str(kept)) from None
-        except KeyboardInterrupt:               # stopped by the user: what came is kept for the next run
-            if not (resumable and done):
+        except BaseException as exc:
+            if not (kept or (isinstance(exc, KeyboardInterrupt) and resumable and done)):
                 _forget(part, mark)
-            raise
-        except BaseException:
-            _forget(part, mark)
             raise
         finally:
             r.close()
@@ -256,10 +251,6 @@ def _timed_out(exc: BaseException) -> bool:
         todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
         todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
     return False
-
-
-class _Kept(Exception):
-    """A download broke off, what came kept to go on from."""
 
 
 def _begun(part: Path, mark: Path, url_path: str) -> tuple[int, str | None]:
