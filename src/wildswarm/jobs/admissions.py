@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from psycopg.types.json import Jsonb
 
+from wildswarm.jobs.clauses import db_text
+
 # An admission no video arrived for (its move failed, its file was deleted) is forgotten after this long.
 FORGET_AFTER_DAYS = 30
 
 
 def _text(value):
     """A value as jsonb takes it: a string's lone surrogates (a file name of Latin-1 bytes quoted in its source)
-    and NULs, which PostgreSQL refuses in JSON, replaced."""
+    replaced, then as :func:`db_text` makes text (no NULs, which PostgreSQL refuses in JSON too)."""
     if not isinstance(value, str):
         return value
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")
+    return db_text(value.encode("utf-8", "replace").decode("utf-8"))
 
 
 class Admissions:
